@@ -1,0 +1,294 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is every setting of kmsd. Each field has a flag, a KMS_* environment variable
+// and a key in the optional JSON config file; the precedence is flag, then environment,
+// then config file, then the default.
+type config struct {
+	DataDir     string `json:"data_dir" env:"KMS_DATA_DIR" flag:"data-dir" help:"data directory of the embedded default: token, PINs, SQLite file, admin credentials"`
+	Listen      string `json:"listen" env:"KMS_LISTEN" flag:"listen" help:"address to serve HTTP(S) on"`
+	DatabaseURL string `json:"database_url" env:"KMS_DATABASE_URL" flag:"database" help:"metadata store: a SQLite file path or a postgres:// URL (default <data-dir>/kms.db)"`
+
+	PKCS11Module   string `json:"pkcs11_module" env:"KMS_PKCS11_MODULE" flag:"pkcs11-module" help:"PKCS#11 library path; empty selects the embedded SoftHSM2 token in the data directory"`
+	TokenLabel     string `json:"token_label" env:"KMS_TOKEN_LABEL" flag:"token-label" help:"label of the PKCS#11 token to use"`
+	PINFile        string `json:"pin_file" env:"KMS_PIN_FILE" flag:"pin-file" help:"file holding the token user PIN (the PIN itself may come from KMS_PIN, never from a flag)"`
+	MaxSessions    int    `json:"max_sessions" env:"KMS_MAX_SESSIONS" flag:"max-sessions" help:"PKCS#11 sessions in the pool"`
+	HSMGeneratesIV bool   `json:"hsm_generates_iv" env:"KMS_HSM_GENERATES_IV" flag:"hsm-generates-iv" help:"let the token choose GCM IVs (HSMs in FIPS mode)"`
+
+	TLSCert string `json:"tls_cert" env:"KMS_TLS_CERT" flag:"tls-cert" help:"PEM certificate file; with --tls-key, serve HTTPS"`
+	TLSKey  string `json:"tls_key" env:"KMS_TLS_KEY" flag:"tls-key" help:"PEM private key file of --tls-cert"`
+
+	Region         string        `json:"region" env:"KMS_REGION" flag:"region" help:"region id reported in key metadata"`
+	KeysPerProject int           `json:"keys_per_project" env:"KMS_KEYS_PER_PROJECT" flag:"keys-per-project" help:"key quota of each project"`
+	KeyCacheTTL    time.Duration `json:"key_cache_ttl" env:"KMS_KEY_CACHE_TTL" flag:"key-cache-ttl" help:"how long key metadata is served from memory (bounds staleness across replicas)"`
+	CredCacheTTL   time.Duration `json:"credential_cache_ttl" env:"KMS_CREDENTIAL_CACHE_TTL" flag:"credential-cache-ttl" help:"how long credentials are served from memory"`
+	AuthWindow     time.Duration `json:"auth_window" env:"KMS_AUTH_WINDOW" flag:"auth-window" help:"accepted X-Sdk-Date skew"`
+	AuthFailures   int           `json:"auth_max_failures" env:"KMS_AUTH_MAX_FAILURES" flag:"auth-max-failures" help:"consecutive signature failures that lock an access key"`
+	AuthLockout    time.Duration `json:"auth_lockout" env:"KMS_AUTH_LOCKOUT" flag:"auth-lockout" help:"how long a locked access key stays locked"`
+	MaxBodyBytes   int64         `json:"max_body_bytes" env:"KMS_MAX_BODY_BYTES" flag:"max-body-bytes" help:"largest request body accepted, in bytes"`
+
+	ShutdownTimeout time.Duration `json:"shutdown_timeout" env:"KMS_SHUTDOWN_TIMEOUT" flag:"shutdown-timeout" help:"how long SIGTERM waits for in-flight requests"`
+	LogLevel        string        `json:"log_level" env:"KMS_LOG_LEVEL" flag:"log-level" help:"debug, info, warn or error"`
+	LogFormat       string        `json:"log_format" env:"KMS_LOG_FORMAT" flag:"log-format" help:"text or json"`
+}
+
+func defaultConfig() config {
+	return config{
+		DataDir:         "kms-data",
+		Listen:          "127.0.0.1:8080",
+		TokenLabel:      "kms",
+		MaxSessions:     8,
+		Region:          "local-1",
+		KeysPerProject:  20,
+		KeyCacheTTL:     time.Second,
+		CredCacheTTL:    5 * time.Second,
+		AuthWindow:      15 * time.Minute,
+		AuthFailures:    5,
+		AuthLockout:     5 * time.Minute,
+		MaxBodyBytes:    64 << 10,
+		ShutdownTimeout: 15 * time.Second,
+		LogLevel:        "info",
+		LogFormat:       "text",
+	}
+}
+
+// loadConfig applies the config file, the environment and the flags over the defaults,
+// in that order, and validates the result.
+func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	cfg := defaultConfig()
+
+	fs := flag.NewFlagSet("kmsd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configFile := fs.String("config", getenv("KMS_CONFIG"), "optional JSON config file (env KMS_CONFIG)")
+	set := registerFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	if fs.NArg() > 0 {
+		return config{}, fmt.Errorf("unexpected argument %q: kmsd takes only flags", fs.Arg(0))
+	}
+
+	if *configFile != "" {
+		if err := readConfigFile(*configFile, &cfg); err != nil {
+			return config{}, err
+		}
+	}
+	if err := applyEnv(&cfg, getenv); err != nil {
+		return config{}, err
+	}
+	if err := set(&cfg); err != nil {
+		return config{}, err
+	}
+
+	if cfg.DatabaseURL == "" {
+		cfg.DatabaseURL = filepath.Join(cfg.DataDir, "kms.db")
+	}
+	return cfg, cfg.validate()
+}
+
+func readConfigFile(path string, cfg *config) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading config file: %w", err)
+	}
+
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return fmt.Errorf("config file %s is not a JSON object: %w", path, err)
+	}
+
+	fields := fieldsByTag("json")
+	for name, value := range raw {
+		f, ok := fields[name]
+		if !ok {
+			return fmt.Errorf("config file %s: unknown setting %q", path, name)
+		}
+		text := string(bytes.Trim(value, `"`))
+		if err := setField(f.value(cfg), text); err != nil {
+			return fmt.Errorf("config file %s: %s: %w", path, name, err)
+		}
+	}
+	return nil
+}
+
+func applyEnv(cfg *config, getenv func(string) string) error {
+	for name, f := range fieldsByTag("env") {
+		v := getenv(name)
+		if v == "" {
+			continue
+		}
+		if err := setField(f.value(cfg), v); err != nil {
+			return fmt.Errorf("environment variable %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// registerFlags defines one flag per config field. Flags are parsed as strings and
+// applied after the environment, so that a flag always wins.
+func registerFlags(fs *flag.FlagSet) func(*config) error {
+	values := map[string]*string{}
+	fields := fieldsByTag("flag")
+	names := make([]string, 0, len(fields))
+	for name := range fields {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+
+	def := defaultConfig()
+	for _, name := range names {
+		f := fields[name]
+		usage := fmt.Sprintf("%s (env %s)", f.field.Tag.Get("help"), f.field.Tag.Get("env"))
+		values[name] = fs.String(name, "", usage+defaultNote(f.value(&def)))
+	}
+
+	return func(cfg *config) error {
+		var err error
+		fs.Visit(func(fl *flag.Flag) {
+			f, ok := fields[fl.Name]
+			if !ok || err != nil {
+				return
+			}
+			if e := setField(f.value(cfg), *values[fl.Name]); e != nil {
+				err = fmt.Errorf("flag --%s: %w", fl.Name, e)
+			}
+		})
+		return err
+	}
+}
+
+func defaultNote(v reflect.Value) string {
+	if v.IsZero() {
+		return ""
+	}
+	return fmt.Sprintf(" (default %v)", v.Interface())
+}
+
+type configField struct {
+	field reflect.StructField
+	index int
+}
+
+func (f configField) value(cfg *config) reflect.Value {
+	return reflect.ValueOf(cfg).Elem().Field(f.index)
+}
+
+func fieldsByTag(tag string) map[string]configField {
+	t := reflect.TypeOf(config{})
+	out := make(map[string]configField, t.NumField())
+	for i := range t.NumField() {
+		if name := t.Field(i).Tag.Get(tag); name != "" {
+			out[name] = configField{field: t.Field(i), index: i}
+		}
+	}
+	return out
+}
+
+var durationType = reflect.TypeOf(time.Duration(0))
+
+func setField(v reflect.Value, text string) error {
+	text = strings.TrimSpace(text)
+	switch {
+	case v.Type() == durationType:
+		d, err := time.ParseDuration(text)
+		if err != nil {
+			return fmt.Errorf("invalid duration %q (use a unit, for example 5s or 2m)", text)
+		}
+		v.SetInt(int64(d))
+	case v.Kind() == reflect.String:
+		v.SetString(text)
+	case v.Kind() == reflect.Int || v.Kind() == reflect.Int64:
+		n, err := strconv.ParseInt(text, 10, 64)
+		if err != nil {
+			return fmt.Errorf("invalid whole number %q", text)
+		}
+		v.SetInt(n)
+	case v.Kind() == reflect.Bool:
+		b, err := strconv.ParseBool(text)
+		if err != nil {
+			return fmt.Errorf("invalid boolean %q (use true or false)", text)
+		}
+		v.SetBool(b)
+	default:
+		return errors.New("unsupported setting type")
+	}
+	return nil
+}
+
+func (c config) validate() error {
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+
+	_, _, err := net.SplitHostPort(c.Listen)
+	check(err == nil, "listen: %q is not host:port", c.Listen)
+	check(c.DataDir != "", "data_dir: must not be empty")
+	check(c.TokenLabel != "", "token_label: must not be empty")
+	check(c.MaxSessions >= 2 && c.MaxSessions <= 1024, "max_sessions: must be 2 to 1024")
+	check((c.TLSCert == "") == (c.TLSKey == ""), "tls_cert and tls_key: give both or neither")
+	check(c.KeysPerProject >= 1, "keys_per_project: must be at least 1")
+	check(c.CredCacheTTL >= 0 && c.CredCacheTTL <= time.Minute, "credential_cache_ttl: must be 0 to 1m")
+	check(c.KeyCacheTTL >= 0 && c.KeyCacheTTL <= time.Minute, "key_cache_ttl: must be 0 to 1m")
+	check(c.AuthWindow >= time.Minute, "auth_window: must be at least 1m")
+	check(c.AuthFailures >= 1, "auth_max_failures: must be at least 1")
+	check(c.AuthLockout >= 0, "auth_lockout: must not be negative")
+	check(c.MaxBodyBytes >= 1024, "max_body_bytes: must be at least 1024")
+	check(c.ShutdownTimeout > 0, "shutdown_timeout: must be positive")
+	check(c.LogFormat == "text" || c.LogFormat == "json", "log_format: must be text or json")
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log_level: %q must be debug, info, warn or error", c.LogLevel))
+	}
+	return errors.Join(errs...)
+}
+
+// logValues returns the settings for the start-up log line. No setting holds a secret:
+// the PIN and the admin secret key are only ever read from files or the environment and
+// are not part of config; the database URL has its password masked.
+func (c config) logValues() []any {
+	return []any{
+		"data_dir", c.DataDir, "listen", c.Listen, "database", maskURL(c.DatabaseURL),
+		"pkcs11_module", c.PKCS11Module, "token_label", c.TokenLabel, "pin_file", c.PINFile,
+		"max_sessions", c.MaxSessions, "tls", c.TLSCert != "", "region", c.Region,
+		"key_cache_ttl", c.KeyCacheTTL, "credential_cache_ttl", c.CredCacheTTL,
+		"auth_window", c.AuthWindow, "auth_max_failures", c.AuthFailures,
+		"auth_lockout", c.AuthLockout, "keys_per_project", c.KeysPerProject,
+	}
+}
+
+// maskURL hides the password of a postgres:// URL.
+func maskURL(s string) string {
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return s
+	}
+	at := strings.LastIndexByte(rest, '@')
+	if at < 0 {
+		return s
+	}
+	user, _, hasPassword := strings.Cut(rest[:at], ":")
+	if !hasPassword {
+		return s
+	}
+	return scheme + "://" + user + ":xxxxx" + rest[at:]
+}

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	softhsmsetup "github.com/hsmkms/kms/softhsm-setup"
+)
+
+// binaries builds kmsd and kmsctl once per test process.
+var builtDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "kmsd-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	builtDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func build(t *testing.T, pkg, name string) string {
+	t.Helper()
+	out := filepath.Join(builtDir, name)
+	if _, err := os.Stat(out); err == nil {
+		return out
+	}
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, msg)
+	}
+	return out
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// kmsdProcess is a running kmsd.
+type kmsdProcess struct {
+	cmd  *exec.Cmd
+	addr string
+	logs *bytes.Buffer
+}
+
+func startKmsd(t *testing.T, dataDir string, extraEnv ...string) *kmsdProcess {
+	t.Helper()
+	if _, err := softhsmsetup.FindModule(); err != nil {
+		t.Skip(err)
+	}
+	bin := build(t, "github.com/hsmkms/kms/cmd/kmsd", "kmsd")
+	addr := freeAddr(t)
+
+	p := &kmsdProcess{addr: addr, logs: &bytes.Buffer{}}
+	p.cmd = exec.Command(bin, "--data-dir", dataDir, "--listen", addr)
+	p.cmd.Env = append(os.Environ(), extraEnv...)
+	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			_ = p.cmd.Process.Kill()
+			_ = p.cmd.Wait()
+		}
+	})
+
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		res, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return p
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("kmsd did not become ready within 30 s; logs:\n%s", p.logs)
+	return nil
+}
+
+// stop sends SIGTERM and checks that kmsd exits with status 0.
+func (p *kmsdProcess) stop(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Wait(); err != nil {
+		t.Fatalf("kmsd exit: %v; logs:\n%s", err, p.logs)
+	}
+}
+
+func kmsctl(t *testing.T, p *kmsdProcess, dataDir string, args ...string) []byte {
+	t.Helper()
+	bin := build(t, "github.com/hsmkms/kms/cmd/kmsctl", "kmsctl")
+	cmd := exec.Command(bin, append([]string{"--endpoint", "http://" + p.addr}, args...)...)
+	cmd.Env = append(os.Environ(), "KMS_DATA_DIR="+dataDir, "KMS_ACCESS_KEY=", "KMS_SECRET_KEY=")
+	out, err := cmd.Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("kmsctl %s: %v\n%s", strings.Join(args, " "), err, stderr)
+	}
+	return out
+}
+
+func decodeJSON(t *testing.T, b []byte) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("not JSON: %v: %s", err, b)
+	}
+	return m
+}
+
+// TestEmbeddedDefaultEndToEnd runs kmsd on a fresh data directory, uses it through
+// kmsctl, restarts it and checks that every key and ciphertext made before still works.
+func TestEmbeddedDefaultEndToEnd(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "kms-data")
+	p := startKmsd(t, dataDir)
+
+	for _, name := range []string{"admin-credentials.json", "user-pin", "so-pin"} {
+		info, err := os.Stat(filepath.Join(dataDir, name))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if info.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %o, want 600", name, info.Mode().Perm())
+		}
+	}
+	secret := readSecret(t, dataDir)
+	if strings.Contains(p.logs.String(), secret) {
+		t.Fatal("the log contains the admin secret key")
+	}
+
+	created := decodeJSON(t, kmsctl(t, p, dataDir, "create-key", "--alias", "e2e"))
+	keyID := created["key_info"].(map[string]any)["key_id"].(string)
+
+	dk := decodeJSON(t, kmsctl(t, p, dataDir, "create-datakey", keyID, "--bits", "512",
+		"--context", "app=e2e"))
+	cipher, plain := dk["cipher_text"].(string), dk["plain_text"].(string)
+
+	input := make([]byte, 3<<20+17)
+	rand.Read(input)
+	work := t.TempDir()
+	inPath, encPath, outPath := filepath.Join(work, "in"), filepath.Join(work, "enc"), filepath.Join(work, "out")
+	if err := os.WriteFile(inPath, input, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kmsctl(t, p, dataDir, "encrypt-file", keyID, inPath, encPath, "--context", "file=in")
+
+	p.stop(t)
+	p = startKmsd(t, dataDir)
+
+	desc := decodeJSON(t, kmsctl(t, p, dataDir, "describe-key", keyID))
+	if got := desc["key_info"].(map[string]any)["key_state"]; got != "2" {
+		t.Errorf("key_state after restart = %v, want 2", got)
+	}
+	dec := decodeJSON(t, kmsctl(t, p, dataDir, "decrypt-datakey", keyID, "--cipher", cipher,
+		"--length", "64", "--context", "app=e2e"))
+	if dec["data_key"] != plain {
+		t.Errorf("data_key after restart differs")
+	}
+
+	kmsctl(t, p, dataDir, "decrypt-file", encPath, outPath)
+	got, err := os.ReadFile(outPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, input) {
+		t.Fatal("decrypt-file output differs from the input")
+	}
+
+	if strings.Contains(p.logs.String(), plain) {
+		t.Fatal("the log contains a data key")
+	}
+	p.stop(t)
+}
+
+func readSecret(t *testing.T, dataDir string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dataDir, "admin-credentials.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		SecretKey string `json:"secret_key"`
+	}
+	if err := json.Unmarshal(b, &f); err != nil || f.SecretKey == "" {
+		t.Fatalf("admin-credentials.json: %v", err)
+	}
+	return f.SecretKey
+}

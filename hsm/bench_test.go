@@ -1,0 +1,125 @@
+package hsm
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/miekg/pkcs11"
+)
+
+// dataKey is a 64-byte plaintext, the size of a data key sealed on the decrypt-datakey path.
+var dataKey = bytes.Repeat([]byte{0x5a}, 64)
+
+// runGoroutines runs op b.N times in total, spread over goroutines.
+func runGoroutines(b *testing.B, goroutines int, op func() error) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+
+	b.ResetTimer()
+	for range goroutines {
+		wg.Go(func() {
+			for next.Add(1) <= int64(b.N) {
+				if err := op(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func BenchmarkSeal(b *testing.B) {
+	m := openTestModule(b, nil)
+	ref := KeyRef{KeyID: "bench-seal", Version: 1}
+	generateTestKey(b, m, ref)
+	ctx := context.Background()
+	aad := []byte("ciphertext header and encryption context")
+
+	for _, goroutines := range []int{1, 2, 4, 8} {
+		b.Run(fmt.Sprintf("goroutines=%d", goroutines), func(b *testing.B) {
+			runGoroutines(b, goroutines, func() error {
+				_, err := m.Seal(ctx, ref, dataKey, aad)
+				return err
+			})
+		})
+	}
+}
+
+func BenchmarkOpen(b *testing.B) {
+	m := openTestModule(b, nil)
+	ref := KeyRef{KeyID: "bench-open", Version: 1}
+	generateTestKey(b, m, ref)
+	ctx := context.Background()
+	aad := []byte("ciphertext header and encryption context")
+
+	sealed, err := m.Seal(ctx, ref, dataKey, aad)
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	for _, goroutines := range []int{1, 2, 4, 8} {
+		b.Run(fmt.Sprintf("goroutines=%d", goroutines), func(b *testing.B) {
+			runGoroutines(b, goroutines, func() error {
+				_, err := m.Open(ctx, ref, sealed.IV, sealed.Ciphertext, aad)
+				return err
+			})
+		})
+	}
+}
+
+// BenchmarkRawDecrypt is the floor under Open: a bare C_DecryptInit and C_Decrypt loop on
+// one session, with the token object and with a session copy of the same key.
+func BenchmarkRawDecrypt(b *testing.B) {
+	m := openTestModule(b, nil)
+	ref := KeyRef{KeyID: "bench-raw", Version: 1}
+	generateTestKey(b, m, ref)
+	ctx := context.Background()
+	aad := []byte("ciphertext header and encryption context")
+
+	sealed, err := m.Seal(ctx, ref, dataKey, aad)
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	c, release, err := m.acquire()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer release()
+	s, err := c.get(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.put(s)
+
+	tokenKey, err := c.tokenHandle(s, ref)
+	if err != nil {
+		b.Fatal(err)
+	}
+	copyKey, err := c.sessionKey(s, ref)
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	for _, tt := range []struct {
+		name string
+		key  pkcs11.ObjectHandle
+	}{
+		{"token object", tokenKey},
+		{"session copy", copyKey},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			for b.Loop() {
+				_, err := decryptGCM(c.p11, s.handle, tt.key, sealed.IV, sealed.Ciphertext, aad)
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,146 @@
+package hsm
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/miekg/pkcs11"
+)
+
+// errNoTokenIV means Config.TokenGeneratesIV is set but the token left the IV buffer zeroed.
+var errNoTokenIV = errors.New("token did not choose a GCM IV: unset TokenGeneratesIV for it")
+
+// Seal encrypts plaintext with AES-256-GCM under ref inside the token (C_Encrypt with
+// CKM_AES_GCM). The IV is 12 bytes from C_GenerateRandom, or chosen by the token when
+// Config.TokenGeneratesIV is set, and the tag is 16 bytes.
+func (m *Module) Seal(ctx context.Context, ref KeyRef, plaintext, aad []byte) (Sealed, error) {
+	var sealed Sealed
+	err := m.do(ctx, false, func(c *conn, s *session) error {
+		key, err := c.sessionKey(s, ref)
+		if err != nil {
+			return err
+		}
+
+		var iv []byte
+		if m.cfg.TokenGeneratesIV {
+			iv = make([]byte, GCMIVSize)
+		} else if iv, err = c.p11.GenerateRandom(s.handle, GCMIVSize); err != nil {
+			return fmt.Errorf("C_GenerateRandom: %w", err)
+		}
+
+		sealed, err = encryptGCM(c.p11, s.handle, key, iv, plaintext, aad)
+		if err != nil {
+			return err
+		}
+
+		if m.cfg.TokenGeneratesIV && bytes.Equal(sealed.IV, make([]byte, GCMIVSize)) {
+			sealed = Sealed{}
+			return errNoTokenIV
+		}
+
+		return nil
+	})
+	if err != nil {
+		return Sealed{}, fmt.Errorf("seal with key %s: %w", ref, err)
+	}
+
+	return sealed, nil
+}
+
+// encryptGCM runs one C_EncryptInit and C_Encrypt. The IV is read back from CK_GCM_PARAMS
+// because tokens that choose the IV write it there.
+func encryptGCM(
+	p11 *pkcs11.Ctx, s pkcs11.SessionHandle, key pkcs11.ObjectHandle, iv, plaintext, aad []byte,
+) (Sealed, error) {
+	params := pkcs11.NewGCMParams(iv, aad, gcmTagBits)
+	defer params.Free()
+
+	if err := p11.EncryptInit(s, gcmMechanism(params), key); err != nil {
+		return Sealed{}, fmt.Errorf("C_EncryptInit: %w", err)
+	}
+
+	ciphertext, err := p11.Encrypt(s, plaintext)
+	if err != nil {
+		return Sealed{}, fmt.Errorf("C_Encrypt: %w", err)
+	}
+
+	used := params.IV()
+	if len(used) != GCMIVSize {
+		return Sealed{}, fmt.Errorf("token returned a %d-byte GCM IV, expected %d", len(used), GCMIVSize)
+	}
+
+	return Sealed{IV: used, Ciphertext: ciphertext}, nil
+}
+
+// Open decrypts and authenticates ciphertext under ref inside the token (C_Decrypt with
+// CKM_AES_GCM). An IV of the wrong length, a ciphertext shorter than the tag or a tag that
+// does not verify returns an error wrapping ErrDecrypt.
+func (m *Module) Open(ctx context.Context, ref KeyRef, iv, ciphertext, aad []byte) ([]byte, error) {
+	if len(iv) != GCMIVSize || len(ciphertext) < GCMTagSize {
+		return nil, fmt.Errorf("open with key %s: %w", ref, ErrDecrypt)
+	}
+
+	var plaintext []byte
+	err := m.do(ctx, false, func(c *conn, s *session) error {
+		key, err := c.sessionKey(s, ref)
+		if err != nil {
+			return err
+		}
+
+		plaintext, err = decryptGCM(c.p11, s.handle, key, iv, ciphertext, aad)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open with key %s: %w", ref, err)
+	}
+
+	return plaintext, nil
+}
+
+// decryptGCM runs one C_DecryptInit and C_Decrypt.
+func decryptGCM(
+	p11 *pkcs11.Ctx, s pkcs11.SessionHandle, key pkcs11.ObjectHandle, iv, ciphertext, aad []byte,
+) ([]byte, error) {
+	params := pkcs11.NewGCMParams(iv, aad, gcmTagBits)
+	defer params.Free()
+
+	if err := p11.DecryptInit(s, gcmMechanism(params), key); err != nil {
+		return nil, fmt.Errorf("C_DecryptInit: %w", err)
+	}
+
+	plaintext, err := p11.Decrypt(s, ciphertext)
+	if err != nil {
+		if isDecryptFailure(err) {
+			return nil, ErrDecrypt
+		}
+		return nil, fmt.Errorf("C_Decrypt: %w", err)
+	}
+
+	return plaintext, nil
+}
+
+// Random returns n bytes from C_GenerateRandom.
+func (m *Module) Random(ctx context.Context, n int) ([]byte, error) {
+	if n < 0 {
+		return nil, fmt.Errorf("random: length %d is negative", n)
+	}
+	if n == 0 {
+		return []byte{}, nil
+	}
+
+	var out []byte
+	err := m.do(ctx, false, func(c *conn, s *session) error {
+		var err error
+		if out, err = c.p11.GenerateRandom(s.handle, n); err != nil {
+			return fmt.Errorf("C_GenerateRandom: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("random: %w", err)
+	}
+
+	return out, nil
+}

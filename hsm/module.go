@@ -1,0 +1,487 @@
+package hsm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThalesGroup/crypto11"
+	"github.com/miekg/pkcs11"
+)
+
+// Defaults applied to zero fields of Config.
+const (
+	DefaultMaxSessions        = 4
+	DefaultSessionWaitTimeout = 5 * time.Second
+	DefaultMaxKeyCopies       = 256
+	DefaultReconnectInterval  = 2 * time.Second
+)
+
+// Config selects the PKCS#11 module and token of a Module.
+type Config struct {
+	// ModulePath is the file path of the vendor's PKCS#11 library, for example
+	// /usr/lib/softhsm/libsofthsm2.so. Required.
+	ModulePath string
+	// TokenLabel selects the token by CKA_LABEL. Slot numbers are never used because
+	// SoftHSM2 renumbers slots when tokens are added. Required.
+	TokenLabel string
+	// PIN is the user PIN. It is never logged and never appears in an error.
+	PIN string
+	// MaxSessions is the size of the pool of sessions used by Seal, Open, Random and key
+	// lookups. Zero means DefaultMaxSessions.
+	MaxSessions int
+	// SessionWaitTimeout bounds the wait for a free pooled session when the context has
+	// no earlier deadline. Zero means DefaultSessionWaitTimeout.
+	SessionWaitTimeout time.Duration
+	// MaxKeyCopies is how many session-object copies of keys each pooled session keeps.
+	// The oldest copy is destroyed when a new one needs room. Zero means
+	// DefaultMaxKeyCopies, and a negative value disables copies (operations then use the
+	// token object).
+	MaxKeyCopies int
+	// TokenGeneratesIV is set for HSMs that choose the GCM IV themselves (FIPS mode). Seal
+	// then passes a zeroed IV buffer and returns the IV the token wrote into CK_GCM_PARAMS,
+	// and rejects an all-zero IV as a sign that the token did not choose one. When false,
+	// the IV comes from C_GenerateRandom.
+	TokenGeneratesIV bool
+	// ReconnectInterval is the minimum time between two failed attempts to reach the token.
+	// Zero means DefaultReconnectInterval.
+	ReconnectInterval time.Duration
+}
+
+// withDefaults returns a copy of cfg with zero fields set, or an error naming an invalid
+// field.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.ModulePath == "" {
+		return cfg, errors.New("hsm config: ModulePath is required")
+	}
+	if cfg.TokenLabel == "" {
+		return cfg, errors.New("hsm config: TokenLabel is required")
+	}
+	if cfg.MaxSessions < 0 {
+		return cfg, fmt.Errorf("hsm config: MaxSessions is %d, expected 0 or more", cfg.MaxSessions)
+	}
+
+	if cfg.MaxSessions == 0 {
+		cfg.MaxSessions = DefaultMaxSessions
+	}
+	if cfg.SessionWaitTimeout <= 0 {
+		cfg.SessionWaitTimeout = DefaultSessionWaitTimeout
+	}
+	if cfg.MaxKeyCopies == 0 {
+		cfg.MaxKeyCopies = DefaultMaxKeyCopies
+	}
+	if cfg.ReconnectInterval <= 0 {
+		cfg.ReconnectInterval = DefaultReconnectInterval
+	}
+
+	return cfg, nil
+}
+
+// Module is the Token implementation over a PKCS#11 library.
+//
+// crypto11 configures the module, logs in and generates, finds and deletes keys. The hot
+// path (Seal, Open, Random) calls miekg/pkcs11 directly on a second *pkcs11.Ctx of the same
+// library, because crypto11's cipher.AEAD panics on token errors and crypto11 has no
+// C_CopyObject. The second C_Initialize returns CKR_CRYPTOKI_ALREADY_INITIALIZED and its
+// sessions share the login of crypto11's persistent session, since PKCS#11 login state
+// belongs to the application and token, not to one session.
+//
+// When the token cannot be reached, Module stays open and disconnected: each call returns an
+// error wrapping ErrUnavailable, and the first call after Config.ReconnectInterval tries to
+// configure the module again. Configuring again rescans the token list only when crypto11's
+// context was the library's last user in the process, because C_Finalize and C_Initialize are
+// process-wide. A Module is safe for concurrent use.
+type Module struct {
+	cfg Config
+	log *slog.Logger
+
+	// mu guards the fields below. Calls hold the read lock while they use conn, and
+	// reconnecting holds the write lock, so a connection is torn down only when no call
+	// uses it.
+	mu          sync.RWMutex
+	conn        *conn
+	closed      bool
+	up          bool
+	lastReason  string
+	lastErr     error
+	nextAttempt time.Time
+	pinRejected bool
+
+	// genMu serialises key generation because SoftHSM2 has failed under concurrent
+	// C_GenerateKey.
+	genMu sync.Mutex
+
+	counters counters
+}
+
+var _ Token = (*Module)(nil)
+
+// errClosed is returned by calls after Close.
+var errClosed = fmt.Errorf("%w: module is closed", ErrUnavailable)
+
+// Open loads the PKCS#11 library at cfg.ModulePath and logs in to the token labelled
+// cfg.TokenLabel.
+//
+// Open fails when the configuration is invalid, when the library is missing or is not a
+// PKCS#11 library, and when the token rejects the PIN (an error wrapping ErrPINIncorrect).
+// A token that is missing or fails otherwise does not make Open fail: the Module starts
+// disconnected and reconnects later, see Module.
+func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Module, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("open PKCS#11 module: %w", err)
+	}
+
+	if err := checkModule(cfg.ModulePath); err != nil {
+		return nil, err
+	}
+
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m := &Module{
+		cfg: cfg,
+		log: log.With("module", cfg.ModulePath, "token", cfg.TokenLabel),
+	}
+
+	if err := m.reconnect(nil); errors.Is(err, ErrPINIncorrect) {
+		return nil, err
+	}
+
+	return m, nil
+}
+
+// checkModule returns an error naming path when it is not a loadable PKCS#11 library.
+func checkModule(path string) error {
+	info, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("PKCS#11 module %q: %w", path, err)
+	}
+	if info.IsDir() {
+		return fmt.Errorf("PKCS#11 module %q is a directory, expected a shared library", path)
+	}
+
+	// pkcs11.New returns nil when dlopen fails or the library has no C_GetFunctionList.
+	probe := pkcs11.New(path)
+	if probe == nil {
+		return fmt.Errorf("PKCS#11 module %q cannot be loaded or has no C_GetFunctionList", path)
+	}
+	probe.Destroy()
+
+	return nil
+}
+
+// reconnect replaces old, the connection that failed (nil when there is none), with a new
+// one. When another goroutine already replaced old, it returns nil at once. Attempts after a
+// failed attempt wait Config.ReconnectInterval. A rejected PIN is never tried again.
+func (m *Module) reconnect(old *conn) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+
+	if m.closed {
+		return errClosed
+	}
+	if m.conn != old {
+		return nil
+	}
+
+	if old != nil {
+		old.close()
+		m.conn = nil
+		m.counters.reset()
+	}
+
+	if m.pinRejected {
+		return fmt.Errorf("%w: %w", ErrUnavailable, m.lastErr)
+	}
+	if time.Now().Before(m.nextAttempt) {
+		return fmt.Errorf("%w: %w", ErrUnavailable, m.lastErr)
+	}
+
+	c, err := connect(m.cfg, &m.counters)
+	if err != nil {
+		m.nextAttempt = time.Now().Add(m.cfg.ReconnectInterval)
+		m.pinRejected = errors.Is(err, ErrPINIncorrect)
+		m.markDown(err)
+		return err
+	}
+
+	m.conn = c
+	m.markUp(c)
+	return nil
+}
+
+// markDown records and logs why the token is unavailable, once per change of state or
+// reason.
+func (m *Module) markDown(err error) {
+	m.lastErr = err
+	reason := err.Error()
+	if !m.up && reason == m.lastReason {
+		return
+	}
+
+	m.up = false
+	m.lastReason = reason
+	m.log.Warn("token disconnected", "reason", reason)
+}
+
+func (m *Module) markUp(c *conn) {
+	if m.lastErr != nil {
+		m.counters.reconnects.Add(1)
+	}
+
+	m.up = true
+	m.lastErr = nil
+	m.lastReason = ""
+	m.log.Info("token connected", "slot", c.slot, "sessions", m.cfg.MaxSessions)
+}
+
+// acquire returns the current connection, connecting first when there is none. The caller
+// must call release when it no longer uses the connection.
+func (m *Module) acquire() (c *conn, release func(), err error) {
+	for range 2 {
+		m.mu.RLock()
+		if m.closed {
+			m.mu.RUnlock()
+			return nil, nil, errClosed
+		}
+		if m.conn != nil {
+			return m.conn, m.mu.RUnlock, nil
+		}
+		m.mu.RUnlock()
+
+		if err := m.reconnect(nil); err != nil {
+			return nil, nil, err
+		}
+	}
+
+	return nil, nil, fmt.Errorf("%w: connection lost while connecting", ErrUnavailable)
+}
+
+// Close closes every session and releases crypto11's context, which finalises the library
+// when no other Module of the process uses it. Calls after Close return errors wrapping
+// ErrUnavailable.
+func (m *Module) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+
+	if m.closed {
+		return nil
+	}
+	m.closed = true
+
+	if m.conn != nil {
+		m.conn.close()
+		m.conn = nil
+		m.counters.reset()
+		m.log.Info("token closed")
+	}
+
+	return nil
+}
+
+// Ping opens or reuses a pooled session and checks that it is logged in.
+func (m *Module) Ping(ctx context.Context) error {
+	err := m.do(ctx, true, func(c *conn, s *session) error {
+		return c.checkLogin(s.handle)
+	})
+	if err != nil {
+		return fmt.Errorf("ping token: %w", err)
+	}
+
+	return nil
+}
+
+// Stats is a snapshot of the session pool for metrics.
+type Stats struct {
+	// Connected reports whether the module currently holds a logged-in connection.
+	Connected bool
+	// SessionsOpen counts the pooled sessions that are open, in use or idle.
+	SessionsOpen int64
+	// SessionsIdle counts the open pooled sessions waiting in the pool.
+	SessionsIdle int64
+	// SessionsDropped counts sessions closed because the token reported them dead, since
+	// Open.
+	SessionsDropped int64
+	// KeyCopies counts the session-object copies of keys held by open sessions.
+	KeyCopies int64
+	// Reconnects counts successful connections after a failure, since Open.
+	Reconnects int64
+}
+
+// Stats returns a snapshot of the pool counters. It does not call the token.
+func (m *Module) Stats() Stats {
+	m.mu.RLock()
+	connected := m.conn != nil
+	m.mu.RUnlock()
+
+	return Stats{
+		Connected:       connected,
+		SessionsOpen:    m.counters.open.Load(),
+		SessionsIdle:    m.counters.idle.Load(),
+		SessionsDropped: m.counters.dropped.Load(),
+		KeyCopies:       m.counters.copies.Load(),
+		Reconnects:      m.counters.reconnects.Load(),
+	}
+}
+
+// CloseAllSessions calls C_CloseAllSessions on the token's slot, which also ends the
+// login. The pool notices on next use and recovers. It exists so tests can cut sessions
+// under a running Module.
+func (m *Module) CloseAllSessions() error {
+	c, release, err := m.acquire()
+	if err != nil {
+		return err
+	}
+	defer release()
+
+	if err := c.p11.CloseAllSessions(c.slot); err != nil {
+		return fmt.Errorf("C_CloseAllSessions: %w", err)
+	}
+
+	return nil
+}
+
+// counters are the Module's statistics. The open, idle and copies gauges describe the current
+// connection and are reset when it is torn down.
+type counters struct {
+	open, idle, dropped, copies, reconnects atomic.Int64
+}
+
+func (c *counters) reset() {
+	c.open.Store(0)
+	c.idle.Store(0)
+	c.copies.Store(0)
+}
+
+// conn is one configured and logged-in use of the library.
+type conn struct {
+	c11      *crypto11.Context
+	p11      *pkcs11.Ctx
+	slot     uint
+	counters *counters
+
+	pool        chan *session
+	waitTimeout time.Duration
+	maxCopies   int
+	noCopies    atomic.Bool
+
+	// epoch grows whenever cached handles may be stale. A session whose copies were made at
+	// an older epoch destroys them before its next use.
+	epoch atomic.Uint64
+
+	handlesMu sync.RWMutex
+	handles   map[KeyRef]pkcs11.ObjectHandle
+
+	signersMu sync.Mutex
+	signers   map[KeyRef]crypto11.Signer
+}
+
+// connect configures crypto11 (C_Initialize, token by label, C_Login), then opens the second
+// miekg context for the pooled sessions.
+func connect(cfg Config, counters *counters) (*conn, error) {
+	c11, err := crypto11.Configure(&crypto11.Config{
+		Path:       cfg.ModulePath,
+		TokenLabel: cfg.TokenLabel,
+		Pin:        cfg.PIN,
+		// crypto11 keeps one of these as its logged-in persistent session.
+		MaxSessions: max(cfg.MaxSessions, 2),
+		// The standard 96-bit IV, in case crypto11's AEAD is ever used.
+		GCMIVLength: GCMIVSize,
+		// Key generation, deletion and signing wait for crypto11's pool as long as for ours.
+		PoolWaitTimeout: cfg.SessionWaitTimeout,
+	})
+	if err != nil {
+		if classify(err) == failPIN {
+			return nil, fmt.Errorf("log in to token %q: %w: %w", cfg.TokenLabel, ErrPINIncorrect, err)
+		}
+		return nil, fmt.Errorf("%w: configure token %q: %w", ErrUnavailable, cfg.TokenLabel, err)
+	}
+
+	p11 := pkcs11.New(cfg.ModulePath)
+	if p11 == nil {
+		_ = c11.Close()
+		return nil, fmt.Errorf("%w: load PKCS#11 module %q a second time", ErrUnavailable, cfg.ModulePath)
+	}
+
+	// crypto11 initialised the library, so this returns CKR_CRYPTOKI_ALREADY_INITIALIZED.
+	// The second context never calls C_Finalize, crypto11's Close does.
+	err = p11.Initialize()
+	if err != nil && !errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
+		p11.Destroy()
+		_ = c11.Close()
+		return nil, fmt.Errorf("%w: C_Initialize: %w", ErrUnavailable, err)
+	}
+
+	slot, err := findSlot(p11, cfg.TokenLabel)
+	if err != nil {
+		p11.Destroy()
+		_ = c11.Close()
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+
+	c := &conn{
+		c11:         c11,
+		p11:         p11,
+		slot:        slot,
+		counters:    counters,
+		pool:        make(chan *session, cfg.MaxSessions),
+		waitTimeout: cfg.SessionWaitTimeout,
+		maxCopies:   cfg.MaxKeyCopies,
+		handles:     make(map[KeyRef]pkcs11.ObjectHandle),
+		signers:     make(map[KeyRef]crypto11.Signer),
+	}
+	for range cfg.MaxSessions {
+		c.pool <- nil
+	}
+	c.noCopies.Store(cfg.MaxKeyCopies < 0)
+
+	return c, nil
+}
+
+// findSlot returns the slot holding the token labelled label.
+func findSlot(p11 *pkcs11.Ctx, label string) (uint, error) {
+	slots, err := p11.GetSlotList(true)
+	if err != nil {
+		return 0, fmt.Errorf("C_GetSlotList: %w", err)
+	}
+
+	for _, slot := range slots {
+		info, err := p11.GetTokenInfo(slot)
+		if err != nil {
+			continue
+		}
+		if strings.TrimRight(info.Label, " ") == label {
+			return slot, nil
+		}
+	}
+
+	return 0, fmt.Errorf("no token labelled %q in %d slots", label, len(slots))
+}
+
+// close closes the pooled sessions, then crypto11's context, which calls C_Finalize when it
+// is the library's last user in the process. No call may be using c.
+func (c *conn) close() {
+	for range cap(c.pool) {
+		select {
+		case s := <-c.pool:
+			if s != nil {
+				_ = c.p11.CloseSession(s.handle)
+			}
+		default:
+		}
+	}
+
+	c.p11.Destroy()
+	_ = c.c11.Close()
+}

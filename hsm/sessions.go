@@ -1,0 +1,360 @@
+package hsm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/miekg/pkcs11"
+)
+
+// session is one pooled PKCS#11 session. Only the goroutine that took it from the pool uses
+// it, so its fields need no lock.
+type session struct {
+	handle pkcs11.SessionHandle
+	epoch  uint64
+
+	// copies maps a key version to the session-object copy of its token object. order
+	// lists the same keys oldest first, for eviction.
+	copies map[KeyRef]pkcs11.ObjectHandle
+	order  []KeyRef
+}
+
+// get takes a session from the pool, opening one when the pool holds a permit. It waits at
+// most until ctx is done or c.waitTimeout passes.
+func (c *conn) get(ctx context.Context) (*session, error) {
+	var s *session
+	select {
+	case s = <-c.pool:
+	default:
+		var err error
+		if s, err = c.wait(ctx); err != nil {
+			return nil, err
+		}
+	}
+
+	if s == nil {
+		var err error
+		if s, err = c.openSession(); err != nil {
+			c.pool <- nil
+			return nil, err
+		}
+		return s, nil
+	}
+
+	c.counters.idle.Add(-1)
+	if s.epoch != c.epoch.Load() {
+		c.destroyCopies(s)
+	}
+
+	return s, nil
+}
+
+// wait blocks for a pooled session or permit.
+func (c *conn) wait(ctx context.Context) (*session, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.waitTimeout)
+	defer cancel()
+
+	select {
+	case s := <-c.pool:
+		return s, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: wait for a free token session: %w", ErrUnavailable, ctx.Err())
+	}
+}
+
+// put returns a live session to the pool.
+func (c *conn) put(s *session) {
+	c.counters.idle.Add(1)
+	c.pool <- s
+}
+
+// drop closes a dead session and puts a permit back in its place, so that the pool never
+// hands the dead session out again.
+func (c *conn) drop(s *session) {
+	_ = c.p11.CloseSession(s.handle)
+	c.counters.copies.Add(-int64(len(s.copies)))
+	c.counters.open.Add(-1)
+	c.counters.dropped.Add(1)
+	c.pool <- nil
+}
+
+// pruneIdle drops the idle sessions for which C_GetSessionInfo fails. It runs after one
+// session turned out dead, because C_CloseAllSessions or a token reset kills them all.
+func (c *conn) pruneIdle() {
+	var items []*session
+drain:
+	for {
+		select {
+		case s := <-c.pool:
+			items = append(items, s)
+		default:
+			break drain
+		}
+	}
+
+	for _, s := range items {
+		if s == nil {
+			c.pool <- nil
+			continue
+		}
+
+		c.counters.idle.Add(-1)
+		if _, err := c.p11.GetSessionInfo(s.handle); err != nil {
+			c.drop(s)
+			continue
+		}
+		c.put(s)
+	}
+}
+
+// openSession opens a read-write session and checks that it shares the login.
+func (c *conn) openSession() (*session, error) {
+	h, err := c.p11.OpenSession(c.slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	if err != nil {
+		return nil, fmt.Errorf("C_OpenSession: %w", err)
+	}
+
+	if err := c.checkLogin(h); err != nil {
+		_ = c.p11.CloseSession(h)
+		return nil, err
+	}
+
+	c.counters.open.Add(1)
+	return &session{
+		handle: h,
+		epoch:  c.epoch.Load(),
+		copies: make(map[KeyRef]pkcs11.ObjectHandle),
+	}, nil
+}
+
+// checkLogin returns errLoginLost when the session is not in a user state.
+func (c *conn) checkLogin(h pkcs11.SessionHandle) error {
+	info, err := c.p11.GetSessionInfo(h)
+	if err != nil {
+		return fmt.Errorf("C_GetSessionInfo: %w", err)
+	}
+
+	if info.State != pkcs11.CKS_RW_USER_FUNCTIONS && info.State != pkcs11.CKS_RO_USER_FUNCTIONS {
+		return fmt.Errorf("%w (session state %d)", errLoginLost, info.State)
+	}
+
+	return nil
+}
+
+// invalidate clears every cached token handle and signer and makes every session destroy its copies
+// before its next use.
+func (c *conn) invalidate() {
+	c.handlesMu.Lock()
+	clear(c.handles)
+	c.handlesMu.Unlock()
+
+	c.signersMu.Lock()
+	clear(c.signers)
+	c.signersMu.Unlock()
+
+	c.epoch.Add(1)
+}
+
+// destroyCopies destroys the key copies of s. Errors are ignored because a copy whose
+// handle is already invalid is gone.
+func (c *conn) destroyCopies(s *session) {
+	for _, h := range s.copies {
+		_ = c.p11.DestroyObject(s.handle, h)
+	}
+
+	c.counters.copies.Add(-int64(len(s.copies)))
+	clear(s.copies)
+	s.order = s.order[:0]
+	s.epoch = c.epoch.Load()
+}
+
+// sessionKey returns the handle to use for ref in s: the session copy, made on first use,
+// or the token object when copies are disabled or the token cannot copy.
+func (c *conn) sessionKey(s *session, ref KeyRef) (pkcs11.ObjectHandle, error) {
+	if h, ok := s.copies[ref]; ok {
+		return h, nil
+	}
+
+	tokenKey, err := c.tokenHandle(s, ref)
+	if err != nil {
+		return 0, err
+	}
+	if c.noCopies.Load() {
+		return tokenKey, nil
+	}
+
+	h, err := c.p11.CopyObject(s.handle, tokenKey, sessionCopyTemplate())
+	if err != nil {
+		if classify(err) != failOther {
+			return 0, fmt.Errorf("C_CopyObject: %w", err)
+		}
+
+		// The token does not copy this object (CKA_COPYABLE false or C_CopyObject not
+		// supported), so every session uses the token object from now on.
+		c.noCopies.Store(true)
+		return tokenKey, nil
+	}
+
+	if len(s.order) >= c.maxCopies {
+		oldest := s.order[0]
+		_ = c.p11.DestroyObject(s.handle, s.copies[oldest])
+		delete(s.copies, oldest)
+		s.order = s.order[1:]
+		c.counters.copies.Add(-1)
+	}
+
+	s.copies[ref] = h
+	s.order = append(s.order, ref)
+	c.counters.copies.Add(1)
+
+	return h, nil
+}
+
+// tokenHandle returns the handle of the token object of ref, from the module-wide cache or
+// found by CKA_ID.
+func (c *conn) tokenHandle(s *session, ref KeyRef) (pkcs11.ObjectHandle, error) {
+	c.handlesMu.RLock()
+	h, ok := c.handles[ref]
+	c.handlesMu.RUnlock()
+	if ok {
+		return h, nil
+	}
+
+	handles, err := c.find(s, secretKeyLookup(ref), 1)
+	if err != nil {
+		return 0, err
+	}
+	if len(handles) == 0 {
+		return 0, fmt.Errorf("%w: %s", ErrKeyNotFound, ref)
+	}
+
+	c.handlesMu.Lock()
+	c.handles[ref] = handles[0]
+	c.handlesMu.Unlock()
+
+	return handles[0], nil
+}
+
+// find returns up to limit objects matching template, all of them when limit is zero.
+func (c *conn) find(
+	s *session, template []*pkcs11.Attribute, limit int,
+) ([]pkcs11.ObjectHandle, error) {
+	if err := c.p11.FindObjectsInit(s.handle, template); err != nil {
+		return nil, fmt.Errorf("C_FindObjectsInit: %w", err)
+	}
+
+	batch := 64
+	if limit > 0 {
+		batch = limit
+	}
+
+	var all []pkcs11.ObjectHandle
+	for {
+		handles, _, err := c.p11.FindObjects(s.handle, batch)
+		if err != nil {
+			_ = c.p11.FindObjectsFinal(s.handle)
+			return nil, fmt.Errorf("C_FindObjects: %w", err)
+		}
+		all = append(all, handles...)
+		if len(handles) < batch || (limit > 0 && len(all) >= limit) {
+			break
+		}
+	}
+
+	if err := c.p11.FindObjectsFinal(s.handle); err != nil {
+		return nil, fmt.Errorf("C_FindObjectsFinal: %w", err)
+	}
+
+	return all, nil
+}
+
+// do runs fn with a pooled session and recovers from token failures: stale handles are
+// looked up again once, a dead session is replaced once, and a lost login or token leads to
+// one reconnect. With viaCrypto11 set, fn also calls crypto11, whose own pool cannot replace
+// a dead session, so a dead session leads to a reconnect.
+func (m *Module) do(
+	ctx context.Context, viaCrypto11 bool, fn func(c *conn, s *session) error,
+) error {
+	var retriedHandle, retriedSession, retriedToken bool
+
+	for {
+		c, release, err := m.acquire()
+		if err != nil {
+			return err
+		}
+
+		s, err := c.get(ctx)
+		if err != nil {
+			release()
+			if classify(err) != failToken || retriedToken {
+				return unavailable(err)
+			}
+
+			retriedToken = true
+			if err := m.reconnectAfter(c, err); err != nil {
+				return err
+			}
+			continue
+		}
+
+		err = fn(c, s)
+		kind := classify(err)
+		if kind == failSession && viaCrypto11 {
+			kind = failToken
+		}
+
+		switch {
+		case err == nil || kind == failOther:
+			c.put(s)
+			release()
+			return err
+
+		case kind == failHandle && !retriedHandle:
+			retriedHandle = true
+			c.invalidate()
+			c.put(s)
+			release()
+
+		case kind == failSession && !retriedSession:
+			retriedSession = true
+			c.drop(s)
+			c.pruneIdle()
+			release()
+
+		case kind == failToken && !retriedToken:
+			retriedToken = true
+			c.drop(s)
+			release()
+			if err := m.reconnectAfter(c, err); err != nil {
+				return err
+			}
+
+		default:
+			c.drop(s)
+			release()
+			return unavailable(err)
+		}
+	}
+}
+
+// reconnectAfter records cause, the failure that cost the connection c, and reconnects.
+func (m *Module) reconnectAfter(c *conn, cause error) error {
+	m.mu.Lock()
+	if m.conn == c {
+		m.log.Warn("token connection lost, reconnecting", "reason", cause.Error())
+		m.lastErr = cause
+	}
+	m.mu.Unlock()
+
+	return m.reconnect(c)
+}
+
+// unavailable wraps err with ErrUnavailable unless it already is.
+func unavailable(err error) error {
+	if errors.Is(err, ErrUnavailable) {
+		return err
+	}
+
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}

@@ -1,0 +1,140 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/hsmkms/kms/service"
+	"github.com/hsmkms/kms/service/auth"
+)
+
+// errAuditUnavailable answers a call whose audit record could not be made durable.
+var errAuditUnavailable = &service.Error{Code: service.CodeUnavailable,
+	Message: "the audit trail is unavailable; retry later"}
+
+// statusOf returns the HTTP status for a KMS error code. Huawei's clients expect 400 for
+// almost every KMS code, including a missing key; the exceptions are listed here.
+func statusOf(code string) int {
+	switch code {
+	case service.CodeInternal:
+		return http.StatusInternalServerError
+	case service.CodeUnavailable:
+		return http.StatusServiceUnavailable
+	case service.CodeTooLong:
+		return http.StatusRequestEntityTooLarge
+	case service.CodeInvalidProject, service.CodeKeyForbidden, service.CodeRoleForbidden:
+		return http.StatusForbidden
+	default:
+		return http.StatusBadRequest
+	}
+}
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string `json:"error_code"`
+	Message string `json:"error_msg"`
+}
+
+// gatewayErrorBody is the flat shape of Huawei's API gateway, used for authentication
+// failures; the SDK's error parser reads both shapes.
+type gatewayErrorBody struct {
+	Code      string `json:"error_code"`
+	Message   string `json:"error_msg"`
+	RequestID string `json:"request_id"`
+}
+
+// handleError is the one place that turns errors into HTTP answers.
+func (s *Server) handleError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	st := stateOf(c)
+
+	var authErr *authFailure
+	if errors.As(err, &authErr) {
+		s.answerAuthFailure(c, st, authErr)
+		return
+	}
+
+	var status int
+	var detail errorDetail
+	var he *echo.HTTPError
+	var se *service.Error
+	switch {
+	case errors.As(err, &se):
+		status, detail = statusOf(se.Code), errorDetail{se.Code, se.Message}
+	case errors.As(err, &he):
+		status, detail = httpErrorDetail(he)
+	default:
+		status, detail = http.StatusInternalServerError,
+			errorDetail{service.CodeInternal, "internal error"}
+	}
+
+	s.logFailure(st, status, detail.Code, err)
+	if st.op != "" && !st.audited {
+		if aerr := s.record(c, st, status, detail.Code); aerr != nil {
+			status, detail = http.StatusServiceUnavailable,
+				errorDetail{service.CodeUnavailable, errAuditUnavailable.Message}
+		}
+	}
+
+	if status == http.StatusServiceUnavailable {
+		c.Response().Header().Set("Retry-After", "1")
+	}
+	if err := c.JSON(status, errorBody{detail}); err != nil {
+		s.log.Warn("writing an error answer failed", "request_id", st.id, "error", err)
+	}
+}
+
+func (s *Server) logFailure(st *requestState, status int, code string, err error) {
+	attrs := []any{"request_id", st.id, "operation", st.op, "status", status, "error_code", code}
+	if st.keyID != "" {
+		attrs = append(attrs, "key_id", st.keyID)
+	}
+	if status >= 500 {
+		// Internal causes go to the log only, never to the client.
+		s.log.Error("request failed", append(attrs, "error", err)...)
+		return
+	}
+	s.log.Debug("request rejected", attrs...)
+}
+
+// httpErrorDetail maps echo's own errors (unknown route, wrong method, body limit).
+func httpErrorDetail(he *echo.HTTPError) (int, errorDetail) {
+	switch he.Code {
+	case http.StatusNotFound, http.StatusMethodNotAllowed:
+		return he.Code, errorDetail{service.CodeInvalidURL, "the request URL or method is invalid"}
+	case http.StatusRequestEntityTooLarge:
+		return he.Code, errorDetail{service.CodeTooLong, "the request body is too large"}
+	default:
+		if he.Code >= 400 && he.Code < 500 {
+			return he.Code, errorDetail{service.CodeInvalidParameter, http.StatusText(he.Code)}
+		}
+		return http.StatusInternalServerError, errorDetail{service.CodeInternal, "internal error"}
+	}
+}
+
+// authFailure is an authentication failure, answered 401 in the gateway shape.
+type authFailure struct{ err error }
+
+func (a *authFailure) Error() string { return "authentication failed: " + a.err.Error() }
+func (a *authFailure) Unwrap() error { return a.err }
+
+func (s *Server) answerAuthFailure(c echo.Context, st *requestState, a *authFailure) {
+	s.log.Info("authentication failed", "request_id", st.id, "source_ip", c.RealIP(),
+		"reason", a.err)
+	if st.op == "" {
+		st.op = c.Path()
+	}
+	_ = s.record(c, st, http.StatusUnauthorized, "APIGW.0301")
+
+	body := gatewayErrorBody{Code: "APIGW.0301", Message: auth.Message(a.err), RequestID: st.id}
+	if err := c.JSON(http.StatusUnauthorized, body); err != nil {
+		s.log.Warn("writing an error answer failed", "request_id", st.id, "error", err)
+	}
+}

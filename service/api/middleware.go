@@ -1,0 +1,84 @@
+package api
+
+import (
+	"errors"
+	"io"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/hsmkms/kms/hsm"
+	"github.com/hsmkms/kms/service"
+	"github.com/hsmkms/kms/service/auth"
+	"github.com/hsmkms/kms/service/store"
+)
+
+var errBodyTooLarge = &service.Error{Code: service.CodeTooLong,
+	Message: "the request body is larger than the limit"}
+
+// readBody reads the whole body once, up to MaxBodyBytes, because the signature covers
+// the raw bytes and handlers decode from the same bytes. A larger body is rejected
+// with 413 as soon as the limit is passed, without reading the rest.
+func (s *Server) readBody(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		if r.ContentLength > s.cfg.MaxBodyBytes {
+			c.Response().Header().Set("Connection", "close")
+			return errBodyTooLarge
+		}
+
+		body, err := io.ReadAll(io.LimitReader(r.Body, s.cfg.MaxBodyBytes+1))
+		if err != nil {
+			return &service.Error{Code: service.CodeInvalidJSON,
+				Message: "the request body could not be read", Err: err}
+		}
+		if int64(len(body)) > s.cfg.MaxBodyBytes {
+			c.Response().Header().Set("Connection", "close")
+			return errBodyTooLarge
+		}
+
+		stateOf(c).body = body
+		return next(c)
+	}
+}
+
+// authenticate verifies the AK/SK signature and then that the caller's project is the
+// one in the URL and in X-Project-Id, when sent.
+func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		st := stateOf(c)
+		r := c.Request()
+
+		p, err := s.verifier.Verify(r.Context(), r, st.body)
+		if err != nil {
+			return verifyError(err)
+		}
+		st.principal = p
+
+		if c.Param("project_id") != p.ProjectID {
+			return service.Errorf(service.CodeInvalidProject,
+				"the project id in the URL is not the project of the access key")
+		}
+		if h := r.Header.Get("X-Project-Id"); h != "" && h != p.ProjectID {
+			return service.Errorf(service.CodeInvalidProject,
+				"X-Project-Id is not the project of the access key")
+		}
+		return next(c)
+	}
+}
+
+// verifyError separates authentication failures (401) from failures of the credential
+// store or the token behind the verifier, which are the server's fault.
+func verifyError(err error) error {
+	for _, sentinel := range []error{auth.ErrMalformedHeader, auth.ErrInvalidDate,
+		auth.ErrDateExpired, auth.ErrUnknownAccessKey, auth.ErrDisabledAccessKey,
+		auth.ErrSignatureMismatch, auth.ErrLocked} {
+		if errors.Is(err, sentinel) {
+			return &authFailure{err: err}
+		}
+	}
+	if errors.Is(err, hsm.ErrUnavailable) || errors.Is(err, store.ErrUnavailable) {
+		return &service.Error{Code: service.CodeUnavailable,
+			Message: "the credential store is unavailable; retry later", Err: err}
+	}
+	return &service.Error{Code: service.CodeInternal, Message: "internal error", Err: err}
+}

@@ -1,0 +1,194 @@
+// Package api is the HTTP layer: an echo server that speaks the Huawei Cloud KMS REST
+// API v1.0 under /v1.0/{project_id}/kms/. Handlers bind and validate the JSON body,
+// call the service, and map the result; errors become KMS error bodies in one place
+// (errors.go).
+//
+// Every /v1.0/ route is authenticated with the AK/SK signature (service/auth) over the
+// raw body bytes, so the body is read once, bounded by Config.MaxBodyBytes, before any
+// handler runs.
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/hsmkms/kms/service"
+	"github.com/hsmkms/kms/service/audit"
+	"github.com/hsmkms/kms/service/auth"
+)
+
+// Config holds the settings of a Server. The zero value of each field selects the
+// default named in its comment.
+type Config struct {
+	// MaxBodyBytes bounds a request body. Default 64 KiB; larger bodies get 413.
+	MaxBodyBytes int64
+	// Audit records every call; default audit.Discard.
+	Audit audit.Recorder
+	// Credentials serves the credential management routes; nil disables them.
+	Credentials *auth.Credentials
+	// Ready reports whether the token and the store are usable, for /readyz. Default:
+	// always ready.
+	Ready func(ctx context.Context) error
+}
+
+// Server is the HTTP API. It is safe for concurrent use once built.
+type Server struct {
+	echo     *echo.Echo
+	svc      *service.Service
+	verifier *auth.Verifier
+	log      *slog.Logger
+	cfg      Config
+}
+
+// New builds the echo server and registers every route.
+func New(svc *service.Service, verifier *auth.Verifier, log *slog.Logger, cfg Config) *Server {
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = 64 << 10
+	}
+	if cfg.Audit == nil {
+		cfg.Audit = audit.Discard{}
+	}
+	if cfg.Ready == nil {
+		cfg.Ready = func(context.Context) error { return nil }
+	}
+
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	s := &Server{echo: e, svc: svc, verifier: verifier, log: log, cfg: cfg}
+	e.HTTPErrorHandler = s.handleError
+
+	e.Pre(s.withRequestState)
+	s.routes()
+	return s
+}
+
+// Handler returns the server as an http.Handler.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+func (s *Server) routes() {
+	e := s.echo
+	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+	e.GET("/", s.listVersions)
+	e.GET("/v1.0", s.showVersion)
+	e.GET("/v1.0/", s.showVersion)
+
+	kms := e.Group("/v1.0/:project_id/kms", s.readBody, s.authenticate)
+	kms.POST("/create-key", s.op("create-key", s.createKey))
+	kms.POST("/describe-key", s.op("describe-key", s.describeKey))
+	kms.POST("/list-keys", s.op("list-keys", s.listKeys))
+	kms.POST("/create-datakey", s.op("create-datakey", s.createDataKey))
+	kms.POST("/create-datakey-without-plaintext",
+		s.op("create-datakey-without-plaintext", s.createDataKeyWithoutPlaintext))
+	kms.POST("/encrypt-datakey", s.op("encrypt-datakey", s.encryptDataKey))
+	kms.POST("/decrypt-datakey", s.op("decrypt-datakey", s.decryptDataKey))
+
+	admin := e.Group("/v1.0/:project_id/kms-admin", s.readBody, s.authenticate)
+	admin.POST("/credentials", s.op("create-credential", s.createCredential))
+	admin.GET("/credentials", s.op("list-credentials", s.listCredentials))
+	admin.POST("/credentials/:access_key/disable", s.op("disable-credential", s.changeCredential("disable")))
+	admin.POST("/credentials/:access_key/enable", s.op("enable-credential", s.changeCredential("enable")))
+	admin.DELETE("/credentials/:access_key", s.op("delete-credential", s.changeCredential("delete")))
+}
+
+// requestState is what the middleware learns about a request, shared with handlers
+// and the error handler through the echo context.
+type requestState struct {
+	id        string
+	start     time.Time
+	body      []byte
+	principal auth.Principal
+	op        string
+	keyID     string
+	version   uint32
+	sequence  string
+	audited   bool
+}
+
+const stateKey = "kms.state"
+
+func stateOf(c echo.Context) *requestState {
+	st, _ := c.Get(stateKey).(*requestState)
+	if st == nil {
+		st = &requestState{}
+		c.Set(stateKey, st)
+	}
+	return st
+}
+
+// withRequestState gives every request an id (echoed in X-Request-Id) and a state.
+func (s *Server) withRequestState(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		st := &requestState{id: newRequestID(), start: time.Now()}
+		c.Set(stateKey, st)
+		c.Response().Header().Set("X-Request-Id", st.id)
+		return next(c)
+	}
+}
+
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux (Go 1.24 and later)
+	return hex.EncodeToString(b[:])
+}
+
+// opHandler handles one API operation. It returns the response body, or nil for 204,
+// and must not write to the response itself: the caller writes it only after the
+// audit record is durable.
+type opHandler func(c echo.Context, st *requestState) (any, error)
+
+// noContent is returned by an opHandler whose answer is 204 No Content.
+type noContent struct{}
+
+func (s *Server) op(name string, h opHandler) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		st := stateOf(c)
+		st.op = name
+
+		resp, err := h(c, st)
+		if err != nil {
+			return err // handleError records and answers
+		}
+
+		if err := s.record(c, st, http.StatusOK, ""); err != nil {
+			return err
+		}
+		if _, ok := resp.(noContent); ok {
+			return c.NoContent(http.StatusNoContent)
+		}
+		return c.JSON(http.StatusOK, resp)
+	}
+}
+
+// record writes the audit record of the call. A failure becomes a 503 error, so that
+// nothing is released without a durable record.
+func (s *Server) record(c echo.Context, st *requestState, status int, code string) error {
+	st.audited = true
+	r := audit.Record{
+		Time:       st.start.UTC(),
+		RequestID:  st.id,
+		AccessKey:  st.principal.AccessKey,
+		UserID:     st.principal.UserID,
+		ProjectID:  st.principal.ProjectID,
+		SourceIP:   c.RealIP(),
+		Operation:  st.op,
+		KeyID:      st.keyID,
+		KeyVersion: st.version,
+		Status:     status,
+		ErrorCode:  code,
+		Sequence:   st.sequence,
+	}
+	if err := s.cfg.Audit.Record(c.Request().Context(), r); err != nil {
+		s.log.Error("audit record failed; answering 503", "request_id", st.id,
+			"operation", st.op, "error", err)
+		return errAuditUnavailable
+	}
+	return nil
+}

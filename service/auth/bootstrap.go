@@ -1,0 +1,200 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// AdminCredentialsFile is the name, inside the data directory, of the file that
+// EnsureAdmin writes when it generates the admin secret key.
+const AdminCredentialsFile = "admin-credentials.json"
+
+// Environment variables read by AdminEnvFromGetenv.
+const (
+	EnvAdminAccessKey = "KMS_ADMIN_ACCESS_KEY"
+	EnvAdminSecretKey = "KMS_ADMIN_SECRET_KEY"
+	EnvProjectID      = "KMS_PROJECT_ID"
+	EnvDomainID       = "KMS_DOMAIN_ID"
+)
+
+// AdminEnv is the operator's choice for the first admin credential. Empty fields are
+// generated.
+type AdminEnv struct {
+	AccessKey string
+	SecretKey string
+	ProjectID string
+	DomainID  string
+}
+
+// AdminEnvFromGetenv reads AdminEnv from the KMS_ADMIN_ACCESS_KEY, KMS_ADMIN_SECRET_KEY,
+// KMS_PROJECT_ID and KMS_DOMAIN_ID variables through getenv (usually os.Getenv).
+func AdminEnvFromGetenv(getenv func(string) string) AdminEnv {
+	return AdminEnv{
+		AccessKey: getenv(EnvAdminAccessKey),
+		SecretKey: getenv(EnvAdminSecretKey),
+		ProjectID: getenv(EnvProjectID),
+		DomainID:  getenv(EnvDomainID),
+	}
+}
+
+// adminFile is the JSON layout of AdminCredentialsFile.
+type adminFile struct {
+	AccessKey string `json:"access_key"`
+	SecretKey string `json:"secret_key"`
+	ProjectID string `json:"project_id"`
+	DomainID  string `json:"domain_id"`
+}
+
+// EnsureAdmin creates the first admin credential when no credential with RoleAdmin
+// exists, enabled or not, and returns the admin credential (the first one found when one
+// exists). The access and secret keys come from env when both are set, and are
+// generated otherwise. Missing project and domain ids are generated as 32 lower-case hex
+// digits, like Huawei's.
+//
+// When EnsureAdmin generates the secret key, it writes dataDir/admin-credentials.json
+// (mode 0600, fields access_key, secret_key, project_id and domain_id) before storing the
+// credential, so a secret is never stored without the operator being able to read it.
+// It logs the file path, never the secret.
+//
+// NOTE: two replicas starting at once on an empty shared store can each create an
+// admin credential with generated keys. Start one replica first.
+func (c *Credentials) EnsureAdmin(ctx context.Context, dataDir string, env AdminEnv) (Credential, error) {
+	existing, found, err := c.findAdmin(ctx)
+	if err != nil || found {
+		return existing, err
+	}
+
+	req, err := c.adminRequest(ctx, env)
+	if err != nil {
+		return Credential{}, err
+	}
+
+	if env.SecretKey != "" {
+		return c.createAdmin(ctx, req)
+	}
+
+	path := filepath.Join(dataDir, AdminCredentialsFile)
+	if err := writeAdminFile(path, req); err != nil {
+		return Credential{}, err
+	}
+
+	created, err := c.createAdmin(ctx, req)
+	if err != nil {
+		// The file names a credential that does not exist; the next start writes it again.
+		_ = os.Remove(path)
+		return Credential{}, err
+	}
+
+	c.logger.Info("admin credential generated; its secret key is in the file",
+		"access_key", created.AccessKey, "project_id", created.ProjectID, "path", path)
+	return created, nil
+}
+
+func (c *Credentials) findAdmin(ctx context.Context) (Credential, bool, error) {
+	credentials, err := c.List(ctx)
+	if err != nil {
+		return Credential{}, false, fmt.Errorf("find admin credential: %w", err)
+	}
+
+	for _, credential := range credentials {
+		if credential.Role == RoleAdmin {
+			return credential, true, nil
+		}
+	}
+	return Credential{}, false, nil
+}
+
+// adminRequest turns env into a complete CreateRequest, generating what env leaves
+// empty.
+func (c *Credentials) adminRequest(ctx context.Context, env AdminEnv) (CreateRequest, error) {
+	if (env.AccessKey == "") != (env.SecretKey == "") {
+		return CreateRequest{}, fmt.Errorf("%w: set both %s and %s, or neither",
+			ErrInvalidCredential, EnvAdminAccessKey, EnvAdminSecretKey)
+	}
+
+	req := CreateRequest{
+		ProjectID: env.ProjectID,
+		DomainID:  env.DomainID,
+		Role:      RoleAdmin,
+		AccessKey: env.AccessKey,
+		SecretKey: env.SecretKey,
+	}
+
+	var err error
+	if req.ProjectID == "" {
+		if req.ProjectID, err = c.randomHex(ctx, 16); err != nil {
+			return CreateRequest{}, err
+		}
+	}
+	if req.DomainID == "" {
+		if req.DomainID, err = c.randomHex(ctx, 16); err != nil {
+			return CreateRequest{}, err
+		}
+	}
+	if err := c.completeRequest(ctx, &req); err != nil {
+		return CreateRequest{}, err
+	}
+	return req, nil
+}
+
+// createAdmin stores req. An access key that already exists (another replica stored the
+// same operator-chosen key first) counts as success.
+func (c *Credentials) createAdmin(ctx context.Context, req CreateRequest) (Credential, error) {
+	created, _, err := c.Create(ctx, req)
+	if errors.Is(err, ErrAccessKeyExists) {
+		existing, found, findErr := c.findAdmin(ctx)
+		if findErr == nil && found {
+			return existing, nil
+		}
+	}
+	if err != nil {
+		return Credential{}, fmt.Errorf("create admin credential: %w", err)
+	}
+	return created, nil
+}
+
+// writeAdminFile writes the credential to path with mode 0600, through a temporary file
+// and a rename, so a reader never sees a partial file.
+func writeAdminFile(path string, req CreateRequest) error {
+	data, err := json.MarshalIndent(adminFile{
+		AccessKey: req.AccessKey,
+		SecretKey: req.SecretKey,
+		ProjectID: req.ProjectID,
+		DomainID:  req.DomainID,
+	}, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", path, err)
+	}
+	data = append(data, '\n')
+
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("create data directory for %s: %w", path, err)
+	}
+
+	tmp, err := os.CreateTemp(filepath.Dir(path), AdminCredentialsFile+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+
+	// CreateTemp makes the file with mode 0600, so the secret is never readable by others.
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("rename %s: %w", path, err)
+	}
+	return nil
+}

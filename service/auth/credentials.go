@@ -1,0 +1,346 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/hsmkms/kms/hsm"
+	"github.com/hsmkms/kms/service/store"
+)
+
+// SealingKey is the token key that seals every secret key in the store.
+var SealingKey = hsm.KeyRef{KeyID: "system-credentials", Version: 1}
+
+// Defaults of CredentialsConfig.
+const (
+	// DefaultCacheTTL bounds how long an unsealed credential is served from memory, and
+	// so how long a credential disabled or deleted on another replica is still accepted
+	// here.
+	DefaultCacheTTL = 5 * time.Second
+	// DefaultMaxCached caps the number of cached credentials.
+	DefaultMaxCached = 10000
+)
+
+// Lengths of generated values. Access keys are upper-case alphanumerics and secret keys
+// mixed-case alphanumerics, as in Huawei Cloud.
+const (
+	accessKeyLength = 20
+	secretKeyLength = 40
+	maxSecretLength = 256
+)
+
+// Credential describes one access key pair, without its secret key.
+type Credential struct {
+	Principal
+	Disabled  bool
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// CreateRequest describes a credential to create.
+type CreateRequest struct {
+	// UserID is empty to generate one: 32 lower-case hex digits.
+	UserID    string
+	ProjectID string
+	DomainID  string
+	// Role is one of the Role constants.
+	Role string
+	// AccessKey and SecretKey import an existing pair. Leave both empty to generate a
+	// 20-character access key and a 40-character secret key from the token RNG.
+	AccessKey string
+	SecretKey string
+}
+
+// CredentialsConfig configures Credentials. Zero fields take the Default values.
+type CredentialsConfig struct {
+	// CacheTTL is how long an unsealed credential is served from memory. It is the
+	// upper bound on how long a change made by another replica goes unseen here.
+	CacheTTL time.Duration
+	// MaxCached caps the number of cached credentials.
+	MaxCached int
+	// Clock returns the current time; nil means time.Now.
+	Clock func() time.Time
+	// Logger receives credential changes; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Credentials manages access key pairs in a store, with secret keys sealed by the token
+// key SealingKey under AES-GCM with AAD "credential:"+access key, so a sealed secret
+// copied to another access key's row does not open. It implements CredentialSource.
+//
+// Lookup serves unsealed credentials from an in-memory cache for up to CacheTTL. Disable,
+// Enable and Delete drop the entry of this instance at once, while other instances
+// sharing the store see the change within their CacheTTL. Credentials is safe for
+// concurrent use.
+type Credentials struct {
+	store  store.Store
+	token  hsm.Token
+	ttl    time.Duration
+	max    int
+	clock  func() time.Time
+	logger *slog.Logger
+
+	// keyMu serialises creation of the sealing key; keyReady is set once it exists.
+	keyMu    sync.Mutex
+	keyReady bool
+
+	cacheMu sync.Mutex
+	cache   map[string]cachedCredential
+}
+
+type cachedCredential struct {
+	principal Principal
+	secret    []byte
+	disabled  bool
+	expires   time.Time
+}
+
+// NewCredentials returns a Credentials over st and tok. The sealing key is generated in
+// tok on first use.
+func NewCredentials(st store.Store, tok hsm.Token, cfg CredentialsConfig) *Credentials {
+	if cfg.CacheTTL <= 0 {
+		cfg.CacheTTL = DefaultCacheTTL
+	}
+	if cfg.MaxCached <= 0 {
+		cfg.MaxCached = DefaultMaxCached
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+
+	return &Credentials{
+		store:  st,
+		token:  tok,
+		ttl:    cfg.CacheTTL,
+		max:    cfg.MaxCached,
+		clock:  cfg.Clock,
+		logger: cfg.Logger,
+		cache:  make(map[string]cachedCredential),
+	}
+}
+
+// Create stores a new credential and returns it with its secret key, which is not
+// returned again by any method. It returns an error wrapping ErrInvalidCredential for an
+// invalid request and ErrAccessKeyExists when the access key is taken.
+func (c *Credentials) Create(ctx context.Context, req CreateRequest) (Credential, string, error) {
+	if err := c.completeRequest(ctx, &req); err != nil {
+		return Credential{}, "", err
+	}
+
+	sealed, err := c.seal(ctx, req.AccessKey, []byte(req.SecretKey))
+	if err != nil {
+		return Credential{}, "", err
+	}
+
+	now := c.clock().UTC()
+	row := store.Credential{
+		AccessKey:    req.AccessKey,
+		SealedSecret: sealed,
+		UserID:       req.UserID,
+		ProjectID:    req.ProjectID,
+		DomainID:     req.DomainID,
+		Role:         req.Role,
+		CreatedAt:    now,
+		UpdatedAt:    now,
+	}
+	err = c.store.PutCredential(ctx, row)
+	if errors.Is(err, store.ErrConflict) {
+		return Credential{}, "", fmt.Errorf("%w: %s", ErrAccessKeyExists, req.AccessKey)
+	}
+	if err != nil {
+		return Credential{}, "", fmt.Errorf("store credential %s: %w", req.AccessKey, err)
+	}
+
+	c.logger.Info("credential created", "access_key", req.AccessKey, "user_id", req.UserID,
+		"project_id", req.ProjectID, "role", req.Role)
+	return credentialFromRow(row), req.SecretKey, nil
+}
+
+// completeRequest validates req and fills in the generated fields.
+func (c *Credentials) completeRequest(ctx context.Context, req *CreateRequest) error {
+	if err := validateRequest(*req); err != nil {
+		return err
+	}
+
+	var err error
+	if req.UserID == "" {
+		if req.UserID, err = c.randomHex(ctx, 16); err != nil {
+			return err
+		}
+	}
+	if req.AccessKey == "" {
+		if req.AccessKey, err = c.randomString(ctx, upperAlphanumeric, accessKeyLength); err != nil {
+			return err
+		}
+		if req.SecretKey, err = c.randomString(ctx, alphanumeric, secretKeyLength); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func validateRequest(req CreateRequest) error {
+	if !ValidRole(req.Role) {
+		return fmt.Errorf("%w: role %q is not one of %v", ErrInvalidCredential, req.Role, Roles())
+	}
+	if req.UserID != "" && !validID(req.UserID) {
+		return fmt.Errorf("%w: user id %q is not 1 to 64 characters of A-Z a-z 0-9 _ -",
+			ErrInvalidCredential, req.UserID)
+	}
+	if !validID(req.ProjectID) {
+		return fmt.Errorf("%w: project id %q is not 1 to 64 characters of A-Z a-z 0-9 _ -",
+			ErrInvalidCredential, req.ProjectID)
+	}
+	if !validID(req.DomainID) {
+		return fmt.Errorf("%w: domain id %q is not 1 to 64 characters of A-Z a-z 0-9 _ -",
+			ErrInvalidCredential, req.DomainID)
+	}
+
+	if (req.AccessKey == "") != (req.SecretKey == "") {
+		return fmt.Errorf("%w: set both access key and secret key, or neither",
+			ErrInvalidCredential)
+	}
+	if req.AccessKey != "" && !validAccessKey(req.AccessKey) {
+		return fmt.Errorf("%w: access key %q is not 1 to %d characters of A-Z a-z 0-9 _ - .",
+			ErrInvalidCredential, req.AccessKey, maxAccessKeyLength)
+	}
+	if len(req.SecretKey) > maxSecretLength {
+		return fmt.Errorf("%w: secret key is longer than %d bytes", ErrInvalidCredential,
+			maxSecretLength)
+	}
+	return nil
+}
+
+// validID reports whether id is 1 to 64 characters of A-Z a-z 0-9 _ -, which covers
+// Huawei's 32-hex-digit project, domain and user ids.
+func validID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !isUnreserved(c) || c == '~' || c == '.' {
+			return false
+		}
+	}
+	return true
+}
+
+// Lookup returns the principal and secret key of accessKey, from the cache when an entry
+// younger than CacheTTL exists. It returns an error wrapping ErrUnknownAccessKey or
+// ErrDisabledAccessKey when the key cannot sign, and a wrapped store or token error
+// otherwise. The returned secret is shared with the cache: do not modify it.
+func (c *Credentials) Lookup(ctx context.Context, accessKey string) (Principal, []byte, error) {
+	now := c.clock()
+	if entry, ok := c.cached(accessKey, now); ok {
+		return entryResult(accessKey, entry)
+	}
+
+	row, err := c.store.GetCredential(ctx, accessKey)
+	if errors.Is(err, store.ErrNotFound) {
+		return Principal{}, nil, fmt.Errorf("%w: %s", ErrUnknownAccessKey, accessKey)
+	}
+	if err != nil {
+		return Principal{}, nil, fmt.Errorf("get credential %s: %w", accessKey, err)
+	}
+
+	entry := cachedCredential{
+		principal: credentialFromRow(row).Principal,
+		disabled:  row.Disabled,
+		expires:   now.Add(c.ttl),
+	}
+	if !row.Disabled {
+		if entry.secret, err = c.open(ctx, accessKey, row.SealedSecret); err != nil {
+			return Principal{}, nil, err
+		}
+	}
+
+	c.remember(accessKey, entry, now)
+	return entryResult(accessKey, entry)
+}
+
+func entryResult(accessKey string, entry cachedCredential) (Principal, []byte, error) {
+	if entry.disabled {
+		return Principal{}, nil, fmt.Errorf("%w: %s", ErrDisabledAccessKey, accessKey)
+	}
+	return entry.principal, entry.secret, nil
+}
+
+// List returns every credential, ordered by access key, without secret keys.
+func (c *Credentials) List(ctx context.Context) ([]Credential, error) {
+	rows, err := c.store.ListCredentials(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list credentials: %w", err)
+	}
+
+	credentials := make([]Credential, 0, len(rows))
+	for _, row := range rows {
+		credentials = append(credentials, credentialFromRow(row))
+	}
+	return credentials, nil
+}
+
+// Disable stops accessKey from signing. It returns an error wrapping ErrUnknownAccessKey
+// when no credential has the key.
+func (c *Credentials) Disable(ctx context.Context, accessKey string) error {
+	return c.setDisabled(ctx, accessKey, true)
+}
+
+// Enable lets a disabled accessKey sign again. It returns an error wrapping
+// ErrUnknownAccessKey when no credential has the key.
+func (c *Credentials) Enable(ctx context.Context, accessKey string) error {
+	return c.setDisabled(ctx, accessKey, false)
+}
+
+func (c *Credentials) setDisabled(ctx context.Context, accessKey string, disabled bool) error {
+	err := c.store.SetCredentialDisabled(ctx, accessKey, disabled)
+	c.forget(accessKey)
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("%w: %s", ErrUnknownAccessKey, accessKey)
+	}
+	if err != nil {
+		return fmt.Errorf("set credential %s disabled=%t: %w", accessKey, disabled, err)
+	}
+
+	c.logger.Info("credential changed", "access_key", accessKey, "disabled", disabled)
+	return nil
+}
+
+// Delete removes the credential of accessKey. It returns an error wrapping
+// ErrUnknownAccessKey when no credential has the key.
+func (c *Credentials) Delete(ctx context.Context, accessKey string) error {
+	err := c.store.DeleteCredential(ctx, accessKey)
+	c.forget(accessKey)
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("%w: %s", ErrUnknownAccessKey, accessKey)
+	}
+	if err != nil {
+		return fmt.Errorf("delete credential %s: %w", accessKey, err)
+	}
+
+	c.logger.Info("credential deleted", "access_key", accessKey)
+	return nil
+}
+
+func credentialFromRow(row store.Credential) Credential {
+	return Credential{
+		Principal: Principal{
+			AccessKey: row.AccessKey,
+			UserID:    row.UserID,
+			ProjectID: row.ProjectID,
+			DomainID:  row.DomainID,
+			Role:      row.Role,
+		},
+		Disabled:  row.Disabled,
+		CreatedAt: row.CreatedAt,
+		UpdatedAt: row.UpdatedAt,
+	}
+}

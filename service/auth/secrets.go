@@ -1,0 +1,109 @@
+package auth
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"github.com/hsmkms/kms/hsm"
+)
+
+// Alphabets of generated access and secret keys.
+const (
+	upperAlphanumeric = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	alphanumeric      = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+)
+
+// secretAAD binds a sealed secret to its access key.
+func secretAAD(accessKey string) []byte {
+	return []byte("credential:" + accessKey)
+}
+
+// seal encrypts secret under SealingKey and returns IV followed by ciphertext and tag,
+// the form stored in store.Credential.SealedSecret.
+func (c *Credentials) seal(ctx context.Context, accessKey string, secret []byte) ([]byte, error) {
+	if err := c.ensureSealingKey(ctx); err != nil {
+		return nil, err
+	}
+
+	sealed, err := c.token.Seal(ctx, SealingKey, secret, secretAAD(accessKey))
+	if err != nil {
+		return nil, fmt.Errorf("seal secret key of %s: %w", accessKey, err)
+	}
+	if len(sealed.IV) != hsm.GCMIVSize {
+		return nil, fmt.Errorf("seal secret key of %s: token returned a %d-byte IV, expected %d",
+			accessKey, len(sealed.IV), hsm.GCMIVSize)
+	}
+
+	out := make([]byte, 0, len(sealed.IV)+len(sealed.Ciphertext))
+	out = append(out, sealed.IV...)
+	return append(out, sealed.Ciphertext...), nil
+}
+
+// open reverses seal.
+func (c *Credentials) open(ctx context.Context, accessKey string, sealed []byte) ([]byte, error) {
+	if len(sealed) < hsm.GCMIVSize+hsm.GCMTagSize {
+		return nil, fmt.Errorf("open secret key of %s: sealed value is %d bytes, shorter than IV and tag",
+			accessKey, len(sealed))
+	}
+
+	iv, ciphertext := sealed[:hsm.GCMIVSize], sealed[hsm.GCMIVSize:]
+	secret, err := c.token.Open(ctx, SealingKey, iv, ciphertext, secretAAD(accessKey))
+	if err != nil {
+		return nil, fmt.Errorf("open secret key of %s: %w", accessKey, err)
+	}
+	return secret, nil
+}
+
+// ensureSealingKey generates SealingKey in the token unless this instance has seen it
+// exist. A key that another process generated first is fine.
+func (c *Credentials) ensureSealingKey(ctx context.Context) error {
+	c.keyMu.Lock()
+	defer c.keyMu.Unlock()
+
+	if c.keyReady {
+		return nil
+	}
+
+	err := c.token.GenerateKey(ctx, SealingKey)
+	if err != nil && !errors.Is(err, hsm.ErrKeyExists) {
+		return fmt.Errorf("generate credential sealing key %s: %w", SealingKey, err)
+	}
+	if err == nil {
+		c.logger.Info("credential sealing key generated", "key", SealingKey.String())
+	}
+
+	c.keyReady = true
+	return nil
+}
+
+// randomString returns n characters drawn uniformly from alphabet with the token RNG.
+// Bytes at or above the largest multiple of len(alphabet) are rejected so that no
+// character is more likely than another.
+func (c *Credentials) randomString(ctx context.Context, alphabet string, n int) (string, error) {
+	limit := 256 - 256%len(alphabet)
+	out := make([]byte, 0, n)
+	for len(out) < n {
+		random, err := c.token.Random(ctx, 2*n)
+		if err != nil {
+			return "", fmt.Errorf("read token random: %w", err)
+		}
+
+		for _, b := range random {
+			if int(b) < limit && len(out) < n {
+				out = append(out, alphabet[int(b)%len(alphabet)])
+			}
+		}
+	}
+	return string(out), nil
+}
+
+// randomHex returns 2*n lower-case hex digits from n bytes of the token RNG.
+func (c *Credentials) randomHex(ctx context.Context, n int) (string, error) {
+	random, err := c.token.Random(ctx, n)
+	if err != nil {
+		return "", fmt.Errorf("read token random: %w", err)
+	}
+	return hex.EncodeToString(random), nil
+}

@@ -1,0 +1,244 @@
+// Package service is the domain logic of the key management service, between the HTTP
+// API (service/api), the token (hsm) and the metadata store (service/store). It
+// validates requests in domain terms, authorizes them, and turns token and store
+// failures into *Error values with KMS codes.
+//
+// # Concurrency
+//
+// A Service is safe for concurrent use. Key metadata is cached for Config.KeyCacheTTL,
+// so a change made by another replica that shares the store (a key disabled, say) takes
+// effect here within that time.
+package service
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/hsmkms/kms/hsm"
+	"github.com/hsmkms/kms/service/auth"
+	"github.com/hsmkms/kms/service/store"
+)
+
+// Config holds the settings of a Service. The zero value of each field selects the
+// default named in its comment.
+type Config struct {
+	// Region is reported as region_id and realm. Default "local-1".
+	Region string
+	// KeyCacheTTL bounds how long key metadata is served from memory. Default 1 s;
+	// negative disables the cache.
+	KeyCacheTTL time.Duration
+	// KeysPerProject is the CMK quota of a project. Default 20, as Huawei's default.
+	KeysPerProject int
+	// Clock returns the current time. Default time.Now.
+	Clock func() time.Time
+}
+
+// Service implements the KMS operations.
+type Service struct {
+	token hsm.Token
+	store store.Store
+	log   *slog.Logger
+	cfg   Config
+
+	cacheMu sync.RWMutex
+	cache   map[cacheKey]cachedKey
+}
+
+type cacheKey struct{ projectID, keyID string }
+
+type cachedKey struct {
+	key     store.Key
+	expires time.Time
+}
+
+// New returns a Service over token and st.
+func New(token hsm.Token, st store.Store, log *slog.Logger, cfg Config) *Service {
+	if cfg.Region == "" {
+		cfg.Region = "local-1"
+	}
+	if cfg.KeyCacheTTL == 0 {
+		cfg.KeyCacheTTL = time.Second
+	}
+	if cfg.KeysPerProject == 0 {
+		cfg.KeysPerProject = 20
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+
+	return &Service{
+		token: token,
+		store: st,
+		log:   log,
+		cfg:   cfg,
+		cache: make(map[cacheKey]cachedKey),
+	}
+}
+
+// Region returns the configured region id.
+func (s *Service) Region() string { return s.cfg.Region }
+
+var (
+	keyIDPattern = regexp.MustCompile(`^[0-9a-z]{8}-[0-9a-z]{4}-[0-9a-z]{4}-[0-9a-z]{4}-[0-9a-z]{12}$`)
+	// aliasPattern is the key_alias rule of the API: 1 to 255 of these characters.
+	aliasPattern = regexp.MustCompile(`^[a-zA-Z0-9:/_-]{1,255}$`)
+	sequenceLen  = 36
+)
+
+func isKeyID(s string) bool { return len(s) == keyIDSize && keyIDPattern.MatchString(s) }
+
+// ValidateSequence checks the optional sequence field: a 36-character request serial
+// number.
+func ValidateSequence(seq string) error {
+	if seq != "" && len(seq) != sequenceLen {
+		return Errorf(CodeInvalidSequence, "sequence must be 36 characters")
+	}
+	return nil
+}
+
+// newKeyID returns a random UUID (version 4) in lower case.
+func newKeyID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux (Go 1.24 and later)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// storeError turns a store failure into an *Error.
+func storeError(op string, err error) error {
+	if errors.Is(err, store.ErrUnavailable) {
+		return &Error{Code: CodeUnavailable, Message: "the metadata store is unavailable; retry later",
+			Err: fmt.Errorf("%s: %w", op, err)}
+	}
+	return &Error{Code: CodeInternal, Message: "internal error", Err: fmt.Errorf("%s: %w", op, err)}
+}
+
+// tokenError turns a token failure into an *Error.
+func tokenError(op string, err error) error {
+	if errors.Is(err, hsm.ErrUnavailable) {
+		return &Error{Code: CodeUnavailable, Message: "the key token is unavailable; retry later",
+			Err: fmt.Errorf("%s: %w", op, err)}
+	}
+	return &Error{Code: CodeInternal, Message: "internal error", Err: fmt.Errorf("%s: %w", op, err)}
+}
+
+// authorize checks that p may run op, on key k when k is not nil.
+func (s *Service) authorize(p auth.Principal, op string, k *store.Key) error {
+	if auth.Allowed(p.Role, op) {
+		return nil
+	}
+	if k != nil {
+		return Errorf(CodeKeyForbidden, "the caller has no permission for %s on this key", op)
+	}
+	return Errorf(CodeRoleForbidden, "the role %q has no permission for %s", p.Role, op)
+}
+
+// lookupKey returns the key named by ref (a key id, or "alias/<key_alias>") in the
+// caller's project, from the cache when it is fresh.
+func (s *Service) lookupKey(ctx context.Context, projectID, ref string) (store.Key, error) {
+	if ref == "" {
+		return store.Key{}, Errorf(CodeMissingParameter, "key_id is missing")
+	}
+
+	if alias, ok := cutAliasRef(ref); ok {
+		k, err := s.store.GetKeyByAlias(ctx, projectID, alias)
+		if errors.Is(err, store.ErrNotFound) {
+			return store.Key{}, errKeyNotFound()
+		}
+		if err != nil {
+			return store.Key{}, storeError("get key by alias", err)
+		}
+		s.putCached(k)
+		return k, nil
+	}
+
+	if !isKeyID(ref) {
+		return store.Key{}, Errorf(CodeInvalidKeyID, "key_id is not a valid key id")
+	}
+
+	ck := cacheKey{projectID, ref}
+	now := s.cfg.Clock()
+	s.cacheMu.RLock()
+	c, ok := s.cache[ck]
+	s.cacheMu.RUnlock()
+	if ok && now.Before(c.expires) {
+		return c.key, nil
+	}
+
+	k, err := s.store.GetKey(ctx, projectID, ref)
+	if errors.Is(err, store.ErrNotFound) {
+		s.dropCached(projectID, ref)
+		return store.Key{}, errKeyNotFound()
+	}
+	if err != nil {
+		return store.Key{}, storeError("get key", err)
+	}
+
+	s.putCached(k)
+	return k, nil
+}
+
+// cutAliasRef accepts "alias/<key_alias>" in place of a key id, as the data-key
+// operations of the API do.
+func cutAliasRef(ref string) (string, bool) {
+	const prefix = "alias/"
+	if len(ref) > len(prefix) && ref[:len(prefix)] == prefix {
+		return ref[len(prefix):], true
+	}
+	return "", false
+}
+
+func (s *Service) putCached(k store.Key) {
+	if s.cfg.KeyCacheTTL < 0 {
+		return
+	}
+	s.cacheMu.Lock()
+	s.cache[cacheKey{k.ProjectID, k.ID}] = cachedKey{key: k, expires: s.cfg.Clock().Add(s.cfg.KeyCacheTTL)}
+	if len(s.cache) > maxCachedKeys {
+		s.evictExpiredLocked()
+	}
+	s.cacheMu.Unlock()
+}
+
+// maxCachedKeys bounds the key cache; past it, expired entries are dropped, and if that
+// is not enough the whole cache is.
+const maxCachedKeys = 100_000
+
+func (s *Service) evictExpiredLocked() {
+	now := s.cfg.Clock()
+	for k, c := range s.cache {
+		if !now.Before(c.expires) {
+			delete(s.cache, k)
+		}
+	}
+	if len(s.cache) > maxCachedKeys {
+		clear(s.cache)
+	}
+}
+
+func (s *Service) dropCached(projectID, keyID string) {
+	s.cacheMu.Lock()
+	delete(s.cache, cacheKey{projectID, keyID})
+	s.cacheMu.Unlock()
+}
+
+// usableKey checks that k may encrypt or decrypt now.
+func usableKey(k store.Key) error {
+	switch k.State {
+	case store.KeyStateEnabled:
+		return nil
+	case store.KeyStateDisabled:
+		return Errorf(CodeKeyDisabled, "the key is disabled")
+	case store.KeyStatePendingDeletion:
+		return Errorf(CodeKeyPendingDeletion, "the key is pending deletion")
+	default:
+		return Errorf(CodeKeyNotEnabled, "the key is not enabled")
+	}
+}

@@ -1,0 +1,122 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+const credentialColumns = "access_key, sealed_secret, user_id, project_id, domain_id, role, " +
+	"disabled, created_at, updated_at"
+
+func scanCredential(row rowScanner) (Credential, error) {
+	var c Credential
+	err := row.Scan(&c.AccessKey, &c.SealedSecret, &c.UserID, &c.ProjectID, &c.DomainID,
+		&c.Role, &c.Disabled, timeColumn{&c.CreatedAt}, timeColumn{&c.UpdatedAt})
+	return c, err
+}
+
+// PutCredential inserts c, or returns ErrConflict when the access key exists. A zero
+// CreatedAt is set to now, a zero UpdatedAt to CreatedAt.
+func (s *SQLStore) PutCredential(ctx context.Context, c Credential) error {
+	op := "put credential " + c.AccessKey
+	if c.AccessKey == "" || len(c.SealedSecret) == 0 {
+		return fmt.Errorf("%s: access key and sealed secret are required", op)
+	}
+
+	c.CreatedAt = storedTime(c.CreatedAt)
+	if c.CreatedAt.IsZero() {
+		c.CreatedAt = currentTime()
+	}
+	c.UpdatedAt = storedTime(c.UpdatedAt)
+	if c.UpdatedAt.IsZero() {
+		c.UpdatedAt = c.CreatedAt
+	}
+
+	_, err := s.write.ExecContext(ctx, s.d.rebind("INSERT INTO credentials ("+
+		credentialColumns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+		c.AccessKey, c.SealedSecret, c.UserID, c.ProjectID, c.DomainID, c.Role, c.Disabled,
+		s.d.timeValue(c.CreatedAt), s.d.timeValue(c.UpdatedAt))
+	if err != nil {
+		return s.d.wrap(op, err)
+	}
+	return nil
+}
+
+// GetCredential returns the credential of accessKey, or ErrNotFound.
+func (s *SQLStore) GetCredential(ctx context.Context, accessKey string) (Credential, error) {
+	op := "get credential " + accessKey
+	row := s.read.QueryRowContext(ctx, s.d.rebind(
+		"SELECT "+credentialColumns+" FROM credentials WHERE access_key = ?"), accessKey)
+	c, err := scanCredential(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Credential{}, fmt.Errorf("%s: %w", op, ErrNotFound)
+	}
+	if err != nil {
+		return Credential{}, s.d.wrap(op, err)
+	}
+	return c, nil
+}
+
+// ListCredentials returns every credential, ordered by access key.
+func (s *SQLStore) ListCredentials(ctx context.Context) ([]Credential, error) {
+	rows, err := s.read.QueryContext(ctx,
+		"SELECT "+credentialColumns+" FROM credentials ORDER BY access_key")
+	if err != nil {
+		return nil, s.d.wrap("list credentials", err)
+	}
+	defer rows.Close()
+
+	var creds []Credential
+	for rows.Next() {
+		c, err := scanCredential(rows)
+		if err != nil {
+			return nil, s.d.wrap("list credentials", err)
+		}
+		creds = append(creds, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.d.wrap("list credentials", err)
+	}
+	return creds, nil
+}
+
+// SetCredentialDisabled disables or enables a credential and sets its UpdatedAt to now.
+// It returns ErrNotFound when the access key does not exist.
+func (s *SQLStore) SetCredentialDisabled(
+	ctx context.Context,
+	accessKey string,
+	disabled bool,
+) error {
+	op := fmt.Sprintf("set credential %s disabled=%t", accessKey, disabled)
+	res, err := s.write.ExecContext(ctx, s.d.rebind(
+		"UPDATE credentials SET disabled = ?, updated_at = ? WHERE access_key = ?"),
+		disabled, s.d.timeValue(currentTime()), accessKey)
+	return s.checkOneRow(op, res, err)
+}
+
+// DeleteCredential deletes a credential. It returns ErrNotFound when the access key does
+// not exist.
+func (s *SQLStore) DeleteCredential(ctx context.Context, accessKey string) error {
+	res, err := s.write.ExecContext(ctx, s.d.rebind(
+		"DELETE FROM credentials WHERE access_key = ?"), accessKey)
+	return s.checkOneRow("delete credential "+accessKey, res, err)
+}
+
+// checkOneRow wraps the error of a single-row write, or returns ErrNotFound when the
+// write matched no row.
+func (s *SQLStore) checkOneRow(op string, res sql.Result, err error) error {
+	if err != nil {
+		return s.d.wrap(op, err)
+	}
+
+	n, err := res.RowsAffected()
+	if err != nil {
+		return s.d.wrap(op, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%s: %w", op, ErrNotFound)
+	}
+	return nil
+}

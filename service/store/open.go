@@ -1,0 +1,286 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	_ "github.com/mattn/go-sqlite3"    // registers the "sqlite3" database/sql driver
+)
+
+// SQLite settings.
+const (
+	// sqliteBusyTimeout is how long a write waits for another process (kmsctl, a second
+	// kmsd) to release the database's write lock before it fails with ErrUnavailable.
+	sqliteBusyTimeout = 5 * time.Second
+
+	// sqliteMinReaders is the minimum size of the read pool, which otherwise has one
+	// connection per CPU. In WAL mode readers block neither each other nor the writer.
+	sqliteMinReaders = 4
+)
+
+// PostgreSQL pool settings.
+const (
+	// postgresMaxConns bounds the connections of one process. PostgreSQL's default
+	// max_connections is 100, which leaves room for four replicas and maintenance.
+	// NOTE: not configurable yet, so more replicas need a higher max_connections on the
+	// server or a connection pooler in front of it.
+	postgresMaxConns = 20
+
+	// postgresConnMaxLifetime retires connections, so that after a failover or DNS change
+	// no connection stays on the old server for longer than this.
+	postgresConnMaxLifetime = 30 * time.Minute
+
+	// postgresConnMaxIdleTime closes connections unused for this long.
+	postgresConnMaxIdleTime = 5 * time.Minute
+)
+
+// SQLStore is the Store on SQLite or PostgreSQL. It is safe for concurrent use.
+//
+// On SQLite, every write goes through one connection whose transactions begin with BEGIN
+// IMMEDIATE, so concurrent writers in one process queue in the connection pool and never
+// fail with "database is locked". Reads use a separate pool of query-only connections.
+type SQLStore struct {
+	write *sql.DB // every write; on SQLite a single connection
+	read  *sql.DB // reads; the same pool as write on PostgreSQL and in-memory SQLite
+	d     dialect
+	log   *slog.Logger
+}
+
+var _ Store = (*SQLStore)(nil)
+
+// Open opens the store at databaseURL and applies pending schema migrations.
+//
+// A URL that starts with "postgres://" or "postgresql://" selects PostgreSQL; its query
+// parameters go to pgx, so search_path=... or target_session_attrs=read-write work there.
+// Anything else is the path of a SQLite file, optionally prefixed with "sqlite:",
+// "sqlite://" or "file:", and optionally followed by "?" and SQLite URI parameters (for
+// example mode=ro). The path is taken literally, not percent-decoded. The file is
+// created when missing. The path ":memory:" opens a private in-memory database on a
+// single connection.
+//
+// A nil log discards log records. Open fails with ErrUnavailable when the database cannot
+// be reached.
+func Open(ctx context.Context, databaseURL string, log *slog.Logger) (*SQLStore, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+
+	var s *SQLStore
+	var err error
+	if isPostgresURL(databaseURL) {
+		s, err = openPostgres(databaseURL)
+	} else {
+		s, err = openSQLite(databaseURL)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.log = log
+
+	if err := s.Ping(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open %s store: %w", s.d.name, err)
+	}
+
+	if err := s.migrate(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open %s store: %w", s.d.name, err)
+	}
+
+	log.Info("store opened", "backend", s.d.name)
+	return s, nil
+}
+
+func isPostgresURL(databaseURL string) bool {
+	return strings.HasPrefix(databaseURL, "postgres://") ||
+		strings.HasPrefix(databaseURL, "postgresql://")
+}
+
+func openPostgres(databaseURL string) (*SQLStore, error) {
+	db, err := sql.Open("pgx", databaseURL)
+	if err != nil {
+		// sql.Open only parses the URL here. The parse error is left out because its
+		// message can contain the password.
+		return nil, errors.New("open postgres store: invalid database URL: check its syntax")
+	}
+
+	db.SetMaxOpenConns(postgresMaxConns)
+	db.SetMaxIdleConns(postgresMaxConns)
+	db.SetConnMaxLifetime(postgresConnMaxLifetime)
+	db.SetConnMaxIdleTime(postgresConnMaxIdleTime)
+
+	return &SQLStore{write: db, read: db, d: postgresDialect}, nil
+}
+
+func openSQLite(databaseURL string) (*SQLStore, error) {
+	path, params, err := parseSQLiteURL(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite store: %w", err)
+	}
+
+	inMemory := path == ":memory:" || params.Get("mode") == "memory"
+
+	writeParams := cloneValues(params)
+	if !inMemory {
+		// WAL lets readers run while a write is in progress.
+		writeParams.Set("_journal_mode", "WAL")
+	}
+	// FULL syncs the WAL on every commit, so an acknowledged write survives power loss.
+	writeParams.Set("_synchronous", "FULL")
+	writeParams.Set("_foreign_keys", "on")
+	writeParams.Set("_busy_timeout", strconv.FormatInt(sqliteBusyTimeout.Milliseconds(), 10))
+	// BEGIN IMMEDIATE takes the write lock at the start of a transaction, so that a
+	// transaction never fails half-way when it upgrades from a read to a write lock.
+	writeParams.Set("_txlock", "immediate")
+
+	write, err := sql.Open("sqlite3", sqliteDSN(path, writeParams))
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite store: %w", err)
+	}
+	write.SetMaxOpenConns(1)
+	// An in-memory database lives as long as its connection, so it must never be closed.
+	write.SetMaxIdleConns(1)
+	write.SetConnMaxLifetime(0)
+	write.SetConnMaxIdleTime(0)
+
+	if inMemory {
+		return &SQLStore{write: write, read: write, d: sqliteDialect}, nil
+	}
+
+	readParams := cloneValues(params)
+	readParams.Set("_foreign_keys", "on")
+	readParams.Set("_busy_timeout", strconv.FormatInt(sqliteBusyTimeout.Milliseconds(), 10))
+	// query_only makes a write through a read connection fail instead of competing
+	// with the writer for the lock.
+	readParams.Set("_query_only", "1")
+	readParams.Set("_txlock", "deferred")
+
+	read, err := sql.Open("sqlite3", sqliteDSN(path, readParams))
+	if err != nil {
+		write.Close()
+		return nil, fmt.Errorf("open sqlite store: %w", err)
+	}
+	readers := max(sqliteMinReaders, runtime.NumCPU())
+	read.SetMaxOpenConns(readers)
+	read.SetMaxIdleConns(readers)
+
+	return &SQLStore{write: write, read: read, d: sqliteDialect}, nil
+}
+
+// parseSQLiteURL splits a SQLite database URL into the file path and its parameters.
+func parseSQLiteURL(databaseURL string) (string, url.Values, error) {
+	rest := databaseURL
+	for _, prefix := range []string{"sqlite://", "sqlite:", "file:"} {
+		if strings.HasPrefix(rest, prefix) {
+			rest = strings.TrimPrefix(rest, prefix)
+			break
+		}
+	}
+
+	path, query, _ := strings.Cut(rest, "?")
+	if path == "" {
+		return "", nil, errors.New("database URL has no file path")
+	}
+
+	params, err := url.ParseQuery(query)
+	if err != nil {
+		return "", nil, fmt.Errorf("parse parameters of SQLite URL %q: %w", databaseURL, err)
+	}
+	return path, params, nil
+}
+
+// sqliteDSN builds the file: URI that go-sqlite3 passes to sqlite3_open_v2. The
+// characters that a URI path cannot contain literally are percent-encoded.
+func sqliteDSN(path string, params url.Values) string {
+	escaped := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
+	return "file:" + escaped + "?" + params.Encode()
+}
+
+func cloneValues(v url.Values) url.Values {
+	c := make(url.Values, len(v)+6)
+	for k, vs := range v {
+		c[k] = append([]string(nil), vs...)
+	}
+	return c
+}
+
+// Ping checks that the database answers on the write and the read pools.
+func (s *SQLStore) Ping(ctx context.Context) error {
+	if err := s.write.PingContext(ctx); err != nil {
+		return s.d.wrap("ping database", err)
+	}
+	if s.read != s.write {
+		if err := s.read.PingContext(ctx); err != nil {
+			return s.d.wrap("ping database", err)
+		}
+	}
+	return nil
+}
+
+// Close closes both connection pools. On SQLite the last connection to close
+// checkpoints the WAL into the database file.
+func (s *SQLStore) Close() error {
+	var readErr error
+	if s.read != s.write {
+		readErr = s.read.Close()
+	}
+	return errors.Join(readErr, s.write.Close())
+}
+
+// querier is what *sql.DB and *sql.Tx have in common.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// inWriteTx runs fn in a transaction on the write pool and commits it when fn returns
+// nil. Errors are wrapped with op.
+func (s *SQLStore) inWriteTx(ctx context.Context, op string, fn func(tx *sql.Tx) error) error {
+	return s.inTx(ctx, s.write, nil, op, fn)
+}
+
+// inReadTx runs fn in a read-only transaction on the read pool, so that its statements
+// see one snapshot.
+func (s *SQLStore) inReadTx(ctx context.Context, op string, fn func(tx *sql.Tx) error) error {
+	return s.inTx(ctx, s.read, s.d.readTx, op, fn)
+}
+
+func (s *SQLStore) inTx(
+	ctx context.Context,
+	db *sql.DB,
+	opts *sql.TxOptions,
+	op string,
+	fn func(tx *sql.Tx) error,
+) error {
+	tx, err := db.BeginTx(ctx, opts)
+	if err != nil {
+		return s.d.wrap(op+": begin transaction", err)
+	}
+
+	if err := fn(tx); err != nil {
+		if rbErr := tx.Rollback(); rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) {
+			s.log.Warn("transaction rollback failed", "op", op, "err", rbErr)
+		}
+		return s.d.wrap(op, err)
+	}
+
+	if err := tx.Commit(); err != nil {
+		return s.d.wrap(op+": commit", err)
+	}
+	return nil
+}
+
+// currentTime returns the current time at the precision the store keeps.
+func currentTime() time.Time {
+	return storedTime(time.Now())
+}

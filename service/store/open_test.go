@@ -1,0 +1,305 @@
+package store_test
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/hsmkms/kms/service/store"
+	"github.com/hsmkms/kms/service/store/storetest"
+)
+
+// migrationCount is the number of files in each migrations/<dialect> directory.
+const migrationCount = 1
+
+func appliedMigrations(t *testing.T, b storetest.Backend) []int {
+	t.Helper()
+
+	rows, err := openRaw(t, b).QueryContext(t.Context(),
+		"SELECT version FROM schema_migrations ORDER BY version")
+	if err != nil {
+		t.Fatalf("read schema_migrations: %v", err)
+	}
+	defer rows.Close()
+
+	var versions []int
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			t.Fatalf("read schema_migrations: %v", err)
+		}
+		versions = append(versions, v)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("read schema_migrations: %v", err)
+	}
+	return versions
+}
+
+func checkMigrationsApplied(t *testing.T, b storetest.Backend) {
+	t.Helper()
+
+	got := appliedMigrations(t, b)
+	if len(got) != migrationCount {
+		t.Fatalf("schema_migrations = %v, want versions 1 to %d once each", got, migrationCount)
+	}
+	for i, v := range got {
+		if v != i+1 {
+			t.Errorf("schema_migrations = %v, want versions 1 to %d once each", got,
+				migrationCount)
+		}
+	}
+}
+
+func TestMigrationsAppliedOnceOnReopen(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, func(t *testing.T, b storetest.Backend) {
+		t.Parallel()
+
+		for i := range 3 {
+			s, err := store.Open(t.Context(), b.URL, testLogger(t))
+			if err != nil {
+				t.Fatalf("Open #%d failed: %v", i+1, err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatalf("Close #%d failed: %v", i+1, err)
+			}
+		}
+		checkMigrationsApplied(t, b)
+	})
+}
+
+func TestMigrationsConcurrentOpen(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, func(t *testing.T, b storetest.Backend) {
+		t.Parallel()
+
+		const opens = 4
+		var wg sync.WaitGroup
+		errs := make([]error, opens)
+		start := make(chan struct{})
+		for i := range opens {
+			wg.Go(func() {
+				<-start
+				s, err := store.Open(t.Context(), b.URL, testLogger(t))
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				errs[i] = s.Close()
+			})
+		}
+		close(start)
+		wg.Wait()
+
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("concurrent Open #%d failed: %v", i+1, err)
+			}
+		}
+		checkMigrationsApplied(t, b)
+	})
+}
+
+func TestConcurrentWritersThenReopen(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, func(t *testing.T, b storetest.Backend) {
+		t.Parallel()
+		s, err := store.Open(t.Context(), b.URL, testLogger(t))
+		if err != nil {
+			t.Fatalf("Open failed: %v", err)
+		}
+
+		// Each writer runs a whole key creation and a credential write, so that
+		// transactions and single statements interleave.
+		const writers = 50
+		var wg sync.WaitGroup
+		errs := make(chan error, writers)
+		ids := make([]string, writers)
+		start := make(chan struct{})
+		for i := range writers {
+			k := newKey(t, "p1", fmt.Sprintf("alias-%d", i))
+			ids[i] = k.ID
+			wg.Go(func() {
+				<-start
+				ctx := t.Context()
+				if err := s.BeginKeyVersion(ctx, k.ID, 1); err != nil {
+					errs <- err
+					return
+				}
+				if err := s.CreateKey(ctx, k); err != nil {
+					errs <- err
+					return
+				}
+				if err := s.PutCredential(ctx, newCredential(fmt.Sprintf("AK-%02d", i))); err != nil {
+					errs <- err
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		close(errs)
+
+		for err := range errs {
+			t.Errorf("concurrent write failed: %v", err)
+			if strings.Contains(err.Error(), "database is locked") {
+				t.Errorf("a concurrent write saw SQLITE_BUSY")
+			}
+		}
+		if err := s.Close(); err != nil {
+			t.Fatalf("Close failed: %v", err)
+		}
+
+		// Every acknowledged write is found after the store is reopened.
+		reopened := openStore(t, b)
+		n, err := reopened.CountKeys(t.Context(), "p1")
+		checkErr(t, "CountKeys", err, nil)
+		if n != writers {
+			t.Errorf("CountKeys after reopen = %d, want %d", n, writers)
+		}
+		for i, id := range ids {
+			k := mustGetKey(t, reopened, "p1", id)
+			if k.Alias != fmt.Sprintf("alias-%d", i) || k.CurrentVersion != 1 {
+				t.Errorf("key %s after reopen: alias %q version %d", id, k.Alias, k.CurrentVersion)
+			}
+			if got := versionStates(t, reopened, id); !equalStrings(got, []string{"1:active"}) {
+				t.Errorf("versions of %s after reopen = %v, want [1:active]", id, got)
+			}
+		}
+		creds, err := reopened.ListCredentials(t.Context())
+		checkErr(t, "ListCredentials", err, nil)
+		if len(creds) != writers {
+			t.Errorf("ListCredentials after reopen has %d entries, want %d", len(creds), writers)
+		}
+	})
+}
+
+func TestOpenUnreachablePostgres(t *testing.T) {
+	t.Parallel()
+
+	// Nothing listens on port 1 of the loopback address, so the connection is refused.
+	_, err := store.Open(t.Context(),
+		"postgres://postgres@127.0.0.1:1/test?sslmode=disable&connect_timeout=5", nil)
+	checkErr(t, "Open(port 1)", err, store.ErrUnavailable)
+}
+
+func TestReadOnlyPostgresWrites(t *testing.T) {
+	t.Parallel()
+	b := storetest.Backend{Name: storetest.Postgres, URL: storetest.PostgresURL(t)}
+	writable := openStore(t, b)
+	k := createKey(t, writable, newKey(t, "p1", ""))
+
+	// default_transaction_read_only makes the server reject writes with SQLSTATE 25006,
+	// as a standby or a demoted primary does.
+	u, err := url.Parse(b.URL)
+	if err != nil {
+		t.Fatalf("parse URL: %v", err)
+	}
+	q := u.Query()
+	q.Set("default_transaction_read_only", "on")
+	u.RawQuery = q.Encode()
+	readOnly := openStore(t, storetest.Backend{Name: b.Name, URL: u.String()})
+
+	checkReadOnlyWrites(t, readOnly, k)
+}
+
+func TestReadOnlySQLiteWrites(t *testing.T) {
+	t.Parallel()
+	b := storetest.Backend{Name: storetest.SQLite, URL: storetest.SQLiteURL(t)}
+	writable, err := store.Open(t.Context(), b.URL, testLogger(t))
+	if err != nil {
+		t.Fatalf("Open failed: %v", err)
+	}
+	k := createKey(t, writable, newKey(t, "p1", ""))
+	if err := writable.Close(); err != nil {
+		t.Fatalf("Close failed: %v", err)
+	}
+
+	// Tests may run as root, which ignores file modes, so the file is also opened with
+	// mode=ro. Without root, the mode bits alone make SQLite open it read-only.
+	if err := os.Chmod(b.URL, 0o444); err != nil {
+		t.Fatalf("chmod: %v", err)
+	}
+	readOnly := openStore(t, storetest.Backend{Name: b.Name, URL: "file:" + b.URL + "?mode=ro"})
+
+	checkReadOnlyWrites(t, readOnly, k)
+}
+
+// checkReadOnlyWrites checks that s reads k and that every kind of write fails with
+// ErrUnavailable.
+func checkReadOnlyWrites(t *testing.T, s store.Store, k store.Key) {
+	t.Helper()
+	ctx := t.Context()
+
+	if _, err := s.GetKey(ctx, k.ProjectID, k.ID); err != nil {
+		t.Fatalf("GetKey on a read-only database failed: %v", err)
+	}
+
+	update := k
+	update.Description = "changed"
+	writes := map[string]func() error{
+		"CreateKey": func() error { return s.CreateKey(ctx, newKey(t, "p1", "")) },
+		"UpdateKey": func() error { _, err := s.UpdateKey(ctx, update); return err },
+		"BeginKeyVersion": func() error {
+			return s.BeginKeyVersion(ctx, k.ID, 2)
+		},
+		"MarkVersionDestroyed": func() error {
+			return s.MarkVersionDestroyed(ctx, k.ID, 1)
+		},
+		"PutCredential": func() error { return s.PutCredential(ctx, newCredential("AK-RO")) },
+	}
+	for name, write := range writes {
+		t.Run(name, func(t *testing.T) {
+			checkErr(t, name, write(), store.ErrUnavailable)
+		})
+	}
+}
+
+func TestOpenSQLiteURLForms(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	// A directory name with characters that a file: URI must percent-encode.
+	odd := filepath.Join(dir, "odd #1 50%")
+	if err := os.Mkdir(odd, 0o755); err != nil {
+		t.Fatalf("mkdir: %v", err)
+	}
+
+	tests := []struct {
+		name string
+		url  string
+		file string // the database file the URL must create; empty for in-memory
+	}{
+		{name: "plain path", url: filepath.Join(dir, "a.db"), file: filepath.Join(dir, "a.db")},
+		{name: "sqlite prefix", url: "sqlite:" + filepath.Join(dir, "b.db"),
+			file: filepath.Join(dir, "b.db")},
+		{name: "sqlite scheme", url: "sqlite://" + filepath.Join(dir, "c.db"),
+			file: filepath.Join(dir, "c.db")},
+		{name: "file prefix", url: "file:" + filepath.Join(dir, "d.db"),
+			file: filepath.Join(dir, "d.db")},
+		{name: "path needing escapes", url: filepath.Join(odd, "e.db"),
+			file: filepath.Join(odd, "e.db")},
+		{name: "in memory", url: ":memory:"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openStore(t, storetest.Backend{Name: storetest.SQLite, URL: tc.url})
+			createKey(t, s, newKey(t, "p1", "a"))
+			if tc.file == "" {
+				return
+			}
+			if _, err := os.Stat(tc.file); err != nil {
+				t.Errorf("database file: %v", err)
+			}
+		})
+	}
+
+	_, err := store.Open(t.Context(), "sqlite:", nil)
+	if err == nil || errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("Open(\"sqlite:\") error = %v, want an invalid URL error", err)
+	}
+}

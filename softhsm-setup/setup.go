@@ -1,0 +1,202 @@
+// Package softhsmsetup prepares SoftHSM2 tokens: the embedded default of kmsd keeps a token
+// directory, its configuration and generated PINs under one data directory.
+//
+// SoftHSM2 2.6.1 reads SOFTHSM2_CONF and scans its token directory at C_Initialize only, and
+// it keeps one state per process. A token that InitToken initialises in the same process is
+// visible at once, but a token that another process initialises is not, until the library
+// is finalised and initialised again. So initialise tokens before hsm.Open, or let the
+// hsm.Module reconnect, which finalises and rescans when no other user of the library in the
+// process keeps it open.
+package softhsmsetup
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/miekg/pkcs11"
+)
+
+// ModulePaths lists where Debian and Ubuntu packages install libsofthsm2.so, in the order
+// FindModule tries them.
+var ModulePaths = []string{
+	"/usr/lib/softhsm/libsofthsm2.so",
+	"/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+	"/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+	"/usr/local/lib/softhsm/libsofthsm2.so",
+	"/usr/lib64/pkcs11/libsofthsm2.so",
+}
+
+// Setup names what Ensure or InitToken prepared.
+type Setup struct {
+	ModulePath string // the SoftHSM2 PKCS#11 library
+	ConfPath   string // the softhsm2.conf that SOFTHSM2_CONF points at
+	TokenLabel string
+	PINFile    string // file holding the user PIN, mode 0600
+}
+
+// UserPIN reads the user PIN from s.PINFile.
+func (s Setup) UserPIN() (string, error) {
+	b, err := os.ReadFile(s.PINFile)
+	if err != nil {
+		return "", fmt.Errorf("read user PIN: %w", err)
+	}
+
+	return strings.TrimSpace(string(b)), nil
+}
+
+// FindModule returns the first path of ModulePaths that exists.
+func FindModule() (string, error) {
+	for _, p := range ModulePaths {
+		if info, err := os.Stat(p); err == nil && !info.IsDir() {
+			return p, nil
+		}
+	}
+
+	return "", fmt.Errorf("libsofthsm2.so not found in %s: install SoftHSM2 (apt-get install softhsm2)",
+		strings.Join(ModulePaths, ", "))
+}
+
+// pinLength is the byte count behind each generated PIN, which base64 encodes as 24 characters.
+const pinLength = 18
+
+// Ensure prepares dataDir for the embedded token labelled label, and reuses what an earlier
+// call prepared:
+//
+//   - dataDir (mode 0700) with softhsm2.conf and the token directory dataDir/tokens,
+//   - random SO and user PINs in dataDir/so-pin and dataDir/user-pin (mode 0600), written
+//     before the token is initialised so that a crash cannot lose them,
+//   - the token itself, initialised in-process through PKCS#11 because softhsm2-util takes
+//     PINs only as arguments (visible in ps) or from a terminal.
+//
+// Ensure sets SOFTHSM2_CONF in the process environment. Call it before hsm.Open.
+func Ensure(dataDir, label string) (Setup, error) {
+	module, err := FindModule()
+	if err != nil {
+		return Setup{}, err
+	}
+
+	conf, err := writeConf(dataDir)
+	if err != nil {
+		return Setup{}, err
+	}
+
+	soPIN, err := ensurePIN(filepath.Join(dataDir, "so-pin"))
+	if err != nil {
+		return Setup{}, err
+	}
+	userPIN, err := ensurePIN(filepath.Join(dataDir, "user-pin"))
+	if err != nil {
+		return Setup{}, err
+	}
+
+	setup := Setup{
+		ModulePath: module,
+		ConfPath:   conf,
+		TokenLabel: label,
+		PINFile:    filepath.Join(dataDir, "user-pin"),
+	}
+
+	if err := os.Setenv("SOFTHSM2_CONF", conf); err != nil {
+		return Setup{}, fmt.Errorf("set SOFTHSM2_CONF: %w", err)
+	}
+
+	found, err := withLibrary(module, func(p11 *pkcs11.Ctx) (bool, error) {
+		_, ok, err := findToken(p11, label)
+		return ok, err
+	})
+	if err != nil {
+		return Setup{}, err
+	}
+	if found {
+		return setup, nil
+	}
+
+	if err := InitToken(conf, label, soPIN, userPIN); err != nil {
+		return Setup{}, err
+	}
+
+	return setup, nil
+}
+
+// writeConf creates dataDir and its token directory and writes softhsm2.conf, returning its
+// path.
+func writeConf(dataDir string) (string, error) {
+	tokens := filepath.Join(dataDir, "tokens")
+	if err := os.MkdirAll(tokens, 0o700); err != nil {
+		return "", fmt.Errorf("create token directory: %w", err)
+	}
+
+	conf := filepath.Join(dataDir, "softhsm2.conf")
+	text := "directories.tokendir = " + tokens + "\n" +
+		"objectstore.backend = file\n" +
+		"log.level = ERROR\n"
+	if err := writeFileAtomic(conf, []byte(text)); err != nil {
+		return "", fmt.Errorf("write %s: %w", conf, err)
+	}
+
+	return conf, nil
+}
+
+// ensurePIN returns the PIN stored in path, generating and storing one when path is
+// missing.
+func ensurePIN(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		pin := strings.TrimSpace(string(b))
+		if pin == "" {
+			return "", fmt.Errorf("PIN file %s is empty", path)
+		}
+		return pin, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read PIN file: %w", err)
+	}
+
+	pin, err := NewPIN()
+	if err != nil {
+		return "", err
+	}
+	if err := writeFileAtomic(path, []byte(pin+"\n")); err != nil {
+		return "", fmt.Errorf("write PIN file %s: %w", path, err)
+	}
+
+	return pin, nil
+}
+
+// NewPIN returns a random 24-character PIN.
+func NewPIN() (string, error) {
+	b := make([]byte, pinLength)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generate PIN: %w", err)
+	}
+
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// writeFileAtomic writes data to a temporary file with mode 0600 and renames it to path.
+func writeFileAtomic(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+
+	return os.Rename(f.Name(), path)
+}

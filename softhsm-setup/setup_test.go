@@ -1,0 +1,157 @@
+package softhsmsetup
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/miekg/pkcs11"
+)
+
+// Ensure calls in one process share the SoftHSM2 state read from SOFTHSM2_CONF at
+// C_Initialize, so every test here uses one data directory per test binary run.
+
+func TestEnsureFirstRun(t *testing.T) {
+	if _, err := FindModule(); err != nil {
+		t.Skip(err)
+	}
+	dataDir := filepath.Join(t.TempDir(), "data")
+
+	setup, err := Ensure(dataDir, "kms")
+	if err != nil {
+		t.Fatalf("Ensure: %v", err)
+	}
+
+	checkMode(t, dataDir, 0o700)
+	checkMode(t, filepath.Join(dataDir, "so-pin"), 0o600)
+	checkMode(t, filepath.Join(dataDir, "user-pin"), 0o600)
+
+	if got := os.Getenv("SOFTHSM2_CONF"); got != setup.ConfPath {
+		t.Errorf("SOFTHSM2_CONF is %q, expected %q", got, setup.ConfPath)
+	}
+	conf, err := os.ReadFile(setup.ConfPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{
+		"directories.tokendir = " + filepath.Join(dataDir, "tokens"),
+		"objectstore.backend = file",
+		"log.level = ERROR",
+	} {
+		if !strings.Contains(string(conf), line+"\n") {
+			t.Errorf("softhsm2.conf lacks %q", line)
+		}
+	}
+
+	pin, err := setup.UserPIN()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pin) < 16 {
+		t.Errorf("user PIN has %d characters, expected at least 16", len(pin))
+	}
+	checkLogin(t, setup, pin)
+
+	// The second call reuses the PINs and the token.
+	again, err := Ensure(dataDir, "kms")
+	if err != nil {
+		t.Fatalf("second Ensure: %v", err)
+	}
+	if again != setup {
+		t.Errorf("second Ensure returned %+v, expected %+v", again, setup)
+	}
+	pinAgain, err := again.UserPIN()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pinAgain != pin {
+		t.Error("second Ensure replaced the user PIN")
+	}
+	if n := countTokens(t, setup.ModulePath, "kms"); n != 1 {
+		t.Errorf("%d tokens labelled kms after two calls, expected 1", n)
+	}
+
+	// A second token changes SoftHSM2's slot numbers, and the first is still found by
+	// label.
+	err = InitToken(setup.ConfPath, "second", "so-pin-0123456789", "user-pin-0123456789")
+	if err != nil {
+		t.Fatalf("InitToken: %v", err)
+	}
+	checkLogin(t, Setup{ModulePath: setup.ModulePath, TokenLabel: "second"}, "user-pin-0123456789")
+	checkLogin(t, setup, pin)
+
+	if err := InitToken(setup.ConfPath, "second", "so-pin-0123456789", "x-0123456789"); err == nil {
+		t.Error("InitToken accepted a label that exists")
+	}
+}
+
+func TestFindModuleMissing(t *testing.T) {
+	saved := ModulePaths
+	t.Cleanup(func() { ModulePaths = saved })
+	ModulePaths = []string{filepath.Join(t.TempDir(), "libsofthsm2.so")}
+
+	_, err := FindModule()
+	if err == nil {
+		t.Fatal("FindModule returned no error")
+	}
+	if !strings.Contains(err.Error(), "apt-get install softhsm2") {
+		t.Errorf("error %q does not tell how to install SoftHSM2", err)
+	}
+}
+
+func checkMode(t *testing.T, path string, want os.FileMode) {
+	t.Helper()
+
+	info, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.Mode().Perm(); got != want {
+		t.Errorf("%s has mode %o, expected %o", path, got, want)
+	}
+}
+
+// checkLogin logs in to the token of setup with pin through a fresh library state.
+func checkLogin(t *testing.T, setup Setup, pin string) {
+	t.Helper()
+
+	_, err := withLibrary(setup.ModulePath, func(p11 *pkcs11.Ctx) (bool, error) {
+		slot, ok, err := findToken(p11, setup.TokenLabel)
+		if err != nil || !ok {
+			t.Fatalf("token %q not found: %v", setup.TokenLabel, err)
+		}
+
+		s, err := p11.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION)
+		if err != nil {
+			return false, err
+		}
+		defer p11.CloseSession(s)
+
+		return true, p11.Login(s, pkcs11.CKU_USER, pin)
+	})
+	if err != nil {
+		t.Errorf("log in to %q: %v", setup.TokenLabel, err)
+	}
+}
+
+func countTokens(t *testing.T, module, label string) int {
+	t.Helper()
+
+	n := 0
+	_, err := withLibrary(module, func(p11 *pkcs11.Ctx) (bool, error) {
+		slots, err := p11.GetSlotList(true)
+		for _, slot := range slots {
+			info, err := p11.GetTokenInfo(slot)
+			if err == nil && strings.TrimRight(info.Label, " ") == label {
+				n++
+			}
+		}
+		return true, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	return n
+}
