@@ -192,7 +192,7 @@ func (s *Service) usableKeyFor(ctx context.Context, p auth.Principal, op, keyRef
 	if err != nil {
 		return store.Key{}, err
 	}
-	if err := s.authorize(p, op, &k); err != nil {
+	if err := s.authorize(ctx, p, op, &k); err != nil {
 		return store.Key{}, err
 	}
 	if err := usableKey(k); err != nil {

@@ -59,7 +59,7 @@ func ValidateDescription(d string) error {
 // object. So no token object is ever left without a row, and no key row names a
 // missing object.
 func (s *Service) CreateKey(ctx context.Context, p auth.Principal, in CreateKeyInput) (store.Key, error) {
-	if err := s.authorize(p, "create-key", nil); err != nil {
+	if err := s.authorize(ctx, p, "create-key", nil); err != nil {
 		return store.Key{}, err
 	}
 
@@ -195,7 +195,7 @@ func (s *Service) DescribeKey(ctx context.Context, p auth.Principal, keyRef stri
 	if err != nil {
 		return store.Key{}, err
 	}
-	if err := s.authorize(p, "describe-key", &k); err != nil {
+	if err := s.authorize(ctx, p, "describe-key", &k); err != nil {
 		return store.Key{}, err
 	}
 	return k, nil
@@ -225,7 +225,7 @@ const (
 
 // ListKeys lists the caller's project keys.
 func (s *Service) ListKeys(ctx context.Context, p auth.Principal, in ListKeysInput) (ListKeysResult, error) {
-	if err := s.authorize(p, "list-keys", nil); err != nil {
+	if err := s.authorize(ctx, p, "list-keys", nil); err != nil {
 		return ListKeysResult{}, err
 	}
 

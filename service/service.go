@@ -129,12 +129,20 @@ func tokenError(op string, err error) error {
 	return &Error{Code: CodeInternal, Message: "internal error", Err: fmt.Errorf("%s: %w", op, err)}
 }
 
-// authorize checks that p may run op, on key k when k is not nil.
-func (s *Service) authorize(p auth.Principal, op string, k *store.Key) error {
+// authorize checks that p may run op, on key k when k is not nil: its role allows op,
+// or a grant on k gives op to p.
+func (s *Service) authorize(ctx context.Context, p auth.Principal, op string, k *store.Key) error {
 	if auth.Allowed(p.Role, op) {
 		return nil
 	}
 	if k != nil {
+		allowed, err := s.grantAllows(ctx, p, op, *k)
+		if err != nil {
+			return err
+		}
+		if allowed {
+			return nil
+		}
 		return Errorf(CodeKeyForbidden, "the caller has no permission for %s on this key", op)
 	}
 	return Errorf(CodeRoleForbidden, "the role %q has no permission for %s", p.Role, op)

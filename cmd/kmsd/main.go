@@ -91,8 +91,19 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, log *slo
 	svc := service.New(token, st, log, service.Config{
 		Region: cfg.Region, KeyCacheTTL: cfg.KeyCacheTTL, KeysPerProject: cfg.KeysPerProject,
 	})
+
+	recorder, stopAudit, err := openAudit(ctx, cfg, token, st, log)
+	if err != nil {
+		return fmt.Errorf("opening the audit trail: %w", err)
+	}
+	defer stopAudit()
+
+	stopJobs := startJobs(ctx, cfg, svc, log)
+	defer stopJobs()
+
 	srv := api.New(svc, verifier, log, api.Config{
 		MaxBodyBytes: cfg.MaxBodyBytes,
+		Audit:        recorder,
 		Credentials:  creds,
 		Ready: func(ctx context.Context) error {
 			if err := token.Ping(ctx); err != nil {

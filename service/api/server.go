@@ -89,6 +89,12 @@ func (s *Server) routes() {
 		s.op("create-datakey-without-plaintext", s.createDataKeyWithoutPlaintext))
 	kms.POST("/encrypt-datakey", s.op("encrypt-datakey", s.encryptDataKey))
 	kms.POST("/decrypt-datakey", s.op("decrypt-datakey", s.decryptDataKey))
+	s.lifecycleRoutes(kms)
+	s.dataRoutes(kms)
+	s.rotationRoutes(kms)
+	s.aliasRoutes(kms)
+	s.tagRoutes(kms)
+	s.grantRoutes(kms)
 
 	admin := e.Group("/v1.0/:project_id/kms-admin", s.readBody, s.authenticate)
 	admin.POST("/credentials", s.op("create-credential", s.createCredential))

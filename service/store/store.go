@@ -118,9 +118,28 @@ type Credential struct {
 	UpdatedAt    time.Time
 }
 
-// Store is the metadata store. Every method takes a context that bounds its database
-// calls.
+// Store is the metadata store: one interface per concern, each declared in the file of
+// that concern, all implemented by *SQLStore. Every method takes a context that bounds
+// its database calls.
 type Store interface {
+	KeyStore
+	LifecycleStore
+	CredentialStore
+	AliasStore
+	TagStore
+	GrantStore
+	AuditStore
+
+	// Ping checks that the database answers.
+	Ping(ctx context.Context) error
+
+	// Close closes the database.
+	Close() error
+}
+
+// KeyStore keeps keys and their versions.
+type KeyStore interface {
+
 	// BeginKeyVersion records the intent to generate the token object of (keyID,
 	// version) with state VersionCreating. Call it before GenerateKey.
 	BeginKeyVersion(ctx context.Context, keyID string, version uint32) error
@@ -165,7 +184,10 @@ type Store interface {
 	// any version is not VersionDestroyed, so metadata never claims a key is gone while
 	// one of its token objects remains.
 	DeleteKey(ctx context.Context, keyID string) error
+}
 
+// LifecycleStore finds the keys that background jobs act on.
+type LifecycleStore interface {
 	// ListKeysDueForDeletion returns keys pending deletion whose DeletionAt is at or
 	// before now, in every project.
 	ListKeysDueForDeletion(ctx context.Context, now time.Time) ([]Key, error)
@@ -176,7 +198,10 @@ type Store interface {
 
 	// ListStaleVersions returns VersionCreating rows created before olderThan.
 	ListStaleVersions(ctx context.Context, olderThan time.Time) ([]KeyVersion, error)
+}
 
+// CredentialStore keeps access key pairs.
+type CredentialStore interface {
 	// PutCredential inserts c, or returns ErrConflict when the access key exists.
 	PutCredential(ctx context.Context, c Credential) error
 
@@ -191,10 +216,4 @@ type Store interface {
 
 	// DeleteCredential deletes a credential.
 	DeleteCredential(ctx context.Context, accessKey string) error
-
-	// Ping checks that the database answers.
-	Ping(ctx context.Context) error
-
-	// Close closes the database.
-	Close() error
 }

@@ -1,0 +1,417 @@
+package auth
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hsmkms/kms/hsm"
+	"github.com/hsmkms/kms/service/store"
+)
+
+var (
+	generatedAccessKey = regexp.MustCompile(`^[A-Z0-9]{20}$`)
+	generatedSecretKey = regexp.MustCompile(`^[A-Za-z0-9]{40}$`)
+	generatedID        = regexp.MustCompile(`^[0-9a-f]{32}$`)
+)
+
+func TestCredentialsCreateGenerated(t *testing.T) {
+	ctx := context.Background()
+	creds, st := newTestCredentials(t, nil)
+
+	created, secret, err := creds.Create(ctx, CreateRequest{
+		ProjectID: "pid", DomainID: "did", Role: RoleKeyManager,
+	})
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	if !generatedAccessKey.MatchString(created.AccessKey) {
+		t.Errorf("access key %q is not 20 upper-case alphanumerics", created.AccessKey)
+	}
+	if !generatedSecretKey.MatchString(secret) {
+		t.Errorf("secret key is not 40 alphanumerics (length %d)", len(secret))
+	}
+	if !generatedID.MatchString(created.UserID) {
+		t.Errorf("user id %q is not 32 lower-case hex digits", created.UserID)
+	}
+
+	row, err := st.GetCredential(ctx, created.AccessKey)
+	if err != nil {
+		t.Fatalf("GetCredential: %v", err)
+	}
+	if bytes.Contains(row.SealedSecret, []byte(secret)) {
+		t.Error("stored credential contains the secret key in plaintext")
+	}
+
+	principal, got, err := creds.Lookup(ctx, created.AccessKey)
+	if err != nil {
+		t.Fatalf("Lookup: %v", err)
+	}
+	if string(got) != secret {
+		t.Error("Lookup returned another secret key than Create")
+	}
+	if principal != created.Principal {
+		t.Errorf("Lookup principal = %+v, expected %+v", principal, created.Principal)
+	}
+}
+
+func TestCredentialsCreateRejects(t *testing.T) {
+	valid := CreateRequest{ProjectID: "pid", DomainID: "did", Role: RoleReadOnly}
+	tests := []struct {
+		name   string
+		change func(*CreateRequest)
+	}{
+		{name: "unknown role", change: func(r *CreateRequest) { r.Role = "owner" }},
+		{name: "empty project id", change: func(r *CreateRequest) { r.ProjectID = "" }},
+		{name: "project id with slash", change: func(r *CreateRequest) { r.ProjectID = "a/b" }},
+		{name: "empty domain id", change: func(r *CreateRequest) { r.DomainID = "" }},
+		{name: "user id too long", change: func(r *CreateRequest) { r.UserID = strings.Repeat("u", 65) }},
+		{name: "access key without secret", change: func(r *CreateRequest) { r.AccessKey = "AK" }},
+		{name: "secret without access key", change: func(r *CreateRequest) { r.SecretKey = "SK" }},
+		{
+			name: "access key with comma",
+			change: func(r *CreateRequest) {
+				r.AccessKey, r.SecretKey = "AK,1", "SK"
+			},
+		},
+	}
+	creds, _ := newTestCredentials(t, nil)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := valid
+			tt.change(&req)
+			_, _, err := creds.Create(context.Background(), req)
+			if !errors.Is(err, ErrInvalidCredential) {
+				t.Errorf("Create error = %v, expected %v", err, ErrInvalidCredential)
+			}
+		})
+	}
+}
+
+func TestCredentialsCreateDuplicate(t *testing.T) {
+	creds, _ := newTestCredentials(t, nil)
+	importCredential(t, creds, "DUPLICATE", "secret-1")
+
+	_, _, err := creds.Create(context.Background(), CreateRequest{
+		ProjectID: "pid", DomainID: "did", Role: RoleReadOnly,
+		AccessKey: "DUPLICATE", SecretKey: "secret-2",
+	})
+	if !errors.Is(err, ErrAccessKeyExists) {
+		t.Errorf("Create error = %v, expected %v", err, ErrAccessKeyExists)
+	}
+}
+
+func TestCredentialsSealedSecretBoundToAccessKey(t *testing.T) {
+	ctx := context.Background()
+	creds, st := newTestCredentials(t, nil)
+	importCredential(t, creds, "VICTIM", "victim-secret")
+	importCredential(t, creds, "ATTACKER", "attacker-secret")
+
+	// Copy the victim's sealed secret into a new row under another access key, as a
+	// database writer without the token could.
+	victim, err := st.GetCredential(ctx, "VICTIM")
+	if err != nil {
+		t.Fatalf("GetCredential: %v", err)
+	}
+	moved := victim
+	moved.AccessKey = "MOVED"
+	if err := st.PutCredential(ctx, moved); err != nil {
+		t.Fatalf("PutCredential: %v", err)
+	}
+
+	_, _, err = creds.Lookup(ctx, "MOVED")
+	if !errors.Is(err, hsm.ErrDecrypt) {
+		t.Errorf("Lookup error = %v, expected %v", err, hsm.ErrDecrypt)
+	}
+}
+
+func TestCredentialsList(t *testing.T) {
+	ctx := context.Background()
+	creds, _ := newTestCredentials(t, nil)
+	importCredential(t, creds, "BKEY", "secret-b")
+	importCredential(t, creds, "AKEY", "secret-a")
+
+	list, err := creds.List(ctx)
+	if err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	if len(list) != 2 {
+		t.Fatalf("List returned %d credentials, expected 2", len(list))
+	}
+	if list[0].AccessKey != "AKEY" || list[1].AccessKey != "BKEY" {
+		t.Errorf("List order = %s, %s, expected AKEY, BKEY", list[0].AccessKey, list[1].AccessKey)
+	}
+
+	encoded, err := json.Marshal(list)
+	if err != nil {
+		t.Fatalf("marshal list: %v", err)
+	}
+	for _, secret := range []string{"secret-a", "secret-b"} {
+		if bytes.Contains(encoded, []byte(secret)) {
+			t.Errorf("List output contains secret %q", secret)
+		}
+	}
+}
+
+func TestCredentialsDisableEnableDelete(t *testing.T) {
+	ctx := context.Background()
+	creds, _ := newTestCredentials(t, nil)
+	importCredential(t, creds, "LIFECYCLE", "secret")
+
+	if _, _, err := creds.Lookup(ctx, "LIFECYCLE"); err != nil {
+		t.Fatalf("Lookup: %v", err)
+	}
+
+	if err := creds.Disable(ctx, "LIFECYCLE"); err != nil {
+		t.Fatalf("Disable: %v", err)
+	}
+	if _, _, err := creds.Lookup(ctx, "LIFECYCLE"); !errors.Is(err, ErrDisabledAccessKey) {
+		t.Errorf("Lookup after Disable: error = %v, expected %v", err, ErrDisabledAccessKey)
+	}
+
+	if err := creds.Enable(ctx, "LIFECYCLE"); err != nil {
+		t.Fatalf("Enable: %v", err)
+	}
+	if _, _, err := creds.Lookup(ctx, "LIFECYCLE"); err != nil {
+		t.Errorf("Lookup after Enable: %v", err)
+	}
+
+	if err := creds.Delete(ctx, "LIFECYCLE"); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if _, _, err := creds.Lookup(ctx, "LIFECYCLE"); !errors.Is(err, ErrUnknownAccessKey) {
+		t.Errorf("Lookup after Delete: error = %v, expected %v", err, ErrUnknownAccessKey)
+	}
+}
+
+func TestCredentialsUnknownAccessKey(t *testing.T) {
+	ctx := context.Background()
+	creds, _ := newTestCredentials(t, nil)
+
+	tests := []struct {
+		name string
+		call func() error
+	}{
+		{name: "lookup", call: func() error { _, _, err := creds.Lookup(ctx, "MISSING"); return err }},
+		{name: "disable", call: func() error { return creds.Disable(ctx, "MISSING") }},
+		{name: "enable", call: func() error { return creds.Enable(ctx, "MISSING") }},
+		{name: "delete", call: func() error { return creds.Delete(ctx, "MISSING") }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.call(); !errors.Is(err, ErrUnknownAccessKey) {
+				t.Errorf("error = %v, expected %v", err, ErrUnknownAccessKey)
+			}
+		})
+	}
+}
+
+// TestCredentialsCacheBound checks that a credential disabled through another instance
+// sharing the store (another replica) is rejected once the cache entry expires.
+func TestCredentialsCacheBound(t *testing.T) {
+	ctx := context.Background()
+	clock := newFakeClock(testNow)
+	replicaA, st := newTestCredentials(t, clock)
+	replicaB := NewCredentials(st, testToken(t), CredentialsConfig{
+		CacheTTL: 3 * time.Second,
+		Clock:    clock.Now,
+		Logger:   slog.New(slog.DiscardHandler),
+	})
+	importCredential(t, replicaA, "SHARED", "secret")
+
+	if _, _, err := replicaB.Lookup(ctx, "SHARED"); err != nil {
+		t.Fatalf("Lookup on replica B: %v", err)
+	}
+	if err := replicaA.Disable(ctx, "SHARED"); err != nil {
+		t.Fatalf("Disable on replica A: %v", err)
+	}
+
+	clock.Advance(3*time.Second - time.Millisecond)
+	if _, _, err := replicaB.Lookup(ctx, "SHARED"); err != nil {
+		t.Errorf("Lookup on replica B within the cache lifetime: %v", err)
+	}
+
+	clock.Advance(time.Millisecond)
+	if _, _, err := replicaB.Lookup(ctx, "SHARED"); !errors.Is(err, ErrDisabledAccessKey) {
+		t.Errorf("Lookup on replica B after the cache lifetime: error = %v, expected %v",
+			err, ErrDisabledAccessKey)
+	}
+}
+
+func TestCredentialsCacheCapacity(t *testing.T) {
+	ctx := context.Background()
+	st := testStore(t)
+	creds := NewCredentials(st, testToken(t), CredentialsConfig{
+		MaxCached: 2,
+		Logger:    slog.New(slog.DiscardHandler),
+	})
+	for _, ak := range []string{"CACHE1", "CACHE2", "CACHE3"} {
+		importCredential(t, creds, ak, "secret-"+ak)
+		if _, _, err := creds.Lookup(ctx, ak); err != nil {
+			t.Fatalf("Lookup %s: %v", ak, err)
+		}
+	}
+
+	creds.cacheMu.Lock()
+	cached := len(creds.cache)
+	creds.cacheMu.Unlock()
+	if cached > 2 {
+		t.Errorf("cache holds %d credentials, expected at most 2", cached)
+	}
+}
+
+func TestEnsureAdminGenerated(t *testing.T) {
+	ctx := context.Background()
+	creds, _ := newTestCredentials(t, nil)
+	dataDir := t.TempDir()
+
+	admin, err := creds.EnsureAdmin(ctx, dataDir, AdminEnv{})
+	if err != nil {
+		t.Fatalf("EnsureAdmin: %v", err)
+	}
+	if admin.Role != RoleAdmin {
+		t.Errorf("role = %q, expected %q", admin.Role, RoleAdmin)
+	}
+
+	path := filepath.Join(dataDir, AdminCredentialsFile)
+	info, err := os.Stat(path)
+	if err != nil {
+		t.Fatalf("stat %s: %v", path, err)
+	}
+	if mode := info.Mode().Perm(); mode != 0o600 {
+		t.Errorf("%s has mode %o, expected 600", path, mode)
+	}
+
+	var file adminFile
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read %s: %v", path, err)
+	}
+	if err := json.Unmarshal(data, &file); err != nil {
+		t.Fatalf("decode %s: %v", path, err)
+	}
+	if file.AccessKey != admin.AccessKey {
+		t.Errorf("file access_key = %q, expected %q", file.AccessKey, admin.AccessKey)
+	}
+	if !generatedID.MatchString(file.ProjectID) || file.ProjectID != admin.ProjectID {
+		t.Errorf("file project_id = %q, expected 32 hex digits equal to %q", file.ProjectID, admin.ProjectID)
+	}
+	if !generatedID.MatchString(file.DomainID) || file.DomainID != admin.DomainID {
+		t.Errorf("file domain_id = %q, expected 32 hex digits equal to %q", file.DomainID, admin.DomainID)
+	}
+
+	_, secret, err := creds.Lookup(ctx, admin.AccessKey)
+	if err != nil {
+		t.Fatalf("Lookup admin: %v", err)
+	}
+	if string(secret) != file.SecretKey {
+		t.Error("file secret_key does not match the stored secret key")
+	}
+}
+
+func TestEnsureAdminFromEnvironment(t *testing.T) {
+	ctx := context.Background()
+	creds, _ := newTestCredentials(t, nil)
+	dataDir := t.TempDir()
+	env := AdminEnvFromGetenv(func(name string) string {
+		return map[string]string{
+			EnvAdminAccessKey: "ADMINKEY",
+			EnvAdminSecretKey: "admin-secret",
+			EnvProjectID:      "0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+			EnvDomainID:       "f9e8d7c6b5a4938271605f4e3d2c1b0a",
+		}[name]
+	})
+
+	admin, err := creds.EnsureAdmin(ctx, dataDir, env)
+	if err != nil {
+		t.Fatalf("EnsureAdmin: %v", err)
+	}
+	if admin.AccessKey != "ADMINKEY" || admin.ProjectID != env.ProjectID || admin.DomainID != env.DomainID {
+		t.Errorf("admin = %+v, expected the access key and ids of %+v", admin.Principal, env)
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, AdminCredentialsFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stat %s: error = %v, expected no file for an operator-chosen secret",
+			AdminCredentialsFile, err)
+	}
+
+	_, secret, err := creds.Lookup(ctx, "ADMINKEY")
+	if err != nil {
+		t.Fatalf("Lookup admin: %v", err)
+	}
+	if string(secret) != "admin-secret" {
+		t.Error("stored secret key differs from KMS_ADMIN_SECRET_KEY")
+	}
+}
+
+func TestEnsureAdminKeepsExisting(t *testing.T) {
+	ctx := context.Background()
+	creds, _ := newTestCredentials(t, nil)
+	dataDir := t.TempDir()
+
+	first, err := creds.EnsureAdmin(ctx, dataDir, AdminEnv{})
+	if err != nil {
+		t.Fatalf("first EnsureAdmin: %v", err)
+	}
+	second, err := creds.EnsureAdmin(ctx, dataDir, AdminEnv{AccessKey: "OTHER", SecretKey: "other"})
+	if err != nil {
+		t.Fatalf("second EnsureAdmin: %v", err)
+	}
+	if second.AccessKey != first.AccessKey {
+		t.Errorf("second EnsureAdmin returned %s, expected the existing %s", second.AccessKey, first.AccessKey)
+	}
+
+	list, err := creds.List(ctx)
+	if err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	if len(list) != 1 {
+		t.Errorf("store holds %d credentials, expected 1", len(list))
+	}
+}
+
+func TestEnsureAdminRejectsHalfEnvironment(t *testing.T) {
+	creds, _ := newTestCredentials(t, nil)
+
+	_, err := creds.EnsureAdmin(context.Background(), t.TempDir(), AdminEnv{AccessKey: "ADMINKEY"})
+	if !errors.Is(err, ErrInvalidCredential) {
+		t.Errorf("EnsureAdmin error = %v, expected %v", err, ErrInvalidCredential)
+	}
+}
+
+// failingStore is a store whose PutCredential fails, to check that EnsureAdmin removes
+// the file of a credential it could not store. Only the methods EnsureAdmin calls are
+// implemented.
+type failingStore struct {
+	store.Store
+}
+
+func (failingStore) ListCredentials(context.Context) ([]store.Credential, error) {
+	return nil, nil
+}
+
+func (failingStore) PutCredential(context.Context, store.Credential) error {
+	return store.ErrUnavailable
+}
+
+func TestEnsureAdminRemovesFileWhenStoreFails(t *testing.T) {
+	creds := NewCredentials(failingStore{}, testToken(t), CredentialsConfig{
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	dataDir := t.TempDir()
+
+	_, err := creds.EnsureAdmin(context.Background(), dataDir, AdminEnv{})
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("EnsureAdmin error = %v, expected %v", err, store.ErrUnavailable)
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, AdminCredentialsFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stat %s: error = %v, expected the file removed", AdminCredentialsFile, err)
+	}
+}

@@ -1,0 +1,4 @@
+package store
+
+// AuditStore keeps the audit trail.
+type AuditStore interface{}

@@ -1,0 +1,4 @@
+package store
+
+// TagStore keeps the tags of keys.
+type TagStore interface{}
