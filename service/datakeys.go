@@ -11,8 +11,8 @@ import (
 	"github.com/hsmkms/kms/service/store"
 )
 
-// Limits of data keys, from the Huawei Cloud KMS API v1.0: create-datakey makes 8 to
-// 8192 bits in whole bytes; encrypt-datakey and decrypt-datakey take 1 to 1024 bytes.
+// Limits of data keys, from the Huawei Cloud KMS API v1.0. create-datakey makes 8 to
+// 8192 bits in whole bytes, and encrypt-datakey and decrypt-datakey take 1 to 1024 bytes.
 const (
 	MinDataKeyBits     = 8
 	MaxDataKeyBits     = 8192

@@ -18,8 +18,9 @@ func TestParseAuthorization(t *testing.T) {
 		headers []string
 	}{
 		{
-			name:    "sdk form",
-			value:   "SDK-HMAC-SHA256 Access=AK123, SignedHeaders=user-agent;x-project-id;x-sdk-date, Signature=" + testSignature,
+			name: "sdk form",
+			value: "SDK-HMAC-SHA256 Access=AK123, " +
+				"SignedHeaders=user-agent;x-project-id;x-sdk-date, Signature=" + testSignature,
 			headers: []string{"user-agent", "x-project-id", "x-sdk-date"},
 		},
 		{
@@ -33,8 +34,9 @@ func TestParseAuthorization(t *testing.T) {
 			headers: []string{"host", "x-sdk-date"},
 		},
 		{
-			name:    "upper-case signature hex",
-			value:   "SDK-HMAC-SHA256 Access=AK123, SignedHeaders=x-sdk-date, Signature=" + strings.ToUpper(testSignature),
+			name: "upper-case signature hex",
+			value: "SDK-HMAC-SHA256 Access=AK123, SignedHeaders=x-sdk-date, Signature=" +
+				strings.ToUpper(testSignature),
 			headers: []string{"x-sdk-date"},
 		},
 	}
@@ -67,7 +69,11 @@ func TestParseAuthorizationRejects(t *testing.T) {
 		{name: "algorithm only", value: "SDK-HMAC-SHA256"},
 		{name: "other algorithm", value: strings.Replace(valid, "SDK-HMAC-SHA256", "SDK-HMAC-SM3", 1)},
 		{name: "lower-case algorithm", value: strings.Replace(valid, "SDK-HMAC-SHA256", "sdk-hmac-sha256", 1)},
-		{name: "derived algorithm", value: "V11-HMAC-SHA256 Credential=AK/20240101/r/kms, SignedHeaders=x-sdk-date, Signature=" + testSignature},
+		{
+			name: "derived algorithm",
+			value: "V11-HMAC-SHA256 Credential=AK/20240101/r/kms, SignedHeaders=x-sdk-date, " +
+				"Signature=" + testSignature,
+		},
 		{name: "missing access", value: "SDK-HMAC-SHA256 SignedHeaders=x-sdk-date, Signature=" + testSignature},
 		{name: "missing signed headers", value: "SDK-HMAC-SHA256 Access=AK123, Signature=" + testSignature},
 		{name: "missing signature", value: "SDK-HMAC-SHA256 Access=AK123, SignedHeaders=x-sdk-date"},
@@ -84,7 +90,11 @@ func TestParseAuthorizationRejects(t *testing.T) {
 		{name: "short signature", value: strings.TrimSuffix(valid, "7d")},
 		{name: "non-hex signature", value: strings.Replace(valid, "ebfb", "zzzz", 1)},
 		{name: "too long", value: valid + strings.Repeat(" ", maxAuthorizationLength)},
-		{name: "too many signed headers", value: strings.Replace(valid, "x-sdk-date", strings.Repeat("a;", maxSignedHeaders)+"x-sdk-date", 1)},
+		{
+			name: "too many signed headers",
+			value: strings.Replace(valid, "x-sdk-date",
+				strings.Repeat("a;", maxSignedHeaders)+"x-sdk-date", 1),
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -100,7 +110,8 @@ func TestParseAuthorizationRejects(t *testing.T) {
 // ErrMalformedHeader, and that a parsed header formats back to a value that parses to
 // the same fields.
 func FuzzParseAuthorization(f *testing.F) {
-	f.Add("SDK-HMAC-SHA256 Access=AK123, SignedHeaders=user-agent;x-project-id;x-sdk-date, Signature=" + testSignature)
+	f.Add("SDK-HMAC-SHA256 Access=AK123, SignedHeaders=user-agent;x-project-id;x-sdk-date, " +
+		"Signature=" + testSignature)
 	f.Add("SDK-HMAC-SHA256 Access=AK123,SignedHeaders=x-sdk-date,Signature=" + testSignature)
 	f.Add("SDK-HMAC-SHA256 Access=, SignedHeaders=, Signature=")
 

@@ -62,7 +62,9 @@ type adminFile struct {
 //
 // NOTE: two replicas starting at once on an empty shared store can each create an
 // admin credential with generated keys. Start one replica first.
-func (c *Credentials) EnsureAdmin(ctx context.Context, dataDir string, env AdminEnv) (Credential, error) {
+func (c *Credentials) EnsureAdmin(
+	ctx context.Context, dataDir string, env AdminEnv,
+) (Credential, error) {
 	existing, found, err := c.findAdmin(ctx)
 	if err != nil || found {
 		return existing, err
@@ -84,12 +86,12 @@ func (c *Credentials) EnsureAdmin(ctx context.Context, dataDir string, env Admin
 
 	created, err := c.createAdmin(ctx, req)
 	if err != nil {
-		// The file names a credential that does not exist; the next start writes it again.
+		// The file names a credential that was never stored. The next start writes it again.
 		_ = os.Remove(path)
 		return Credential{}, err
 	}
 
-	c.logger.Info("admin credential generated; its secret key is in the file",
+	c.logger.Info("admin credential generated, secret key written to file",
 		"access_key", created.AccessKey, "project_id", created.ProjectID, "path", path)
 	return created, nil
 }

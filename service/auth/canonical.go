@@ -33,8 +33,8 @@ const (
 // signedDateHeader is HeaderDate as it appears in SignedHeaders.
 const signedDateHeader = "x-sdk-date"
 
-// requestParts is what the signature covers, taken from a client request before it is
-// sent or from a server request as received.
+// requestParts are the request fields that the signature covers, taken from a client
+// request before it is sent or from a server request as received.
 type requestParts struct {
 	method string
 	// escapedPath is the path still percent-encoded, without the query.

@@ -62,9 +62,9 @@ type CredentialsConfig struct {
 	CacheTTL time.Duration
 	// MaxCached caps the number of cached credentials.
 	MaxCached int
-	// Clock returns the current time; nil means time.Now.
+	// Clock returns the current time. Nil means time.Now.
 	Clock func() time.Time
-	// Logger receives credential changes; nil means slog.Default().
+	// Logger receives credential changes. Nil means slog.Default().
 	Logger *slog.Logger
 }
 
@@ -84,7 +84,7 @@ type Credentials struct {
 	clock  func() time.Time
 	logger *slog.Logger
 
-	// keyMu serialises creation of the sealing key; keyReady is set once it exists.
+	// keyMu serialises creation of the sealing key, and keyReady is set once it exists.
 	keyMu    sync.Mutex
 	keyReady bool
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hsmkms/kms/hsm"
 	"github.com/hsmkms/kms/service/store"
+	"github.com/hsmkms/kms/service/store/storetest"
 )
 
 var (
@@ -190,6 +191,51 @@ func TestCredentialsDisableEnableDelete(t *testing.T) {
 	if _, _, err := creds.Lookup(ctx, "LIFECYCLE"); !errors.Is(err, ErrUnknownAccessKey) {
 		t.Errorf("Lookup after Delete: error = %v, expected %v", err, ErrUnknownAccessKey)
 	}
+}
+
+func TestCredentialsOnEveryBackend(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, backend storetest.Backend) {
+		ctx := context.Background()
+		creds := NewCredentials(openStore(t, backend.URL), testToken(t), CredentialsConfig{
+			Logger: slog.New(slog.DiscardHandler),
+		})
+
+		created, secret, err := creds.Create(ctx, CreateRequest{
+			ProjectID: "pid", DomainID: "did", Role: RoleAdmin,
+		})
+		if err != nil {
+			t.Fatalf("Create: %v", err)
+		}
+
+		_, got, err := creds.Lookup(ctx, created.AccessKey)
+		if err != nil {
+			t.Fatalf("Lookup: %v", err)
+		}
+		if string(got) != secret {
+			t.Error("Lookup returned another secret key than Create")
+		}
+
+		if err := creds.Disable(ctx, created.AccessKey); err != nil {
+			t.Fatalf("Disable: %v", err)
+		}
+		list, err := creds.List(ctx)
+		if err != nil {
+			t.Fatalf("List: %v", err)
+		}
+		if len(list) != 1 {
+			t.Fatalf("List returned %d credentials, expected 1", len(list))
+		}
+		if !list[0].Disabled {
+			t.Errorf("credential %s is enabled after Disable", list[0].AccessKey)
+		}
+
+		if err := creds.Delete(ctx, created.AccessKey); err != nil {
+			t.Fatalf("Delete: %v", err)
+		}
+		if _, _, err := creds.Lookup(ctx, created.AccessKey); !errors.Is(err, ErrUnknownAccessKey) {
+			t.Errorf("Lookup after Delete: error = %v, expected %v", err, ErrUnknownAccessKey)
+		}
+	})
 }
 
 func TestCredentialsUnknownAccessKey(t *testing.T) {

@@ -5,9 +5,9 @@
 // # Signature scheme
 //
 // A request is signed over a canonical request built from the method, the path, the
-// query, the headers named in SignedHeaders and the SHA-256 of the body, exactly as the
-// official Huawei Cloud Go SDK (github.com/huaweicloud/huaweicloud-sdk-go-v3, checked
-// against v0.1.215, core/auth/signer/signer.go) builds it. Sign is the client side and
+// query, the headers named in SignedHeaders and the SHA-256 of the body. The rules are
+// those of the official Huawei Cloud Go SDK (github.com/huaweicloud/huaweicloud-sdk-go-v3,
+// checked against v0.1.215, core/auth/signer/signer.go). Sign is the client side and
 // Verifier.Verify the server side. The server rebuilds the canonical request from the
 // request as received, never from a decoded or re-serialized form.
 //

@@ -9,7 +9,7 @@ import (
 // Sentinel errors of Verify and Credentials. Errors wrap them with %w and add detail
 // (never a secret key or the expected signature), so test them with errors.Is. An error
 // from Verify that wraps none of them is an internal failure of the credential store or
-// the token, and the caller should answer it as a server error.
+// the token, and the caller should return a server error for it.
 var (
 	// ErrMalformedHeader means the Authorization header is missing or cannot be parsed,
 	// or its SignedHeaders omits x-sdk-date.
@@ -48,7 +48,7 @@ var (
 // errors.Is.
 type LockedError struct {
 	AccessKey string
-	// Until is when the lock ends; a Retry-After header can be derived from it.
+	// Until is when the lock ends, from which a Retry-After header can be derived.
 	Until time.Time
 }
 
@@ -62,8 +62,8 @@ func (e *LockedError) Is(target error) bool {
 	return target == ErrLocked
 }
 
-// IsLocked reports whether err means a locked access key. Callers answer it differently
-// from other authentication failures (Huawei's gateway uses the message "AK access
+// IsLocked reports whether err means a locked access key. Callers reply to it
+// differently from other authentication failures (Huawei's gateway uses the message "AK access
 // failed to reach the limit, forbidden").
 func IsLocked(err error) bool {
 	return errors.Is(err, ErrLocked)

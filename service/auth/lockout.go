@@ -34,7 +34,7 @@ func newLockout(maxFailures int, duration time.Duration, maxTracked int) *lockou
 }
 
 // lockedUntil returns the end of the lock on ak when ak is locked at now. An expired
-// lock is forgotten, so the key starts again with no failures.
+// lock is deleted, so the key starts again with no failures.
 func (l *lockout) lockedUntil(ak string, now time.Time) (time.Time, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -76,7 +76,7 @@ func (l *lockout) recordFailure(ak string, now time.Time) (time.Time, bool) {
 	return record.lockedUntil, true
 }
 
-// recordSuccess forgets the failures of ak.
+// recordSuccess deletes the failure record of ak.
 func (l *lockout) recordSuccess(ak string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -163,7 +163,7 @@ func Roles() []string {
 	return []string{RoleReadOnly, RoleCryptoUser, RoleKeyManager, RoleAdmin}
 }
 
-// Operations returns every operation name that Allowed knows, sorted.
+// Operations returns every operation name in the table of Allowed, sorted.
 func Operations() []string {
 	return slices.Sorted(maps.Keys(minimumRole))
 }

@@ -8,10 +8,10 @@ import (
 	"time"
 )
 
-// Sign signs req for the access key pair (ak, sk) as the Huawei Cloud Go SDK does: it
-// sets X-Sdk-Date to now in UTC and an Authorization header whose SignedHeaders lists
-// every header already in req, lower-cased and sorted, except names that start with
-// "content-type" or contain "_".
+// Sign signs req for the access key pair (ak, sk) as the Huawei Cloud Go SDK does. It
+// sets X-Sdk-Date to now in UTC, and an Authorization header that signs every header
+// already in req (lower-cased and sorted) except names that start with "content-type" or
+// contain "_". An Authorization header from an earlier signature is replaced, not signed.
 //
 // body must be the exact bytes that will be sent. When req carries an
 // X-Sdk-Content-Sha256 header, its value replaces the body hash, as in the SDK. Sign
@@ -58,12 +58,17 @@ func signWithHeaders(req *http.Request, body []byte, ak, sk string, signed []str
 	req.Header.Set("Authorization", FormatAuthorization(ak, signed, signature))
 }
 
-// defaultSignedHeaders returns the SDK's default header choice for header.
+// defaultSignedHeaders returns the SDK's default header choice for header. It also
+// leaves out Authorization, which a request signed before carries and which a signature
+// cannot cover.
 func defaultSignedHeaders(header http.Header) []string {
 	var names []string
 	for key := range header {
 		name := strings.ToLower(key)
 		if strings.HasPrefix(name, "content-type") || strings.Contains(name, "_") {
+			continue
+		}
+		if name == "authorization" {
 			continue
 		}
 		if !slices.Contains(names, name) {

@@ -18,7 +18,8 @@ type signatureVector struct {
 	url    string
 	// headers are present when the request is signed.
 	headers map[string]string
-	// transportHeaders are added by net/http after signing, so the server sees them.
+	// transportHeaders are added by net/http after signing, so only the server request
+	// carries them.
 	transportHeaders map[string]string
 	body             string
 	authorization    string

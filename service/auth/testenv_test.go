@@ -2,41 +2,30 @@ package auth
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hsmkms/kms/hsm"
 	"github.com/hsmkms/kms/service/store"
+	"github.com/hsmkms/kms/service/store/storetest"
+	softhsmsetup "github.com/hsmkms/kms/softhsm-setup"
+	"github.com/hsmkms/kms/softhsm-setup/softhsmtest"
 )
 
-const (
-	softHSMLibrary = "/usr/lib/softhsm/libsofthsm2.so"
-	testTokenLabel = "auth-test"
-	testPIN        = "1234"
-)
-
-// The PKCS#11 library reads SOFTHSM2_CONF once per process, so every test in this
-// binary shares one SoftHSM2 token in a temporary directory, made on first use.
+// Every test in this binary shares one SoftHSM2 token, made on first use, because a token
+// per test would add a token initialisation and a login to each of them.
 var (
 	tokenOnce sync.Once
 	token     *hsm.Module
-	tokenDir  string
-	tokenErr  error
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if token != nil {
 		token.Close()
-	}
-	if tokenDir != "" {
-		os.RemoveAll(tokenDir)
 	}
 	os.Exit(code)
 }
@@ -46,62 +35,46 @@ func TestMain(m *testing.M) {
 func testToken(t *testing.T) hsm.Token {
 	t.Helper()
 
-	if _, err := os.Stat(softHSMLibrary); err != nil {
-		t.Skipf("SoftHSM2 is not installed at %s: %v", softHSMLibrary, err)
+	if _, err := softhsmsetup.FindModule(); err != nil {
+		t.Skip(err)
 	}
 
 	tokenOnce.Do(func() {
-		tokenDir, tokenErr = os.MkdirTemp("", "auth-softhsm-")
-		if tokenErr != nil {
-			return
+		setup := softhsmtest.NewTestToken(t)
+		pin, err := setup.UserPIN()
+		if err != nil {
+			t.Fatalf("read test token PIN: %v", err)
 		}
-		tokenErr = initSoftHSMToken(tokenDir)
-		if tokenErr != nil {
-			return
-		}
-		token, tokenErr = hsm.Open(context.Background(), hsm.Config{
-			ModulePath: softHSMLibrary,
-			TokenLabel: testTokenLabel,
-			PIN:        testPIN,
+
+		token, err = hsm.Open(context.Background(), hsm.Config{
+			ModulePath: setup.ModulePath,
+			TokenLabel: setup.TokenLabel,
+			PIN:        pin,
 		}, nil)
+		if err != nil {
+			t.Fatalf("open test token: %v", err)
+		}
 	})
-	if tokenErr != nil {
-		t.Fatalf("set up SoftHSM2 token: %v", tokenErr)
+	if token == nil {
+		t.Fatal("the shared test token could not be set up, see the first failing test")
 	}
 	return token
 }
 
-func initSoftHSMToken(dir string) error {
-	tokens := filepath.Join(dir, "tokens")
-	if err := os.Mkdir(tokens, 0o700); err != nil {
-		return err
-	}
-
-	conf := filepath.Join(dir, "softhsm2.conf")
-	content := fmt.Sprintf("directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n",
-		tokens)
-	if err := os.WriteFile(conf, []byte(content), 0o600); err != nil {
-		return err
-	}
-	if err := os.Setenv("SOFTHSM2_CONF", conf); err != nil {
-		return err
-	}
-
-	out, err := exec.Command("softhsm2-util", "--init-token", "--free", "--label", testTokenLabel,
-		"--pin", testPIN, "--so-pin", "5678").CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("softhsm2-util --init-token: %v: %s", err, out)
-	}
-	return nil
-}
-
-// testStore opens a SQLite store in a file of the test's temporary directory.
+// testStore opens a store on a new SQLite file in the test's temporary directory.
 func testStore(t *testing.T) store.Store {
 	t.Helper()
 
-	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "kms.db"), nil)
+	return openStore(t, storetest.SQLiteURL(t))
+}
+
+// openStore opens the store at databaseURL and closes it when t ends.
+func openStore(t *testing.T, databaseURL string) store.Store {
+	t.Helper()
+
+	st, err := store.Open(context.Background(), databaseURL, nil)
 	if err != nil {
-		t.Fatalf("open SQLite store: %v", err)
+		t.Fatalf("open store: %v", err)
 	}
 	t.Cleanup(func() { st.Close() })
 	return st

@@ -50,9 +50,9 @@ type VerifierConfig struct {
 	LockDuration time.Duration
 	// MaxTrackedKeys caps how many access keys have a failure count in memory.
 	MaxTrackedKeys int
-	// Clock returns the current time; nil means time.Now.
+	// Clock returns the current time. Nil means time.Now.
 	Clock func() time.Time
-	// Logger receives lockout events; nil means slog.Default().
+	// Logger receives lockout events. Nil means slog.Default().
 	Logger *slog.Logger
 }
 
@@ -107,8 +107,8 @@ func (cfg VerifierConfig) withDefaults() VerifierConfig {
 // bytes received). It returns the principal of the signing access key.
 //
 // The path is taken from r.RequestURI, still percent-encoded as received, and each
-// segment is decoded and encoded again; r.URL.EscapedPath() is used only when
-// RequestURI is empty (requests built for a client). A signed "host" header is the
+// segment is decoded and encoded again. Only when RequestURI is empty (a request built
+// for a client) is r.URL.EscapedPath() used instead. A signed "host" header is the
 // request's Host.
 //
 // The body hash is the SHA-256 of body unless X-Sdk-Content-Sha256 is present. That

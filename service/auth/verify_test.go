@@ -376,6 +376,21 @@ func TestVerifyUnsignedPayloadIgnoresBody(t *testing.T) {
 	}
 }
 
+func TestVerifyResignedRequest(t *testing.T) {
+	f := newVerifierFixture(t, VerifierConfig{})
+	client := clientRequest(t, http.MethodGet, "http://kms.example.com/v1.0/pid/kms/user-quotas",
+		map[string]string{"X-Project-Id": "pid"}, "")
+	Sign(client, nil, testAK, "wrong-secret", testNow)
+	Sign(client, nil, testAK, testSK, testNow)
+
+	if got := client.Header.Get("Authorization"); strings.Contains(got, "authorization") {
+		t.Errorf("Authorization %q signs the earlier Authorization header", got)
+	}
+	if _, err := f.verify(toServer(client, "/v1.0/pid/kms/user-quotas", ""), ""); err != nil {
+		t.Errorf("Verify of a re-signed request: %v", err)
+	}
+}
+
 func TestVerifyDisabledAccessKey(t *testing.T) {
 	f := newVerifierFixture(t, VerifierConfig{})
 	if err := f.creds.Disable(context.Background(), testAK); err != nil {
@@ -485,7 +500,7 @@ func TestLockoutBoundedMemory(t *testing.T) {
 		t.Errorf("tracked = %d, expected 3", n)
 	}
 
-	// Lock C, D and E; a new key then evicts the lock that ends first (C).
+	// Lock C, D and E. A new key then evicts the lock that ends first, C's.
 	for _, ak := range []string{"C", "D", "E"} {
 		now = now.Add(time.Second)
 		l.recordFailure(ak, now)
