@@ -199,7 +199,7 @@ func TestContextOrderUnicodeRestart(t *testing.T) {
 	keyID := e.admin.createKey(t, "order")
 
 	sealed := e.admin.mustPost(t, "create-datakey", map[string]any{
-		"key_id": keyID,
+		"key_id":             keyID,
 		"encryption_context": map[string]string{"x": "1", "ключ": "значение", "鍵": "値"},
 	})
 
