@@ -52,6 +52,11 @@ type Config struct {
 	// ReconnectInterval is the minimum time between two failed attempts to reach the token.
 	// Zero means DefaultReconnectInterval.
 	ReconnectInterval time.Duration
+	// SessionIdleTimeout closes a pooled session that has waited in the pool longer than
+	// this, when it is next taken, and opens a fresh one in its place, as crypto11's pool
+	// does. Set it below the idle limit of an HSM or firewall that cuts idle sessions.
+	// Zero keeps idle sessions open.
+	SessionIdleTimeout time.Duration
 }
 
 // withDefaults returns a copy of cfg with zero fields set, or an error naming an invalid
@@ -65,6 +70,10 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.MaxSessions < 0 {
 		return cfg, fmt.Errorf("hsm config: MaxSessions is %d, expected 0 or more", cfg.MaxSessions)
+	}
+	if cfg.SessionIdleTimeout < 0 {
+		return cfg, fmt.Errorf("hsm config: SessionIdleTimeout is %v, expected 0 or more",
+			cfg.SessionIdleTimeout)
 	}
 
 	if cfg.MaxSessions == 0 {
@@ -196,7 +205,8 @@ func (m *Module) reconnect(old *conn) error {
 	}
 
 	if old != nil {
-		old.close()
+		// The connection failed, so the sessions still in its pool are dead too.
+		m.counters.dropped.Add(int64(old.close()))
 		m.conn = nil
 		m.counters.reset()
 	}
@@ -310,9 +320,12 @@ type Stats struct {
 	SessionsOpen int64
 	// SessionsIdle counts the open pooled sessions waiting in the pool.
 	SessionsIdle int64
-	// SessionsDropped counts sessions closed because the token reported them dead, since
-	// Open.
+	// SessionsDropped counts sessions closed because the token reported them dead or
+	// because their connection failed, since Open.
 	SessionsDropped int64
+	// SessionsExpired counts sessions closed because they were idle longer than
+	// Config.SessionIdleTimeout, since Open.
+	SessionsExpired int64
 	// KeyCopies counts the session-object copies of keys held by open sessions.
 	KeyCopies int64
 	// Reconnects counts successful connections after a failure, since Open.
@@ -330,6 +343,7 @@ func (m *Module) Stats() Stats {
 		SessionsOpen:    m.counters.open.Load(),
 		SessionsIdle:    m.counters.idle.Load(),
 		SessionsDropped: m.counters.dropped.Load(),
+		SessionsExpired: m.counters.expired.Load(),
 		KeyCopies:       m.counters.copies.Load(),
 		Reconnects:      m.counters.reconnects.Load(),
 	}
@@ -355,7 +369,7 @@ func (m *Module) CloseAllSessions() error {
 // counters are the Module's statistics. The open, idle and copies gauges describe the current
 // connection and are reset when it is torn down.
 type counters struct {
-	open, idle, dropped, copies, reconnects atomic.Int64
+	open, idle, dropped, expired, copies, reconnects atomic.Int64
 }
 
 func (c *counters) reset() {
@@ -373,6 +387,7 @@ type conn struct {
 
 	pool        chan *session
 	waitTimeout time.Duration
+	idleTimeout time.Duration
 	maxCopies   int
 	noCopies    atomic.Bool
 
@@ -437,6 +452,7 @@ func connect(cfg Config, counters *counters) (*conn, error) {
 		counters:    counters,
 		pool:        make(chan *session, cfg.MaxSessions),
 		waitTimeout: cfg.SessionWaitTimeout,
+		idleTimeout: cfg.SessionIdleTimeout,
 		maxCopies:   cfg.MaxKeyCopies,
 		handles:     make(map[KeyRef]pkcs11.ObjectHandle),
 		signers:     make(map[KeyRef]crypto11.Signer),
@@ -470,13 +486,16 @@ func findSlot(p11 *pkcs11.Ctx, label string) (uint, error) {
 }
 
 // close closes the pooled sessions, then crypto11's context, which calls C_Finalize when it
-// is the library's last user in the process. No call may be using c.
-func (c *conn) close() {
+// is the library's last user in the process, and returns how many pooled sessions it
+// closed. No call may be using c.
+func (c *conn) close() int {
+	closed := 0
 	for range cap(c.pool) {
 		select {
 		case s := <-c.pool:
 			if s != nil {
 				_ = c.p11.CloseSession(s.handle)
+				closed++
 			}
 		default:
 		}
@@ -484,4 +503,5 @@ func (c *conn) close() {
 
 	c.p11.Destroy()
 	_ = c.c11.Close()
+	return closed
 }

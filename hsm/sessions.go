@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/miekg/pkcs11"
 )
@@ -13,6 +14,8 @@ import (
 type session struct {
 	handle pkcs11.SessionHandle
 	epoch  uint64
+	// idleSince is when the session was last put back in the pool.
+	idleSince time.Time
 
 	// copies maps a key version to the session-object copy of its token object. order
 	// lists the same keys oldest first, for eviction.
@@ -43,11 +46,31 @@ func (c *conn) get(ctx context.Context) (*session, error) {
 	}
 
 	c.counters.idle.Add(-1)
+	if c.idleTimeout > 0 && time.Since(s.idleSince) > c.idleTimeout {
+		return c.replaceExpired(s)
+	}
 	if s.epoch != c.epoch.Load() {
 		c.destroyCopies(s)
 	}
 
 	return s, nil
+}
+
+// replaceExpired closes s, a session idle longer than c.idleTimeout, and opens a fresh
+// one in its place. Closing the session also destroys its key copies.
+func (c *conn) replaceExpired(s *session) (*session, error) {
+	_ = c.p11.CloseSession(s.handle)
+	c.counters.copies.Add(-int64(len(s.copies)))
+	c.counters.open.Add(-1)
+	c.counters.expired.Add(1)
+
+	fresh, err := c.openSession()
+	if err != nil {
+		c.pool <- nil
+		return nil, err
+	}
+
+	return fresh, nil
 }
 
 // wait blocks for a pooled session or permit.
@@ -65,6 +88,7 @@ func (c *conn) wait(ctx context.Context) (*session, error) {
 
 // put returns a live session to the pool.
 func (c *conn) put(s *session) {
+	s.idleSince = time.Now()
 	c.counters.idle.Add(1)
 	c.pool <- s
 }
@@ -99,12 +123,14 @@ drain:
 			continue
 		}
 
-		c.counters.idle.Add(-1)
 		if _, err := c.p11.GetSessionInfo(s.handle); err != nil {
+			c.counters.idle.Add(-1)
 			c.drop(s)
 			continue
 		}
-		c.put(s)
+
+		// Put back without put, which would restart the session's idle time.
+		c.pool <- s
 	}
 }
 

@@ -3,10 +3,12 @@ package service
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"unicode/utf8"
+
+	"github.com/hsmkms/kms/service/internal/jsonscan"
 )
 
 // aadDomain starts every AAD this service builds, so that an AAD of this service can
@@ -39,37 +41,23 @@ func ParseEncryptionContext(raw []byte) (EncryptionContext, error) {
 			"encryption_context is longer than %d characters", MaxEncryptionContextChars)
 	}
 
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return nil, Errorf(CodeInvalidContext, "encryption_context must be a JSON object")
-	}
-
 	ec := EncryptionContext{}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, Errorf(CodeInvalidContext, "encryption_context is not valid JSON")
+	err := jsonscan.Object(raw, func(key string, value []byte) error {
+		if value[0] != '"' {
+			return Errorf(CodeInvalidContext, "encryption_context values must be strings (key %q)", key)
 		}
-		key := tok.(string) // object keys are always strings for a valid object
-
-		tok, err = dec.Token()
-		value, isString := tok.(string)
-		if err != nil || !isString {
-			return nil, Errorf(CodeInvalidContext,
-				"encryption_context values must be strings (key %q)", key)
-		}
-
 		if _, dup := ec[key]; dup {
-			return nil, Errorf(CodeInvalidContext, "encryption_context repeats the key %q", key)
+			return Errorf(CodeInvalidContext, "encryption_context repeats the key %q", key)
 		}
-		ec[key] = value
+		v, err := jsonscan.String(value)
+		ec[key] = v
+		return err
+	})
+	if errors.Is(err, jsonscan.ErrSyntax) {
+		return nil, Errorf(CodeInvalidContext, "encryption_context must be a JSON object of strings")
 	}
-
-	if _, err := dec.Token(); err != nil {
-		return nil, Errorf(CodeInvalidContext, "encryption_context is not valid JSON")
-	}
-	if dec.More() {
-		return nil, Errorf(CodeInvalidContext, "encryption_context has trailing data")
+	if err != nil {
+		return nil, err
 	}
 	return ec, nil
 }

@@ -213,6 +213,7 @@ func (s *Service) seal(ctx context.Context, k store.Key, format byte, plaintext 
 	if err != nil {
 		return DataKeyOutput{}, tokenError("seal", err)
 	}
+	s.countSeal(ctx, k, ref)
 	if len(sealed.IV) != hsm.GCMIVSize {
 		return DataKeyOutput{}, &Error{Code: CodeInternal, Message: "internal error",
 			Err: errors.New("the token returned an IV that is not 12 bytes")}

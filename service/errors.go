@@ -42,6 +42,35 @@ const (
 	CodeInvalidCipherText   = "KMS.2201"
 	CodeInvalidCipherLength = "KMS.2202"
 	CodeDecryptFailed       = "KMS.2203"
+	CodeExternalNoRotation  = "KMS.0312"
+	CodeRotationDisabled    = "KMS.0313"
+
+	// Grant errors.
+	CodeGrantOnlyCreateGrant = "KMS.2401"
+	CodeInvalidUserID        = "KMS.2402"
+	CodeGrantQuota           = "KMS.2404"
+	CodeInvalidGrantID       = "KMS.2501"
+	CodeGrantKeyMismatch     = "KMS.2502"
+
+	// Tag errors.
+	CodeTagListEmpty       = "KMS.0401"
+	CodeInvalidMatchValue  = "KMS.0402"
+	CodeInvalidMatchKey    = "KMS.0403"
+	CodeInvalidTagAction   = "KMS.0404"
+	CodeInvalidTagValue    = "KMS.0405"
+	CodeInvalidTagKey      = "KMS.0406"
+	CodeInvalidTagListSize = "KMS.0407"
+	CodeTooManyTags        = "KMS.0409"
+	CodeTagValueLength     = "KMS.0410"
+	CodeTagKeyLength       = "KMS.0411"
+	CodeInvalidTagList     = "KMS.0412"
+	CodeTooManyTagValues   = "KMS.0413"
+	CodeInvalidMatches     = "KMS.0415"
+	// NOTE: Huawei's error table gives no meaning for KMS.0416. It sits among the
+	// resource_instances codes, just before "invalid offset", so it is used here for an
+	// invalid limit.
+	CodeInvalidTagLimit  = "KMS.0416"
+	CodeInvalidTagOffset = "KMS.0417"
 )
 
 // Error is a failure with a KMS error code. Message is safe to show to the client: it

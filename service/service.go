@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"regexp"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hsmkms/kms/hsm"
@@ -37,6 +38,15 @@ type Config struct {
 	KeysPerProject int
 	// Clock returns the current time. Default time.Now.
 	Clock func() time.Time
+	// GrantsPerKey is the grant quota of one key, reported by user-quotas. Default 100,
+	// as Huawei's default.
+	GrantsPerKey int
+	// SealLimit is the number of seals after which a key version is rotated. Default
+	// DefaultSealLimit.
+	SealLimit uint64
+	// StaleVersionAge is how old a "creating" key version row must be before Reconcile
+	// removes it. Default 15 minutes.
+	StaleVersionAge time.Duration
 }
 
 // Service implements the KMS operations.
@@ -48,6 +58,21 @@ type Service struct {
 
 	cacheMu sync.RWMutex
 	cache   map[cacheKey]cachedKey
+
+	// cacheHits and cacheMisses count key-id lookups served from and missing the cache.
+	cacheHits, cacheMisses atomic.Uint64
+
+	// seals counts seals per key version; see seals.go.
+	seals sealCounters
+
+	// aliases caches alias API lookups; see aliases.go.
+	aliases aliasCache
+}
+
+// CacheStats returns how many key-id lookups the key metadata cache served (hits) and
+// how many went to the store (misses), since New. It is safe for concurrent use.
+func (s *Service) CacheStats() (hits, misses uint64) {
+	return s.cacheHits.Load(), s.cacheMisses.Load()
 }
 
 type cacheKey struct{ projectID, keyID string }
@@ -70,6 +95,15 @@ func New(token hsm.Token, st store.Store, log *slog.Logger, cfg Config) *Service
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
+	}
+	if cfg.GrantsPerKey == 0 {
+		cfg.GrantsPerKey = 100
+	}
+	if cfg.SealLimit == 0 {
+		cfg.SealLimit = DefaultSealLimit
+	}
+	if cfg.StaleVersionAge == 0 {
+		cfg.StaleVersionAge = 15 * time.Minute
 	}
 
 	return &Service{
@@ -148,37 +182,36 @@ func (s *Service) authorize(ctx context.Context, p auth.Principal, op string, k 
 	return Errorf(CodeRoleForbidden, "the role %q has no permission for %s", p.Role, op)
 }
 
-// lookupKey returns the key named by ref (a key id, or "alias/<key_alias>") in the
-// caller's project, from the cache when it is fresh.
+// lookupKey returns the key named by ref in the caller's project: a key id, or
+// "alias/<name>", an alias of the alias API or else the key_alias "<name>". Key ids and
+// aliases are served from their caches when fresh.
 func (s *Service) lookupKey(ctx context.Context, projectID, ref string) (store.Key, error) {
 	if ref == "" {
 		return store.Key{}, Errorf(CodeMissingParameter, "key_id is missing")
 	}
 
-	if alias, ok := cutAliasRef(ref); ok {
-		k, err := s.store.GetKeyByAlias(ctx, projectID, alias)
-		if errors.Is(err, store.ErrNotFound) {
-			return store.Key{}, errKeyNotFound()
-		}
-		if err != nil {
-			return store.Key{}, storeError("get key by alias", err)
-		}
-		s.putCached(k)
-		return k, nil
+	if _, ok := cutAliasRef(ref); ok {
+		return s.lookupAliasRef(ctx, projectID, ref)
 	}
 
 	if !isKeyID(ref) {
 		return store.Key{}, Errorf(CodeInvalidKeyID, "key_id is not a valid key id")
 	}
+	return s.lookupKeyID(ctx, projectID, ref)
+}
 
+// lookupKeyID returns the key with id ref in the project, from the cache when fresh.
+func (s *Service) lookupKeyID(ctx context.Context, projectID, ref string) (store.Key, error) {
 	ck := cacheKey{projectID, ref}
 	now := s.cfg.Clock()
 	s.cacheMu.RLock()
 	c, ok := s.cache[ck]
 	s.cacheMu.RUnlock()
 	if ok && now.Before(c.expires) {
+		s.cacheHits.Add(1)
 		return c.key, nil
 	}
+	s.cacheMisses.Add(1)
 
 	k, err := s.store.GetKey(ctx, projectID, ref)
 	if errors.Is(err, store.ErrNotFound) {

@@ -2,7 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"fmt"
 	"log/slog"
+	"os"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hsmkms/kms/hsm"
 	"github.com/hsmkms/kms/service/audit"
@@ -10,7 +15,57 @@ import (
 )
 
 // openAudit returns the recorder of the audit trail and a function that flushes and
-// stops it on shutdown.
-func openAudit(ctx context.Context, cfg config, token hsm.Token, st store.Store, log *slog.Logger) (audit.Recorder, func(), error) {
-	return audit.Discard{}, func() {}, nil
+// stops it on shutdown. With auditing on, every start writes a new chain (see
+// audit.Trail) and the group-commit metrics are registered on registry. With auditing
+// off, the recorder keeps nothing and the admin audit routes are disabled.
+func openAudit(
+	ctx context.Context,
+	cfg config,
+	token hsm.Token,
+	st store.Store,
+	registry prometheus.Registerer,
+	log *slog.Logger,
+) (audit.Recorder, func(), error) {
+	if !cfg.Audit {
+		log.Warn("audit trail is off: API calls are not recorded")
+		return audit.Discard{}, func() {}, nil
+	}
+
+	observer, err := audit.NewBatchMetrics(registry)
+	if err != nil {
+		return nil, nil, err
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		log.Warn("host name unknown; the audit chain is stored without it", "error", err)
+	}
+
+	trail, err := audit.Open(ctx, st, token, audit.Config{
+		BatchSize:          cfg.AuditBatchSize,
+		MaxDelay:           cfg.AuditMaxDelay,
+		CheckpointRecords:  cfg.AuditCheckpointRecords,
+		CheckpointInterval: cfg.AuditCheckpointInterval,
+		Host:               host,
+		Logger:             log,
+		Observer:           observer,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("open audit trail: %w", err)
+	}
+
+	stop := func() { closeLogged(log, "audit trail", trail.Close) }
+	return trail, stop, nil
+}
+
+// auditRoutes returns what the admin audit routes read, or nils (routes disabled) when
+// recorder is not a trail.
+func auditRoutes(
+	recorder audit.Recorder,
+	st store.Store,
+) (audit.Source, func(context.Context) (*ecdsa.PublicKey, error)) {
+	trail, ok := recorder.(*audit.Trail)
+	if !ok {
+		return nil, nil
+	}
+	return st, trail.PublicKey
 }

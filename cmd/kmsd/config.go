@@ -15,6 +15,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hsmkms/kms/service"
+	"github.com/hsmkms/kms/service/audit"
 )
 
 // config is every setting of kmsd. Each field has a flag, a KMS_* environment variable
@@ -31,17 +34,30 @@ type config struct {
 	MaxSessions    int    `json:"max_sessions" env:"KMS_MAX_SESSIONS" flag:"max-sessions" help:"PKCS#11 sessions in the pool"`
 	HSMGeneratesIV bool   `json:"hsm_generates_iv" env:"KMS_HSM_GENERATES_IV" flag:"hsm-generates-iv" help:"let the token choose GCM IVs (HSMs in FIPS mode)"`
 
+	SessionIdleTimeout time.Duration `json:"session_idle_timeout" env:"KMS_SESSION_IDLE_TIMEOUT" flag:"session-idle-timeout" help:"close pooled PKCS#11 sessions idle longer than this; set below the idle limit of the HSM or a firewall on the way; 0 keeps them open"`
+
 	TLSCert string `json:"tls_cert" env:"KMS_TLS_CERT" flag:"tls-cert" help:"PEM certificate file; with --tls-key, serve HTTPS"`
 	TLSKey  string `json:"tls_key" env:"KMS_TLS_KEY" flag:"tls-key" help:"PEM private key file of --tls-cert"`
 
 	Region         string        `json:"region" env:"KMS_REGION" flag:"region" help:"region id reported in key metadata"`
 	KeysPerProject int           `json:"keys_per_project" env:"KMS_KEYS_PER_PROJECT" flag:"keys-per-project" help:"key quota of each project"`
+	GrantsPerKey   int           `json:"grants_per_key" env:"KMS_GRANTS_PER_KEY" flag:"grants-per-key" help:"grant quota of each key"`
 	KeyCacheTTL    time.Duration `json:"key_cache_ttl" env:"KMS_KEY_CACHE_TTL" flag:"key-cache-ttl" help:"how long key metadata is served from memory (bounds staleness across replicas)"`
 	CredCacheTTL   time.Duration `json:"credential_cache_ttl" env:"KMS_CREDENTIAL_CACHE_TTL" flag:"credential-cache-ttl" help:"how long credentials are served from memory"`
 	AuthWindow     time.Duration `json:"auth_window" env:"KMS_AUTH_WINDOW" flag:"auth-window" help:"accepted X-Sdk-Date skew"`
 	AuthFailures   int           `json:"auth_max_failures" env:"KMS_AUTH_MAX_FAILURES" flag:"auth-max-failures" help:"consecutive signature failures that lock an access key"`
 	AuthLockout    time.Duration `json:"auth_lockout" env:"KMS_AUTH_LOCKOUT" flag:"auth-lockout" help:"how long a locked access key stays locked"`
 	MaxBodyBytes   int64         `json:"max_body_bytes" env:"KMS_MAX_BODY_BYTES" flag:"max-body-bytes" help:"largest request body accepted, in bytes"`
+
+	Audit                   bool          `json:"audit" env:"KMS_AUDIT" flag:"audit" help:"record every API call in the tamper-evident audit trail; false turns the trail off"`
+	AuditBatchSize          int           `json:"audit_batch_size" env:"KMS_AUDIT_BATCH_SIZE" flag:"audit-batch-size" help:"maximum audit records per database transaction (group commit)"`
+	AuditMaxDelay           time.Duration `json:"audit_max_delay" env:"KMS_AUDIT_MAX_DELAY" flag:"audit-max-delay" help:"how long an audit record waits for others to share its transaction"`
+	AuditCheckpointRecords  int           `json:"audit_checkpoint_records" env:"KMS_AUDIT_CHECKPOINT_RECORDS" flag:"audit-checkpoint-records" help:"audit records between two signed checkpoints"`
+	AuditCheckpointInterval time.Duration `json:"audit_checkpoint_interval" env:"KMS_AUDIT_CHECKPOINT_INTERVAL" flag:"audit-checkpoint-interval" help:"maximum time an audit record stays without a signed checkpoint"`
+
+	JobInterval     time.Duration `json:"job_interval" env:"KMS_JOB_INTERVAL" flag:"job-interval" help:"how often the background jobs run: key deletion, scheduled rotation, reconciliation of interrupted key creations, and the seal count flush"`
+	SealLimit       int64         `json:"seal_limit" env:"KMS_SEAL_LIMIT" flag:"seal-limit" help:"seals (encryptions) after which a key version is rotated; AES-GCM with random IVs allows 2^32"`
+	StaleVersionAge time.Duration `json:"stale_version_age" env:"KMS_STALE_VERSION_AGE" flag:"stale-version-age" help:"age after which reconciliation removes a key version left half-created by a crash"`
 
 	ShutdownTimeout time.Duration `json:"shutdown_timeout" env:"KMS_SHUTDOWN_TIMEOUT" flag:"shutdown-timeout" help:"how long SIGTERM waits for in-flight requests"`
 	LogLevel        string        `json:"log_level" env:"KMS_LOG_LEVEL" flag:"log-level" help:"debug, info, warn or error"`
@@ -56,6 +72,7 @@ func defaultConfig() config {
 		MaxSessions:     8,
 		Region:          "local-1",
 		KeysPerProject:  20,
+		GrantsPerKey:    100,
 		KeyCacheTTL:     time.Second,
 		CredCacheTTL:    5 * time.Second,
 		AuthWindow:      15 * time.Minute,
@@ -63,8 +80,17 @@ func defaultConfig() config {
 		AuthLockout:     5 * time.Minute,
 		MaxBodyBytes:    64 << 10,
 		ShutdownTimeout: 15 * time.Second,
+		JobInterval:     time.Minute,
+		SealLimit:       int64(service.DefaultSealLimit),
+		StaleVersionAge: 15 * time.Minute,
 		LogLevel:        "info",
 		LogFormat:       "text",
+
+		Audit:                   true,
+		AuditBatchSize:          audit.DefaultBatchSize,
+		AuditMaxDelay:           audit.DefaultMaxDelay,
+		AuditCheckpointRecords:  audit.DefaultCheckpointRecords,
+		AuditCheckpointInterval: audit.DefaultCheckpointInterval,
 	}
 }
 
@@ -244,8 +270,10 @@ func (c config) validate() error {
 	check(c.DataDir != "", "data_dir: must not be empty")
 	check(c.TokenLabel != "", "token_label: must not be empty")
 	check(c.MaxSessions >= 2 && c.MaxSessions <= 1024, "max_sessions: must be 2 to 1024")
+	check(c.SessionIdleTimeout >= 0, "session_idle_timeout: must not be negative")
 	check((c.TLSCert == "") == (c.TLSKey == ""), "tls_cert and tls_key: give both or neither")
 	check(c.KeysPerProject >= 1, "keys_per_project: must be at least 1")
+	check(c.GrantsPerKey >= 1, "grants_per_key: must be at least 1")
 	check(c.CredCacheTTL >= 0 && c.CredCacheTTL <= time.Minute, "credential_cache_ttl: must be 0 to 1m")
 	check(c.KeyCacheTTL >= 0 && c.KeyCacheTTL <= time.Minute, "key_cache_ttl: must be 0 to 1m")
 	check(c.AuthWindow >= time.Minute, "auth_window: must be at least 1m")
@@ -253,6 +281,13 @@ func (c config) validate() error {
 	check(c.AuthLockout >= 0, "auth_lockout: must not be negative")
 	check(c.MaxBodyBytes >= 1024, "max_body_bytes: must be at least 1024")
 	check(c.ShutdownTimeout > 0, "shutdown_timeout: must be positive")
+	check(c.JobInterval >= time.Second, "job_interval: must be at least 1s")
+	check(c.SealLimit >= 1 && c.SealLimit <= 1<<32, "seal_limit: must be 1 to 4294967296 (2^32)")
+	check(c.StaleVersionAge >= time.Minute, "stale_version_age: must be at least 1m")
+	check(c.AuditBatchSize >= 1 && c.AuditBatchSize <= 10000, "audit_batch_size: must be 1 to 10000")
+	check(c.AuditMaxDelay >= 0 && c.AuditMaxDelay <= time.Second, "audit_max_delay: must be 0 to 1s")
+	check(c.AuditCheckpointRecords >= 1, "audit_checkpoint_records: must be at least 1")
+	check(c.AuditCheckpointInterval >= time.Second, "audit_checkpoint_interval: must be at least 1s")
 	check(c.LogFormat == "text" || c.LogFormat == "json", "log_format: must be text or json")
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
@@ -262,18 +297,28 @@ func (c config) validate() error {
 	return errors.Join(errs...)
 }
 
-// logValues returns the settings for the start-up log line. No setting holds a secret:
-// the PIN and the admin secret key are only ever read from files or the environment and
-// are not part of config; the database URL has its password masked.
+// logValues returns every setting, by its config file key, for the start-up log line.
+// No setting holds a secret: the PIN and the admin secret key are only ever read from
+// files or the environment and are not part of config. The database URL can hold a
+// password, which is masked.
 func (c config) logValues() []any {
-	return []any{
-		"data_dir", c.DataDir, "listen", c.Listen, "database", maskURL(c.DatabaseURL),
-		"pkcs11_module", c.PKCS11Module, "token_label", c.TokenLabel, "pin_file", c.PINFile,
-		"max_sessions", c.MaxSessions, "tls", c.TLSCert != "", "region", c.Region,
-		"key_cache_ttl", c.KeyCacheTTL, "credential_cache_ttl", c.CredCacheTTL,
-		"auth_window", c.AuthWindow, "auth_max_failures", c.AuthFailures,
-		"auth_lockout", c.AuthLockout, "keys_per_project", c.KeysPerProject,
+	v := reflect.ValueOf(c)
+	t := v.Type()
+
+	values := make([]any, 0, 2*t.NumField())
+	for i := range t.NumField() {
+		name := t.Field(i).Tag.Get("json")
+		value := v.Field(i).Interface()
+		if name == "database_url" {
+			value = maskURL(c.DatabaseURL)
+		}
+		if d, ok := value.(time.Duration); ok {
+			value = d.String()
+		}
+		values = append(values, name, value)
 	}
+
+	return values
 }
 
 // maskURL hides the password of a postgres:// URL.

@@ -93,3 +93,110 @@ func TestMaskURL(t *testing.T) {
 		t.Fatalf("maskURL left the password: %s", got)
 	}
 }
+
+func TestLoadConfigSources(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "kmsd.json")
+	body := `{"max_sessions": 6, "hsm_generates_iv": true, "session_idle_timeout": "2s",
+		"token_label": "from-file"}`
+	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name  string
+		args  []string
+		env   map[string]string
+		check func(config) bool
+	}{
+		{"file number", []string{"--config", file}, nil,
+			func(c config) bool { return c.MaxSessions == 6 }},
+		{"file boolean", []string{"--config", file}, nil,
+			func(c config) bool { return c.HSMGeneratesIV }},
+		{"file duration", []string{"--config", file}, nil,
+			func(c config) bool { return c.SessionIdleTimeout == 2*time.Second }},
+		{"environment over file", []string{"--config", file},
+			map[string]string{"KMS_TOKEN_LABEL": "from-env"},
+			func(c config) bool { return c.TokenLabel == "from-env" }},
+		{"flag over environment", []string{"--config", file, "--token-label", "from-flag"},
+			map[string]string{"KMS_TOKEN_LABEL": "from-env"},
+			func(c config) bool { return c.TokenLabel == "from-flag" }},
+		{"environment duration", nil, map[string]string{"KMS_SESSION_IDLE_TIMEOUT": "90s"},
+			func(c config) bool { return c.SessionIdleTimeout == 90*time.Second }},
+		{"config file from environment", nil, map[string]string{"KMS_CONFIG": file},
+			func(c config) bool { return c.TokenLabel == "from-file" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := loadConfig(tt.args, envFrom(tt.env), io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.check(cfg) {
+				t.Errorf("config = %+v", cfg)
+			}
+		})
+	}
+}
+
+func TestLoadConfigRejectsBadValues(t *testing.T) {
+	tests := []struct {
+		name      string
+		file      string
+		args      []string
+		env       map[string]string
+		wantField string
+	}{
+		{"file bad boolean", `{"hsm_generates_iv": "sometimes"}`, nil, nil, "hsm_generates_iv"},
+		{"file bad number", `{"max_sessions": "eight"}`, nil, nil, "max_sessions"},
+		{"file not an object", `["listen"]`, nil, nil, "not a JSON object"},
+		{"missing file", "", []string{"--config", "/nonexistent/kmsd.json"}, nil,
+			"/nonexistent/kmsd.json"},
+		{"negative idle timeout", "", []string{"--session-idle-timeout", "-1s"}, nil,
+			"session_idle_timeout"},
+		{"zero shutdown timeout", "", nil, map[string]string{"KMS_SHUTDOWN_TIMEOUT": "0s"},
+			"shutdown_timeout"},
+		{"bad log format", "", nil, map[string]string{"KMS_LOG_FORMAT": "xml"}, "log_format"},
+		{"body limit too small", "", []string{"--max-body-bytes", "10"}, nil, "max_body_bytes"},
+		{"unknown flag", "", []string{"--pin", "1234"}, nil, "pin"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := tt.args
+			if tt.file != "" {
+				path := filepath.Join(t.TempDir(), "kmsd.json")
+				if err := os.WriteFile(path, []byte(tt.file), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				args = append([]string{"--config", path}, args...)
+			}
+
+			_, err := loadConfig(args, envFrom(tt.env), io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.wantField) {
+				t.Fatalf("error = %v, want one naming %s", err, tt.wantField)
+			}
+		})
+	}
+}
+
+func TestConfigLogValuesListEverySetting(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.DatabaseURL = "postgres://kms:s3cret@127.0.0.1:5432/kms"
+
+	values := cfg.logValues()
+	logged := map[string]any{}
+	for i := 0; i+1 < len(values); i += 2 {
+		logged[values[i].(string)] = values[i+1]
+	}
+
+	for name := range fieldsByTag("json") {
+		if _, ok := logged[name]; !ok {
+			t.Errorf("logValues has no %s", name)
+		}
+	}
+	if got := logged["database_url"].(string); strings.Contains(got, "s3cret") {
+		t.Errorf("database_url logged with its password: %s", got)
+	}
+	if got := logged["shutdown_timeout"]; got != "15s" {
+		t.Errorf("shutdown_timeout logged as %v, want 15s", got)
+	}
+}

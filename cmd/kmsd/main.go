@@ -17,10 +17,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/hsmkms/kms/hsm"
-	"github.com/hsmkms/kms/service"
-	"github.com/hsmkms/kms/service/api"
-	"github.com/hsmkms/kms/service/auth"
 	"github.com/hsmkms/kms/service/store"
 	softhsmsetup "github.com/hsmkms/kms/softhsm-setup"
 )
@@ -37,9 +37,16 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		return 2
 	}
 
+	tuneGC()
 	log := newLogger(cfg, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		// After the first signal, restore the default action, so that a second SIGINT or
+		// SIGTERM ends a shutdown that takes too long.
+		<-ctx.Done()
+		stop()
+	}()
 
 	if err := serve(ctx, cfg, getenv, log); err != nil {
 		log.Error("kmsd stopped with an error", "error", err)
@@ -60,19 +67,39 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 
 // serve opens the token and the store, builds the service and serves HTTP until ctx is
 // done, then shuts down in order: stop accepting, finish in-flight requests within
-// ShutdownTimeout, then close the store and the token.
+// ShutdownTimeout, flush the audit trail, then close the store and the token (which
+// closes its sessions and finalises the PKCS#11 library).
+//
+// A token that is missing or unusable at start does not stop serve: kmsd serves, /readyz
+// and KMS calls answer 503, and the admin credential is created in the background once
+// the token is back. A wrong PIN or a module path that is not a PKCS#11 library does.
 func serve(ctx context.Context, cfg config, getenv func(string) string, log *slog.Logger) error {
 	log.Info("kmsd starting", cfg.logValues()...)
+
+	// The embedded token creates the data directory, but with another module it holds
+	// only the SQLite file and the admin credential file.
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("creating the data directory: %w", err)
+	}
 
 	hsmCfg, err := tokenConfig(cfg, getenv)
 	if err != nil {
 		return err
 	}
-	token, err := hsm.Open(ctx, hsmCfg, log)
+	module, err := hsm.Open(ctx, hsmCfg, log)
 	if err != nil {
 		return fmt.Errorf("opening the PKCS#11 token: %w", err)
 	}
-	defer closeLogged(log, "token", token.Close)
+	defer closeLogged(log, "token", module.Close)
+
+	registry, err := newRegistry(module)
+	if err != nil {
+		return err
+	}
+	token, err := hsm.NewMeteredToken(module, registry)
+	if err != nil {
+		return err
+	}
 
 	st, err := store.Open(ctx, cfg.DatabaseURL, log)
 	if err != nil {
@@ -80,43 +107,53 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, log *slo
 	}
 	defer closeLogged(log, "store", st.Close)
 
-	creds := auth.NewCredentials(st, token, auth.CredentialsConfig{CacheTTL: cfg.CredCacheTTL, Logger: log})
-	if err := bootstrapAdmin(ctx, creds, cfg, getenv, log); err != nil {
-		return err
+	// The token can be missing at start, so everything that needs it starts in the
+	// background while HTTP already serves /healthz, /readyz and /metrics.
+	sw := &handlerSwitch{}
+	sw.set(startingHandler(registry, token))
+
+	startCtx, cancelStart := context.WithCancel(ctx)
+	defer cancelStart()
+	svcs := &services{}
+	startErr := make(chan error, 1)
+	go func() {
+		startErr <- startServices(startCtx, components{
+			cfg: cfg, getenv: getenv, log: log, registry: registry, token: token, store: st,
+		}, sw, svcs)
+	}()
+
+	err = listenAndServe(ctx, cfg, sw, startErr, log)
+
+	// Stop start-up and wait for it, then stop what it started, before the deferred
+	// closes of the store and the token.
+	cancelStart()
+	if e := <-startErr; e != nil && err == nil && !errors.Is(e, context.Canceled) {
+		err = e
 	}
-	verifier := auth.NewVerifier(creds, auth.VerifierConfig{
-		Window: cfg.AuthWindow, MaxFailures: cfg.AuthFailures, LockDuration: cfg.AuthLockout, Logger: log,
-	})
+	svcs.stop()
 
-	svc := service.New(token, st, log, service.Config{
-		Region: cfg.Region, KeyCacheTTL: cfg.KeyCacheTTL, KeysPerProject: cfg.KeysPerProject,
-	})
+	return err
+}
 
-	recorder, stopAudit, err := openAudit(ctx, cfg, token, st, log)
-	if err != nil {
-		return fmt.Errorf("opening the audit trail: %w", err)
+// newRegistry returns the Prometheus registry of one serve call, holding the Go runtime
+// and process metrics and the session pool metrics of module. Each call has its own
+// registry, so serve can run more than once in a process.
+func newRegistry(module *hsm.Module) (*prometheus.Registry, error) {
+	registry := prometheus.NewRegistry()
+
+	for _, c := range []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		if err := registry.Register(c); err != nil {
+			return nil, fmt.Errorf("register runtime metrics: %w", err)
+		}
 	}
-	defer stopAudit()
+	if err := hsm.RegisterStats(registry, module); err != nil {
+		return nil, err
+	}
 
-	stopJobs := startJobs(ctx, cfg, svc, log)
-	defer stopJobs()
-
-	srv := api.New(svc, verifier, log, api.Config{
-		MaxBodyBytes: cfg.MaxBodyBytes,
-		Audit:        recorder,
-		Credentials:  creds,
-		Ready: func(ctx context.Context) error {
-			if err := token.Ping(ctx); err != nil {
-				return fmt.Errorf("token: %w", err)
-			}
-			if err := st.Ping(ctx); err != nil {
-				return fmt.Errorf("store: %w", err)
-			}
-			return nil
-		},
-	})
-
-	return listenAndServe(ctx, cfg, srv.Handler(), log)
+	return registry, nil
 }
 
 // tokenConfig returns the token settings: the embedded SoftHSM2 token in the data
@@ -124,10 +161,11 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, log *slo
 // KMS_PIN or the PIN file.
 func tokenConfig(cfg config, getenv func(string) string) (hsm.Config, error) {
 	hc := hsm.Config{
-		ModulePath:       cfg.PKCS11Module,
-		TokenLabel:       cfg.TokenLabel,
-		MaxSessions:      cfg.MaxSessions,
-		TokenGeneratesIV: cfg.HSMGeneratesIV,
+		ModulePath:         cfg.PKCS11Module,
+		TokenLabel:         cfg.TokenLabel,
+		MaxSessions:        cfg.MaxSessions,
+		TokenGeneratesIV:   cfg.HSMGeneratesIV,
+		SessionIdleTimeout: cfg.SessionIdleTimeout,
 	}
 
 	pinFile := cfg.PINFile
@@ -160,16 +198,12 @@ func tokenConfig(cfg config, getenv func(string) string) (hsm.Config, error) {
 	return hc, nil
 }
 
-func bootstrapAdmin(ctx context.Context, creds *auth.Credentials, cfg config, getenv func(string) string, log *slog.Logger) error {
-	admin, err := creds.EnsureAdmin(ctx, cfg.DataDir, auth.AdminEnvFromGetenv(getenv))
-	if err != nil {
-		return fmt.Errorf("creating the admin credential: %w", err)
-	}
-	log.Info("admin credential ready", "access_key", admin.AccessKey, "project_id", admin.ProjectID)
-	return nil
-}
-
-func listenAndServe(ctx context.Context, cfg config, h http.Handler, log *slog.Logger) error {
+// listenAndServe serves h until ctx is done or start-up fails (an error on startErr),
+// then stops accepting and waits up to cfg.ShutdownTimeout for in-flight requests. A
+// start-up error is put back on startErr for the caller.
+func listenAndServe(
+	ctx context.Context, cfg config, h http.Handler, startErr chan error, log *slog.Logger,
+) error {
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
@@ -183,6 +217,7 @@ func listenAndServe(ctx context.Context, cfg config, h http.Handler, log *slog.L
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		TLSConfig:         tlsConfig(),
 	}
 
 	served := make(chan error, 1)
@@ -198,6 +233,19 @@ func listenAndServe(ctx context.Context, cfg config, h http.Handler, log *slog.L
 	select {
 	case err := <-served:
 		return fmt.Errorf("serving HTTP: %w", err)
+	case err := <-startErr:
+		startErr <- nil
+		if err != nil {
+			log.Error("start-up failed, stopping", "error", err)
+			_ = hs.Close()
+			return err
+		}
+		// Start-up finished: serve until ctx is done.
+		select {
+		case err := <-served:
+			return fmt.Errorf("serving HTTP: %w", err)
+		case <-ctx.Done():
+		}
 	case <-ctx.Done():
 	}
 

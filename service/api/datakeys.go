@@ -19,10 +19,38 @@ type createDataKeyRequest struct {
 	Sequence          string          `json:"sequence"`
 }
 
+func (r *createDataKeyRequest) decodeField(name string, raw []byte) error {
+	switch name {
+	case "key_id":
+		return stringField(&r.KeyID, name, raw)
+	case "key_spec":
+		return stringField(&r.KeySpec, name, raw)
+	case "datakey_length":
+		return flexField(&r.DataKeyLength, name, raw)
+	case "encryption_context":
+		r.EncryptionContext = raw // service.ParseEncryptionContext checks its type
+		return nil
+	case "additional_authenticated_data":
+		return stringField(&r.AAD, name, raw)
+	case "sequence":
+		return stringField(&r.Sequence, name, raw)
+	}
+	return nil
+}
+
 type createDataKeyResponse struct {
 	KeyID      string `json:"key_id"`
 	PlainText  string `json:"plain_text,omitempty"`
 	CipherText string `json:"cipher_text"`
+}
+
+func (r createDataKeyResponse) appendJSON(b []byte) []byte {
+	b = appendMember(append(b, '{'), "key_id", r.KeyID)
+	if r.PlainText != "" {
+		b = appendMember(append(b, ','), "plain_text", r.PlainText)
+	}
+	b = appendMember(append(b, ','), "cipher_text", r.CipherText)
+	return append(b, '}')
 }
 
 func (s *Server) createDataKey(c echo.Context, st *requestState) (any, error) {
@@ -77,10 +105,36 @@ type encryptDataKeyRequest struct {
 	Sequence           string          `json:"sequence"`
 }
 
+func (r *encryptDataKeyRequest) decodeField(name string, raw []byte) error {
+	switch name {
+	case "key_id":
+		return stringField(&r.KeyID, name, raw)
+	case "plain_text":
+		return stringField(&r.PlainText, name, raw)
+	case "datakey_plain_length":
+		return flexField(&r.DataKeyPlainLength, name, raw)
+	case "encryption_context":
+		r.EncryptionContext = raw // service.ParseEncryptionContext checks its type
+		return nil
+	case "additional_authenticated_data":
+		return stringField(&r.AAD, name, raw)
+	case "sequence":
+		return stringField(&r.Sequence, name, raw)
+	}
+	return nil
+}
+
 type encryptDataKeyResponse struct {
 	KeyID         string `json:"key_id"`
 	CipherText    string `json:"cipher_text"`
 	DataKeyLength string `json:"datakey_length"`
+}
+
+func (r encryptDataKeyResponse) appendJSON(b []byte) []byte {
+	b = appendMember(append(b, '{'), "key_id", r.KeyID)
+	b = appendMember(append(b, ','), "cipher_text", r.CipherText)
+	b = appendMember(append(b, ','), "datakey_length", r.DataKeyLength)
+	return append(b, '}')
 }
 
 func (s *Server) encryptDataKey(c echo.Context, st *requestState) (any, error) {
@@ -134,10 +188,36 @@ type decryptDataKeyRequest struct {
 	Sequence            string          `json:"sequence"`
 }
 
+func (r *decryptDataKeyRequest) decodeField(name string, raw []byte) error {
+	switch name {
+	case "key_id":
+		return stringField(&r.KeyID, name, raw)
+	case "cipher_text":
+		return stringField(&r.CipherText, name, raw)
+	case "datakey_cipher_length":
+		return flexField(&r.DataKeyCipherLength, name, raw)
+	case "encryption_context":
+		r.EncryptionContext = raw // service.ParseEncryptionContext checks its type
+		return nil
+	case "additional_authenticated_data":
+		return stringField(&r.AAD, name, raw)
+	case "sequence":
+		return stringField(&r.Sequence, name, raw)
+	}
+	return nil
+}
+
 type decryptDataKeyResponse struct {
 	DataKey       string `json:"data_key"`
 	DataKeyLength string `json:"datakey_length"`
 	DataKeyDigest string `json:"datakey_dgst"`
+}
+
+func (r decryptDataKeyResponse) appendJSON(b []byte) []byte {
+	b = appendMember(append(b, '{'), "data_key", r.DataKey)
+	b = appendMember(append(b, ','), "datakey_length", r.DataKeyLength)
+	b = appendMember(append(b, ','), "datakey_dgst", r.DataKeyDigest)
+	return append(b, '}')
 }
 
 func (s *Server) decryptDataKey(c echo.Context, st *requestState) (any, error) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hsmkms/kms/hsm"
 	"github.com/hsmkms/kms/service"
+	"github.com/hsmkms/kms/service/audit"
 	"github.com/hsmkms/kms/service/auth"
 	"github.com/hsmkms/kms/service/store"
 	softhsmsetup "github.com/hsmkms/kms/softhsm-setup"
@@ -28,10 +29,21 @@ type testEnv struct {
 	setup  softhsmsetup.Setup
 	dbPath string
 
+	// svcConfig is the service configuration of every start; zero fields take the
+	// service defaults, except KeysPerProject, which defaults to 1000 here.
+	svcConfig service.Config
+
 	token *hsm.Module
 	store store.Store
-	creds *auth.Credentials
-	http  *httptest.Server
+	// trail records every call of every start; stop verifies the whole trail.
+	trail *audit.Trail
+	// auditStore, when set, wraps the store that the trail writes to, to inject faults.
+	auditStore func(store.AuditStore) store.AuditStore
+	// auditConfig configures the trail of every start; its Logger is set by start.
+	auditConfig audit.Config
+	svc         *service.Service
+	creds       *auth.Credentials
+	http        *httptest.Server
 
 	admin client
 }
@@ -51,10 +63,20 @@ func testLogger() *slog.Logger {
 // newTestEnv starts a server; t.Cleanup stops it.
 func newTestEnv(t *testing.T) *testEnv {
 	t.Helper()
+	return newTestEnvWith(t, service.Config{})
+}
+
+// newTestEnvWith starts a server whose service has the configuration cfg.
+func newTestEnvWith(t *testing.T, cfg service.Config) *testEnv {
+	t.Helper()
+	if cfg.KeysPerProject == 0 {
+		cfg.KeysPerProject = 1000
+	}
 	e := &testEnv{
-		t:      t,
-		setup:  softhsmtest.NewTestToken(t),
-		dbPath: filepath.Join(t.TempDir(), "kms.db"),
+		t:         t,
+		setup:     softhsmtest.NewTestToken(t),
+		dbPath:    filepath.Join(t.TempDir(), "kms.db"),
+		svcConfig: cfg,
 	}
 	e.start()
 	t.Cleanup(e.stop)
@@ -94,8 +116,20 @@ func (e *testEnv) start() {
 	e.token, e.store = tok, st
 	e.creds = auth.NewCredentials(st, tok, auth.CredentialsConfig{Logger: log})
 	verifier := auth.NewVerifier(e.creds, auth.VerifierConfig{Logger: log})
-	svc := service.New(tok, st, log, service.Config{KeysPerProject: 1000})
-	srv := New(svc, verifier, log, Config{Credentials: e.creds})
+	svc := service.New(tok, st, log, e.svcConfig)
+	e.svc = svc
+	var auditStore store.AuditStore = st
+	if e.auditStore != nil {
+		auditStore = e.auditStore(st)
+	}
+	auditConfig := e.auditConfig
+	auditConfig.Logger = log
+	e.trail, err = audit.Open(ctx, auditStore, tok, auditConfig)
+	if err != nil {
+		t.Fatalf("open audit trail: %v", err)
+	}
+	srv := New(svc, verifier, log, Config{Credentials: e.creds, Audit: e.trail,
+		AuditSource: st, AuditPublicKey: e.trail.PublicKey})
 	e.http = httptest.NewServer(srv.Handler())
 	e.admin.base = e.http.URL
 }
@@ -105,6 +139,10 @@ func (e *testEnv) stop() {
 		return
 	}
 	e.http.Close()
+	if err := e.svc.FlushSealCounts(context.Background()); err != nil {
+		e.t.Errorf("flush seal counts: %v", err)
+	}
+	e.closeTrail()
 	if err := e.store.Close(); err != nil {
 		e.t.Errorf("close store: %v", err)
 	}
@@ -112,6 +150,25 @@ func (e *testEnv) stop() {
 		e.t.Errorf("close token: %v", err)
 	}
 	e.http = nil
+}
+
+// closeTrail flushes the audit trail and verifies every chain in the database, so that
+// every test that uses the harness also checks the trail its calls produced.
+func (e *testEnv) closeTrail() {
+	if err := e.trail.Close(); err != nil {
+		e.t.Errorf("close audit trail: %v", err)
+	}
+	key, err := e.trail.PublicKey(context.Background())
+	if err != nil {
+		e.t.Fatalf("read audit public key: %v", err)
+	}
+	report, err := audit.VerifySource(context.Background(), e.store, key)
+	if err != nil {
+		e.t.Errorf("audit trail does not verify: %v", err)
+	}
+	if n := report.UnsignedRecords(); n != 0 {
+		e.t.Errorf("audit trail has %d records after the last checkpoint of their chain", n)
+	}
 }
 
 // restart stops every component and starts them again on the same token and file.

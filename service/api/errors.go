@@ -75,6 +75,9 @@ func (s *Server) handleError(err error, c echo.Context) {
 			errorDetail{service.CodeInternal, "internal error"}
 	}
 
+	if st.op == "" {
+		st.op = s.operationOf(c) // rejected before its handler ran
+	}
 	s.logFailure(st, status, detail.Code, err)
 	if st.op != "" && !st.audited {
 		if aerr := s.record(c, st, status, detail.Code); aerr != nil {
@@ -129,9 +132,14 @@ func (s *Server) answerAuthFailure(c echo.Context, st *requestState, a *authFail
 	s.log.Info("authentication failed", "request_id", st.id, "source_ip", c.RealIP(),
 		"reason", a.err)
 	if st.op == "" {
-		st.op = c.Path()
+		st.op = s.operationOf(c)
 	}
-	_ = s.record(c, st, http.StatusUnauthorized, "APIGW.0301")
+	if err := s.record(c, st, http.StatusUnauthorized, "APIGW.0301"); err != nil {
+		// Nothing is released either way, but a call that could not be recorded fails
+		// with 503 like every other.
+		s.handleError(err, c)
+		return
+	}
 
 	body := gatewayErrorBody{Code: "APIGW.0301", Message: auth.Message(a.err), RequestID: st.id}
 	if err := c.JSON(http.StatusUnauthorized, body); err != nil {

@@ -2,28 +2,112 @@ package api
 
 import (
 	"context"
+	"errors"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/hsmkms/kms/service"
 )
+
+// Readiness categories. Config.Ready wraps its error with one of them, and /readyz
+// returns the category alone, because the cause (a module path, a token label, a
+// database address) is for the log, not for anyone who can reach the port.
+var (
+	// ErrStarting means start-up has not finished, for example the first admin
+	// credential is not created yet.
+	ErrStarting = errors.New("starting")
+	// ErrTokenNotReady means the PKCS#11 token cannot be used.
+	ErrTokenNotReady = errors.New("token unavailable")
+	// ErrStoreNotReady means the metadata store cannot be used.
+	ErrStoreNotReady = errors.New("store unavailable")
+)
+
+// readyTimeout bounds one readiness check, below the usual 10 s probe timeout of
+// Kubernetes and load balancers.
+const readyTimeout = 5 * time.Second
+
+// readiness remembers the last /readyz result, so that a change is logged once.
+type readiness struct {
+	mu     sync.Mutex
+	known  bool
+	reason string
+}
+
+// errStarting is the error of a call that arrives before start-up has finished.
+var errStarting = &service.Error{Code: service.CodeUnavailable,
+	Message: "the service is starting; retry later"}
+
+// rejectWhileStarting returns 503 until Config.Started reports true.
+func (s *Server) rejectWhileStarting(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if !s.cfg.Started() {
+			return errStarting
+		}
+		return next(c)
+	}
+}
 
 // healthz answers 200 while the process serves HTTP.
 func (s *Server) healthz(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// readyz answers 200 when the token and the store are usable, 503 otherwise.
+// readyz returns 200 when Config.Ready reports the token and the store usable, and 503
+// with a reason category (see readinessReason) otherwise.
 func (s *Server) readyz(c echo.Context) error {
-	ctx, cancel := context.WithTimeout(c.Request().Context(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(c.Request().Context(), readyTimeout)
 	defer cancel()
 
-	if err := s.cfg.Ready(ctx); err != nil {
+	err := s.cfg.Ready(ctx)
+	reason := readinessReason(err)
+	s.logReadiness(reason, err)
+
+	if err != nil {
 		c.Response().Header().Set("Retry-After", "1")
 		return c.JSON(http.StatusServiceUnavailable,
-			map[string]string{"status": "not ready", "reason": err.Error()})
+			map[string]string{"status": "not ready", "reason": reason})
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// readinessReason returns the category of err: one of the Err*NotReady texts,
+// "starting", "timed out" when the check ran out of time, "not ready" for any other
+// error, and "" for nil.
+func readinessReason(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, ErrStarting):
+		return ErrStarting.Error()
+	case errors.Is(err, ErrTokenNotReady):
+		return ErrTokenNotReady.Error()
+	case errors.Is(err, ErrStoreNotReady):
+		return ErrStoreNotReady.Error()
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timed out"
+	default:
+		return "not ready"
+	}
+}
+
+// logReadiness logs the readiness result when its category differs from the last one.
+func (s *Server) logReadiness(reason string, err error) {
+	s.ready.mu.Lock()
+	changed := !s.ready.known || reason != s.ready.reason
+	s.ready.known, s.ready.reason = true, reason
+	s.ready.mu.Unlock()
+
+	if !changed {
+		return
+	}
+	if err != nil {
+		s.log.Warn("not ready", "reason", reason, "error", err)
+		return
+	}
+	s.log.Info("ready")
 }
 
 type versionLink struct {

@@ -10,6 +10,7 @@ package api
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
@@ -32,9 +33,21 @@ type Config struct {
 	Audit audit.Recorder
 	// Credentials serves the credential management routes; nil disables them.
 	Credentials *auth.Credentials
-	// Ready reports whether the token and the store are usable, for /readyz. Default:
-	// always ready.
+	// Ready reports whether the token and the store are usable, for /readyz. Wrap its
+	// error with ErrStarting, ErrTokenNotReady or ErrStoreNotReady: /readyz answers only
+	// that category. Default: always ready.
 	Ready func(ctx context.Context) error
+	// Metrics, when set, counts and times every request and serves GET /metrics; see
+	// NewMetrics. Default: no metrics.
+	Metrics *Metrics
+	// Started reports whether start-up has finished. Until it does, every /v1.0/ call
+	// answers 503 with a retryable KMS code, because credentials may not exist yet and
+	// 401 would be misleading. Default: always started.
+	Started func() bool
+	// AuditSource serves the admin audit routes (kmsctl audit export and tail); nil
+	// disables them. AuditPublicKey returns the key they serve for verification.
+	AuditSource    audit.Source
+	AuditPublicKey func(ctx context.Context) (*ecdsa.PublicKey, error)
 }
 
 // Server is the HTTP API. It is safe for concurrent use once built.
@@ -44,6 +57,12 @@ type Server struct {
 	verifier *auth.Verifier
 	log      *slog.Logger
 	cfg      Config
+	ready    readiness
+
+	// routeOps maps "METHOD /path" of each operation route to its operation name, for
+	// calls rejected before the handler runs. Written only while New registers routes.
+	routeOps  map[string]string
+	pendingOp string
 }
 
 // New builds the echo server and registers every route.
@@ -57,6 +76,9 @@ func New(svc *service.Service, verifier *auth.Verifier, log *slog.Logger, cfg Co
 	if cfg.Ready == nil {
 		cfg.Ready = func(context.Context) error { return nil }
 	}
+	if cfg.Started == nil {
+		cfg.Started = func() bool { return true }
+	}
 
 	e := echo.New()
 	e.HideBanner = true
@@ -64,7 +86,10 @@ func New(svc *service.Service, verifier *auth.Verifier, log *slog.Logger, cfg Co
 	s := &Server{echo: e, svc: svc, verifier: verifier, log: log, cfg: cfg}
 	e.HTTPErrorHandler = s.handleError
 
+	s.routeOps = map[string]string{}
+	e.OnAddRouteHandler = s.nameRoute
 	e.Pre(s.withRequestState)
+	e.Use(s.measure)
 	s.routes()
 	return s
 }
@@ -76,11 +101,13 @@ func (s *Server) routes() {
 	e := s.echo
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
+	s.metricsRoutes()
 	e.GET("/", s.listVersions)
 	e.GET("/v1.0", s.showVersion)
 	e.GET("/v1.0/", s.showVersion)
+	s.projectRoutes()
 
-	kms := e.Group("/v1.0/:project_id/kms", s.readBody, s.authenticate)
+	kms := e.Group("/v1.0/:project_id/kms", s.rejectWhileStarting, s.readBody, s.authenticate)
 	kms.POST("/create-key", s.op("create-key", s.createKey))
 	kms.POST("/describe-key", s.op("describe-key", s.describeKey))
 	kms.POST("/list-keys", s.op("list-keys", s.listKeys))
@@ -96,12 +123,14 @@ func (s *Server) routes() {
 	s.tagRoutes(kms)
 	s.grantRoutes(kms)
 
-	admin := e.Group("/v1.0/:project_id/kms-admin", s.readBody, s.authenticate)
+	admin := e.Group("/v1.0/:project_id/kms-admin", s.rejectWhileStarting, s.readBody,
+		s.authenticate)
 	admin.POST("/credentials", s.op("create-credential", s.createCredential))
 	admin.GET("/credentials", s.op("list-credentials", s.listCredentials))
 	admin.POST("/credentials/:access_key/disable", s.op("disable-credential", s.changeCredential("disable")))
 	admin.POST("/credentials/:access_key/enable", s.op("enable-credential", s.changeCredential("enable")))
 	admin.DELETE("/credentials/:access_key", s.op("delete-credential", s.changeCredential("delete")))
+	s.auditRoutes(admin)
 }
 
 // requestState is what the middleware learns about a request, shared with handlers
@@ -153,7 +182,10 @@ type opHandler func(c echo.Context, st *requestState) (any, error)
 // noContent is returned by an opHandler whose answer is 204 No Content.
 type noContent struct{}
 
+// op returns the handler of operation name: it runs h, records the call, then writes
+// the answer. It also hands name to nameRoute, which maps the next route added to name.
 func (s *Server) op(name string, h opHandler) echo.HandlerFunc {
+	s.pendingOp = name
 	return func(c echo.Context) error {
 		st := stateOf(c)
 		st.op = name
@@ -166,10 +198,14 @@ func (s *Server) op(name string, h opHandler) echo.HandlerFunc {
 		if err := s.record(c, st, http.StatusOK, ""); err != nil {
 			return err
 		}
-		if _, ok := resp.(noContent); ok {
+		switch r := resp.(type) {
+		case noContent:
 			return c.NoContent(http.StatusNoContent)
+		case jsonAppender:
+			return c.JSONBlob(http.StatusOK, r.appendJSON(make([]byte, 0, 512)))
+		default:
+			return c.JSON(http.StatusOK, resp)
 		}
-		return c.JSON(http.StatusOK, resp)
 	}
 }
 

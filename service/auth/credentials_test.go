@@ -147,8 +147,10 @@ func TestCredentialsList(t *testing.T) {
 	if len(list) != 2 {
 		t.Fatalf("List returned %d credentials, expected 2", len(list))
 	}
-	if list[0].AccessKey != "AKEY" || list[1].AccessKey != "BKEY" {
-		t.Errorf("List order = %s, %s, expected AKEY, BKEY", list[0].AccessKey, list[1].AccessKey)
+	for i, want := range []string{"AKEY", "BKEY"} {
+		if list[i].AccessKey != want {
+			t.Errorf("List[%d] access key = %s, expected %s", i, list[i].AccessKey, want)
+		}
 	}
 
 	encoded, err := json.Marshal(list)

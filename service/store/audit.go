@@ -1,4 +1,328 @@
 package store
 
-// AuditStore keeps the audit trail.
-type AuditStore interface{}
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// AuditStore keeps the audit trail: chains of hashed records and the signed checkpoints
+// over them. Rows are only inserted, never updated or deleted. The store neither computes
+// nor checks hashes and signatures: package service/audit does.
+type AuditStore interface {
+	// CreateAuditChain inserts a chain row. It returns ErrConflict when the id exists.
+	CreateAuditChain(ctx context.Context, c AuditChain) error
+
+	// AppendAudit inserts records and checkpoints in one transaction, so either all of
+	// them are durable or none is. It returns ErrConflict when a (chain, seq) pair
+	// exists, which leaves the store unchanged.
+	AppendAudit(ctx context.Context, records []AuditRecord, checkpoints []AuditCheckpoint) error
+
+	// LastAuditRecord returns the record with the highest seq of the chain, or
+	// ErrNotFound when the chain has none.
+	LastAuditRecord(ctx context.Context, chainID string) (AuditRecord, error)
+
+	// ListAuditChains returns every chain, ordered by start time, then id, followed by
+	// the ids that have records or checkpoints but no chain row.
+	ListAuditChains(ctx context.Context) ([]AuditChain, error)
+
+	// ListAuditRecords returns up to limit records of the chain with seq greater than
+	// afterSeq, in seq order.
+	ListAuditRecords(
+		ctx context.Context,
+		chainID string,
+		afterSeq uint64,
+		limit int,
+	) ([]AuditRecord, error)
+
+	// ListAuditCheckpoints returns up to limit checkpoints of the chain with seq greater
+	// than afterSeq, in seq order.
+	ListAuditCheckpoints(
+		ctx context.Context,
+		chainID string,
+		afterSeq uint64,
+		limit int,
+	) ([]AuditCheckpoint, error)
+}
+
+// AuditChain is one hash chain of audit records, written by one process from its start
+// to its stop. StartedAt and Host are informational and not protected by any hash.
+type AuditChain struct {
+	ID        string
+	StartedAt time.Time
+	Host      string
+}
+
+// AuditRecord is one stored audit record: the fields of audit.Record plus its place in
+// its chain. Hash is the SHA-256 hash over every other field; PrevHash is the Hash of the
+// record before it, empty for Seq 1.
+type AuditRecord struct {
+	ChainID    string
+	Seq        uint64
+	Time       time.Time // stored at millisecond precision
+	RequestID  string
+	AccessKey  string
+	UserID     string
+	ProjectID  string
+	SourceIP   string
+	Operation  string
+	KeyID      string
+	KeyVersion uint32
+	GrantID    string
+	Status     int
+	ErrorCode  string
+	Sequence   string
+	PrevHash   []byte
+	Hash       []byte
+}
+
+// AuditCheckpoint is a signature by the token's audit signing key over (ChainID, Seq,
+// RecordHash), where RecordHash is the Hash of record Seq of the chain.
+type AuditCheckpoint struct {
+	ChainID    string
+	Seq        uint64
+	RecordHash []byte
+	Signature  []byte
+}
+
+const auditRecordColumns = "chain_id, seq, time, request_id, access_key, user_id, " +
+	"project_id, source_ip, operation, key_id, key_version, grant_id, status, error_code, " +
+	"sequence, prev_hash, hash"
+
+// auditRecordColumnCount is the number of columns in auditRecordColumns.
+const auditRecordColumnCount = 17
+
+// auditRowsPerInsert bounds the rows of one multi-row INSERT, so that a statement stays
+// far below the bind-parameter limits (32,766 in SQLite 3.32 and later, 65,535 in
+// PostgreSQL).
+const auditRowsPerInsert = 100
+
+func scanAuditRecord(row rowScanner) (AuditRecord, error) {
+	var r AuditRecord
+	err := row.Scan(&r.ChainID, &r.Seq, timeColumn{&r.Time}, &r.RequestID, &r.AccessKey,
+		&r.UserID, &r.ProjectID, &r.SourceIP, &r.Operation, &r.KeyID, &r.KeyVersion,
+		&r.GrantID, &r.Status, &r.ErrorCode, &r.Sequence, &r.PrevHash, &r.Hash)
+	return r, err
+}
+
+// CreateAuditChain inserts c. A zero StartedAt is set to now.
+func (s *SQLStore) CreateAuditChain(ctx context.Context, c AuditChain) error {
+	op := "create audit chain " + c.ID
+	if c.ID == "" {
+		return fmt.Errorf("%s: chain id is required", op)
+	}
+
+	c.StartedAt = storedTime(c.StartedAt)
+	if c.StartedAt.IsZero() {
+		c.StartedAt = currentTime()
+	}
+
+	_, err := s.write.ExecContext(ctx, s.d.rebind(
+		"INSERT INTO audit_chains (chain_id, started_at, host) VALUES (?, ?, ?)"),
+		c.ID, s.d.timeValue(c.StartedAt), c.Host)
+	if err != nil {
+		return s.d.wrap(op, err)
+	}
+	return nil
+}
+
+// AppendAudit inserts records and checkpoints in one transaction. Record times are
+// truncated to milliseconds, the precision the hash covers; a zero time is rejected
+// because the column cannot hold it.
+func (s *SQLStore) AppendAudit(
+	ctx context.Context,
+	records []AuditRecord,
+	checkpoints []AuditCheckpoint,
+) error {
+	if len(records) == 0 && len(checkpoints) == 0 {
+		return nil
+	}
+	for _, r := range records {
+		if r.ChainID == "" || r.Seq == 0 || r.Time.IsZero() {
+			return fmt.Errorf("append audit: record %s/%d: chain id, seq and time are required",
+				r.ChainID, r.Seq)
+		}
+	}
+
+	op := fmt.Sprintf("append %d audit records and %d checkpoints", len(records),
+		len(checkpoints))
+	return s.inWriteTx(ctx, op, func(tx *sql.Tx) error {
+		for start := 0; start < len(records); start += auditRowsPerInsert {
+			end := min(start+auditRowsPerInsert, len(records))
+			if err := s.insertAuditRecords(ctx, tx, records[start:end]); err != nil {
+				return err
+			}
+		}
+
+		for _, c := range checkpoints {
+			_, err := tx.ExecContext(ctx, s.d.rebind("INSERT INTO audit_checkpoints "+
+				"(chain_id, seq, record_hash, signature) VALUES (?, ?, ?, ?)"),
+				c.ChainID, c.Seq, c.RecordHash, c.Signature)
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// insertAuditRecords inserts records with one multi-row INSERT.
+func (s *SQLStore) insertAuditRecords(ctx context.Context, tx *sql.Tx, records []AuditRecord) error {
+	row := "(" + strings.Repeat("?, ", auditRecordColumnCount-1) + "?)"
+	rows := make([]string, len(records))
+	args := make([]any, 0, len(records)*auditRecordColumnCount)
+	for i, r := range records {
+		rows[i] = row
+		args = append(args, r.ChainID, r.Seq, s.d.timeValue(storedTime(r.Time)), r.RequestID,
+			r.AccessKey, r.UserID, r.ProjectID, r.SourceIP, r.Operation, r.KeyID,
+			r.KeyVersion, r.GrantID, r.Status, r.ErrorCode, r.Sequence,
+			nonNilBytes(r.PrevHash), nonNilBytes(r.Hash))
+	}
+
+	_, err := tx.ExecContext(ctx, s.d.rebind("INSERT INTO audit_records ("+
+		auditRecordColumns+") VALUES "+strings.Join(rows, ", ")), args...)
+	return err
+}
+
+// nonNilBytes returns b, or an empty slice for nil, because both drivers store a nil
+// []byte as NULL and the hash columns are NOT NULL.
+func nonNilBytes(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+// LastAuditRecord returns the record with the highest seq of the chain, or ErrNotFound.
+func (s *SQLStore) LastAuditRecord(ctx context.Context, chainID string) (AuditRecord, error) {
+	op := "read last audit record of chain " + chainID
+	row := s.read.QueryRowContext(ctx, s.d.rebind("SELECT "+auditRecordColumns+
+		" FROM audit_records WHERE chain_id = ? ORDER BY seq DESC LIMIT 1"), chainID)
+	r, err := scanAuditRecord(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return AuditRecord{}, fmt.Errorf("%s: %w", op, ErrNotFound)
+	}
+	if err != nil {
+		return AuditRecord{}, s.d.wrap(op, err)
+	}
+	return r, nil
+}
+
+// ListAuditChains returns every chain, ordered by start time, then id, followed by the
+// chains that have a first record or a checkpoint but no chain row (with a zero
+// StartedAt), ordered by id. Those can only come from a deleted chain row, and listing
+// them keeps their records in exports and verification.
+func (s *SQLStore) ListAuditChains(ctx context.Context) ([]AuditChain, error) {
+	var chains []AuditChain
+	err := s.inReadTx(ctx, "list audit chains", func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx,
+			"SELECT chain_id, started_at, host FROM audit_chains ORDER BY started_at, chain_id")
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var c AuditChain
+			if err := rows.Scan(&c.ID, timeColumn{&c.StartedAt}, &c.Host); err != nil {
+				return err
+			}
+			chains = append(chains, c)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+
+		orphans, err := tx.QueryContext(ctx, "SELECT chain_id FROM audit_records WHERE seq = 1 "+
+			"UNION SELECT chain_id FROM audit_checkpoints "+
+			"EXCEPT SELECT chain_id FROM audit_chains ORDER BY chain_id")
+		if err != nil {
+			return err
+		}
+		defer orphans.Close()
+		for orphans.Next() {
+			var c AuditChain
+			if err := orphans.Scan(&c.ID); err != nil {
+				return err
+			}
+			chains = append(chains, c)
+		}
+		return orphans.Err()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return chains, nil
+}
+
+// ListAuditRecords returns up to limit records of the chain after afterSeq, in seq order.
+// limit must be at least 1.
+func (s *SQLStore) ListAuditRecords(
+	ctx context.Context,
+	chainID string,
+	afterSeq uint64,
+	limit int,
+) ([]AuditRecord, error) {
+	op := fmt.Sprintf("list audit records of chain %s after %d", chainID, afterSeq)
+	if limit < 1 {
+		return nil, fmt.Errorf("%s: limit %d must be at least 1", op, limit)
+	}
+
+	rows, err := s.read.QueryContext(ctx, s.d.rebind("SELECT "+auditRecordColumns+
+		" FROM audit_records WHERE chain_id = ? AND seq > ? ORDER BY seq LIMIT ?"),
+		chainID, afterSeq, limit)
+	if err != nil {
+		return nil, s.d.wrap(op, err)
+	}
+	defer rows.Close()
+
+	var records []AuditRecord
+	for rows.Next() {
+		r, err := scanAuditRecord(rows)
+		if err != nil {
+			return nil, s.d.wrap(op, err)
+		}
+		records = append(records, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.d.wrap(op, err)
+	}
+	return records, nil
+}
+
+// ListAuditCheckpoints returns up to limit checkpoints of the chain after afterSeq, in
+// seq order. limit must be at least 1.
+func (s *SQLStore) ListAuditCheckpoints(
+	ctx context.Context,
+	chainID string,
+	afterSeq uint64,
+	limit int,
+) ([]AuditCheckpoint, error) {
+	op := fmt.Sprintf("list audit checkpoints of chain %s after %d", chainID, afterSeq)
+	if limit < 1 {
+		return nil, fmt.Errorf("%s: limit %d must be at least 1", op, limit)
+	}
+
+	rows, err := s.read.QueryContext(ctx, s.d.rebind("SELECT chain_id, seq, record_hash, "+
+		"signature FROM audit_checkpoints WHERE chain_id = ? AND seq > ? ORDER BY seq LIMIT ?"),
+		chainID, afterSeq, limit)
+	if err != nil {
+		return nil, s.d.wrap(op, err)
+	}
+	defer rows.Close()
+
+	var checkpoints []AuditCheckpoint
+	for rows.Next() {
+		var c AuditCheckpoint
+		if err := rows.Scan(&c.ChainID, &c.Seq, &c.RecordHash, &c.Signature); err != nil {
+			return nil, s.d.wrap(op, err)
+		}
+		checkpoints = append(checkpoints, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.d.wrap(op, err)
+	}
+	return checkpoints, nil
+}

@@ -381,15 +381,22 @@ func (s *SQLStore) MarkVersionDestroyed(ctx context.Context, keyID string, versi
 	return s.checkOneRow(op, res, err)
 }
 
-// DeleteKey deletes the key row and its version rows in one transaction. It returns
-// ErrNotFound when the key row does not exist and ErrConflict, deleting nothing, while
-// any version is not VersionDestroyed.
+// DeleteKey deletes the key row, its aliases, its tags, its grants and its version rows in one
+// transaction. It returns ErrNotFound when the key row does not exist and ErrConflict,
+// deleting nothing, while any version is not VersionDestroyed.
 //
 // On PostgreSQL a BeginKeyVersion that commits while DeleteKey runs can leave its
 // creating row behind the deleted key. ListStaleVersions reports such a row later, so
 // no token object goes unrecorded.
 func (s *SQLStore) DeleteKey(ctx context.Context, keyID string) error {
 	return s.inWriteTx(ctx, "delete key "+keyID, func(tx *sql.Tx) error {
+		if err := s.deleteKeyAliasesAndTags(ctx, tx, keyID); err != nil {
+			return err
+		}
+		if err := s.deleteKeyGrants(ctx, tx, keyID); err != nil {
+			return err
+		}
+
 		res, err := tx.ExecContext(ctx, s.d.rebind("DELETE FROM keys WHERE id = ?"), keyID)
 		if err != nil {
 			return err

@@ -13,7 +13,10 @@ import (
 )
 
 // migrationFiles contains one directory per dialect, named like the dialect, of files
-// named <version>_<name>.sql. Versions start at 1 and have no gaps. A migration only adds
+// named <version>_<name>.sql. Versions are unique and start at 1. Each concern owns its
+// version number (0002 lifecycle, 0003 aliases and tags, 0004 grants, 0005 audit), so a
+// build may lack a version below one that it has. A lower version that arrives later is
+// still applied, because pending compares sets of versions. A migration only adds
 // (tables, columns, indexes): it never drops or rewrites data, so an older build keeps
 // working against a newer schema during a rolling upgrade.
 //
@@ -55,9 +58,10 @@ func loadMigrations(dialectName string) ([]migration, error) {
 	}
 
 	slices.SortFunc(migrations, func(a, b migration) int { return a.version - b.version })
-	for i, m := range migrations {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("migrations of %s: version %d is missing", dialectName, i+1)
+	for i := 1; i < len(migrations); i++ {
+		if migrations[i].version == migrations[i-1].version {
+			return nil, fmt.Errorf("migrations of %s: version %d appears twice", dialectName,
+				migrations[i].version)
 		}
 	}
 	return migrations, nil
@@ -168,10 +172,14 @@ func pending(migrations []migration, applied []int) []migration {
 // warnUnknownMigrations logs versions applied by a newer build. Migrations only add, so
 // this build keeps working, but it does not know what the newer tables are for.
 func (s *SQLStore) warnUnknownMigrations(migrations []migration, applied []int) {
+	known := 0
+	if len(migrations) > 0 {
+		known = migrations[len(migrations)-1].version
+	}
 	for _, v := range applied {
-		if v > len(migrations) {
+		if v > known {
 			s.log.Warn("database schema is newer than this build", "backend", s.d.name,
-				"schema_version", v, "known_version", len(migrations))
+				"schema_version", v, "known_version", known)
 		}
 	}
 }

@@ -129,6 +129,7 @@ type Store interface {
 	TagStore
 	GrantStore
 	AuditStore
+	JobStore
 
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error
@@ -180,9 +181,9 @@ type KeyStore interface {
 	// MarkVersionDestroyed records that the token object of a version is gone.
 	MarkVersionDestroyed(ctx context.Context, keyID string, version uint32) error
 
-	// DeleteKey deletes the key row and its version rows. It returns ErrConflict while
-	// any version is not VersionDestroyed, so metadata never claims a key is gone while
-	// one of its token objects remains.
+	// DeleteKey deletes the key row, its aliases, its tags and its version rows. It
+	// returns ErrConflict while any version is not VersionDestroyed, so metadata never
+	// claims a key is gone while one of its token objects remains.
 	DeleteKey(ctx context.Context, keyID string) error
 }
 

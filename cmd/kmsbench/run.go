@@ -1,0 +1,421 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hsmkms/kms/service/auth"
+)
+
+// process is a child server.
+type process struct {
+	cmd  *exec.Cmd
+	addr string
+	logs *bytes.Buffer
+}
+
+func (p *process) stop() {
+	if p == nil || p.cmd.Process == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = p.cmd.Process.Kill()
+	}
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func startProcess(name string, args []string, env []string, readyPath, addr string) (*process, error) {
+	p := &process{cmd: exec.Command(name, args...), addr: addr, logs: &bytes.Buffer{}}
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	if err := p.cmd.Start(); err != nil {
+		return nil, err
+	}
+
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		res, err := http.Get("http://" + addr + readyPath)
+		if err == nil {
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if res.StatusCode < 500 {
+				return p, nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	p.stop()
+	return nil, fmt.Errorf("%s did not become ready within 60 s:\n%s", name, p.logs)
+}
+
+// adminCredentials is the file kmsd writes on first start.
+type adminCredentials struct {
+	AccessKey string `json:"access_key"`
+	SecretKey string `json:"secret_key"`
+	ProjectID string `json:"project_id"`
+}
+
+// signedRequest is one request, ready for wrk.
+type signedRequest struct {
+	path    string
+	body    []byte
+	headers map[string]string
+}
+
+func sign(creds adminCredentials, host, op string, body []byte) signedRequest {
+	path := "/v1.0/" + creds.ProjectID + "/kms/" + op
+	req, _ := http.NewRequest(http.MethodPost, "http://"+host+path, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json;charset=UTF-8")
+	req.Header.Set("X-Project-Id", creds.ProjectID)
+	req.Header.Set("User-Agent", "kmsbench")
+	auth.Sign(req, body, creds.AccessKey, creds.SecretKey, time.Now())
+
+	h := map[string]string{}
+	for k := range req.Header {
+		h[k] = req.Header.Get(k)
+	}
+	return signedRequest{path: path, body: body, headers: h}
+}
+
+// call sends one signed request and decodes a 200 answer.
+func call(creds adminCredentials, host, op string, body any) (map[string]any, error) {
+	raw, _ := json.Marshal(body)
+	sr := sign(creds, host, op, raw)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+host+sr.path, bytes.NewReader(raw))
+	for k, v := range sr.headers {
+		req.Header.Set(k, v)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	answer, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: HTTP %d: %s", op, res.StatusCode, answer)
+	}
+	var out map[string]any
+	return out, json.Unmarshal(answer, &out)
+}
+
+// workload is one measured operation: its request body and the text every correct
+// answer of kmsd must contain.
+type workload struct {
+	op          string
+	body        []byte
+	kmsdExpect  string
+	ceilExpect  string
+	unavailable string
+}
+
+func prepareWorkloads(creds adminCredentials, host string, ops []string) ([]workload, error) {
+	key, err := call(creds, host, "create-key", map[string]any{"key_alias": "bench"})
+	if err != nil {
+		return nil, err
+	}
+	keyID := key["key_info"].(map[string]any)["key_id"].(string)
+	ctx := map[string]string{"bench": "kmsbench", "tenant": "t-1"}
+
+	dk, err := call(creds, host, "create-datakey",
+		map[string]any{"key_id": keyID, "datakey_length": "512", "encryption_context": ctx})
+	if err != nil {
+		return nil, err
+	}
+	plain, cipher := dk["plain_text"].(string), dk["cipher_text"].(string)
+
+	var out []workload
+	for _, op := range ops {
+		var body map[string]any
+		w := workload{op: op}
+		switch op {
+		case "decrypt-datakey":
+			body = map[string]any{"key_id": keyID, "cipher_text": cipher, "datakey_cipher_length": "64",
+				"encryption_context": ctx, "sequence": "919c82d4-8046-4722-9094-35c3c6524cff"}
+			w.kmsdExpect, w.ceilExpect = `"data_key":"`+plain+`"`, `"data_key":"`
+		case "create-datakey":
+			body = map[string]any{"key_id": keyID, "datakey_length": "256", "encryption_context": ctx}
+			w.kmsdExpect, w.ceilExpect = `"plain_text":"`, `"plain_text":"`
+		case "encrypt-datakey":
+			body = map[string]any{"key_id": keyID, "datakey_plain_length": "64", "encryption_context": ctx,
+				"plain_text": plain + digestHex(plain)}
+			w.kmsdExpect, w.ceilExpect = `"cipher_text":"`, `"cipher_text":"`
+		case "encrypt-data":
+			body = map[string]any{"key_id": keyID, "plain_text": "a secret of about thirty bytes"}
+			w.kmsdExpect, w.ceilExpect = `"cipher_text":"`, `"cipher_text":"`
+		default:
+			return nil, fmt.Errorf("unknown operation %q", op)
+		}
+		w.body, _ = json.Marshal(body)
+		if _, err := call(creds, host, op, body); err != nil {
+			w.unavailable = err.Error()
+		}
+		out = append(out, w)
+	}
+	return out, nil
+}
+
+// result is one wrk run.
+type result struct {
+	Requests   int64   `json:"requests"`
+	DurationUS int64   `json:"duration_us"`
+	Connect    int64   `json:"errors_connect"`
+	Read       int64   `json:"errors_read"`
+	Write      int64   `json:"errors_write"`
+	Status     int64   `json:"errors_status"`
+	Timeout    int64   `json:"errors_timeout"`
+	Failures   int64   `json:"failures"`
+	Checked    int64   `json:"checked"`
+	P50        float64 `json:"p50"`
+	P99        float64 `json:"p99"`
+	P999       float64 `json:"p999"`
+	RSSKiB     int64   `json:"-"`
+}
+
+func (r result) rps() float64 { return float64(r.Requests) / (float64(r.DurationUS) / 1e6) }
+
+func (r result) failed() int64 {
+	return r.Failures + r.Status + r.Timeout + r.Read + r.Write + r.Connect
+}
+
+func runWrk(sr signedRequest, host, expect string, threads, conns int, d time.Duration) (result, error) {
+	script, err := os.CreateTemp("", "kmsbench-*.lua")
+	if err != nil {
+		return result{}, err
+	}
+	defer os.Remove(script.Name())
+	if _, err := script.WriteString(luaScript(sr, expect)); err != nil {
+		return result{}, err
+	}
+	script.Close()
+
+	args := []string{"-t", fmt.Sprint(threads), "-c", fmt.Sprint(conns), "-d", d.String(),
+		"--timeout", "10s", "-s", script.Name(), "http://" + host + sr.path}
+	out, err := exec.Command("wrk", args...).CombinedOutput()
+	if err != nil {
+		return result{}, fmt.Errorf("wrk: %v\n%s", err, out)
+	}
+
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		line := sc.Text()
+		if rest, ok := strings.CutPrefix(line, "BENCH "); ok {
+			var r result
+			err := json.Unmarshal([]byte(rest), &r)
+			return r, err
+		}
+	}
+	return result{}, fmt.Errorf("wrk printed no result line:\n%s", out)
+}
+
+func luaString(s string) string {
+	return "[==[" + s + "]==]"
+}
+
+func luaScript(sr signedRequest, expect string) string {
+	var b strings.Builder
+	b.WriteString("wrk.method = \"POST\"\n")
+	b.WriteString("wrk.body = " + luaString(string(sr.body)) + "\n")
+	for k, v := range sr.headers {
+		fmt.Fprintf(&b, "wrk.headers[ %s ] = %s\n", luaString(k), luaString(v))
+	}
+	b.WriteString("local expect = " + luaString(expect) + "\n")
+	b.WriteString(`local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) failures = 0; checked = 0 end
+function response(status, headers, body)
+  checked = checked + 1
+  if status ~= 200 or not string.find(body, expect, 1, true) then failures = failures + 1 end
+end
+function done(summary, latency, requests)
+  local f, c = 0, 0
+  for _, t in ipairs(threads) do f = f + t:get("failures"); c = c + t:get("checked") end
+  io.write(string.format('BENCH {"requests":%d,"duration_us":%d,"errors_connect":%d,' ..
+    '"errors_read":%d,"errors_write":%d,"errors_status":%d,"errors_timeout":%d,' ..
+    '"failures":%d,"checked":%d,"p50":%d,"p99":%d,"p999":%d}\n',
+    summary.requests, summary.duration, summary.errors.connect, summary.errors.read,
+    summary.errors.write, summary.errors.status, summary.errors.timeout, f, c,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9)))
+end
+`)
+	return b.String()
+}
+
+func rssKiB(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var n int64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), &n)
+			return n
+		}
+	}
+	return 0
+}
+
+func runBenchmark(ctx context.Context, o options) (bool, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return false, err
+	}
+	ceilAddr, err := freeAddr()
+	if err != nil {
+		return false, err
+	}
+	ceiling, err := startProcess(self, []string{"ceiling", "--listen", ceilAddr}, nil, "/", ceilAddr)
+	if err != nil {
+		return false, err
+	}
+	defer ceiling.stop()
+
+	dataDir, err := os.MkdirTemp("", "kmsbench-data-")
+	if err != nil {
+		return false, err
+	}
+	defer os.RemoveAll(dataDir)
+	kmsdAddr, err := freeAddr()
+	if err != nil {
+		return false, err
+	}
+	args := []string{"--data-dir", dataDir, "--listen", kmsdAddr, "--log-level", "warn"}
+	if o.database != "" {
+		args = append(args, "--database", o.database)
+	}
+	if o.kmsdArgs != "" {
+		args = append(args, strings.Fields(o.kmsdArgs)...)
+	}
+	kmsd, err := startProcess(o.kmsd, args, nil, "/readyz", kmsdAddr)
+	if err != nil {
+		return false, err
+	}
+	defer kmsd.stop()
+
+	var creds adminCredentials
+	raw, err := os.ReadFile(filepath.Join(dataDir, "admin-credentials.json"))
+	if err != nil {
+		return false, err
+	}
+	if err := json.Unmarshal(raw, &creds); err != nil {
+		return false, err
+	}
+
+	workloads, err := prepareWorkloads(creds, kmsdAddr, strings.Split(o.ops, ","))
+	if err != nil {
+		return false, err
+	}
+
+	var rows []row
+	ok := true
+	measure := func(w workload, conns, threads int) error {
+		for _, target := range []struct{ name, host, expect string }{
+			{"ceiling", ceilAddr, w.ceilExpect}, {"kmsd", kmsdAddr, w.kmsdExpect},
+		} {
+			sr := sign(creds, target.host, w.op, w.body)
+			r, err := runWrk(sr, target.host, target.expect, threads, conns, o.duration)
+			if err != nil {
+				return err
+			}
+			if target.name == "kmsd" {
+				r.RSSKiB = rssKiB(kmsd.cmd.Process.Pid)
+			}
+			if r.failed() > 0 || r.Checked == 0 {
+				ok = false
+			}
+			rows = append(rows, row{w.op, target.name, conns, r})
+			fmt.Fprintf(os.Stderr, "%-16s %-8s c=%-3d %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  failures %d\n",
+				w.op, target.name, conns, r.rps(), r.P50/1000, r.P99/1000, r.failed())
+		}
+		return nil
+	}
+
+	for _, w := range workloads {
+		if w.unavailable != "" {
+			fmt.Fprintf(os.Stderr, "%s: skipped, kmsd does not serve it: %s\n", w.op, w.unavailable)
+			continue
+		}
+		if err := measure(w, o.connections, o.threads); err != nil {
+			return false, err
+		}
+		if !o.skipSingle {
+			if err := measure(w, 1, 1); err != nil {
+				return false, err
+			}
+		}
+	}
+
+	printTable(rows, func(op string, conns int) (result, bool) {
+		for _, r := range rows {
+			if r.op == op && r.conns == conns && r.target == "ceiling" {
+				return r.r, true
+			}
+		}
+		return result{}, false
+	})
+	if ok && len(rows) == 0 {
+		return false, errors.New("nothing was measured")
+	}
+	return ok, nil
+}
+
+// row is one line of the result table.
+type row struct {
+	op, target string
+	conns      int
+	r          result
+}
+
+func printTable(rows []row, ceilingOf func(string, int) (result, bool)) {
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "operation\tserver\tconns\treq/s\tp50 ms\tp99 ms\tp99.9 ms\treq/s ratio\tp50 ratio\tp99 ratio\tfailures\tkmsd RSS MiB\t")
+	for _, row := range rows {
+		r := row.r
+		ratio, p50, p99, rss := "", "", "", ""
+		if row.target == "kmsd" {
+			if c, ok := ceilingOf(row.op, row.conns); ok && c.rps() > 0 {
+				ratio = fmt.Sprintf("%.2f", r.rps()/c.rps())
+				p50 = fmt.Sprintf("%.2f", r.P50/c.P50)
+				p99 = fmt.Sprintf("%.2f", r.P99/c.P99)
+			}
+			rss = fmt.Sprintf("%.0f", float64(r.RSSKiB)/1024)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t%d\t%s\t\n",
+			row.op, row.target, row.conns, r.rps(), r.P50/1000, r.P99/1000, r.P999/1000,
+			ratio, p50, p99, r.failed(), rss)
+	}
+	tw.Flush()
+}
+
+func digestHex(plainHex string) string {
+	b := make([]byte, len(plainHex)/2)
+	fmt.Sscanf(plainHex, "%x", &b)
+	sum := sha256Sum(b)
+	return fmt.Sprintf("%X", sum)
+}

@@ -1,0 +1,361 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/hsmkms/kms/service/audit"
+	"github.com/hsmkms/kms/service/store"
+)
+
+// The audit commands read the trail through the admin audit routes of kmsd, which work
+// against a remote kmsd with nothing but an admin credential and are themselves
+// recorded. verify also reads an export file or the database directly (--database), so
+// that an auditor needs neither a credential nor a running kmsd.
+
+func init() {
+	commands["audit"] = command{
+		"audit export [--out FILE] [--database URL] | verify (--in FILE | --database URL) " +
+			"--public-key FILE [--require-signed-tail] | public-key [--out FILE] | " +
+			"tail [--interval DURATION]",
+		runAudit,
+	}
+	mayRunWithoutCredentials["audit"] = true
+}
+
+func runAudit(env *cliEnv, args []string) error {
+	if len(args) == 0 {
+		return usageError{"audit needs export, verify, public-key or tail"}
+	}
+	sub, args := args[0], args[1:]
+
+	switch sub {
+	case "export":
+		return runAuditExport(env, args)
+	case "verify":
+		return runAuditVerify(env, args)
+	case "public-key":
+		return runAuditPublicKey(env, args)
+	case "tail":
+		return runAuditTail(env, args)
+	default:
+		return usageError{fmt.Sprintf("unknown audit command %q", sub)}
+	}
+}
+
+func runAuditExport(env *cliEnv, args []string) error {
+	fs := flag.NewFlagSet("audit export", flag.ContinueOnError)
+	out := fs.String("out", "", "file to write the JSON lines to (default standard output)")
+	database := fs.String("database", "", "read the store at this URL instead of calling kmsd")
+	if _, err := parse(fs, args, 0); err != nil {
+		return err
+	}
+
+	src, closeSource, err := auditSource(env, *database)
+	if err != nil {
+		return err
+	}
+	defer closeSource()
+
+	if *out == "" {
+		return audit.Export(context.Background(), src, env.stdout)
+	}
+	return writeAtomically(*out, func(f *os.File) error {
+		return audit.Export(context.Background(), src, f)
+	})
+}
+
+func runAuditVerify(env *cliEnv, args []string) error {
+	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
+	in := fs.String("in", "", "export file to verify")
+	database := fs.String("database", "", "store URL to verify directly")
+	keyFile := fs.String("public-key", "", "PEM public key from kmsctl audit public-key")
+	signedTail := fs.Bool("require-signed-tail", false,
+		"also fail when records follow the last checkpoint of their chain")
+	if _, err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	if (*in == "") == (*database == "") || *keyFile == "" {
+		return usageError{"give --public-key and exactly one of --in and --database"}
+	}
+
+	pem, err := os.ReadFile(*keyFile)
+	if err != nil {
+		return fmt.Errorf("read public key: %w", err)
+	}
+	key, err := audit.ParsePublicKey(pem)
+	if err != nil {
+		return err
+	}
+
+	var report audit.Report
+	if *in != "" {
+		f, err := os.Open(*in)
+		if err != nil {
+			return fmt.Errorf("open export: %w", err)
+		}
+		defer f.Close()
+		report, err = audit.VerifyExport(f, key)
+	} else {
+		var st *store.SQLStore
+		st, err = openStoreReadOnly(*database)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		report, err = audit.VerifySource(context.Background(), st, key)
+	}
+	if err != nil {
+		return err
+	}
+
+	printReport(env.stdout, report)
+	if n := report.UnsignedRecords(); *signedTail && n > 0 {
+		return fmt.Errorf("%d records follow the last checkpoint of their chain; "+
+			"their removal could not be detected", n)
+	}
+	return nil
+}
+
+func printReport(w io.Writer, report audit.Report) {
+	for _, c := range report.Chains {
+		fmt.Fprintf(w, "chain %s: %d records, %d checkpoints, last signed record %d, "+
+			"%d unsigned at the end\n", c.ChainID, c.Records, c.Checkpoints, c.LastSigned,
+			c.UnsignedTail)
+	}
+	fmt.Fprintf(w, "verified %d chains\n", len(report.Chains))
+}
+
+func runAuditPublicKey(env *cliEnv, args []string) error {
+	fs := flag.NewFlagSet("audit public-key", flag.ContinueOnError)
+	out := fs.String("out", "", "file to write the PEM key to (default standard output)")
+	if _, err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	c, err := env.requireClient()
+	if err != nil {
+		return err
+	}
+
+	var answer struct {
+		PublicKey string `json:"public_key"`
+	}
+	if err := c.call(http.MethodGet, "kms-admin/audit/public-key", nil, &answer); err != nil {
+		return err
+	}
+	if _, err := audit.ParsePublicKey([]byte(answer.PublicKey)); err != nil {
+		return fmt.Errorf("kmsd answered an invalid key: %w", err)
+	}
+
+	if *out == "" {
+		_, err := io.WriteString(env.stdout, answer.PublicKey)
+		return err
+	}
+	return writeAtomically(*out, func(f *os.File) error {
+		_, err := f.WriteString(answer.PublicKey)
+		return err
+	})
+}
+
+// runAuditTail prints the records written from now on, as JSON lines, until interrupted.
+func runAuditTail(env *cliEnv, args []string) error {
+	fs := flag.NewFlagSet("audit tail", flag.ContinueOnError)
+	interval := fs.Duration("interval", time.Second, "how often to ask for new records")
+	database := fs.String("database", "", "read the store at this URL instead of calling kmsd")
+	if _, err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	if *interval <= 0 {
+		return usageError{"--interval must be positive"}
+	}
+
+	src, closeSource, err := auditSource(env, *database)
+	if err != nil {
+		return err
+	}
+	defer closeSource()
+
+	return tailAudit(context.Background(), src, env.stdout, *interval)
+}
+
+// tailAudit skips the records that exist when it starts, then polls src every interval
+// and writes each new record as a JSON line, until ctx ends.
+func tailAudit(ctx context.Context, src audit.Source, w io.Writer, interval time.Duration) error {
+	positions := map[string]uint64{}
+	if _, err := pollAudit(ctx, src, positions, nil); err != nil {
+		return err
+	}
+
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+		}
+		if _, err := pollAudit(ctx, src, positions, w); err != nil {
+			return err
+		}
+	}
+}
+
+// pollAudit reads the records after positions of every chain, writes them to w unless
+// w is nil, and advances positions. It returns the number of records read.
+func pollAudit(
+	ctx context.Context,
+	src audit.Source,
+	positions map[string]uint64,
+	w io.Writer,
+) (int, error) {
+	chains, err := src.ListAuditChains(ctx)
+	if err != nil {
+		return 0, err
+	}
+
+	read := 0
+	for _, c := range chains {
+		for {
+			records, err := src.ListAuditRecords(ctx, c.ID, positions[c.ID], 1000)
+			if err != nil {
+				return read, err
+			}
+			for _, r := range records {
+				if w != nil {
+					if err := printJSONLine(w, audit.RecordLine(r)); err != nil {
+						return read, err
+					}
+				}
+				positions[c.ID] = r.Seq
+			}
+			read += len(records)
+			if len(records) < 1000 {
+				break
+			}
+		}
+	}
+	return read, nil
+}
+
+// auditSource returns the store at databaseURL when it is set, else kmsd's admin routes.
+func auditSource(env *cliEnv, databaseURL string) (audit.Source, func(), error) {
+	if databaseURL != "" {
+		st, err := openStoreReadOnly(databaseURL)
+		if err != nil {
+			return nil, nil, err
+		}
+		return st, func() { st.Close() }, nil
+	}
+
+	c, err := env.requireClient()
+	if err != nil {
+		return nil, nil, err
+	}
+	return auditClient{c}, func() {}, nil
+}
+
+// openStoreReadOnly opens the store for reading. It still applies pending migrations,
+// as every store.Open does, so point it at a database that kmsd already uses.
+func openStoreReadOnly(databaseURL string) (*store.SQLStore, error) {
+	st, err := store.Open(context.Background(), databaseURL, nil)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	return st, nil
+}
+
+// auditClient is an audit.Source over the admin audit routes.
+type auditClient struct{ c *client }
+
+func (a auditClient) ListAuditChains(ctx context.Context) ([]store.AuditChain, error) {
+	var answer struct {
+		Chains []audit.Line `json:"chains"`
+	}
+	if err := a.c.call(http.MethodGet, "kms-admin/audit/chains", nil, &answer); err != nil {
+		return nil, err
+	}
+
+	chains := make([]store.AuditChain, 0, len(answer.Chains))
+	for _, l := range answer.Chains {
+		c, err := l.Chain()
+		if err != nil {
+			return nil, err
+		}
+		chains = append(chains, c)
+	}
+	return chains, nil
+}
+
+func (a auditClient) ListAuditRecords(
+	ctx context.Context,
+	chainID string,
+	afterSeq uint64,
+	limit int,
+) ([]store.AuditRecord, error) {
+	var answer struct {
+		Records []audit.Line `json:"records"`
+	}
+	if err := a.c.call(http.MethodGet, auditPagePath("records", chainID, afterSeq, limit), nil,
+		&answer); err != nil {
+		return nil, err
+	}
+
+	records := make([]store.AuditRecord, 0, len(answer.Records))
+	for _, l := range answer.Records {
+		r, err := l.Record()
+		if err != nil {
+			return nil, err
+		}
+		records = append(records, r)
+	}
+	return records, nil
+}
+
+func (a auditClient) ListAuditCheckpoints(
+	ctx context.Context,
+	chainID string,
+	afterSeq uint64,
+	limit int,
+) ([]store.AuditCheckpoint, error) {
+	var answer struct {
+		Checkpoints []audit.Line `json:"checkpoints"`
+	}
+	if err := a.c.call(http.MethodGet, auditPagePath("checkpoints", chainID, afterSeq, limit),
+		nil, &answer); err != nil {
+		return nil, err
+	}
+
+	checkpoints := make([]store.AuditCheckpoint, 0, len(answer.Checkpoints))
+	for _, l := range answer.Checkpoints {
+		cp, err := l.Checkpoint()
+		if err != nil {
+			return nil, err
+		}
+		checkpoints = append(checkpoints, cp)
+	}
+	return checkpoints, nil
+}
+
+func auditPagePath(what, chainID string, afterSeq uint64, limit int) string {
+	q := url.Values{}
+	q.Set("chain_id", chainID)
+	q.Set("after", strconv.FormatUint(afterSeq, 10))
+	q.Set("limit", strconv.Itoa(limit))
+	return "kms-admin/audit/" + what + "?" + q.Encode()
+}
+
+// requireClient returns the client, or why there is none (no credentials).
+func (env *cliEnv) requireClient() (*client, error) {
+	if env.client == nil {
+		return nil, errors.Join(errors.New("this command calls kmsd"), env.clientErr)
+	}
+	return env.client, nil
+}

@@ -1,0 +1,455 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hsmkms/kms/service/auth"
+	softhsmsetup "github.com/hsmkms/kms/softhsm-setup"
+	"github.com/hsmkms/kms/softhsm-setup/softhsmtest"
+)
+
+// launchKmsd starts kmsd with args and env added to the test's environment, without
+// waiting for it to become ready.
+func launchKmsd(t *testing.T, args []string, env ...string) *kmsdProcess {
+	t.Helper()
+	if _, err := softhsmsetup.FindModule(); err != nil {
+		t.Skip(err)
+	}
+	bin := build(t, "github.com/hsmkms/kms/cmd/kmsd", "kmsd")
+
+	p := &kmsdProcess{addr: freeAddr(t), logs: &bytes.Buffer{}}
+	p.cmd = exec.Command(bin, append([]string{"--listen", p.addr}, args...)...)
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			_ = p.cmd.Process.Kill()
+			_ = p.cmd.Wait()
+		}
+	})
+
+	return p
+}
+
+// get sends an unsigned GET to kmsd and returns the status and body, or status 0 when
+// kmsd does not answer.
+func (p *kmsdProcess) get(path string) (int, string) {
+	res, err := http.Get("http://" + p.addr + path)
+	if err != nil {
+		return 0, ""
+	}
+	defer res.Body.Close()
+
+	body, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(body)
+}
+
+// waitFor polls path every 100 ms until it answers status, for at most limit.
+func (p *kmsdProcess) waitFor(t *testing.T, path string, status int, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if got, _ := p.get(path); got == status {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s did not answer %d within %v; logs:\n%s", path, status, limit, p.logs)
+}
+
+// metric returns the value of the /metrics sample that starts with series, or -1.
+func (p *kmsdProcess) metric(t *testing.T, series string) float64 {
+	t.Helper()
+	_, body := p.get("/metrics")
+	for line := range strings.Lines(body) {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
+			v, err := strconv.ParseFloat(rest, 64)
+			if err != nil {
+				t.Fatalf("sample %q: %v", line, err)
+			}
+			return v
+		}
+	}
+	return -1
+}
+
+// externalToken initialises a token labelled label in base, a SoftHSM2 data directory
+// of the test's own, and returns the kmsd arguments and environment that select it.
+func externalToken(t *testing.T, base, label, dataDir string) ([]string, []string) {
+	t.Helper()
+	setup, err := softhsmtest.CreateToken(base, label)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	args := []string{"--data-dir", dataDir, "--pkcs11-module", setup.ModulePath,
+		"--token-label", label, "--pin-file", setup.PINFile}
+	return args, []string{"SOFTHSM2_CONF=" + setup.ConfPath}
+}
+
+func TestKmsdIdleSessionsClosed(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "kms-data")
+	p := launchKmsd(t, []string{"--data-dir", dataDir, "--session-idle-timeout", "2s"})
+	p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
+
+	keyID := keyIDOf(t, kmsctl(t, p, dataDir, "create-key", "--alias", "idle"))
+	dek := strings.Repeat("ab", 32)
+	kmsctl(t, p, dataDir, "encrypt-datakey", keyID, "--plain-hex", dek)
+
+	// Longer than the idle timeout, so every pooled session has expired.
+	time.Sleep(6 * time.Second)
+
+	enc := decodeJSON(t, kmsctl(t, p, dataDir, "encrypt-datakey", keyID, "--plain-hex", dek))
+	dec := decodeJSON(t, kmsctl(t, p, dataDir, "decrypt-datakey", keyID,
+		"--cipher", enc["cipher_text"].(string), "--length", "32"))
+	if !strings.EqualFold(dec["data_key"].(string), dek) {
+		t.Errorf("data_key = %v, expected %s", dec["data_key"], dek)
+	}
+	if got := p.metric(t, "kms_token_sessions_expired_total"); got < 1 {
+		t.Errorf("kms_token_sessions_expired_total = %v, expected at least 1", got)
+	}
+	p.stop(t)
+}
+
+func TestKmsdWaitsForMissingToken(t *testing.T) {
+	base := t.TempDir()
+	dataDir := filepath.Join(t.TempDir(), "kms-data")
+	// A token of another label gives the SoftHSM2 directory its configuration.
+	other, err := softhsmtest.CreateToken(base, "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const label, pin = "late", "late-user-pin-1234"
+	p := launchKmsd(t, []string{"--data-dir", dataDir, "--pkcs11-module", other.ModulePath,
+		"--token-label", label}, "SOFTHSM2_CONF="+other.ConfPath, "KMS_PIN="+pin)
+
+	p.waitFor(t, "/healthz", http.StatusOK, 30*time.Second)
+	status, body := p.get("/readyz")
+	if status != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz with no token: status %d, expected 503", status)
+	}
+	if !strings.Contains(body, "token unavailable") {
+		t.Errorf("/readyz body %s, expected the reason token unavailable", body)
+	}
+	if strings.Contains(body, other.ModulePath) {
+		t.Errorf("/readyz body %s names the module path", body)
+	}
+	res := postSigned(t, p, "list-keys", []byte(`{}`), "AK", "SK", strings.Repeat("0", 32))
+	if res.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("list-keys with no token: status %d, expected 503", res.StatusCode)
+	}
+
+	cmd := exec.Command("softhsm2-util", "--init-token", "--free", "--label", label,
+		"--so-pin", "late-so-pin-1234", "--pin", pin)
+	cmd.Env = append(os.Environ(), "SOFTHSM2_CONF="+other.ConfPath)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("softhsm2-util --init-token: %v\n%s", err, out)
+	}
+
+	p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
+	kmsctl(t, p, dataDir, "create-key", "--alias", "after-init")
+
+	if n := strings.Count(p.logs.String(), "token disconnected"); n != 1 {
+		t.Errorf("the log has %d lines about the missing token, expected 1; logs:\n%s", n, p.logs)
+	}
+	p.stop(t)
+}
+
+func TestKmsdFindsTokenAfterSlotsChange(t *testing.T) {
+	base := t.TempDir()
+	dataDir := filepath.Join(t.TempDir(), "kms-data")
+	args, env := externalToken(t, base, "zz-kms", dataDir)
+
+	p := launchKmsd(t, args, env...)
+	p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
+	keyID := keyIDOf(t, kmsctl(t, p, dataDir, "create-key", "--alias", "slots"))
+	created := decodeJSON(t, kmsctl(t, p, dataDir, "create-datakey", keyID, "--bits", "256"))
+	p.stop(t)
+
+	// SoftHSM2 numbers slots by token directory on each C_Initialize, so another token
+	// changes which slot holds zz-kms.
+	if _, err := softhsmtest.CreateToken(base, "aa-other"); err != nil {
+		t.Fatal(err)
+	}
+
+	p = launchKmsd(t, args, env...)
+	p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
+	dec := decodeJSON(t, kmsctl(t, p, dataDir, "decrypt-datakey", keyID,
+		"--cipher", created["cipher_text"].(string), "--length", "32"))
+	if dec["data_key"] != created["plain_text"] {
+		t.Errorf("data_key after the restart differs from create-datakey's plain_text")
+	}
+	p.stop(t)
+}
+
+func TestKmsdRejectsBadToken(t *testing.T) {
+	base := t.TempDir()
+	dataDir := filepath.Join(t.TempDir(), "kms-data")
+	args, env := externalToken(t, base, "kms", dataDir)
+	module := args[3]
+	notPKCS11 := "/lib/x86_64-linux-gnu/libz.so.1"
+	if _, err := os.Stat(notPKCS11); err != nil {
+		t.Skipf("no shared library to stand for a non-PKCS#11 module: %v", err)
+	}
+	wrongPIN := filepath.Join(t.TempDir(), "wrong-pin")
+	if err := os.WriteFile(wrongPIN, []byte("not-the-pin\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	directory := t.TempDir()
+
+	tests := []struct {
+		name     string
+		module   string
+		pinFile  string
+		wantText string
+	}{
+		{"wrong PIN", module, wrongPIN, "PIN"},
+		{"missing module", "/nonexistent/libpkcs11.so", "", "/nonexistent/libpkcs11.so"},
+		{"directory", directory, "", directory},
+		{"not a PKCS#11 library", notPKCS11, "", notPKCS11},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			runArgs := append([]string{}, args...)
+			runArgs[3] = tt.module
+			if tt.pinFile != "" {
+				runArgs[7] = tt.pinFile
+			}
+
+			p := launchKmsd(t, runArgs, env...)
+			done := make(chan error, 1)
+			go func() { done <- p.cmd.Wait() }()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("kmsd still runs after 30 s; logs:\n%s", p.logs)
+			}
+
+			if err == nil {
+				t.Fatalf("kmsd exited with status 0; logs:\n%s", p.logs)
+			}
+			logs := p.logs.String()
+			if !strings.Contains(logs, tt.wantText) {
+				t.Errorf("logs do not name %q:\n%s", tt.wantText, logs)
+			}
+			if strings.Contains(logs, "panic") || strings.Contains(logs, "goroutine ") {
+				t.Errorf("kmsd panicked:\n%s", logs)
+			}
+			if strings.Contains(logs, "not-the-pin") {
+				t.Error("the log contains the PIN")
+			}
+		})
+	}
+}
+
+// TestKmsdSIGTERMDuringRequests holds 100 data-key requests in flight (their bodies half
+// sent), sends SIGTERM, then completes the bodies: each must get 200 or 503, and kmsd
+// must exit with status 0.
+func TestKmsdSIGTERMDuringRequests(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "kms-data")
+	p := launchKmsd(t, []string{"--data-dir", dataDir, "--shutdown-timeout", "60s"})
+	p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
+	keyID := keyIDOf(t, kmsctl(t, p, dataDir, "create-key", "--alias", "sigterm"))
+	ak, sk, projectID := readAdmin(t, dataDir)
+
+	const inFlight = 100
+	body := []byte(fmt.Sprintf(`{"key_id":%q,"datakey_length":"256"}`, keyID))
+	writers := make([]*io.PipeWriter, inFlight)
+	statuses := make(chan int, inFlight)
+	var wg sync.WaitGroup
+	for i := range inFlight {
+		r, w := io.Pipe()
+		writers[i] = w
+		req := signedRequest(t, p, "create-datakey", body, ak, sk, projectID)
+		req.Body, req.ContentLength = r, int64(len(body))
+		wg.Go(func() {
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Errorf("in-flight request: %v", err)
+				statuses <- 0
+				return
+			}
+			res.Body.Close()
+			statuses <- res.StatusCode
+		})
+		go func() { _, _ = w.Write(body[:len(body)/2]) }()
+	}
+
+	deadline := time.Now().Add(30 * time.Second)
+	for p.metric(t, "kms_http_requests_in_flight") < inFlight {
+		if time.Now().After(deadline) {
+			t.Fatalf("kms_http_requests_in_flight did not reach %d; logs:\n%s", inFlight, p.logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range writers {
+		go func() {
+			_, _ = w.Write(body[len(body)/2:])
+			_ = w.Close()
+		}()
+	}
+	wg.Wait()
+	close(statuses)
+
+	answered := 0
+	for status := range statuses {
+		switch status {
+		case http.StatusOK:
+			answered++
+		case http.StatusServiceUnavailable:
+		default:
+			t.Errorf("in-flight request: status %d, expected 200 or 503", status)
+		}
+	}
+	t.Logf("%d of %d in-flight requests answered 200", answered, inFlight)
+
+	if err := p.cmd.Wait(); err != nil {
+		t.Fatalf("kmsd exit: %v; logs:\n%s", err, p.logs)
+	}
+	verifyAuditTrail(t, dataDir)
+}
+
+// verifyAuditTrail checks the audit trail of the kmsd that used dataDir.
+//
+// TODO: run `kmsctl audit verify` on dataDir once the audit trail lands; until then
+// kmsd records calls with audit.Discard and there is nothing to verify.
+func verifyAuditTrail(t *testing.T, dataDir string) {
+	t.Helper()
+}
+
+// TestServeRepeatedInOneProcess runs serve twice in this process, each time until its
+// context is cancelled, so the token library is finalised and initialised again.
+func TestServeRepeatedInOneProcess(t *testing.T) {
+	if _, err := softhsmsetup.FindModule(); err != nil {
+		t.Skip(err)
+	}
+	dataDir := filepath.Join(t.TempDir(), "kms-data")
+
+	for round := range 2 {
+		addr := freeAddr(t)
+		cfg, err := loadConfig([]string{"--data-dir", dataDir, "--listen", addr},
+			envFrom(nil), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logs := &syncBuffer{}
+		log := newLogger(cfg, logs)
+
+		ctx, cancel := context.WithCancel(context.Background())
+		served := make(chan error, 1)
+		go func() { served <- serve(ctx, cfg, os.Getenv, log) }()
+
+		p := &kmsdProcess{addr: addr}
+		deadline := time.Now().Add(30 * time.Second)
+		for status, _ := p.get("/readyz"); status != http.StatusOK; status, _ = p.get("/readyz") {
+			if time.Now().After(deadline) {
+				cancel()
+				t.Fatalf("round %d: not ready within 30 s; logs:\n%s", round, logs)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		ak, sk, projectID := readAdmin(t, dataDir)
+		if res := postSigned(t, p, "list-keys", []byte(`{}`), ak, sk, projectID); res.StatusCode != 200 {
+			t.Errorf("round %d: list-keys status %d", round, res.StatusCode)
+		}
+
+		cancel()
+		if err := <-served; err != nil {
+			t.Fatalf("round %d: serve returned %v; logs:\n%s", round, err, logs)
+		}
+		for _, line := range []string{"kmsd stopped", "token closed"} {
+			if !strings.Contains(logs.String(), line) {
+				t.Errorf("round %d: no %q in the log:\n%s", round, line, logs)
+			}
+		}
+	}
+}
+
+// syncBuffer is a log sink that the test reads while serve writes to it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func keyIDOf(t *testing.T, out []byte) string {
+	t.Helper()
+	info, _ := decodeJSON(t, out)["key_info"].(map[string]any)
+	id, _ := info["key_id"].(string)
+	if id == "" {
+		t.Fatalf("create-key printed no key id: %s", out)
+	}
+	return id
+}
+
+// readAdmin returns the access key, secret key and project id of the admin credential
+// that kmsd wrote to dataDir.
+func readAdmin(t *testing.T, dataDir string) (ak, sk, projectID string) {
+	t.Helper()
+	m := decodeJSON(t, mustRead(t, filepath.Join(dataDir, auth.AdminCredentialsFile)))
+	return m["access_key"].(string), m["secret_key"].(string), m["project_id"].(string)
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// signedRequest returns a POST of body to the KMS operation op, signed with ak and sk.
+func signedRequest(t *testing.T, p *kmsdProcess, op string, body []byte, ak, sk, projectID string) *http.Request {
+	t.Helper()
+	url := "http://" + p.addr + "/v1.0/" + projectID + "/kms/" + op
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json;charset=UTF-8")
+	auth.Sign(req, body, ak, sk, time.Now())
+	return req
+}
+
+func postSigned(t *testing.T, p *kmsdProcess, op string, body []byte, ak, sk, projectID string) *http.Response {
+	t.Helper()
+	res, err := http.DefaultClient.Do(signedRequest(t, p, op, body, ak, sk, projectID))
+	if err != nil {
+		t.Fatalf("POST %s: %v", op, err)
+	}
+	res.Body.Close()
+	return res
+}

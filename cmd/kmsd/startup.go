@@ -1,0 +1,239 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/hsmkms/kms/hsm"
+	"github.com/hsmkms/kms/service"
+	"github.com/hsmkms/kms/service/api"
+	"github.com/hsmkms/kms/service/auth"
+	"github.com/hsmkms/kms/service/store"
+)
+
+// Retry delays of the start-up steps that need the token. The delay doubles after each
+// failure up to startMaxDelay, which is above hsm.DefaultReconnectInterval so that
+// retries do not outpace the token's own reconnect attempts.
+const (
+	startFirstDelay = 500 * time.Millisecond
+	startMaxDelay   = 5 * time.Second
+)
+
+// handlerSwitch is the HTTP handler of kmsd: the starting handler until the service is
+// built, then the API server. Swapping is safe while requests are served.
+type handlerSwitch struct {
+	current atomic.Pointer[http.Handler]
+}
+
+func (s *handlerSwitch) set(h http.Handler) { s.current.Store(&h) }
+
+func (s *handlerSwitch) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	(*s.current.Load()).ServeHTTP(w, r)
+}
+
+// startingHandler serves while the token is not usable yet: /healthz returns 200,
+// /readyz returns 503 with the reason "token unavailable" or "starting", /metrics serves
+// registry, and every other path returns 503 with the retryable KMS.0102 error body.
+func startingHandler(registry *prometheus.Registry, token hsm.Token) http.Handler {
+	mux := http.NewServeMux()
+
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		reason := api.ErrStarting.Error()
+		if err := token.Ping(r.Context()); err != nil {
+			reason = api.ErrTokenNotReady.Error()
+		}
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable,
+			map[string]string{"status": "not ready", "reason": reason})
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": map[string]string{
+			"error_code": service.CodeUnavailable,
+			"error_msg":  "the service is starting; retry later",
+		}})
+	})
+
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, status int, body any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+// services are the parts of kmsd built once the token is usable.
+type services struct {
+	stopAudit func()
+	stopJobs  func()
+}
+
+// stop stops the jobs, then flushes and stops the audit trail. It is safe on a zero
+// services, whose parts were never started.
+func (s *services) stop() {
+	if s.stopJobs != nil {
+		s.stopJobs()
+	}
+	if s.stopAudit != nil {
+		s.stopAudit()
+	}
+}
+
+// components are what serve opened before start-up needs the token.
+type components struct {
+	cfg      config
+	getenv   func(string) string
+	log      *slog.Logger
+	registry *prometheus.Registry
+	token    hsm.Token
+	store    *store.SQLStore
+}
+
+// startServices waits until the token is usable, then opens the audit trail, creates
+// the first admin credential, builds the service and the API server and hands the server
+// to sw. Waiting and the admin credential retry every failure until ctx is done. A
+// failure to open the audit trail after a successful token ping is returned, and ends kmsd.
+//
+// NOTE: a token that goes away between the wait and opening the audit trail ends kmsd
+// instead of being waited for again.
+func startServices(ctx context.Context, c components, sw *handlerSwitch, svcs *services) error {
+	if err := waitForToken(ctx, c.token, c.log); err != nil {
+		return err
+	}
+
+	recorder, stopAudit, err := openAudit(ctx, c.cfg, c.token, c.store, c.registry, c.log)
+	if err != nil {
+		return fmt.Errorf("opening the audit trail: %w", err)
+	}
+	svcs.stopAudit = stopAudit
+
+	creds := auth.NewCredentials(c.store, c.token,
+		auth.CredentialsConfig{CacheTTL: c.cfg.CredCacheTTL, Logger: c.log})
+	if err := ensureAdmin(ctx, creds, c.cfg.DataDir, auth.AdminEnvFromGetenv(c.getenv), c.log); err != nil {
+		return err
+	}
+
+	verifier := auth.NewVerifier(creds, auth.VerifierConfig{
+		Window: c.cfg.AuthWindow, MaxFailures: c.cfg.AuthFailures,
+		LockDuration: c.cfg.AuthLockout, Logger: c.log,
+	})
+	svc := service.New(c.token, c.store, c.log, service.Config{
+		Region: c.cfg.Region, KeyCacheTTL: c.cfg.KeyCacheTTL, KeysPerProject: c.cfg.KeysPerProject,
+		GrantsPerKey: c.cfg.GrantsPerKey, SealLimit: uint64(c.cfg.SealLimit),
+		StaleVersionAge: c.cfg.StaleVersionAge,
+	})
+	httpMetrics, err := api.NewMetrics(c.registry, svc)
+	if err != nil {
+		return err
+	}
+
+	svcs.stopJobs = startJobs(ctx, c.cfg, svc, c.log)
+
+	auditSource, auditKey := auditRoutes(recorder, c.store)
+	srv := api.New(svc, verifier, c.log, api.Config{
+		MaxBodyBytes:   c.cfg.MaxBodyBytes,
+		Audit:          recorder,
+		Credentials:    creds,
+		AuditSource:    auditSource,
+		AuditPublicKey: auditKey,
+		Metrics:        httpMetrics,
+		Ready: func(ctx context.Context) error {
+			return checkReady(ctx, c.token, c.store)
+		},
+	})
+	sw.set(srv.Handler())
+	c.log.Info("kmsd ready to serve the API")
+
+	return nil
+}
+
+// checkReady returns nil when the token and the store are usable, else an error
+// wrapping the api readiness category.
+func checkReady(ctx context.Context, token hsm.Token, st store.Store) error {
+	if err := token.Ping(ctx); err != nil {
+		return fmt.Errorf("%w: %w", api.ErrTokenNotReady, err)
+	}
+	if err := st.Ping(ctx); err != nil {
+		return fmt.Errorf("%w: %w", api.ErrStoreNotReady, err)
+	}
+
+	return nil
+}
+
+// waitForToken returns once token.Ping succeeds, or with ctx's error. The Module logs
+// why the token is unavailable once per change, so this logs only the start and the end
+// of the wait.
+func waitForToken(ctx context.Context, token hsm.Token, log *slog.Logger) error {
+	return retry(ctx, func(attempt int) error {
+		err := token.Ping(ctx)
+		switch {
+		case err == nil && attempt > 1:
+			log.Info("token usable, starting the service", "attempts", attempt)
+		case err != nil && attempt == 1:
+			log.Warn("token unavailable, waiting for it; the API returns 503 until then",
+				"error", err)
+		}
+		return err
+	})
+}
+
+// ensureAdmin creates the first admin credential, retrying failures. It logs the first
+// failure and each change of its message, and the attempt count on success.
+func ensureAdmin(
+	ctx context.Context, creds *auth.Credentials, dataDir string, env auth.AdminEnv,
+	log *slog.Logger,
+) error {
+	lastMessage := ""
+	return retry(ctx, func(attempt int) error {
+		admin, err := creds.EnsureAdmin(ctx, dataDir, env)
+		if err == nil {
+			log.Info("admin credential ready", "access_key", admin.AccessKey,
+				"project_id", admin.ProjectID, "attempts", attempt)
+			return nil
+		}
+
+		if msg := err.Error(); msg != lastMessage {
+			lastMessage = msg
+			log.Warn("creating the admin credential failed, retrying", "error", err,
+				"attempt", attempt)
+		}
+		return err
+	})
+}
+
+// retry calls try until it returns nil, waiting startFirstDelay after the first failure
+// and twice as long after each next one, up to startMaxDelay. It returns ctx's error
+// when ctx ends first.
+func retry(ctx context.Context, try func(attempt int) error) error {
+	delay := startFirstDelay
+	for attempt := 1; ; attempt++ {
+		err := try(attempt)
+		if err == nil {
+			return nil
+		}
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return errors.Join(ctxErr, err)
+		}
+
+		select {
+		case <-ctx.Done():
+			return errors.Join(ctx.Err(), err)
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, startMaxDelay)
+	}
+}

@@ -1,0 +1,350 @@
+package api
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"database/sql"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hsmkms/kms/service/audit"
+	"github.com/hsmkms/kms/service/auth"
+	"github.com/hsmkms/kms/service/store"
+)
+
+// chainRecords returns every record of the running trail's chain.
+func chainRecords(t *testing.T, e *testEnv) []store.AuditRecord {
+	t.Helper()
+	records, err := e.store.ListAuditRecords(t.Context(), e.trail.ChainID(), 0, 10000)
+	if err != nil {
+		t.Fatalf("ListAuditRecords: %v", err)
+	}
+	return records
+}
+
+func TestAuditRecordsAllowedAndDeniedCalls(t *testing.T) {
+	e := newTestEnv(t)
+	keyID := e.admin.createKey(t, "audited")
+	e.admin.mustPost(t, "create-datakey", map[string]any{"key_id": keyID,
+		"datakey_length": "256", "sequence": "919c82d4-8046-4722-9094-35c3c6524cff"})
+
+	reader := e.newCredential(t, auth.RoleReadOnly)
+	denied := reader.post(t, "create-key", map[string]any{"key_alias": "not-allowed"})
+	if denied.Status != http.StatusForbidden {
+		t.Fatalf("read-only create-key: status %d, want 403", denied.Status)
+	}
+
+	forged := e.admin
+	forged.sk = strings.Repeat("0", 40)
+	if r := forged.post(t, "describe-key", map[string]any{"key_id": keyID}); r.Status != 401 {
+		t.Fatalf("wrong secret key: status %d, want 401", r.Status)
+	}
+
+	otherProject := e.admin
+	otherProject.projectID = strings.Repeat("f", 32)
+	if r := otherProject.post(t, "list-keys", map[string]any{}); r.Status != 403 {
+		t.Fatalf("foreign project: status %d, want 403", r.Status)
+	}
+
+	type call struct {
+		operation string
+		status    int
+		errorCode string
+	}
+	want := []call{
+		{"create-key", 200, ""},
+		{"create-datakey", 200, ""},
+		{"create-credential", 200, ""}, // from newCredential
+		{"create-key", 403, "KMS.0307"},
+		{"describe-key", 401, "APIGW.0301"},
+		{"list-keys", 403, "KMS.0305"},
+	}
+	records := chainRecords(t, e)
+	var got []call
+	for _, r := range records {
+		got = append(got, call{r.Operation, r.Status, r.ErrorCode})
+	}
+	if len(got) != len(want) {
+		t.Fatalf("trail holds %d records, want %d: %+v", len(got), len(want), got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("record %d = %+v, want %+v", i+1, got[i], want[i])
+		}
+	}
+
+	datakey := records[1]
+	if datakey.KeyID != keyID || datakey.KeyVersion != 1 {
+		t.Errorf("create-datakey record names key %s version %d, want %s version 1",
+			datakey.KeyID, datakey.KeyVersion, keyID)
+	}
+	if datakey.Sequence != "919c82d4-8046-4722-9094-35c3c6524cff" {
+		t.Errorf("create-datakey record sequence = %q", datakey.Sequence)
+	}
+	if datakey.AccessKey != e.admin.ak || datakey.ProjectID != projectP1 {
+		t.Errorf("create-datakey record names %s in %s", datakey.AccessKey, datakey.ProjectID)
+	}
+	if datakey.SourceIP == "" || datakey.RequestID == "" {
+		t.Errorf("create-datakey record lacks source address or request id: %+v", datakey)
+	}
+}
+
+// newCredential creates a credential of role in projectP1 through the API.
+func (e *testEnv) newCredential(t *testing.T, role string) client {
+	t.Helper()
+	r := e.admin.do(t, http.MethodPost, "/v1.0/"+projectP1+"/kms-admin/credentials",
+		map[string]any{"role": role})
+	if r.Status != http.StatusOK {
+		t.Fatalf("create %s credential: status %d, body %s", role, r.Status, r.Raw)
+	}
+	return e.client(r.str("access_key"), r.str("secret_key"), projectP1)
+}
+
+// failingAuditStore fails AppendAudit while fail is set, as a database that rejects
+// writes would.
+type failingAuditStore struct {
+	store.AuditStore
+	fail atomic.Bool
+}
+
+func (f *failingAuditStore) AppendAudit(
+	ctx context.Context,
+	records []store.AuditRecord,
+	checkpoints []store.AuditCheckpoint,
+) error {
+	if f.fail.Load() {
+		return errors.Join(store.ErrUnavailable, errors.New("injected write failure"))
+	}
+	return f.AuditStore.AppendAudit(ctx, records, checkpoints)
+}
+
+func TestAuditWriteFailureReleasesNothing(t *testing.T) {
+	e := newTestEnv(t)
+	failing := &failingAuditStore{}
+	e.auditStore = func(s store.AuditStore) store.AuditStore {
+		failing.AuditStore = s
+		return failing
+	}
+	e.restart()
+	keyID := e.admin.createKey(t, "fails")
+
+	failing.fail.Store(true)
+	r := e.admin.post(t, "create-datakey", map[string]any{"key_id": keyID})
+	if r.Status != http.StatusServiceUnavailable {
+		t.Fatalf("create-datakey with a failing trail: status %d, want 503", r.Status)
+	}
+	if r.code() != errAuditUnavailable.Code {
+		t.Errorf("error code = %q, want %s", r.code(), errAuditUnavailable.Code)
+	}
+	for _, field := range []string{"plain_text", "cipher_text", "data_key"} {
+		if strings.Contains(string(r.Raw), field) {
+			t.Errorf("503 answer contains %s: %s", field, r.Raw)
+		}
+	}
+
+	failing.fail.Store(false)
+	e.admin.mustPost(t, "create-datakey", map[string]any{"key_id": keyID})
+
+	records := chainRecords(t, e)
+	if n := len(records); n != 2 {
+		t.Errorf("trail holds %d records, want 2 (the failed call is not stored)", n)
+	}
+}
+
+func TestAuditRecordSurvivesRestart(t *testing.T) {
+	e := newTestEnv(t)
+	keyID := e.admin.createKey(t, "durable")
+	chainID := e.trail.ChainID()
+
+	e.restart()
+	records, err := e.store.ListAuditRecords(t.Context(), chainID, 0, 10)
+	if err != nil {
+		t.Fatalf("ListAuditRecords: %v", err)
+	}
+	if len(records) != 1 || records[0].KeyID != keyID {
+		t.Fatalf("after restart the first chain holds %+v, want the create-key record", records)
+	}
+	if e.trail.ChainID() == chainID {
+		t.Error("the restart continued the old chain, want a new one")
+	}
+}
+
+// tamperCase edits a copy of the database with SQL and names the first failure that
+// verify must report.
+type tamperCase struct {
+	name    string
+	sql     []string
+	what    string
+	seq     uint64
+	inserts func(t *testing.T, db *sql.DB, chainID string)
+}
+
+func TestAuditVerifyDetectsTampering(t *testing.T) {
+	e := newTestEnv(t)
+	e.auditConfig = audit.Config{CheckpointRecords: 4}
+	e.restart()
+
+	// Ten calls, one at a time, so checkpoints sign records 4 and 8, and Close signs 10.
+	keyID := e.admin.createKey(t, "tamper")
+	for range 9 {
+		e.admin.mustPost(t, "create-datakey", map[string]any{"key_id": keyID})
+	}
+	chainID := e.trail.ChainID()
+	key, err := e.trail.PublicKey(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.stop()
+
+	where := func(cond string) string {
+		return " WHERE chain_id = '" + chainID + "' AND " + cond
+	}
+	cases := []tamperCase{
+		{name: "untouched"},
+		{name: "edited field", what: "record", seq: 3,
+			sql: []string{"UPDATE audit_records SET source_ip = '10.0.0.1'" + where("seq = 3")}},
+		{name: "deleted record", what: "record", seq: 6,
+			sql: []string{"DELETE FROM audit_records" + where("seq = 5")}},
+		{name: "swapped records", what: "record", seq: 2, sql: []string{
+			"UPDATE audit_records SET seq = 1000" + where("seq = 2"),
+			"UPDATE audit_records SET seq = 2" + where("seq = 3"),
+			"UPDATE audit_records SET seq = 3" + where("seq = 1000"),
+		}},
+		{name: "inserted record", what: "record", seq: 7, sql: []string{
+			"UPDATE audit_records SET seq = seq + 1000" + where("seq > 5"),
+			"UPDATE audit_records SET seq = seq - 999" + where("seq > 1000"),
+		}, inserts: insertForgedRecord},
+		{name: "edited checkpoint", what: "checkpoint", seq: 4, sql: []string{
+			"UPDATE audit_checkpoints SET record_hash = (SELECT hash FROM audit_records" +
+				where("seq = 3") + ")" + where("seq = 4")}},
+		{name: "removed record in unsigned tail", what: "record", seq: 10, sql: []string{
+			"DELETE FROM audit_checkpoints" + where("seq = 10"),
+			"DELETE FROM audit_records" + where("seq = 9")}},
+		{name: "removed last signed record", what: "checkpoint", seq: 10,
+			sql: []string{"DELETE FROM audit_records" + where("seq = 10")}},
+	}
+
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := copyDatabase(t, e.dbPath)
+			db := openSQLite(t, path)
+			for _, q := range tc.sql {
+				if _, err := db.Exec(q); err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+			if tc.inserts != nil {
+				tc.inserts(t, db, chainID)
+			}
+			db.Close()
+
+			report, err := verifyDatabase(t, path, key)
+			if tc.what == "" {
+				if err != nil {
+					t.Fatalf("verify failed on an untouched trail: %v", err)
+				}
+				if report.UnsignedRecords() != 0 {
+					t.Errorf("untouched trail has %d unsigned records", report.UnsignedRecords())
+				}
+				return
+			}
+
+			var failure *audit.Failure
+			if !errors.As(err, &failure) {
+				t.Fatalf("verify error = %v, want an *audit.Failure", err)
+			}
+			if failure.ChainID != chainID || failure.What != tc.what || failure.Seq != tc.seq {
+				t.Errorf("first failure is %s %d of chain %s (%s), want %s %d of %s",
+					failure.What, failure.Seq, failure.ChainID, failure.Reason, tc.what, tc.seq,
+					chainID)
+			}
+		})
+	}
+
+	// Removing the last record together with the checkpoint that signs it leaves a valid
+	// shorter chain: verify cannot detect it, and the report shows no unsigned tail.
+	t.Run("truncated at a checkpoint is not detectable", func(t *testing.T) {
+		path := copyDatabase(t, e.dbPath)
+		db := openSQLite(t, path)
+		for _, q := range []string{
+			"DELETE FROM audit_checkpoints" + where("seq = 10"),
+			"DELETE FROM audit_records" + where("seq = 10"),
+		} {
+			if _, err := db.Exec(q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+		db.Close()
+
+		report, err := verifyDatabase(t, path, key)
+		if err != nil {
+			t.Fatalf("verify failed: %v", err)
+		}
+		if n := report.UnsignedRecords(); n != 1 {
+			t.Errorf("unsigned records = %d, want 1 (record 9 after checkpoint 8)", n)
+		}
+	})
+}
+
+// insertForgedRecord inserts a correctly hashed record 6 after record 5, into the gap
+// that the case's SQL made by moving records 6 to 10 up by one.
+func insertForgedRecord(t *testing.T, db *sql.DB, chainID string) {
+	t.Helper()
+	var prev []byte
+	if err := db.QueryRow("SELECT hash FROM audit_records WHERE chain_id = ? AND seq = 5",
+		chainID).Scan(&prev); err != nil {
+		t.Fatal(err)
+	}
+	forged := store.AuditRecord{ChainID: chainID, Seq: 6, Time: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC),
+		RequestID: "forged", Operation: "list-keys", Status: 200, PrevHash: prev}
+	forged.Hash = audit.RecordHash(forged)
+
+	_, err := db.Exec("INSERT INTO audit_records (chain_id, seq, time, request_id, "+
+		"access_key, user_id, project_id, source_ip, operation, key_id, key_version, "+
+		"grant_id, status, error_code, sequence, prev_hash, hash) "+
+		"VALUES (?, 6, ?, 'forged', '', '', '', '', 'list-keys', '', 0, '', 200, '', '', ?, ?)",
+		chainID, forged.Time.UnixMilli(), forged.PrevHash, forged.Hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// copyDatabase copies the SQLite file at path, which no connection holds open, into a
+// temporary directory.
+func copyDatabase(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyPath := filepath.Join(t.TempDir(), "copy.db")
+	if err := os.WriteFile(copyPath, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return copyPath
+}
+
+func openSQLite(t *testing.T, path string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite3", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+func verifyDatabase(t *testing.T, path string, key *ecdsa.PublicKey) (audit.Report, error) {
+	t.Helper()
+	st, err := store.Open(t.Context(), path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	return audit.VerifySource(t.Context(), st, key)
+}

@@ -1,0 +1,38 @@
+package api
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+// TestAppendJSONMatchesEncodingJSON checks that the hand-written encoders write what
+// encoding/json writes, so the fast path changes no byte of an answer.
+func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
+	values := []jsonAppender{
+		createDataKeyResponse{KeyID: "k", PlainText: "AB", CipherText: "CD"},
+		createDataKeyResponse{KeyID: "k", CipherText: "CD"},
+		encryptDataKeyResponse{KeyID: "k", CipherText: "CD", DataKeyLength: "64"},
+		decryptDataKeyResponse{DataKey: "00", DataKeyLength: "1", DataKeyDigest: "F5"},
+	}
+	for _, v := range values {
+		want, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := v.appendJSON(nil); string(got) != string(want) {
+			t.Errorf("%T: appendJSON = %s, encoding/json = %s", v, got, want)
+		}
+	}
+}
+
+func FuzzAppendString(f *testing.F) {
+	for _, s := range []string{"", "plain", "q\"b\\", "\x00\x1f\b\f\n\r\t", "<&>", "\u2028\u2029", "é\xff"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, _ := json.Marshal(s)
+		if got := appendString(nil, s); string(got) != string(want) {
+			t.Fatalf("appendString(%q) = %s, encoding/json = %s", s, got, want)
+		}
+	})
+}

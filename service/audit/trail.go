@@ -1,0 +1,477 @@
+package audit
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/hsmkms/kms/hsm"
+	"github.com/hsmkms/kms/service/store"
+)
+
+// SigningKey is the token key pair that signs checkpoints. Every replica on one token
+// uses the same pair, so one public key verifies every chain.
+var SigningKey = hsm.KeyRef{KeyID: "system-audit", Version: 1}
+
+// ErrClosed is returned by Record after Close.
+var ErrClosed = errors.New("audit trail is closed")
+
+// Signer is the part of hsm.Token that a Trail uses.
+type Signer interface {
+	GenerateSigningKey(ctx context.Context, ref hsm.KeyRef) error
+	Sign(ctx context.Context, ref hsm.KeyRef, digest []byte) ([]byte, error)
+	PublicKey(ctx context.Context, ref hsm.KeyRef) (crypto.PublicKey, error)
+}
+
+// Defaults of Config.
+const (
+	DefaultBatchSize          = 256
+	DefaultMaxDelay           = time.Millisecond
+	DefaultCheckpointRecords  = 1000
+	DefaultCheckpointInterval = time.Minute
+	DefaultWriteTimeout       = 10 * time.Second
+)
+
+// Config holds the settings of a Trail. A zero field selects its default.
+type Config struct {
+	// BatchSize is the maximum number of records committed in one transaction.
+	BatchSize int
+	// MaxDelay is how long the first record of a batch waits for more records before
+	// the batch is committed. Records that arrive while a commit runs join the next
+	// batch without waiting.
+	MaxDelay time.Duration
+	// CheckpointRecords is the number of records after which a checkpoint is signed.
+	CheckpointRecords int
+	// CheckpointInterval is the maximum age of the oldest record not yet covered by a
+	// checkpoint while the trail runs and the token can sign.
+	CheckpointInterval time.Duration
+	// WriteTimeout bounds one store write.
+	WriteTimeout time.Duration
+	// Host is stored with the chain to tell replicas apart. It is informational only.
+	Host string
+	// Logger receives start, stop and write failures. Nil discards them.
+	Logger *slog.Logger
+	// Observer receives the size and delay of every committed batch. Nil selects
+	// NopObserver.
+	Observer BatchObserver
+}
+
+func (c Config) withDefaults() Config {
+	if c.BatchSize <= 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	if c.MaxDelay < 0 {
+		c.MaxDelay = 0
+	} else if c.MaxDelay == 0 {
+		c.MaxDelay = DefaultMaxDelay
+	}
+	if c.CheckpointRecords <= 0 {
+		c.CheckpointRecords = DefaultCheckpointRecords
+	}
+	if c.CheckpointInterval <= 0 {
+		c.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Observer == nil {
+		c.Observer = NopObserver{}
+	}
+	return c
+}
+
+// Trail is the Recorder of the tamper-evident audit trail. It writes one hash chain,
+// started by Open with a new random id and linked to no earlier chain, so replicas
+// sharing one database never write the same chain and a restart never continues an old
+// one.
+//
+// Record is safe for concurrent use. Records are committed in batches by one writer
+// goroutine (group commit), and each Record call returns when the batch holding its
+// record is committed.
+type Trail struct {
+	store  store.AuditStore
+	signer Signer
+	cfg    Config
+	log    *slog.Logger
+
+	chainID string
+
+	keyMu     sync.Mutex       // guards publicKey
+	publicKey *ecdsa.PublicKey // nil until the token has given it
+
+	mu      sync.RWMutex // guards closed against sends on queue
+	closed  bool
+	queue   chan *pending
+	stopped chan struct{}
+
+	// Writer state, touched only by the writer goroutine.
+	lastSeq          uint64
+	lastHash         []byte
+	unsigned         int // records after the last checkpoint
+	oldestUnsignedAt time.Time
+	resync           bool // a write failed: reread the chain's end before the next one
+}
+
+var _ Recorder = (*Trail)(nil)
+
+// pending is one Record call waiting for its batch.
+type pending struct {
+	record   Record
+	enqueued time.Time
+	done     chan error
+}
+
+// Open starts a new chain in st and starts the writer; Close stops it. It also makes
+// sure the signing key pair exists in the token, generating it on first use. A token
+// that is unavailable (hsm.ErrUnavailable) does not fail Open: records are then
+// written unsigned until the token is back and a checkpoint covers them.
+func Open(ctx context.Context, st store.AuditStore, signer Signer, cfg Config) (*Trail, error) {
+	cfg = cfg.withDefaults()
+
+	public, err := ensureSigningKey(ctx, signer)
+	if errors.Is(err, hsm.ErrUnavailable) {
+		cfg.Logger.Warn("audit signing key not available yet; checkpoints wait for the token",
+			"error", err)
+	} else if err != nil {
+		return nil, err
+	}
+
+	chainID, err := newChainID()
+	if err != nil {
+		return nil, err
+	}
+	if err := st.CreateAuditChain(ctx, store.AuditChain{ID: chainID, Host: cfg.Host}); err != nil {
+		return nil, fmt.Errorf("start audit chain: %w", err)
+	}
+
+	t := &Trail{
+		store:     st,
+		signer:    signer,
+		cfg:       cfg,
+		log:       cfg.Logger,
+		chainID:   chainID,
+		publicKey: public,
+		queue:     make(chan *pending, 4*cfg.BatchSize),
+		stopped:   make(chan struct{}),
+	}
+	go t.run()
+
+	t.log.Info("audit chain started", "chain_id", chainID, "host", cfg.Host,
+		"batch_size", cfg.BatchSize, "max_delay", cfg.MaxDelay,
+		"checkpoint_records", cfg.CheckpointRecords,
+		"checkpoint_interval", cfg.CheckpointInterval)
+	return t, nil
+}
+
+// ensureSigningKey returns the public key of SigningKey, generating the pair when the
+// token lacks it. Another replica generating it at the same moment is not an error.
+func ensureSigningKey(ctx context.Context, signer Signer) (*ecdsa.PublicKey, error) {
+	public, err := signer.PublicKey(ctx, SigningKey)
+	if errors.Is(err, hsm.ErrKeyNotFound) {
+		err = signer.GenerateSigningKey(ctx, SigningKey)
+		if err != nil && !errors.Is(err, hsm.ErrKeyExists) {
+			return nil, fmt.Errorf("generate audit signing key: %w", err)
+		}
+		public, err = signer.PublicKey(ctx, SigningKey)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read audit signing key: %w", err)
+	}
+
+	ec, ok := public.(*ecdsa.PublicKey)
+	if !ok || ec.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("audit signing key %s is %T, expected an ECDSA P-256 key",
+			SigningKey, public)
+	}
+	return ec, nil
+}
+
+// newChainID returns a random UUID (version 4).
+func newChainID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("generate audit chain id: %w", err)
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16]), nil
+}
+
+// ChainID returns the id of the chain this trail writes.
+func (t *Trail) ChainID() string { return t.chainID }
+
+// PublicKey returns the public key that verifies the checkpoints, reading it from the
+// token (and generating the pair) when Open could not.
+func (t *Trail) PublicKey(ctx context.Context) (*ecdsa.PublicKey, error) {
+	t.keyMu.Lock()
+	defer t.keyMu.Unlock()
+
+	if t.publicKey != nil {
+		return t.publicKey, nil
+	}
+	public, err := ensureSigningKey(ctx, t.signer)
+	if err != nil {
+		return nil, err
+	}
+	t.publicKey = public
+	return public, nil
+}
+
+// Record enqueues r and waits until the batch holding it is committed. It returns the
+// store's error when that commit failed, ErrClosed after Close, and ctx's error when ctx
+// ends first. In that last case the record may still be committed later. A zero r.Time
+// is set to now; times are kept at millisecond precision.
+func (t *Trail) Record(ctx context.Context, r Record) error {
+	p := &pending{record: r, enqueued: time.Now(), done: make(chan error, 1)}
+
+	t.mu.RLock()
+	if t.closed {
+		t.mu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case t.queue <- p:
+	case <-ctx.Done():
+		t.mu.RUnlock()
+		return fmt.Errorf("enqueue audit record: %w", ctx.Err())
+	}
+	t.mu.RUnlock()
+
+	select {
+	case err := <-p.done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("wait for audit commit: %w", ctx.Err())
+	}
+}
+
+// Close stops accepting records, commits every record already enqueued, signs a final
+// checkpoint over the end of the chain, and stops the writer. It is safe to call more
+// than once.
+func (t *Trail) Close() error {
+	t.mu.Lock()
+	if !t.closed {
+		t.closed = true
+		close(t.queue)
+	}
+	t.mu.Unlock()
+
+	<-t.stopped
+	return nil
+}
+
+// run is the writer goroutine.
+func (t *Trail) run() {
+	defer close(t.stopped)
+
+	ticker := time.NewTicker(t.cfg.CheckpointInterval)
+	defer ticker.Stop()
+
+	for {
+		select {
+		case first, ok := <-t.queue:
+			if !ok {
+				t.writeCheckpoint(time.Now(), true)
+				t.log.Info("audit chain stopped", "chain_id", t.chainID, "records", t.lastSeq)
+				return
+			}
+			t.commit(t.collect(first))
+		case now := <-ticker.C:
+			t.writeCheckpoint(now, false)
+		}
+	}
+}
+
+// collect returns a batch that starts with first: up to BatchSize records, gathered for
+// at most MaxDelay.
+func (t *Trail) collect(first *pending) []*pending {
+	batch := []*pending{first}
+	timer := time.NewTimer(t.cfg.MaxDelay)
+	defer timer.Stop()
+
+	for len(batch) < t.cfg.BatchSize {
+		select {
+		case p, ok := <-t.queue:
+			if !ok {
+				return batch // the next receive in run gets the closed queue
+			}
+			batch = append(batch, p)
+		case <-timer.C:
+			return batch
+		}
+	}
+	return batch
+}
+
+// commit chains the batch onto the end of the chain, adds a checkpoint when one is due,
+// writes both in one transaction and returns the result to every caller.
+func (t *Trail) commit(batch []*pending) {
+	ctx, cancel := context.WithTimeout(context.Background(), t.cfg.WriteTimeout)
+	defer cancel()
+
+	err := t.resyncIfNeeded(ctx)
+	if err != nil {
+		t.answer(batch, err)
+		return
+	}
+
+	records := make([]store.AuditRecord, len(batch))
+	seq, prev := t.lastSeq, t.lastHash
+	for i, p := range batch {
+		seq++
+		records[i] = storedRecord(t.chainID, seq, prev, p.record)
+		prev = records[i].Hash
+	}
+
+	now := time.Now()
+	unsignedSince := t.oldestUnsignedAt
+	if t.unsigned == 0 {
+		unsignedSince = batch[0].enqueued
+	}
+	var checkpoints []store.AuditCheckpoint
+	if t.unsigned+len(batch) >= t.cfg.CheckpointRecords ||
+		now.Sub(unsignedSince) >= t.cfg.CheckpointInterval {
+		cp, err := t.sign(ctx, seq, prev)
+		if err == nil {
+			checkpoints = append(checkpoints, cp)
+		}
+	}
+
+	if err := t.store.AppendAudit(ctx, records, checkpoints); err != nil {
+		t.resync = true
+		t.log.Error("audit batch write failed; its calls fail", "chain_id", t.chainID,
+			"first_seq", t.lastSeq+1, "records", len(batch), "error", err)
+		t.answer(batch, fmt.Errorf("write audit batch: %w", err))
+		return
+	}
+
+	t.lastSeq, t.lastHash = seq, prev
+	if len(checkpoints) > 0 {
+		t.unsigned = 0
+	} else {
+		t.unsigned += len(batch)
+		t.oldestUnsignedAt = unsignedSince
+	}
+	t.answer(batch, nil)
+	t.cfg.Observer.ObserveBatch(len(batch), time.Since(batch[0].enqueued))
+}
+
+func (t *Trail) answer(batch []*pending, err error) {
+	for _, p := range batch {
+		p.done <- err
+	}
+}
+
+// resyncIfNeeded rereads the end of the chain after a failed write. A commit that
+// reported an error may still have succeeded (a connection lost after COMMIT), and the
+// next batch must continue from what the store holds.
+func (t *Trail) resyncIfNeeded(ctx context.Context) error {
+	if !t.resync {
+		return nil
+	}
+
+	last, err := t.store.LastAuditRecord(ctx, t.chainID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		t.lastSeq, t.lastHash = 0, nil
+	case err != nil:
+		return fmt.Errorf("reread the end of audit chain %s: %w", t.chainID, err)
+	default:
+		t.lastSeq, t.lastHash = last.Seq, last.Hash
+	}
+
+	// Whether the failed batch carried a checkpoint is unknown, so sign the next one.
+	t.unsigned = 0
+	if t.lastSeq > 0 {
+		t.unsigned = t.cfg.CheckpointRecords
+	}
+	t.oldestUnsignedAt = time.Now()
+	t.resync = false
+	t.log.Info("audit chain resynchronised after a failed write", "chain_id", t.chainID,
+		"last_seq", t.lastSeq)
+	return nil
+}
+
+// writeCheckpoint signs the end of the chain and stores the checkpoint alone, when
+// records are not yet covered by one. final marks the checkpoint written by Close.
+func (t *Trail) writeCheckpoint(now time.Time, final bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), t.cfg.WriteTimeout)
+	defer cancel()
+
+	if err := t.resyncIfNeeded(ctx); err != nil {
+		t.log.Error("audit checkpoint skipped", "chain_id", t.chainID, "error", err)
+		return
+	}
+	if t.unsigned == 0 {
+		return
+	}
+
+	cp, err := t.sign(ctx, t.lastSeq, t.lastHash)
+	if err != nil {
+		return
+	}
+	if err := t.store.AppendAudit(ctx, nil, []store.AuditCheckpoint{cp}); err != nil {
+		t.log.Error("audit checkpoint write failed; retrying with the next batch or tick",
+			"chain_id", t.chainID, "seq", cp.Seq, "final", final, "error", err)
+		return
+	}
+	t.unsigned = 0
+	t.oldestUnsignedAt = now
+}
+
+// sign returns the checkpoint of record seq. A failure is logged and returned; the
+// records stay unsigned until a later checkpoint covers them.
+func (t *Trail) sign(ctx context.Context, seq uint64, recordHash []byte) (store.AuditCheckpoint, error) {
+	_, err := t.PublicKey(ctx) // makes sure the key pair exists
+	var signature []byte
+	if err == nil {
+		signature, err = t.signer.Sign(ctx, SigningKey, CheckpointDigest(t.chainID, seq, recordHash))
+	}
+	if err != nil {
+		t.log.Error("audit checkpoint signature failed; records stay unsigned until the next one",
+			"chain_id", t.chainID, "seq", seq, "error", err)
+		return store.AuditCheckpoint{}, fmt.Errorf("sign audit checkpoint %d: %w", seq, err)
+	}
+	return store.AuditCheckpoint{
+		ChainID: t.chainID, Seq: seq, RecordHash: recordHash, Signature: signature,
+	}, nil
+}
+
+// storedRecord places r at seq in the chain, after the record whose hash is prev.
+func storedRecord(chainID string, seq uint64, prev []byte, r Record) store.AuditRecord {
+	at := r.Time
+	if at.IsZero() {
+		at = time.Now()
+	}
+
+	s := store.AuditRecord{
+		ChainID:    chainID,
+		Seq:        seq,
+		Time:       at.UTC().Truncate(time.Millisecond),
+		RequestID:  r.RequestID,
+		AccessKey:  r.AccessKey,
+		UserID:     r.UserID,
+		ProjectID:  r.ProjectID,
+		SourceIP:   r.SourceIP,
+		Operation:  r.Operation,
+		KeyID:      r.KeyID,
+		KeyVersion: r.KeyVersion,
+		GrantID:    r.GrantID,
+		Status:     r.Status,
+		ErrorCode:  r.ErrorCode,
+		Sequence:   r.Sequence,
+		PrevHash:   prev,
+	}
+	s.Hash = RecordHash(s)
+	return s
+}

@@ -1,0 +1,230 @@
+package audit_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hsmkms/kms/hsm"
+	"github.com/hsmkms/kms/service/audit"
+	"github.com/hsmkms/kms/service/store"
+	"github.com/hsmkms/kms/softhsm-setup/softhsmtest"
+)
+
+// openToken opens a fresh SoftHSM2 token, closed when t ends.
+func openToken(t *testing.T) *hsm.Module {
+	t.Helper()
+	setup := softhsmtest.NewTestToken(t)
+	pin, err := setup.UserPIN()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := hsm.Open(t.Context(), hsm.Config{
+		ModulePath: setup.ModulePath, TokenLabel: setup.TokenLabel, PIN: pin,
+	}, nil)
+	if err != nil {
+		t.Fatalf("open token: %v", err)
+	}
+	t.Cleanup(func() { tok.Close() })
+	return tok
+}
+
+// openSQLite opens a store on a new SQLite file, closed when t ends.
+func openSQLite(t *testing.T, path string) *store.SQLStore {
+	t.Helper()
+	st, err := store.Open(context.Background(), path, nil)
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// batchSizes collects the size of every committed batch.
+type batchSizes struct {
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (b *batchSizes) ObserveBatch(records int, _ time.Duration) {
+	b.mu.Lock()
+	b.sizes = append(b.sizes, records)
+	b.mu.Unlock()
+}
+
+func verify(t *testing.T, st audit.Source, trail *audit.Trail) audit.Report {
+	t.Helper()
+	key, err := trail.PublicKey(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	report, err := audit.VerifySource(t.Context(), st, key)
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	return report
+}
+
+func TestTrailGroupCommitsConcurrentCallers(t *testing.T) {
+	tests := []struct {
+		name      string
+		batchSize int
+		want      []int
+	}{
+		{"one batch of 64", 64, []int{64}},
+		{"four batches of 16", 16, []int{16, 16, 16, 16}},
+	}
+	tok := openToken(t)
+
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := openSQLite(t, filepath.Join(t.TempDir(), "kms.db"))
+			sizes := &batchSizes{}
+			// A MaxDelay far longer than the test makes batches close only when full.
+			trail, err := audit.Open(t.Context(), st, tok, audit.Config{
+				BatchSize: tc.batchSize, MaxDelay: time.Hour, Observer: sizes,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			var wg sync.WaitGroup
+			errs := make([]error, 64)
+			for i := range 64 {
+				wg.Go(func() {
+					errs[i] = trail.Record(context.Background(), audit.Record{
+						RequestID: fmt.Sprintf("request-%d", i), Operation: "encrypt-datakey",
+						Status: 200,
+					})
+				})
+			}
+			wg.Wait()
+			for i, err := range errs {
+				if err != nil {
+					t.Errorf("caller %d: Record failed: %v", i, err)
+				}
+			}
+			if err := trail.Close(); err != nil {
+				t.Fatal(err)
+			}
+
+			if fmt.Sprint(sizes.sizes) != fmt.Sprint(tc.want) {
+				t.Errorf("batch sizes = %v, want %v", sizes.sizes, tc.want)
+			}
+			report := verify(t, st, trail)
+			if len(report.Chains) != 1 || report.Chains[0].Records != 64 {
+				t.Errorf("report = %+v, want one chain of 64 records", report)
+			}
+			if report.UnsignedRecords() != 0 {
+				t.Errorf("%d records unsigned after Close", report.UnsignedRecords())
+			}
+		})
+	}
+}
+
+func TestTrailCheckpointsEveryNRecords(t *testing.T) {
+	tok := openToken(t)
+	st := openSQLite(t, filepath.Join(t.TempDir(), "kms.db"))
+	trail, err := audit.Open(t.Context(), st, tok, audit.Config{CheckpointRecords: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for i := range 25 {
+		if err := trail.Record(t.Context(), audit.Record{RequestID: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkpoints, err := st.ListAuditCheckpoints(t.Context(), trail.ChainID(), 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := checkpointSeqs(checkpoints); got != "[10 20]" {
+		t.Errorf("checkpoints before Close sign records %s, want [10 20]", got)
+	}
+
+	if err := trail.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkpoints, err = st.ListAuditCheckpoints(t.Context(), trail.ChainID(), 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := checkpointSeqs(checkpoints); got != "[10 20 25]" {
+		t.Errorf("checkpoints after Close sign records %s, want [10 20 25]", got)
+	}
+	verify(t, st, trail)
+
+	if err := trail.Record(t.Context(), audit.Record{}); err != audit.ErrClosed {
+		t.Errorf("Record after Close = %v, want ErrClosed", err)
+	}
+}
+
+func TestTrailCheckpointsAfterInterval(t *testing.T) {
+	tok := openToken(t)
+	st := openSQLite(t, filepath.Join(t.TempDir(), "kms.db"))
+	trail, err := audit.Open(t.Context(), st, tok, audit.Config{
+		CheckpointInterval: 20 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer trail.Close()
+
+	if err := trail.Record(t.Context(), audit.Record{RequestID: "only"}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Wait for the event, not for a time: the bound only keeps a broken trail from
+	// hanging the test.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		checkpoints, err := st.ListAuditCheckpoints(t.Context(), trail.ChainID(), 0, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(checkpoints) == 1 && checkpoints[0].Seq == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no checkpoint of record 1 was written; checkpoints: %v",
+				checkpointSeqs(checkpoints))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestTrailAcknowledgedRecordIsDurable(t *testing.T) {
+	tok := openToken(t)
+	path := filepath.Join(t.TempDir(), "kms.db")
+	trail, err := audit.Open(t.Context(), openSQLite(t, path), tok, audit.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer trail.Close()
+
+	if err := trail.Record(t.Context(), audit.Record{RequestID: "acknowledged"}); err != nil {
+		t.Fatal(err)
+	}
+
+	// A second process opening the file sees the record while the trail still runs.
+	other := openSQLite(t, path)
+	last, err := other.LastAuditRecord(t.Context(), trail.ChainID())
+	if err != nil {
+		t.Fatalf("acknowledged record not in the database: %v", err)
+	}
+	if last.RequestID != "acknowledged" {
+		t.Errorf("last record is %q, want acknowledged", last.RequestID)
+	}
+}
+
+func checkpointSeqs(checkpoints []store.AuditCheckpoint) string {
+	seqs := make([]uint64, len(checkpoints))
+	for i, c := range checkpoints {
+		seqs[i] = c.Seq
+	}
+	return fmt.Sprint(seqs)
+}

@@ -1,0 +1,114 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hsmkms/kms/hsm"
+	"github.com/hsmkms/kms/service/store"
+)
+
+// DefaultSealLimit is the default Config.SealLimit: 3 * 2^30 seals, three quarters of
+// the 2^32 that NIST SP 800-38D allows one AES-GCM key with random 96-bit IVs. The
+// margin covers seals that other replicas made but have not flushed to the store yet.
+const DefaultSealLimit uint64 = 3 << 30
+
+// sealCounters counts seals per key version in memory. The hot path does one map
+// lookup and one atomic add. The store is read once per key version and process, and
+// written only by FlushSealCounts. The zero value is ready to use.
+type sealCounters struct {
+	m sync.Map // hsm.KeyRef -> *sealCounter
+}
+
+type sealCounter struct {
+	load sync.Once
+	// stored is the count in the store when it was loaded, plus what this process has
+	// flushed since. Counts flushed by other replicas after the load are not included.
+	stored atomic.Uint64
+	// pending counts seals not yet flushed.
+	pending atomic.Uint64
+	// rotating is set while, or after, this version's seal limit started a rotation.
+	rotating atomic.Bool
+}
+
+// counter returns the counter of ref, loading its stored count on first use.
+func (s *Service) sealCounter(ctx context.Context, ref hsm.KeyRef) *sealCounter {
+	v, _ := s.seals.m.LoadOrStore(ref, &sealCounter{})
+	c := v.(*sealCounter)
+
+	c.load.Do(func() {
+		n, err := s.store.SealCount(context.WithoutCancel(ctx), ref.KeyID, ref.Version)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			s.log.Warn("reading the seal count failed; counting from 0 in this process",
+				"key_id", ref.KeyID, "key_version", ref.Version, "error", err)
+			return
+		}
+		c.stored.Add(n)
+	})
+	return c
+}
+
+// countSeal records one seal under ref, the current version of k, and rotates k when the
+// version has reached Config.SealLimit. The rotation runs in the request that reaches
+// the limit, once per version and process. Its failure is logged, not returned, because
+// the seal itself succeeded, and a later seal tries again.
+func (s *Service) countSeal(ctx context.Context, k store.Key, ref hsm.KeyRef) {
+	c := s.sealCounter(ctx, ref)
+	total := c.stored.Load() + c.pending.Add(1)
+	if total < s.cfg.SealLimit || !c.rotating.CompareAndSwap(false, true) {
+		return
+	}
+
+	ctx = context.WithoutCancel(ctx)
+	s.log.Info("key version reached its seal limit; rotating", "key_id", k.ID,
+		"key_version", ref.Version, "seals", total, "seal_limit", s.cfg.SealLimit)
+
+	if err := s.rotateIfCurrent(ctx, k.ProjectID, k.ID, ref.Version); err != nil {
+		c.rotating.Store(false)
+		s.log.Warn("rotation at the seal limit failed; the next seal retries",
+			"key_id", k.ID, "key_version", ref.Version, "error", err)
+	}
+}
+
+// FlushSealCounts adds the seal counts not yet stored to the store. On failure the counts
+// stay pending for the next flush. Call it periodically and at shutdown.
+func (s *Service) FlushSealCounts(ctx context.Context) error {
+	var counts []store.SealCount
+	var counters []*sealCounter
+	s.seals.m.Range(func(key, value any) bool {
+		c := value.(*sealCounter)
+		if n := c.pending.Swap(0); n > 0 {
+			ref := key.(hsm.KeyRef)
+			counts = append(counts, store.SealCount{KeyID: ref.KeyID, Version: ref.Version, Count: n})
+			counters = append(counters, c)
+		}
+		return true
+	})
+	if len(counts) == 0 {
+		return nil
+	}
+
+	if err := s.store.AddSealCounts(ctx, counts); err != nil {
+		for i, c := range counters {
+			c.pending.Add(counts[i].Count)
+		}
+		return storeError("flush seal counts", err)
+	}
+
+	for i, c := range counters {
+		c.stored.Add(counts[i].Count)
+	}
+	return nil
+}
+
+// forgetSealCounters drops the counters of a deleted key, whose versions are gone.
+func (s *Service) forgetSealCounters(keyID string) {
+	s.seals.m.Range(func(key, _ any) bool {
+		if key.(hsm.KeyRef).KeyID == keyID {
+			s.seals.m.Delete(key)
+		}
+		return true
+	})
+}

@@ -1,0 +1,120 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/hsmkms/kms/service/store"
+	"github.com/hsmkms/kms/service/store/storetest"
+)
+
+func TestSealCounts(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, func(t *testing.T, b storetest.Backend) {
+		t.Parallel()
+		s := openStore(t, b)
+		ctx := t.Context()
+		k := createKey(t, s, newKey(t, "p1", "seals"))
+		checkErr(t, "BeginKeyVersion(2)", s.BeginKeyVersion(ctx, k.ID, 2), nil)
+
+		n, err := s.SealCount(ctx, k.ID, 1)
+		checkErr(t, "SealCount of a new version", err, nil)
+		if n != 0 {
+			t.Errorf("SealCount of a new version = %d, want 0", n)
+		}
+
+		const large = uint64(1) << 33 // beyond 32 bits, as a long-lived version reaches
+		err = s.AddSealCounts(ctx, []store.SealCount{
+			{KeyID: k.ID, Version: 1, Count: large},
+			{KeyID: k.ID, Version: 2, Count: 7},
+			{KeyID: k.ID, Version: 3, Count: 5}, // no such version: dropped
+			{KeyID: k.ID, Version: 2, Count: 0},
+		})
+		checkErr(t, "AddSealCounts", err, nil)
+		checkErr(t, "AddSealCounts again", s.AddSealCounts(ctx, []store.SealCount{
+			{KeyID: k.ID, Version: 1, Count: 1},
+		}), nil)
+		checkErr(t, "AddSealCounts of nothing", s.AddSealCounts(ctx, nil), nil)
+
+		tests := []struct {
+			version uint32
+			want    uint64
+		}{
+			{1, large + 1},
+			{2, 7},
+		}
+		for _, tt := range tests {
+			n, err := s.SealCount(ctx, k.ID, tt.version)
+			checkErr(t, "SealCount", err, nil)
+			if n != tt.want {
+				t.Errorf("SealCount(version %d) = %d, want %d", tt.version, n, tt.want)
+			}
+		}
+
+		_, err = s.SealCount(ctx, k.ID, 3)
+		checkErr(t, "SealCount of a missing version", err, store.ErrNotFound)
+	})
+}
+
+func TestWithKeyLockRunsFunction(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, func(t *testing.T, b storetest.Backend) {
+		t.Parallel()
+		s := openStore(t, b)
+		ctx := t.Context()
+		errFn := errors.New("job failed")
+
+		ran := false
+		locked, err := s.WithKeyLock(ctx, "key-1", func(ctx context.Context) error {
+			ran = true
+			return nil
+		})
+		if !locked || err != nil || !ran {
+			t.Errorf("WithKeyLock = %v, %v, ran %v; want true, nil, ran", locked, err, ran)
+		}
+
+		locked, err = s.WithKeyLock(ctx, "key-1", func(ctx context.Context) error { return errFn })
+		if !locked || !errors.Is(err, errFn) {
+			t.Errorf("WithKeyLock with a failing function = %v, %v; want true, %v", locked, err, errFn)
+		}
+	})
+}
+
+// TestWithKeyLockExcludesReplicas holds the lock of one key from one store and tries it
+// from a second store on the same database, as a second replica would.
+func TestWithKeyLockExcludesReplicas(t *testing.T) {
+	t.Parallel()
+	b := storetest.Backend{Name: storetest.Postgres, URL: storetest.PostgresURL(t)}
+	first := openStore(t, b)
+	second := openStore(t, b)
+	ctx := t.Context()
+
+	var innerLocked, otherKeyLocked bool
+	locked, err := first.WithKeyLock(ctx, "key-1", func(ctx context.Context) error {
+		var err error
+		innerLocked, err = second.WithKeyLock(ctx, "key-1", func(context.Context) error {
+			t.Error("the second replica ran its job while the first held the lock")
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		otherKeyLocked, err = second.WithKeyLock(ctx, "key-2", func(context.Context) error { return nil })
+		return err
+	})
+	if !locked || err != nil {
+		t.Fatalf("first WithKeyLock = %v, %v; want true, nil", locked, err)
+	}
+	if innerLocked {
+		t.Error("second replica took the lock of key-1 while the first held it")
+	}
+	if !otherKeyLocked {
+		t.Error("second replica could not take the lock of key-2, which nobody held")
+	}
+
+	locked, err = second.WithKeyLock(ctx, "key-1", func(context.Context) error { return nil })
+	if !locked || err != nil {
+		t.Errorf("WithKeyLock after the first released = %v, %v; want true, nil", locked, err)
+	}
+}
