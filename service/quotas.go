@@ -21,6 +21,12 @@ type Quota struct {
 
 // UserQuotas returns the caller's project quotas: keys (every state counts, as
 // create-key's KMS.1105 check does) and grants per key.
+//
+// The grant_per_CMK quota limits each key on its own (create-grant's KMS.2404), so its
+// used count is the number of grants on the project's key with the most grants, not
+// the sum over all keys. Used then never exceeds the quota, and it reaches the quota
+// exactly when some key can take no more grants. Huawei's API reference does not
+// define this count.
 func (s *Service) UserQuotas(ctx context.Context, p auth.Principal) ([]Quota, error) {
 	if err := s.authorize(ctx, p, auth.OpUserQuotas, nil); err != nil {
 		return nil, err
@@ -31,11 +37,14 @@ func (s *Service) UserQuotas(ctx context.Context, p auth.Principal) ([]Quota, er
 		return nil, storeError("count keys", err)
 	}
 
-	// TODO: report the grants in use per key once the grant store can count them
-	// without a query per key; 0 until then.
+	grants, err := s.store.MaxGrantsPerKey(ctx, p.ProjectID)
+	if err != nil {
+		return nil, storeError("count grants per key", err)
+	}
+
 	return []Quota{
 		{Type: QuotaTypeCMK, Used: keys, Quota: s.cfg.KeysPerProject},
-		{Type: QuotaTypeGrantPerCMK, Used: 0, Quota: s.cfg.GrantsPerKey},
+		{Type: QuotaTypeGrantPerCMK, Used: grants, Quota: s.cfg.GrantsPerKey},
 	}, nil
 }
 

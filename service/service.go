@@ -164,7 +164,8 @@ func tokenError(op string, err error) error {
 }
 
 // authorize checks that p may run op, on key k when k is not nil: its role allows op,
-// or a grant on k gives op to p.
+// or a grant on k gives op to p. A grant that allows op is added to the Authorization of
+// ctx (see WithAuthorization).
 func (s *Service) authorize(ctx context.Context, p auth.Principal, op string, k *store.Key) error {
 	if auth.Allowed(p.Role, op) {
 		return nil

@@ -31,6 +31,10 @@ func openAudit(
 		return audit.Discard{}, func() {}, nil
 	}
 
+	if sqlStore, ok := st.(*store.SQLStore); ok {
+		sqlStore.SetAuditFsync(cfg.AuditFsync)
+	}
+
 	observer, err := audit.NewBatchMetrics(registry)
 	if err != nil {
 		return nil, nil, err

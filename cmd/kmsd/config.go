@@ -51,7 +51,8 @@ type config struct {
 
 	Audit                   bool          `json:"audit" env:"KMS_AUDIT" flag:"audit" help:"record every API call in the tamper-evident audit trail; false turns the trail off"`
 	AuditBatchSize          int           `json:"audit_batch_size" env:"KMS_AUDIT_BATCH_SIZE" flag:"audit-batch-size" help:"maximum audit records per database transaction (group commit)"`
-	AuditMaxDelay           time.Duration `json:"audit_max_delay" env:"KMS_AUDIT_MAX_DELAY" flag:"audit-max-delay" help:"how long an audit record waits for others to share its transaction"`
+	AuditMaxDelay           time.Duration `json:"audit_max_delay" env:"KMS_AUDIT_MAX_DELAY" flag:"audit-max-delay" help:"how long an audit record waits for others to share its transaction (0: no wait)"`
+	AuditFsync              bool          `json:"audit_fsync" env:"KMS_AUDIT_FSYNC" flag:"audit-fsync" help:"on SQLite, fsync every audit commit (survives power loss; about one disk flush per batch); false survives a process crash"`
 	AuditCheckpointRecords  int           `json:"audit_checkpoint_records" env:"KMS_AUDIT_CHECKPOINT_RECORDS" flag:"audit-checkpoint-records" help:"audit records between two signed checkpoints"`
 	AuditCheckpointInterval time.Duration `json:"audit_checkpoint_interval" env:"KMS_AUDIT_CHECKPOINT_INTERVAL" flag:"audit-checkpoint-interval" help:"maximum time an audit record stays without a signed checkpoint"`
 

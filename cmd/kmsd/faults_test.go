@@ -30,7 +30,7 @@ func launchKmsd(t *testing.T, args []string, env ...string) *kmsdProcess {
 	}
 	bin := build(t, "github.com/hsmkms/kms/cmd/kmsd", "kmsd")
 
-	p := &kmsdProcess{addr: freeAddr(t), logs: &bytes.Buffer{}}
+	p := &kmsdProcess{addr: freeAddr(t), logs: &syncBuffer{}}
 	p.cmd = exec.Command(bin, append([]string{"--listen", p.addr}, args...)...)
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs

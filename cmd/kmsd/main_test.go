@@ -60,7 +60,7 @@ func freeAddr(t *testing.T) string {
 type kmsdProcess struct {
 	cmd  *exec.Cmd
 	addr string
-	logs *bytes.Buffer
+	logs *syncBuffer // written by the process output goroutines while tests read it
 }
 
 func startKmsd(t *testing.T, dataDir string, extraEnv ...string) *kmsdProcess {
@@ -71,7 +71,7 @@ func startKmsd(t *testing.T, dataDir string, extraEnv ...string) *kmsdProcess {
 	bin := build(t, "github.com/hsmkms/kms/cmd/kmsd", "kmsd")
 	addr := freeAddr(t)
 
-	p := &kmsdProcess{addr: addr, logs: &bytes.Buffer{}}
+	p := &kmsdProcess{addr: addr, logs: &syncBuffer{}}
 	p.cmd = exec.Command(bin, "--data-dir", dataDir, "--listen", addr)
 	p.cmd.Env = append(os.Environ(), extraEnv...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs

@@ -91,7 +91,7 @@ func startKmsdTLS(t *testing.T, dataDir, certPath, keyPath string) *kmsdProcess 
 	bin := build(t, "github.com/hsmkms/kms/cmd/kmsd", "kmsd")
 	addr := freeAddr(t)
 
-	p := &kmsdProcess{addr: addr, logs: &bytes.Buffer{}}
+	p := &kmsdProcess{addr: addr, logs: &syncBuffer{}}
 	p.cmd = exec.Command(bin, "--data-dir", dataDir, "--listen", addr,
 		"--tls-cert", certPath, "--tls-key", keyPath)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs

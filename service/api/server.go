@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -145,6 +146,8 @@ type requestState struct {
 	version   uint32
 	sequence  string
 	audited   bool
+	// authz collects the grants that allowed the call, for the audit record.
+	authz service.Authorization
 }
 
 const stateKey = "kms.state"
@@ -189,6 +192,8 @@ func (s *Server) op(name string, h opHandler) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		st := stateOf(c)
 		st.op = name
+		r := c.Request()
+		c.SetRequest(r.WithContext(service.WithAuthorization(r.Context(), &st.authz)))
 
 		resp, err := h(c, st)
 		if err != nil {
@@ -223,6 +228,7 @@ func (s *Server) record(c echo.Context, st *requestState, status int, code strin
 		Operation:  st.op,
 		KeyID:      st.keyID,
 		KeyVersion: st.version,
+		GrantID:    strings.Join(st.authz.GrantIDs, ","),
 		Status:     status,
 		ErrorCode:  code,
 		Sequence:   st.sequence,

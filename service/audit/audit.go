@@ -19,7 +19,10 @@ type Record struct {
 	Operation  string
 	KeyID      string
 	KeyVersion uint32
-	GrantID    string
+	// GrantID is the id of the grant that allowed the call when the caller's role did
+	// not, or empty. A re-encrypt allowed by grants on both keys has both ids,
+	// comma-separated, the source key's first.
+	GrantID string
 	// Status is the HTTP status of the answer.
 	Status int
 	// ErrorCode is the KMS or gateway error code; empty on success.

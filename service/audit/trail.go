@@ -33,7 +33,7 @@ type Signer interface {
 // Defaults of Config.
 const (
 	DefaultBatchSize          = 256
-	DefaultMaxDelay           = time.Millisecond
+	DefaultMaxDelay           = 0
 	DefaultCheckpointRecords  = 1000
 	DefaultCheckpointInterval = time.Minute
 	DefaultWriteTimeout       = 10 * time.Second
@@ -44,8 +44,9 @@ type Config struct {
 	// BatchSize is the maximum number of records committed in one transaction.
 	BatchSize int
 	// MaxDelay is how long the first record of a batch waits for more records before
-	// the batch is committed. Records that arrive while a commit runs join the next
-	// batch without waiting.
+	// the batch is committed. Zero (the default) adds no wait: a batch is every record
+	// that queued while the previous commit ran, which under load is the whole queue and
+	// with one client is one record, so that a lone request pays no delay.
 	MaxDelay time.Duration
 	// CheckpointRecords is the number of records after which a checkpoint is signed.
 	CheckpointRecords int
@@ -69,8 +70,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxDelay < 0 {
 		c.MaxDelay = 0
-	} else if c.MaxDelay == 0 {
-		c.MaxDelay = DefaultMaxDelay
 	}
 	if c.CheckpointRecords <= 0 {
 		c.CheckpointRecords = DefaultCheckpointRecords
@@ -296,6 +295,9 @@ func (t *Trail) run() {
 // at most MaxDelay.
 func (t *Trail) collect(first *pending) []*pending {
 	batch := []*pending{first}
+	if t.cfg.MaxDelay == 0 {
+		return t.drain(batch)
+	}
 	timer := time.NewTimer(t.cfg.MaxDelay)
 	defer timer.Stop()
 
@@ -307,6 +309,22 @@ func (t *Trail) collect(first *pending) []*pending {
 			}
 			batch = append(batch, p)
 		case <-timer.C:
+			return batch
+		}
+	}
+	return batch
+}
+
+// drain adds every record already queued to batch, up to BatchSize, without waiting.
+func (t *Trail) drain(batch []*pending) []*pending {
+	for len(batch) < t.cfg.BatchSize {
+		select {
+		case p, ok := <-t.queue:
+			if !ok {
+				return batch // the next receive in run gets the closed queue
+			}
+			batch = append(batch, p)
+		default:
 			return batch
 		}
 	}

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"strings"
@@ -149,7 +150,7 @@ func (s *SQLStore) AppendAudit(
 
 	op := fmt.Sprintf("append %d audit records and %d checkpoints", len(records),
 		len(checkpoints))
-	return s.inWriteTx(ctx, op, func(tx *sql.Tx) error {
+	return s.inAuditTx(ctx, op, func(tx *sql.Tx) error {
 		for start := 0; start < len(records); start += auditRowsPerInsert {
 			end := min(start+auditRowsPerInsert, len(records))
 			if err := s.insertAuditRecords(ctx, tx, records[start:end]); err != nil {
@@ -325,4 +326,31 @@ func (s *SQLStore) ListAuditCheckpoints(
 		return nil, s.d.wrap(op, err)
 	}
 	return checkpoints, nil
+}
+
+// inAuditTx runs fn in a write transaction. On SQLite without SetAuditFsync(true), the
+// transaction runs on the pinned writer connection with synchronous=NORMAL, restored to
+// FULL before the connection serves any other write.
+func (s *SQLStore) inAuditTx(ctx context.Context, op string, fn func(tx *sql.Tx) error) error {
+	if s.d.name != "sqlite" || s.auditFsync.Load() {
+		return s.inWriteTx(ctx, op, fn)
+	}
+
+	conn, err := s.write.Conn(ctx)
+	if err != nil {
+		return s.d.wrap(op+": get writer connection", err)
+	}
+	defer conn.Close()
+
+	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous=NORMAL"); err != nil {
+		return s.d.wrap(op+": relax synchronous", err)
+	}
+	defer func() {
+		if _, err := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous=FULL"); err != nil {
+			// The connection must not serve metadata writes without fsync: drop it.
+			s.log.Error("restoring synchronous=FULL failed; closing the writer connection", "err", err)
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+	}()
+	return s.inTx(ctx, conn, nil, op, fn)
 }

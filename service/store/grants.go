@@ -82,6 +82,10 @@ type GrantStore interface {
 
 	// DeleteGrant deletes the grant with id grantID in project, or returns ErrNotFound.
 	DeleteGrant(ctx context.Context, projectID, grantID string) error
+
+	// MaxGrantsPerKey returns the number of grants on the key of project that has the
+	// most grants, or 0 when project has no grants.
+	MaxGrantsPerKey(ctx context.Context, projectID string) (int, error)
 }
 
 const grantColumns = "id, key_id, project_id, name, grantee_type, grantee, " +
@@ -274,6 +278,19 @@ func (s *SQLStore) DeleteGrant(ctx context.Context, projectID, grantID string) e
 	res, err := s.write.ExecContext(ctx, s.d.rebind(
 		"DELETE FROM grants WHERE project_id = ? AND id = ?"), projectID, grantID)
 	return s.checkOneRow("delete grant "+grantID, res, err)
+}
+
+// MaxGrantsPerKey returns the number of grants on the key of projectID that has the most
+// grants, or 0 when projectID has no grants. It is one query, whatever the number of keys.
+func (s *SQLStore) MaxGrantsPerKey(ctx context.Context, projectID string) (int, error) {
+	var n int
+	err := s.read.QueryRowContext(ctx, s.d.rebind("SELECT COALESCE(MAX(n), 0) FROM "+
+		"(SELECT COUNT(*) AS n FROM grants WHERE project_id = ? GROUP BY key_id) AS g"),
+		projectID).Scan(&n)
+	if err != nil {
+		return 0, s.d.wrap("count grants per key in project "+projectID, err)
+	}
+	return n, nil
 }
 
 // queryGrants runs a query that selects grantColumns and returns its rows.

@@ -360,6 +360,51 @@ func TestDeleteKeyDeletesGrants(t *testing.T) {
 	})
 }
 
+func TestMaxGrantsPerKey(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, func(t *testing.T, b storetest.Backend) {
+		t.Parallel()
+		s := openStore(t, b)
+		ctx := t.Context()
+
+		checkMax := func(what, project string, want int) {
+			t.Helper()
+			got, err := s.MaxGrantsPerKey(ctx, project)
+			checkErr(t, "MaxGrantsPerKey "+what, err, nil)
+			if got != want {
+				t.Errorf("MaxGrantsPerKey %s = %d, want %d", what, got, want)
+			}
+		}
+		checkMax("of a project without keys", "p1", 0)
+
+		busy := createKey(t, s, newKey(t, "p1", "busy"))
+		quiet := createKey(t, s, newKey(t, "p1", "quiet"))
+		createKey(t, s, newKey(t, "p1", "ungranted"))
+		foreign := createKey(t, s, newKey(t, "p2", "foreign"))
+		checkMax("of a project without grants", "p1", 0)
+
+		var busyGrants []store.Grant
+		for i := range 3 {
+			g := newGrant(t, busy, "user-1", time.Duration(i)*time.Second)
+			checkErr(t, "CreateGrant on the busy key", s.CreateGrant(ctx, g, 100), nil)
+			busyGrants = append(busyGrants, g)
+		}
+		checkErr(t, "CreateGrant on the quiet key",
+			s.CreateGrant(ctx, newGrant(t, quiet, "user-1", 0), 100), nil)
+		for i := range 5 {
+			g := newGrant(t, foreign, "user-1", time.Duration(i)*time.Second)
+			checkErr(t, "CreateGrant in another project", s.CreateGrant(ctx, g, 100), nil)
+		}
+		checkMax("with 3 and 1 grants on two keys", "p1", 3)
+		checkMax("of the other project", "p2", 5)
+
+		for _, g := range busyGrants[:2] {
+			checkErr(t, "DeleteGrant", s.DeleteGrant(ctx, "p1", g.ID), nil)
+		}
+		checkMax("after deleting grants of the busy key", "p1", 1)
+	})
+}
+
 // BenchmarkListGranteeGrants measures the store read that authorization makes when a
 // caller's role does not allow an operation on its own.
 func BenchmarkListGranteeGrants(b *testing.B) {
