@@ -41,6 +41,7 @@ func main() {
 		"comma-separated operations to measure")
 	fs.StringVar(&opts.kmsdArgs, "kmsd-args", "", "extra kmsd flags, space-separated")
 	fs.StringVar(&opts.database, "database", "", "kmsd --database (default: SQLite in the data directory)")
+	fs.StringVar(&opts.profile, "cpu-profile", "", "write a CPU profile of kmsd during its first loaded run to this file")
 	_ = fs.Parse(os.Args[1:])
 
 	if _, err := exec.LookPath("wrk"); err != nil {
@@ -69,4 +70,5 @@ type options struct {
 	ops         string
 	kmsdArgs    string
 	database    string
+	profile     string
 }

@@ -306,6 +306,13 @@ func runBenchmark(ctx context.Context, o options) (bool, error) {
 		return false, err
 	}
 	args := []string{"--data-dir", dataDir, "--listen", kmsdAddr, "--log-level", "warn"}
+	pprofAddr := ""
+	if o.profile != "" {
+		if pprofAddr, err = freeAddr(); err != nil {
+			return false, err
+		}
+		args = append(args, "--pprof-listen", pprofAddr)
+	}
 	if o.database != "" {
 		args = append(args, "--database", o.database)
 	}
@@ -339,7 +346,18 @@ func runBenchmark(ctx context.Context, o options) (bool, error) {
 			{"ceiling", ceilAddr, w.ceilExpect}, {"kmsd", kmsdAddr, w.kmsdExpect},
 		} {
 			sr := sign(creds, target.host, w.op, w.body)
+			var profiled chan error
+			if target.name == "kmsd" && pprofAddr != "" {
+				profiled = make(chan error, 1)
+				go func(addr string) { profiled <- captureProfile(addr, o.profile, o.duration) }(pprofAddr)
+				pprofAddr = "" // only the first loaded run
+			}
 			r, err := runWrk(sr, target.host, target.expect, threads, conns, o.duration)
+			if profiled != nil {
+				if perr := <-profiled; perr != nil {
+					fmt.Fprintln(os.Stderr, "kmsbench: CPU profile:", perr)
+				}
+			}
 			if err != nil {
 				return err
 			}
@@ -418,4 +436,27 @@ func digestHex(plainHex string) string {
 	fmt.Sscanf(plainHex, "%x", &b)
 	sum := sha256Sum(b)
 	return fmt.Sprintf("%X", sum)
+}
+
+// captureProfile fetches a CPU profile of the middle of a run of length d.
+func captureProfile(addr, path string, d time.Duration) error {
+	seconds := max(1, int((d-2*time.Second)/time.Second))
+	time.Sleep(time.Second)
+	res, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, seconds))
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("HTTP %d", res.StatusCode)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, res.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -70,6 +70,9 @@ type client struct {
 	endpoint string
 	creds    credentials
 	http     *http.Client
+	// onRequestID, when set, gets the X-Request-Id of every response of kmsd, which is
+	// also the request id of the call's audit record.
+	onRequestID func(id string)
 }
 
 func newClient(endpoint, caFile string, creds credentials) (*client, error) {
@@ -129,6 +132,9 @@ func (c *client) call(method, path string, body, out any) error {
 		return fmt.Errorf("calling %s: %w", c.endpoint, err)
 	}
 	defer res.Body.Close()
+	if id := res.Header.Get("X-Request-Id"); id != "" && c.onRequestID != nil {
+		c.onRequestID(id)
+	}
 
 	answer, err := io.ReadAll(io.LimitReader(res.Body, 16<<20))
 	if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"errors"
 	"flag"
 	"fmt"
@@ -96,33 +97,40 @@ func runAuditVerify(env *cliEnv, args []string) error {
 		return err
 	}
 
-	var report audit.Report
-	if *in != "" {
-		f, err := os.Open(*in)
-		if err != nil {
-			return fmt.Errorf("open export: %w", err)
-		}
-		defer f.Close()
-		report, err = audit.VerifyExport(f, key)
-	} else {
-		var st *store.SQLStore
-		st, err = openStoreReadOnly(*database)
-		if err != nil {
-			return err
-		}
-		defer st.Close()
-		report, err = audit.VerifySource(context.Background(), st, key)
-	}
+	report, err := verifyAuditInput(*in, *database, key)
 	if err != nil {
 		return err
 	}
 
 	printReport(env.stdout, report)
+	if len(report.Chains) == 0 {
+		return errors.New("found no audit chain to verify: check that --in or --database " +
+			"names the trail of a kmsd that ran with auditing on")
+	}
 	if n := report.UnsignedRecords(); *signedTail && n > 0 {
 		return fmt.Errorf("%d records follow the last checkpoint of their chain; "+
 			"their removal could not be detected", n)
 	}
 	return nil
+}
+
+// verifyAuditInput verifies the export file at in, or else the store at databaseURL.
+func verifyAuditInput(in, databaseURL string, key *ecdsa.PublicKey) (audit.Report, error) {
+	if in != "" {
+		f, err := os.Open(in)
+		if err != nil {
+			return audit.Report{}, fmt.Errorf("open export: %w", err)
+		}
+		defer f.Close()
+		return audit.VerifyExport(f, key)
+	}
+
+	st, err := openStoreReadOnly(databaseURL)
+	if err != nil {
+		return audit.Report{}, err
+	}
+	defer st.Close()
+	return audit.VerifySource(context.Background(), st, key)
 }
 
 func printReport(w io.Writer, report audit.Report) {
@@ -183,14 +191,36 @@ func runAuditTail(env *cliEnv, args []string) error {
 	}
 	defer closeSource()
 
-	return tailAudit(context.Background(), src, env.stdout, *interval)
+	// kmsd records the tail's own reads of the trail too. Printing them would make an
+	// idle trail grow by the tail's polls and print them forever, so the tail skips the
+	// records of its own requests, known by the X-Request-Id of each response.
+	own := map[string]bool{}
+	if c, ok := src.(auditClient); ok {
+		c.c.onRequestID = func(id string) { own[id] = true }
+	}
+	skip := func(r store.AuditRecord) bool {
+		if !own[r.RequestID] {
+			return false
+		}
+		delete(own, r.RequestID)
+		return true
+	}
+
+	return tailAudit(context.Background(), src, env.stdout, *interval, skip)
 }
 
 // tailAudit skips the records that exist when it starts, then polls src every interval
-// and writes each new record as a JSON line, until ctx ends.
-func tailAudit(ctx context.Context, src audit.Source, w io.Writer, interval time.Duration) error {
+// and writes each new record for which skip returns false as a JSON line, until ctx
+// ends.
+func tailAudit(
+	ctx context.Context,
+	src audit.Source,
+	w io.Writer,
+	interval time.Duration,
+	skip func(store.AuditRecord) bool,
+) error {
 	positions := map[string]uint64{}
-	if _, err := pollAudit(ctx, src, positions, nil); err != nil {
+	if _, err := pollAudit(ctx, src, positions, nil, skip); err != nil {
 		return err
 	}
 
@@ -202,19 +232,21 @@ func tailAudit(ctx context.Context, src audit.Source, w io.Writer, interval time
 			return nil
 		case <-ticker.C:
 		}
-		if _, err := pollAudit(ctx, src, positions, w); err != nil {
+		if _, err := pollAudit(ctx, src, positions, w, skip); err != nil {
 			return err
 		}
 	}
 }
 
-// pollAudit reads the records after positions of every chain, writes them to w unless
-// w is nil, and advances positions. It returns the number of records read.
+// pollAudit reads the records after positions of every chain, calls skip on each, writes
+// those for which skip returns false to w unless w is nil, and advances positions. It
+// returns the number of records read.
 func pollAudit(
 	ctx context.Context,
 	src audit.Source,
 	positions map[string]uint64,
 	w io.Writer,
+	skip func(store.AuditRecord) bool,
 ) (int, error) {
 	chains, err := src.ListAuditChains(ctx)
 	if err != nil {
@@ -229,7 +261,7 @@ func pollAudit(
 				return read, err
 			}
 			for _, r := range records {
-				if w != nil {
+				if !skip(r) && w != nil {
 					if err := printJSONLine(w, audit.RecordLine(r)); err != nil {
 						return read, err
 					}

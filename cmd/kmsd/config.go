@@ -60,6 +60,7 @@ type config struct {
 	SealLimit       int64         `json:"seal_limit" env:"KMS_SEAL_LIMIT" flag:"seal-limit" help:"seals (encryptions) after which a key version is rotated; AES-GCM with random IVs allows 2^32"`
 	StaleVersionAge time.Duration `json:"stale_version_age" env:"KMS_STALE_VERSION_AGE" flag:"stale-version-age" help:"age after which reconciliation removes a key version left half-created by a crash"`
 
+	PprofListen     string        `json:"pprof_listen" env:"KMS_PPROF_LISTEN" flag:"pprof-listen" help:"loopback address serving Go profiles under /debug/pprof/ (empty: off); never expose it, profiles show memory"`
 	ShutdownTimeout time.Duration `json:"shutdown_timeout" env:"KMS_SHUTDOWN_TIMEOUT" flag:"shutdown-timeout" help:"how long SIGTERM waits for in-flight requests"`
 	LogLevel        string        `json:"log_level" env:"KMS_LOG_LEVEL" flag:"log-level" help:"debug, info, warn or error"`
 	LogFormat       string        `json:"log_format" env:"KMS_LOG_FORMAT" flag:"log-format" help:"text or json"`

@@ -268,6 +268,8 @@ func TestKmsdSIGTERMDuringRequests(t *testing.T) {
 	p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
 	keyID := keyIDOf(t, kmsctl(t, p, dataDir, "create-key", "--alias", "sigterm"))
 	ak, sk, projectID := readAdmin(t, dataDir)
+	keyPath := filepath.Join(t.TempDir(), "audit-key.pem")
+	kmsctl(t, p, dataDir, "audit", "public-key", "--out", keyPath)
 
 	const inFlight = 100
 	body := []byte(fmt.Sprintf(`{"key_id":%q,"datakey_length":"256"}`, keyID))
@@ -327,15 +329,25 @@ func TestKmsdSIGTERMDuringRequests(t *testing.T) {
 	if err := p.cmd.Wait(); err != nil {
 		t.Fatalf("kmsd exit: %v; logs:\n%s", err, p.logs)
 	}
-	verifyAuditTrail(t, dataDir)
+	verifyAuditTrail(t, p, dataDir, keyPath)
 }
 
-// verifyAuditTrail checks the audit trail of the kmsd that used dataDir.
-//
-// TODO: run `kmsctl audit verify` on dataDir once the audit trail lands; until then
-// kmsd records calls with audit.Discard and there is nothing to verify.
-func verifyAuditTrail(t *testing.T, dataDir string) {
+// verifyAuditTrail runs `kmsctl audit verify --require-signed-tail` on the SQLite file
+// of dataDir, with the audit public key in keyPath, and fails t unless it exits 0. The
+// kmsd p must have stopped cleanly, because only then is every record signed.
+func verifyAuditTrail(t *testing.T, p *kmsdProcess, dataDir, keyPath string) {
 	t.Helper()
+
+	database := filepath.Join(dataDir, "kms.db")
+	r := runKmsctl(t, p, dataDir, nil, "audit", "verify", "--database", database,
+		"--public-key", keyPath, "--require-signed-tail")
+	if r.exitCode != 0 {
+		t.Fatalf("kmsctl audit verify --database %s: exit status %d\n%s%s", database,
+			r.exitCode, r.stdout, r.stderr)
+	}
+	if !bytes.Contains(r.stdout, []byte("verified")) {
+		t.Errorf("kmsctl audit verify printed no report: %s", r.stdout)
+	}
 }
 
 // TestServeRepeatedInOneProcess runs serve twice in this process, each time until its

@@ -82,6 +82,14 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, log *slo
 		return fmt.Errorf("creating the data directory: %w", err)
 	}
 
+	if cfg.PprofListen != "" {
+		stopPprof, err := startPprof(cfg.PprofListen, log)
+		if err != nil {
+			return err
+		}
+		defer stopPprof()
+	}
+
 	hsmCfg, err := tokenConfig(cfg, getenv)
 	if err != nil {
 		return err

@@ -66,7 +66,7 @@ func TestAuditRecordNamesGrant(t *testing.T) {
 			operation: "encrypt-datakey", body: encryptBody(source, make([]byte, 32)),
 			status: http.StatusForbidden},
 		{name: "role denies without grants", caller: reader.client, operation: "create-key",
-			body: map[string]any{"key_alias": "audit-grant-denied"},
+			body:   map[string]any{"key_alias": "audit-grant-denied"},
 			status: http.StatusForbidden},
 	}
 	for _, tc := range tests {

@@ -296,7 +296,13 @@ func (t *Trail) run() {
 func (t *Trail) collect(first *pending) []*pending {
 	batch := []*pending{first}
 	if t.cfg.MaxDelay == 0 {
-		return t.drain(batch)
+		batch = t.drain(batch)
+		if len(batch) == 1 || len(batch) >= t.cfg.BatchSize {
+			return batch
+		}
+		// Others were waiting, so callers are concurrent: linger briefly so that one
+		// commit serves more of them. A lone caller (batch of 1) never waits.
+		return t.linger(batch, concurrentLinger)
 	}
 	timer := time.NewTimer(t.cfg.MaxDelay)
 	defer timer.Stop()
@@ -306,6 +312,30 @@ func (t *Trail) collect(first *pending) []*pending {
 		case p, ok := <-t.queue:
 			if !ok {
 				return batch // the next receive in run gets the closed queue
+			}
+			batch = append(batch, p)
+		case <-timer.C:
+			return batch
+		}
+	}
+	return batch
+}
+
+// concurrentLinger is how long a batch that already holds several records waits for
+// more. It is well under the cost of one commit, which it saves many times over under
+// load: profiles of decrypt-datakey at 64 connections showed small batches spending
+// more CPU in SQLite commits than in the token.
+const concurrentLinger = 200 * time.Microsecond
+
+// linger adds records to batch for at most d, up to BatchSize.
+func (t *Trail) linger(batch []*pending, d time.Duration) []*pending {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for len(batch) < t.cfg.BatchSize {
+		select {
+		case p, ok := <-t.queue:
+			if !ok {
+				return batch
 			}
 			batch = append(batch, p)
 		case <-timer.C:

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -55,9 +56,17 @@ type SQLStore struct {
 	d     dialect
 	log   *slog.Logger
 
-	// auditFsync makes SQLite audit commits wait for fsync like every other write. See
+	// auditWrite commits audit batches: on SQLite a second single writer connection
+	// with synchronous=NORMAL, elsewhere the same pool as write.
+	auditWrite *sql.DB
+	// auditFsync sends SQLite audit commits through write, with fsync. See
 	// SetAuditFsync.
 	auditFsync atomic.Bool
+
+	// auditInsert is the prepared single-row audit INSERT of auditWrite on SQLite,
+	// prepared on first use.
+	auditInsertMu sync.Mutex
+	auditInsert   *sql.Stmt
 }
 
 // SetAuditFsync chooses how SQLite commits audit batches. With false (the default),
@@ -132,7 +141,7 @@ func openPostgres(databaseURL string) (*SQLStore, error) {
 	db.SetConnMaxLifetime(postgresConnMaxLifetime)
 	db.SetConnMaxIdleTime(postgresConnMaxIdleTime)
 
-	return &SQLStore{write: db, read: db, d: postgresDialect}, nil
+	return &SQLStore{write: db, read: db, auditWrite: db, d: postgresDialect}, nil
 }
 
 func openSQLite(databaseURL string) (*SQLStore, error) {
@@ -167,8 +176,23 @@ func openSQLite(databaseURL string) (*SQLStore, error) {
 	write.SetConnMaxIdleTime(0)
 
 	if inMemory {
-		return &SQLStore{write: write, read: write, d: sqliteDialect}, nil
+		return &SQLStore{write: write, read: write, auditWrite: write, d: sqliteDialect}, nil
 	}
+
+	// The audit writer is a second write connection whose commits skip fsync (see
+	// SetAuditFsync). It takes the same write lock as write, so the two only wait for
+	// each other, within busy_timeout.
+	auditParams := cloneValues(writeParams)
+	auditParams.Set("_synchronous", "NORMAL")
+	auditWrite, err := sql.Open("sqlite3", sqliteDSN(path, auditParams))
+	if err != nil {
+		write.Close()
+		return nil, fmt.Errorf("open sqlite store: %w", err)
+	}
+	auditWrite.SetMaxOpenConns(1)
+	auditWrite.SetMaxIdleConns(1)
+	auditWrite.SetConnMaxLifetime(0)
+	auditWrite.SetConnMaxIdleTime(0)
 
 	readParams := cloneValues(params)
 	readParams.Set("_foreign_keys", "on")
@@ -181,13 +205,14 @@ func openSQLite(databaseURL string) (*SQLStore, error) {
 	read, err := sql.Open("sqlite3", sqliteDSN(path, readParams))
 	if err != nil {
 		write.Close()
+		auditWrite.Close()
 		return nil, fmt.Errorf("open sqlite store: %w", err)
 	}
 	readers := max(sqliteMinReaders, runtime.NumCPU())
 	read.SetMaxOpenConns(readers)
 	read.SetMaxIdleConns(readers)
 
-	return &SQLStore{write: write, read: read, d: sqliteDialect}, nil
+	return &SQLStore{write: write, read: read, auditWrite: auditWrite, d: sqliteDialect}, nil
 }
 
 // parseSQLiteURL splits a SQLite database URL into the file path and its parameters.
@@ -243,11 +268,17 @@ func (s *SQLStore) Ping(ctx context.Context) error {
 // Close closes both connection pools. On SQLite the last connection to close
 // checkpoints the WAL into the database file.
 func (s *SQLStore) Close() error {
-	var readErr error
+	var readErr, auditErr error
 	if s.read != s.write {
 		readErr = s.read.Close()
 	}
-	return errors.Join(readErr, s.write.Close())
+	if s.auditInsert != nil {
+		auditErr = s.auditInsert.Close()
+	}
+	if s.auditWrite != nil && s.auditWrite != s.write {
+		auditErr = errors.Join(auditErr, s.auditWrite.Close())
+	}
+	return errors.Join(readErr, auditErr, s.write.Close())
 }
 
 // querier is what *sql.DB and *sql.Tx have in common.

@@ -12,7 +12,8 @@ CREATE TABLE audit_chains (
 ) STRICT;
 
 -- One row per API call. seq counts from 1 within the chain; prev_hash is empty for
--- seq 1 and the hash of record seq - 1 otherwise.
+-- seq 1 and the hash of record seq - 1 otherwise. WITHOUT ROWID keeps the rows in the
+-- primary key's B-tree, so an insert writes one B-tree instead of a table and an index.
 CREATE TABLE audit_records (
     chain_id    TEXT    NOT NULL,
     seq         INTEGER NOT NULL CHECK (seq >= 1),
@@ -32,7 +33,7 @@ CREATE TABLE audit_records (
     prev_hash   BLOB    NOT NULL,
     hash        BLOB    NOT NULL,
     PRIMARY KEY (chain_id, seq)
-) STRICT;
+) STRICT, WITHOUT ROWID;
 
 -- ListAuditChains finds the chains whose audit_chains row is missing by their first
 -- record, so that deleting a chain row does not hide its records from verification.
