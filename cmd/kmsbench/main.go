@@ -41,6 +41,7 @@ func main() {
 		"comma-separated operations to measure")
 	fs.StringVar(&opts.kmsdArgs, "kmsd-args", "", "extra kmsd flags, space-separated")
 	fs.StringVar(&opts.database, "database", "", "kmsd --database (default: SQLite in the data directory)")
+	fs.IntVar(&opts.replicas, "replicas", 1, "kmsd replicas sharing the token and --database (more than 1 needs a postgres:// --database); the load is split evenly over them")
 	fs.StringVar(&opts.profile, "cpu-profile", "", "write a CPU profile of kmsd during its first loaded run to this file")
 	_ = fs.Parse(os.Args[1:])
 
@@ -71,4 +72,5 @@ type options struct {
 	kmsdArgs    string
 	database    string
 	profile     string
+	replicas    int
 }

@@ -325,6 +325,28 @@ func runBenchmark(ctx context.Context, o options) (bool, error) {
 	}
 	defer kmsd.stop()
 
+	if o.replicas > 1 && !strings.HasPrefix(o.database, "postgres") {
+		return false, errors.New("--replicas above 1 needs --database postgres://...")
+	}
+	replicaAddrs := []string{kmsdAddr}
+	for range o.replicas - 1 {
+		addr, err := freeAddr()
+		if err != nil {
+			return false, err
+		}
+		replicaArgs := []string{"--data-dir", dataDir, "--listen", addr, "--log-level", "warn",
+			"--database", o.database}
+		if o.kmsdArgs != "" {
+			replicaArgs = append(replicaArgs, strings.Fields(o.kmsdArgs)...)
+		}
+		replica, err := startProcess(o.kmsd, replicaArgs, nil, "/readyz", addr)
+		if err != nil {
+			return false, err
+		}
+		defer replica.stop()
+		replicaAddrs = append(replicaAddrs, addr)
+	}
+
 	var creds adminCredentials
 	raw, err := os.ReadFile(filepath.Join(dataDir, "admin-credentials.json"))
 	if err != nil {
@@ -352,7 +374,13 @@ func runBenchmark(ctx context.Context, o options) (bool, error) {
 				go func(addr string) { profiled <- captureProfile(addr, o.profile, o.duration) }(pprofAddr)
 				pprofAddr = "" // only the first loaded run
 			}
-			r, err := runWrk(sr, target.host, target.expect, threads, conns, o.duration)
+			var r result
+			var err error
+			if target.name == "kmsd" && len(replicaAddrs) > 1 {
+				r, err = runWrkSplit(creds, w, replicaAddrs, target.expect, threads, conns, o.duration)
+			} else {
+				r, err = runWrk(sr, target.host, target.expect, threads, conns, o.duration)
+			}
 			if profiled != nil {
 				if perr := <-profiled; perr != nil {
 					fmt.Fprintln(os.Stderr, "kmsbench: CPU profile:", perr)
@@ -459,4 +487,42 @@ func captureProfile(addr, path string, d time.Duration) error {
 		return err
 	}
 	return f.Close()
+}
+
+// runWrkSplit runs one wrk per replica at the same time, each with an equal share of the
+// threads and connections, and adds their counts. Its p50, p99 and p99.9 are the highest
+// of the replicas' values, an upper bound of the combined percentiles.
+func runWrkSplit(creds adminCredentials, w workload, hosts []string, expect string, threads, conns int, d time.Duration) (result, error) {
+	n := len(hosts)
+	results := make([]result, n)
+	errs := make([]error, n)
+	done := make(chan int, n)
+	for i, host := range hosts {
+		go func() {
+			sr := sign(creds, host, w.op, w.body)
+			results[i], errs[i] = runWrk(sr, host, expect, max(1, threads/n), max(1, conns/n), d)
+			done <- i
+		}()
+	}
+	for range hosts {
+		<-done
+	}
+
+	var sum result
+	for i, r := range results {
+		if errs[i] != nil {
+			return result{}, errs[i]
+		}
+		sum.Requests += r.Requests
+		sum.DurationUS = max(sum.DurationUS, r.DurationUS)
+		sum.Connect += r.Connect
+		sum.Read += r.Read
+		sum.Write += r.Write
+		sum.Status += r.Status
+		sum.Timeout += r.Timeout
+		sum.Failures += r.Failures
+		sum.Checked += r.Checked
+		sum.P50, sum.P99, sum.P999 = max(sum.P50, r.P50), max(sum.P99, r.P99), max(sum.P999, r.P999)
+	}
+	return sum, nil
 }

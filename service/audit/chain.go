@@ -3,7 +3,6 @@ package audit
 import (
 	"crypto/sha256"
 	"encoding/binary"
-	"hash"
 
 	"github.com/hsmkms/kms/service/store"
 )
@@ -18,21 +17,30 @@ const (
 // encoder writes the canonical encoding: every field is a 4-byte big-endian length
 // followed by that many bytes. Integers are 8-byte big-endian two's complement, and a
 // time is its Unix time in milliseconds as such an integer.
-type encoder struct{ h hash.Hash }
+// encoder collects the encoding in one buffer and hashes it once, which costs fewer
+// allocations per record than writing each field to a hash.Hash.
+type encoder struct{ buf []byte }
 
-func (e encoder) bytes(b []byte) {
-	var n [4]byte
-	binary.BigEndian.PutUint32(n[:], uint32(len(b)))
-	e.h.Write(n[:])
-	e.h.Write(b)
+func newEncoder() *encoder { return &encoder{buf: make([]byte, 0, 512)} }
+
+func (e *encoder) bytes(b []byte) {
+	e.buf = binary.BigEndian.AppendUint32(e.buf, uint32(len(b)))
+	e.buf = append(e.buf, b...)
 }
 
-func (e encoder) string(s string) { e.bytes([]byte(s)) }
+func (e *encoder) string(s string) {
+	e.buf = binary.BigEndian.AppendUint32(e.buf, uint32(len(s)))
+	e.buf = append(e.buf, s...)
+}
 
-func (e encoder) int(v int64) {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], uint64(v))
-	e.bytes(b[:])
+func (e *encoder) int(v int64) {
+	e.buf = binary.BigEndian.AppendUint32(e.buf, 8)
+	e.buf = binary.BigEndian.AppendUint64(e.buf, uint64(v))
+}
+
+func (e *encoder) sum() []byte {
+	digest := sha256.Sum256(e.buf)
+	return digest[:]
 }
 
 // RecordHash returns the SHA-256 hash of the canonical encoding of r: the record tag,
@@ -40,7 +48,7 @@ func (e encoder) int(v int64) {
 // Operation, KeyID, KeyVersion, GrantID, Status, ErrorCode and Sequence, in that order.
 // r.Hash is not part of it. docs/audit.md has a worked example.
 func RecordHash(r store.AuditRecord) []byte {
-	e := encoder{sha256.New()}
+	e := newEncoder()
 	e.string(recordTag)
 	e.string(r.ChainID)
 	e.int(int64(r.Seq))
@@ -58,16 +66,16 @@ func RecordHash(r store.AuditRecord) []byte {
 	e.int(int64(r.Status))
 	e.string(r.ErrorCode)
 	e.string(r.Sequence)
-	return e.h.Sum(nil)
+	return e.sum()
 }
 
 // CheckpointDigest returns the SHA-256 digest that a checkpoint signature covers: the
 // canonical encoding of the checkpoint tag, chainID, seq and recordHash.
 func CheckpointDigest(chainID string, seq uint64, recordHash []byte) []byte {
-	e := encoder{sha256.New()}
+	e := newEncoder()
 	e.string(checkpointTag)
 	e.string(chainID)
 	e.int(int64(seq))
 	e.bytes(recordHash)
-	return e.h.Sum(nil)
+	return e.sum()
 }

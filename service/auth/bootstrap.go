@@ -50,8 +50,9 @@ type adminFile struct {
 }
 
 // EnsureAdmin creates the first admin credential when no credential with RoleAdmin
-// exists, enabled or not, and returns the admin credential (the first one found when one
-// exists). The access and secret keys come from env when both are set, and are
+// exists, enabled or not, and returns the admin credential: the oldest one by creation
+// time (then by access key) when one exists, so the bootstrap admin is returned on every
+// start, and its project is the operator project. The access and secret keys come from env when both are set, and are
 // generated otherwise. Missing project and domain ids are generated as 32 lower-case hex
 // digits, like Huawei's.
 //
@@ -102,12 +103,18 @@ func (c *Credentials) findAdmin(ctx context.Context) (Credential, bool, error) {
 		return Credential{}, false, fmt.Errorf("find admin credential: %w", err)
 	}
 
+	// List orders by access key, so the first of equally old admins is kept.
+	var oldest Credential
+	found := false
 	for _, credential := range credentials {
-		if credential.Role == RoleAdmin {
-			return credential, true, nil
+		if credential.Role != RoleAdmin {
+			continue
+		}
+		if !found || credential.CreatedAt.Before(oldest.CreatedAt) {
+			oldest, found = credential, true
 		}
 	}
-	return Credential{}, false, nil
+	return oldest, found, nil
 }
 
 // adminRequest turns env into a complete CreateRequest, generating what env leaves

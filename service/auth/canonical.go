@@ -50,30 +50,43 @@ type requestParts struct {
 // in that order. It fails when the path or query cannot be decoded or when a signed
 // header is absent from the request.
 func canonicalRequest(p requestParts, signed []string) (string, error) {
-	uri, err := canonicalURI(p.escapedPath)
+	b, err := appendCanonicalRequest(nil, p, signed)
+	return string(b), err
+}
+
+// appendCanonicalRequest appends the canonical request of p to dst. The verifier hashes
+// the result straight from a pooled buffer, so the hot path builds no strings.
+func appendCanonicalRequest(dst []byte, p requestParts, signed []string) ([]byte, error) {
+	dst = append(dst, p.method...)
+	dst = append(dst, '\n')
+
+	dst, err := appendCanonicalURI(dst, p.escapedPath)
 	if err != nil {
-		return "", err
+		return dst, err
 	}
+	dst = append(dst, '\n')
 
 	query, err := canonicalQuery(p.rawQuery)
 	if err != nil {
-		return "", err
+		return dst, err
 	}
+	dst = append(dst, query...)
+	dst = append(dst, '\n')
 
-	headers, err := canonicalHeaders(p.header, p.host, signed)
+	dst, err = appendCanonicalHeaders(dst, p.header, p.host, signed)
 	if err != nil {
-		return "", err
+		return dst, err
 	}
+	dst = append(dst, '\n')
 
-	parts := []string{
-		p.method,
-		uri,
-		query,
-		headers,
-		strings.Join(signed, ";"),
-		p.payloadHash,
+	for i, name := range signed {
+		if i > 0 {
+			dst = append(dst, ';')
+		}
+		dst = append(dst, name...)
 	}
-	return strings.Join(parts, "\n"), nil
+	dst = append(dst, '\n')
+	return append(dst, p.payloadHash...), nil
 }
 
 // canonicalURI decodes each "/"-separated segment of escapedPath and encodes it again
@@ -81,20 +94,34 @@ func canonicalRequest(p requestParts, signed []string) (string, error) {
 // "env%3Aprod" while an encoded "%2F" stays inside its segment. The result always ends
 // in "/".
 func canonicalURI(escapedPath string) (string, error) {
-	segments := strings.Split(escapedPath, "/")
-	for i, segment := range segments {
+	b, err := appendCanonicalURI(nil, escapedPath)
+	return string(b), err
+}
+
+// appendCanonicalURI appends the canonical URI of escapedPath to dst.
+func appendCanonicalURI(dst []byte, escapedPath string) ([]byte, error) {
+	first := true
+	for segment := range strings.SplitSeq(escapedPath, "/") {
+		if !first {
+			dst = append(dst, '/')
+		}
+		first = false
+
+		if !strings.Contains(segment, "%") {
+			dst = appendEscaped(dst, segment)
+			continue
+		}
 		decoded, err := url.PathUnescape(segment)
 		if err != nil {
-			return "", fmt.Errorf("decode path segment %q: %w", segment, err)
+			return dst, fmt.Errorf("decode path segment %q: %w", segment, err)
 		}
-		segments[i] = escape(decoded)
+		dst = appendEscaped(dst, decoded)
 	}
 
-	uri := strings.Join(segments, "/")
-	if !strings.HasSuffix(uri, "/") {
-		uri += "/"
+	if len(dst) == 0 || dst[len(dst)-1] != '/' {
+		dst = append(dst, '/')
 	}
-	return uri, nil
+	return dst, nil
 }
 
 // canonicalQuery sorts the query by key and the values of each key, and encodes both
@@ -127,26 +154,33 @@ func canonicalQuery(rawQuery string) (string, error) {
 // trimmed and sorted as the SDK does, each line followed by "\n". The "host" header is
 // taken from host because net/http keeps it out of the header map.
 func canonicalHeaders(header http.Header, host string, signed []string) (string, error) {
-	var b strings.Builder
+	b, err := appendCanonicalHeaders(nil, header, host, signed)
+	return string(b), err
+}
+
+// appendCanonicalHeaders appends the canonical headers to dst.
+func appendCanonicalHeaders(dst []byte, header http.Header, host string, signed []string) ([]byte, error) {
 	for _, name := range signed {
 		values := headerValues(header, name)
 		if name == "host" {
 			values = []string{host}
 		}
 		if len(values) == 0 {
-			return "", fmt.Errorf("signed header %q is missing from the request", name)
+			return dst, fmt.Errorf("signed header %q is missing from the request", name)
 		}
 
-		values = slices.Clone(values)
-		slices.Sort(values)
+		if len(values) > 1 {
+			values = slices.Clone(values)
+			slices.Sort(values)
+		}
 		for _, value := range values {
-			b.WriteString(name)
-			b.WriteByte(':')
-			b.WriteString(strings.TrimSpace(value))
-			b.WriteByte('\n')
+			dst = append(dst, name...)
+			dst = append(dst, ':')
+			dst = append(dst, strings.TrimSpace(value)...)
+			dst = append(dst, '\n')
 		}
 	}
-	return b.String(), nil
+	return dst, nil
 }
 
 // headerValues returns every value of the header whose name equals name in any case,
@@ -164,17 +198,24 @@ func headerValues(header http.Header, name string) []string {
 	return nil
 }
 
-// stringToSign returns the text that the HMAC covers.
-func stringToSign(date, canonical string) string {
-	digest := sha256.Sum256([]byte(canonical))
-	return Algorithm + "\n" + date + "\n" + hex.EncodeToString(digest[:])
-}
-
 // computeSignature returns HMAC-SHA256(secretKey, string to sign), raw bytes.
 func computeSignature(secretKey []byte, date, canonical string) []byte {
+	return signDigest(secretKey, date, sha256.Sum256([]byte(canonical)))
+}
+
+// signDigest returns the signature over the string to sign of date and the SHA-256
+// digest of a canonical request, built in a stack buffer.
+func signDigest(secretKey []byte, date string, digest [sha256.Size]byte) []byte {
+	var buf [128]byte
+	b := append(buf[:0], Algorithm...)
+	b = append(b, '\n')
+	b = append(b, date...)
+	b = append(b, '\n')
+	b = hex.AppendEncode(b, digest[:])
+
 	mac := hmac.New(sha256.New, secretKey)
-	mac.Write([]byte(stringToSign(date, canonical)))
-	return mac.Sum(nil)
+	mac.Write(b)
+	return mac.Sum(make([]byte, 0, sha256.Size))
 }
 
 // hashPayload returns the lower-case hex SHA-256 of body.
@@ -185,21 +226,22 @@ func hashPayload(body []byte) string {
 
 // escape percent-encodes every byte outside A-Z a-z 0-9 _ - ~ . with upper-case hex.
 func escape(s string) string {
-	var b strings.Builder
-	b.Grow(len(s))
+	return string(appendEscaped(make([]byte, 0, len(s)), s))
+}
+
+// appendEscaped appends s to dst with every byte outside the unreserved set
+// percent-encoded in upper-case hex.
+func appendEscaped(dst []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if isUnreserved(c) {
-			b.WriteByte(c)
+			dst = append(dst, c)
 			continue
 		}
-		b.WriteByte('%')
-		b.WriteByte("0123456789ABCDEF"[c>>4])
-		b.WriteByte("0123456789ABCDEF"[c&15])
+		dst = append(dst, '%', "0123456789ABCDEF"[c>>4], "0123456789ABCDEF"[c&15])
 	}
-	return b.String()
+	return dst
 }
-
 func isUnreserved(c byte) bool {
 	switch {
 	case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9':

@@ -274,6 +274,20 @@ func entryResult(accessKey string, entry cachedCredential) (Principal, []byte, e
 	return entry.principal, entry.secret, nil
 }
 
+// Get returns the credential of accessKey, enabled or not, read from the store and not
+// from the cache. It returns an error wrapping ErrUnknownAccessKey when no credential
+// has the key.
+func (c *Credentials) Get(ctx context.Context, accessKey string) (Credential, error) {
+	row, err := c.store.GetCredential(ctx, accessKey)
+	if errors.Is(err, store.ErrNotFound) {
+		return Credential{}, fmt.Errorf("%w: %s", ErrUnknownAccessKey, accessKey)
+	}
+	if err != nil {
+		return Credential{}, fmt.Errorf("get credential %s: %w", accessKey, err)
+	}
+	return credentialFromRow(row), nil
+}
+
 // List returns every credential, ordered by access key, without secret keys.
 func (c *Credentials) List(ctx context.Context) ([]Credential, error) {
 	rows, err := c.store.ListCredentials(ctx)

@@ -425,6 +425,44 @@ func TestEnsureAdminKeepsExisting(t *testing.T) {
 	}
 }
 
+// TestEnsureAdminReturnsOldestAdmin checks that a later admin whose access key sorts
+// first does not replace the bootstrap admin, whose project is the operator project.
+func TestEnsureAdminReturnsOldestAdmin(t *testing.T) {
+	ctx := context.Background()
+	clock := newFakeClock(time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC))
+	creds, _ := newTestCredentials(t, clock)
+	dataDir := t.TempDir()
+
+	bootstrap, err := creds.EnsureAdmin(ctx, dataDir, AdminEnv{
+		AccessKey: "ZZZBOOTSTRAP", SecretKey: "bootstrap-secret", ProjectID: "operator",
+		DomainID: "domain",
+	})
+	if err != nil {
+		t.Fatalf("first EnsureAdmin: %v", err)
+	}
+
+	clock.Advance(time.Minute)
+	_, _, err = creds.Create(ctx, CreateRequest{
+		ProjectID: "tenant", DomainID: "domain", Role: RoleAdmin,
+		AccessKey: "AAALATER", SecretKey: "later-secret",
+	})
+	if err != nil {
+		t.Fatalf("create later admin: %v", err)
+	}
+
+	again, err := creds.EnsureAdmin(ctx, dataDir, AdminEnv{})
+	if err != nil {
+		t.Fatalf("second EnsureAdmin: %v", err)
+	}
+	if again.AccessKey != bootstrap.AccessKey {
+		t.Errorf("EnsureAdmin returned %s, expected the bootstrap admin %s", again.AccessKey,
+			bootstrap.AccessKey)
+	}
+	if again.ProjectID != "operator" {
+		t.Errorf("EnsureAdmin returned project %s, expected operator", again.ProjectID)
+	}
+}
+
 func TestEnsureAdminRejectsHalfEnvironment(t *testing.T) {
 	creds, _ := newTestCredentials(t, nil)
 

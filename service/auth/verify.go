@@ -3,12 +3,14 @@ package auth
 import (
 	"context"
 	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -172,12 +174,16 @@ func (v *Verifier) check(r *http.Request, body []byte, auth Authorization, secre
 		host:        r.Host,
 		payloadHash: payloadHash,
 	}
-	canonical, err := canonicalRequest(parts, auth.SignedHeaders)
+	buf := canonicalBuffers.Get().(*[]byte)
+	canonical, err := appendCanonicalRequest((*buf)[:0], parts, auth.SignedHeaders)
+	digest := sha256.Sum256(canonical)
+	*buf = canonical[:0]
+	canonicalBuffers.Put(buf)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrSignatureMismatch, err)
 	}
 
-	expected := computeSignature(secret, date, canonical)
+	expected := signDigest(secret, date, digest)
 	if !hmac.Equal(expected, auth.Signature) {
 		return fmt.Errorf("%w for access key %s", ErrSignatureMismatch, auth.AccessKey)
 	}
@@ -192,7 +198,7 @@ func (v *Verifier) checkDate(header http.Header, now time.Time) (string, error) 
 	}
 
 	date := values[0]
-	signedAt, err := time.Parse(DateFormat, date)
+	signedAt, err := parseDate(date)
 	if err != nil {
 		return "", fmt.Errorf("%w: %q is not in YYYYMMDDTHHMMSSZ form", ErrInvalidDate, date)
 	}
@@ -269,4 +275,34 @@ func unsignedPayloadAllowed(contentType string) bool {
 	lower := strings.ToLower(contentType)
 	return !strings.Contains(lower, "application/json") &&
 		!strings.Contains(lower, "application/bson")
+}
+
+// canonicalBuffers holds the buffers in which Verify builds canonical requests.
+var canonicalBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 0, 1024)
+	return &b
+}}
+
+// parseDate parses an X-Sdk-Date value, YYYYMMDDTHHMMSSZ in UTC, as time.Parse with
+// DateFormat does but without its general layout machinery.
+func parseDate(s string) (time.Time, error) {
+	if len(s) != len("20060102T150405Z") || s[8] != 'T' || s[15] != 'Z' {
+		return time.Time{}, errors.New("not in YYYYMMDDTHHMMSSZ form")
+	}
+	var n [6]int
+	for i, field := range [6][2]int{{0, 4}, {4, 6}, {6, 8}, {9, 11}, {11, 13}, {13, 15}} {
+		for _, c := range s[field[0]:field[1]] {
+			if c < '0' || c > '9' {
+				return time.Time{}, errors.New("not in YYYYMMDDTHHMMSSZ form")
+			}
+			n[i] = n[i]*10 + int(c-'0')
+		}
+	}
+	t := time.Date(n[0], time.Month(n[1]), n[2], n[3], n[4], n[5], 0, time.UTC)
+	// time.Date normalises out-of-range fields (month 13, second 61); reject them.
+	if t.Year() != n[0] || int(t.Month()) != n[1] || t.Day() != n[2] ||
+		t.Hour() != n[3] || t.Minute() != n[4] || t.Second() != n[5] {
+		return time.Time{}, errors.New("not a valid date and time")
+	}
+	return t, nil
 }
