@@ -2,6 +2,7 @@ package hsm
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/miekg/pkcs11"
 )
@@ -36,14 +37,33 @@ const (
 // of the application was closed (C_CloseAllSessions ends the login state).
 var errLoginLost = errors.New("session is not logged in")
 
+// errTokenFault reports that C_GetTokenInfo failed on a slot that holds the token. SoftHSM2
+// 2.6.1 gets into this state when its token directory disappears while the library is
+// initialised (measured): C_GetTokenInfo then returns CKR_GENERAL_ERROR, C_FindObjects finds
+// no object, even after the directory is back, and C_GetSessionInfo still succeeds. Only
+// C_Finalize and C_Initialize read the directory again.
+var errTokenFault = errors.New("token reports a fault")
+
+// keyMissingError reports that the token has no object for a key version that this process
+// generated or found before and did not destroy. It is read as a fault of the token, not as a
+// deleted key, until a connection made after the miss still lacks the object.
+type keyMissingError struct {
+	ref KeyRef
+}
+
+func (e *keyMissingError) Error() string {
+	return fmt.Sprintf("key object %s was found before and is now missing from the token", e.ref)
+}
+
 // classify maps err to the recovery it needs. Errors that are not PKCS#11 return codes are
-// failOther, except errLoginLost.
+// failOther, except errLoginLost, errTokenFault and keyMissingError.
 func classify(err error) failure {
 	if err == nil {
 		return failOther
 	}
 
-	if errors.Is(err, errLoginLost) {
+	var missing *keyMissingError
+	if errors.Is(err, errLoginLost) || errors.Is(err, errTokenFault) || errors.As(err, &missing) {
 		return failToken
 	}
 

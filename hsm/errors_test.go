@@ -26,6 +26,8 @@ func TestClassify(t *testing.T) {
 		{"token not present", pkcs11.Error(pkcs11.CKR_TOKEN_NOT_PRESENT), failToken},
 		{"not initialised", pkcs11.Error(pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED), failToken},
 		{"login lost", fmt.Errorf("open: %w", errLoginLost), failToken},
+		{"token fault", fmt.Errorf("look up: %w", errTokenFault), failToken},
+		{"found key missing", fmt.Errorf("seal: %w", &keyMissingError{ref: KeyRef{KeyID: "k", Version: 1}}), failToken},
 		{"pin incorrect", pkcs11.Error(pkcs11.CKR_PIN_INCORRECT), failPIN},
 		{"pin locked", pkcs11.Error(pkcs11.CKR_PIN_LOCKED), failPIN},
 		{"mechanism invalid", pkcs11.Error(pkcs11.CKR_MECHANISM_INVALID), failOther},

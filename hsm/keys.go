@@ -33,11 +33,18 @@ func (m *Module) GenerateKey(ctx context.Context, ref KeyRef) error {
 			return fmt.Errorf("%w: %s", ErrKeyExists, ref)
 		}
 
+		// A token at fault finds no object either, and a second key under a ref in use
+		// would make everything sealed with the first one unreadable.
+		if err := c.missingKey(ref, ""); !errors.Is(err, ErrKeyNotFound) {
+			return err
+		}
+
 		_, err = c.c11.GenerateSecretKeyWithAttributes(template, aesKeyBits, crypto11.CipherAES)
 		if err != nil {
 			return fmt.Errorf("C_GenerateKey: %w", err)
 		}
 
+		c.found.add(ref)
 		return nil
 	})
 	if err != nil {
@@ -59,7 +66,7 @@ func (m *Module) DestroyKey(ctx context.Context, ref KeyRef) error {
 			return fmt.Errorf("find key: %w", err)
 		}
 		if len(keys) == 0 {
-			return fmt.Errorf("%w: %s", ErrKeyNotFound, ref)
+			return c.missingKey(ref, "")
 		}
 
 		for _, key := range keys {
@@ -69,6 +76,7 @@ func (m *Module) DestroyKey(ctx context.Context, ref KeyRef) error {
 		}
 
 		c.invalidate()
+		c.found.forget(ref)
 		return nil
 	})
 	if err != nil {
@@ -81,13 +89,24 @@ func (m *Module) DestroyKey(ctx context.Context, ref KeyRef) error {
 
 // KeyExists reports whether the token contains the secret key object of ref. It searches
 // the token, not the handle cache, so keys that other processes created or destroyed are
-// reported correctly.
+// reported correctly. A token fault returns an error wrapping ErrUnavailable, never false.
 func (m *Module) KeyExists(ctx context.Context, ref KeyRef) (bool, error) {
 	var found bool
 	err := m.do(ctx, false, func(c *conn, s *session) error {
 		handles, err := c.find(s, secretKeyLookup(ref), 1)
+		if err != nil {
+			return err
+		}
+
 		found = len(handles) > 0
-		return err
+		if found {
+			c.found.add(ref)
+			return nil
+		}
+		if err := c.missingKey(ref, ""); !errors.Is(err, ErrKeyNotFound) {
+			return err
+		}
+		return nil
 	})
 	if err != nil {
 		return false, fmt.Errorf("look up key %s: %w", ref, err)
@@ -106,6 +125,12 @@ func (m *Module) ListKeys(ctx context.Context) ([]KeyRef, error) {
 		handles, err := c.find(s, secretKeyListing(), 0)
 		if err != nil {
 			return err
+		}
+		if len(handles) == 0 {
+			// A token at fault finds no object, which must not read as an empty token.
+			if err := c.checkToken(); err != nil {
+				return err
+			}
 		}
 
 		for _, h := range handles {

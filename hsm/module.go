@@ -121,6 +121,11 @@ type Module struct {
 	lastErr     error
 	nextAttempt time.Time
 	pinRejected bool
+	// generation counts the connections made since Open; the current one has this number.
+	generation uint64
+
+	// found lets a missing object of a key used before read as a token fault.
+	found foundKeys
 
 	// genMu serialises key generation because SoftHSM2 has failed under concurrent
 	// C_GenerateKey.
@@ -226,6 +231,9 @@ func (m *Module) reconnect(old *conn) error {
 		return err
 	}
 
+	m.generation++
+	c.generation = m.generation
+	c.found = &m.found
 	m.conn = c
 	m.markUp(c)
 	return nil
@@ -300,10 +308,14 @@ func (m *Module) Close() error {
 	return nil
 }
 
-// Ping opens or reuses a pooled session and checks that it is logged in.
+// Ping opens or reuses a pooled session and checks that it is logged in and that
+// C_GetTokenInfo succeeds. A token that fails either check is reconnected, as in every call.
 func (m *Module) Ping(ctx context.Context) error {
 	err := m.do(ctx, true, func(c *conn, s *session) error {
-		return c.checkLogin(s.handle)
+		if err := c.checkLogin(s.handle); err != nil {
+			return err
+		}
+		return c.checkToken()
 	})
 	if err != nil {
 		return fmt.Errorf("ping token: %w", err)
@@ -384,6 +396,10 @@ type conn struct {
 	p11      *pkcs11.Ctx
 	slot     uint
 	counters *counters
+
+	// generation numbers this connection among those of its Module, from 1.
+	generation uint64
+	found      *foundKeys
 
 	pool        chan *session
 	waitTimeout time.Duration

@@ -252,12 +252,13 @@ func (c *conn) tokenHandle(s *session, ref KeyRef) (pkcs11.ObjectHandle, error) 
 		return 0, err
 	}
 	if len(handles) == 0 {
-		return 0, fmt.Errorf("%w: %s", ErrKeyNotFound, ref)
+		return 0, c.missingKey(ref, "")
 	}
 
 	c.handlesMu.Lock()
 	c.handles[ref] = handles[0]
 	c.handlesMu.Unlock()
+	c.found.add(ref)
 
 	return handles[0], nil
 }
@@ -298,7 +299,9 @@ func (c *conn) find(
 // do runs fn with a pooled session and recovers from token failures: stale handles are
 // looked up again once, a dead session is replaced once, and a lost login or token leads to
 // one reconnect. With viaCrypto11 set, fn also calls crypto11, whose own pool cannot replace
-// a dead session, so a dead session leads to a reconnect.
+// a dead session, so a dead session leads to a reconnect. A missing object of a key found
+// before leads to a reconnect at most once per Config.ReconnectInterval in the Module, and
+// returns ErrUnavailable without one in between.
 func (m *Module) do(
 	ctx context.Context, viaCrypto11 bool, fn func(c *conn, s *session) error,
 ) error {
@@ -350,6 +353,12 @@ func (m *Module) do(
 
 		case kind == failToken && !retriedToken:
 			retriedToken = true
+			var missing *keyMissingError
+			if errors.As(err, &missing) && !m.found.allowMissReconnect(m.cfg.ReconnectInterval) {
+				c.put(s)
+				release()
+				return unavailable(err)
+			}
 			c.drop(s)
 			release()
 			if err := m.reconnectAfter(c, err); err != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/elliptic"
 	"crypto/rand"
+	"errors"
 	"fmt"
 
 	"github.com/ThalesGroup/crypto11"
@@ -28,6 +29,9 @@ func (m *Module) GenerateSigningKey(ctx context.Context, ref KeyRef) error {
 		}
 		if len(pairs) > 0 {
 			return fmt.Errorf("%w: %s", ErrKeyExists, ref)
+		}
+		if err := c.missingKey(ref, "signing key "); !errors.Is(err, ErrKeyNotFound) {
+			return err
 		}
 
 		signer, err := c.c11.GenerateECDSAKeyPairWithAttributes(public, private, elliptic.P256())
@@ -107,15 +111,17 @@ func (c *conn) signer(ref KeyRef) (crypto11.Signer, error) {
 		return nil, fmt.Errorf("find key pair: %w", err)
 	}
 	if len(pairs) == 0 {
-		return nil, fmt.Errorf("%w: signing key %s", ErrKeyNotFound, ref)
+		return nil, c.missingKey(ref, "signing key ")
 	}
 
 	c.storeSigner(ref, pairs[0])
 	return pairs[0], nil
 }
 
+// storeSigner caches signer and records ref as found.
 func (c *conn) storeSigner(ref KeyRef, signer crypto11.Signer) {
 	c.signersMu.Lock()
 	c.signers[ref] = signer
 	c.signersMu.Unlock()
+	c.found.add(ref)
 }

@@ -28,12 +28,18 @@ const (
 type EncryptionContext map[string]string
 
 // ParseEncryptionContext decodes the raw JSON of an encryption_context field. It accepts
-// null, an object of string values, and rejects duplicate keys, non-string values and
-// objects longer than MaxEncryptionContextChars characters.
+// null, an object of string values, and rejects duplicate keys, non-string values,
+// objects longer than MaxEncryptionContextChars characters, and text that is not valid
+// UTF-8 or has an unpaired surrogate escape. Decoding would replace such text with
+// U+FFFD, so two different contexts would bind the same ciphertext.
 func ParseEncryptionContext(raw []byte) (EncryptionContext, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
 		return nil, nil
+	}
+	if !jsonscan.ValidText(raw) {
+		return nil, Errorf(CodeInvalidContext,
+			"encryption_context is not valid UTF-8 or has an unpaired surrogate escape")
 	}
 
 	if utf8.RuneCount(raw) > MaxEncryptionContextChars {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 
 	"github.com/hsmkms/kms/hsm"
 	"github.com/hsmkms/kms/service/auth"
@@ -240,11 +241,17 @@ func (s *Service) open(ctx context.Context, k store.Key, ct Ciphertext, b Bindin
 	switch {
 	case err == nil:
 		return pt, nil
+	case errors.Is(err, hsm.ErrUnavailable):
+		// First, because a token fault can hide key objects: the caller retries.
+		return nil, tokenError("open", err)
 	case errors.Is(err, hsm.ErrDecrypt):
 		return nil, Errorf(CodeDecryptFailed, "cipher_text failed authentication: it was changed, "+
 			"or the encryption_context or additional_authenticated_data differs from encryption")
 	case errors.Is(err, hsm.ErrKeyNotFound):
-		return nil, &Error{Code: CodeInternal, Message: "internal error", Err: err}
+		// The token layer reports a missing object of a key it used before only after a
+		// reconnect, so the store names a key version that this token does not hold.
+		return nil, &Error{Code: CodeInternal, Message: "internal error",
+			Err: fmt.Errorf("open: the token has no object for key version %s: %w", ref, err)}
 	default:
 		return nil, tokenError("open", err)
 	}

@@ -67,6 +67,8 @@ func (s *Service) CreateKey(ctx context.Context, p auth.Principal, in CreateKeyI
 		return store.Key{}, err
 	}
 
+	// A fast path only: the store counts again in the insert transaction, so concurrent
+	// creations cannot pass the quota together.
 	if err := s.checkKeyQuota(ctx, p.ProjectID); err != nil {
 		return store.Key{}, err
 	}
@@ -139,9 +141,13 @@ func (s *Service) checkKeyQuota(ctx context.Context, projectID string) error {
 		return storeError("count keys", err)
 	}
 	if n >= s.cfg.KeysPerProject {
-		return Errorf(CodeKeyQuota, "the project has reached its quota of %d keys", s.cfg.KeysPerProject)
+		return keyQuotaError(s.cfg.KeysPerProject)
 	}
 	return nil
+}
+
+func keyQuotaError(limit int) error {
+	return Errorf(CodeKeyQuota, "the project has reached its quota of %d keys", limit)
 }
 
 // createKeyObjects runs the three steps of CreateKey that touch the token and the store.
@@ -157,7 +163,7 @@ func (s *Service) createKeyObjects(ctx context.Context, k store.Key) error {
 		return tokenError("generate key", err)
 	}
 
-	err := s.store.CreateKey(ctx, k)
+	err := s.store.CreateKey(ctx, k, s.cfg.KeysPerProject)
 	if err == nil {
 		return nil
 	}
@@ -165,6 +171,9 @@ func (s *Service) createKeyObjects(ctx context.Context, k store.Key) error {
 	s.destroyUncommitted(ctx, ref)
 	if errors.Is(err, store.ErrAliasExists) {
 		return Errorf(CodeAliasExists, "the key_alias is already in use")
+	}
+	if errors.Is(err, store.ErrLimitExceeded) {
+		return keyQuotaError(s.cfg.KeysPerProject)
 	}
 	return storeError("create key", err)
 }

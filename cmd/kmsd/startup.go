@@ -103,15 +103,19 @@ type components struct {
 	store    *store.SQLStore
 }
 
-// startServices waits until the token is usable, then opens the audit trail, creates
-// the first admin credential, builds the service and the API server and hands the server
-// to sw. Waiting and the admin credential retry every failure until ctx is done. A
-// failure to open the audit trail after a successful token ping is returned, and ends kmsd.
+// startServices waits until the token is usable and matches the store, then opens the
+// audit trail, creates the first admin credential, builds the service and the API server
+// and hands the server to sw. Waiting and the admin credential retry every failure until
+// ctx is done. A failure to open the audit trail after a successful token ping is
+// returned, and ends kmsd.
 //
 // NOTE: a token that goes away between the wait and opening the audit trail ends kmsd
 // instead of being waited for again.
 func startServices(ctx context.Context, c components, sw *handlerSwitch, svcs *services) error {
 	if err := waitForToken(ctx, c.token, c.log); err != nil {
+		return err
+	}
+	if err := waitForTokenForStore(ctx, c.token, c.store, c.log); err != nil {
 		return err
 	}
 
@@ -123,7 +127,8 @@ func startServices(ctx context.Context, c components, sw *handlerSwitch, svcs *s
 
 	creds := auth.NewCredentials(c.store, c.token,
 		auth.CredentialsConfig{CacheTTL: c.cfg.CredCacheTTL, Logger: c.log})
-	if err := ensureAdmin(ctx, creds, c.cfg.DataDir, auth.AdminEnvFromGetenv(c.getenv), c.log); err != nil {
+	admin, err := ensureAdmin(ctx, creds, c.cfg.DataDir, auth.AdminEnvFromGetenv(c.getenv), c.log)
+	if err != nil {
 		return err
 	}
 
@@ -145,12 +150,14 @@ func startServices(ctx context.Context, c components, sw *handlerSwitch, svcs *s
 
 	auditSource, auditKey := auditRoutes(recorder, c.store)
 	srv := api.New(svc, verifier, c.log, api.Config{
-		MaxBodyBytes:   c.cfg.MaxBodyBytes,
-		Audit:          recorder,
-		Credentials:    creds,
-		AuditSource:    auditSource,
-		AuditPublicKey: auditKey,
-		Metrics:        httpMetrics,
+		MaxBodyBytes: c.cfg.MaxBodyBytes,
+		Audit:        recorder,
+		Credentials:  creds,
+		// Admins of the bootstrap admin's project manage every project's credentials.
+		OperatorProjectID: admin.ProjectID,
+		AuditSource:       auditSource,
+		AuditPublicKey:    auditKey,
+		Metrics:           httpMetrics,
 		Ready: func(ctx context.Context) error {
 			return checkReady(ctx, c.token, c.store)
 		},
@@ -191,18 +198,83 @@ func waitForToken(ctx context.Context, token hsm.Token, log *slog.Logger) error 
 	})
 }
 
-// ensureAdmin creates the first admin credential, retrying failures. It logs the first
-// failure and each change of its message, and the attempt count on success.
-func ensureAdmin(
-	ctx context.Context, creds *auth.Credentials, dataDir string, env auth.AdminEnv,
-	log *slog.Logger,
+// errTokenMismatch means the store holds credentials sealed by a token key that the
+// token lacks, so kmsd was started with another token than the one that served the store.
+var errTokenMismatch = errors.New("the token does not match the store")
+
+// checkTokenForStore returns an error wrapping errTokenMismatch when the store holds
+// credentials but the token has no auth.SealingKey. Serving would then fail every signed
+// request, and generating a new sealing key would make the stored credentials unreadable
+// for good.
+//
+// NOTE: keys are checked only through credentials: a store whose every credential was
+// deleted passes with any token, and its keys then fail when used.
+func checkTokenForStore(ctx context.Context, token hsm.Token, st store.Store) error {
+	credentials, err := st.ListCredentials(ctx)
+	if err != nil {
+		return fmt.Errorf("list credentials: %w", err)
+	}
+	if len(credentials) == 0 {
+		return nil
+	}
+
+	exists, err := token.KeyExists(ctx, auth.SealingKey)
+	if err != nil {
+		return fmt.Errorf("look up the credential sealing key %s: %w", auth.SealingKey, err)
+	}
+	if !exists {
+		return fmt.Errorf("%w: the store holds %d credentials sealed by the token key %s, "+
+			"which the token lacks; start kmsd with the token that served this store",
+			errTokenMismatch, len(credentials), auth.SealingKey)
+	}
+
+	return nil
+}
+
+// waitForTokenForStore returns once checkTokenForStore passes, or with ctx's error.
+// It logs a mismatch once as an error and other failures once per message, because
+// kmsd keeps checking: a token directory moved back in place fixes a mismatch.
+func waitForTokenForStore(
+	ctx context.Context, token hsm.Token, st store.Store, log *slog.Logger,
 ) error {
 	lastMessage := ""
 	return retry(ctx, func(attempt int) error {
-		admin, err := creds.EnsureAdmin(ctx, dataDir, env)
+		err := checkTokenForStore(ctx, token, st)
+		if err == nil {
+			if attempt > 1 {
+				log.Info("token matches the store, starting the service", "attempts", attempt)
+			}
+			return nil
+		}
+
+		if msg := err.Error(); msg != lastMessage {
+			lastMessage = msg
+			if errors.Is(err, errTokenMismatch) {
+				log.Error("kmsd is not ready: the token does not match the store", "error", err)
+			} else {
+				log.Warn("checking the token against the store failed, retrying", "error", err,
+					"attempt", attempt)
+			}
+		}
+		return err
+	})
+}
+
+// ensureAdmin creates the first admin credential, retrying failures, and returns the
+// bootstrap admin credential. It logs the first failure and each change of its message,
+// and the attempt count on success.
+func ensureAdmin(
+	ctx context.Context, creds *auth.Credentials, dataDir string, env auth.AdminEnv,
+	log *slog.Logger,
+) (auth.Credential, error) {
+	var admin auth.Credential
+	lastMessage := ""
+	err := retry(ctx, func(attempt int) error {
+		var err error
+		admin, err = creds.EnsureAdmin(ctx, dataDir, env)
 		if err == nil {
 			log.Info("admin credential ready", "access_key", admin.AccessKey,
-				"project_id", admin.ProjectID, "attempts", attempt)
+				"operator_project_id", admin.ProjectID, "attempts", attempt)
 			return nil
 		}
 
@@ -213,6 +285,7 @@ func ensureAdmin(
 		}
 		return err
 	})
+	return admin, err
 }
 
 // retry calls try until it returns nil, waiting startFirstDelay after the first failure

@@ -1,7 +1,9 @@
 package api
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"strconv"
 
 	"github.com/labstack/echo/v4"
@@ -12,8 +14,14 @@ import (
 
 // The credential routes are this service's own (Huawei manages access keys in IAM, not
 // in KMS), under /v1.0/{project_id}/kms-admin/credentials, signed like every other
-// route and allowed only to the admin role. An admin may create credentials for any
-// project; the project defaults to the admin's own.
+// route and allowed only to the admin role.
+//
+// An admin manages the credentials of its own project only. Admins of the operator
+// project (Config.OperatorProjectID, the project of kmsd's bootstrap admin credential)
+// manage the credentials of every project. For any other admin, list returns only its
+// project's credentials, create with another project or domain is 403 KMS.0307, and
+// disable, enable and delete of another project's access key fail as for an unknown
+// access key, so the response does not reveal whether that key exists.
 
 type createCredentialRequest struct {
 	UserID    string `json:"user_id"`
@@ -57,6 +65,11 @@ func (s *Server) checkAdmin(st *requestState) error {
 	return nil
 }
 
+// isOperator reports whether the caller may manage the credentials of every project.
+func (s *Server) isOperator(st *requestState) bool {
+	return s.cfg.OperatorProjectID != "" && st.principal.ProjectID == s.cfg.OperatorProjectID
+}
+
 func (s *Server) createCredential(c echo.Context, st *requestState) (any, error) {
 	if err := s.checkAdmin(st); err != nil {
 		return nil, err
@@ -65,8 +78,18 @@ func (s *Server) createCredential(c echo.Context, st *requestState) (any, error)
 	if err := bind(c, &req); err != nil {
 		return nil, err
 	}
-	if req.ProjectID == "" {
-		req.ProjectID, req.DomainID = st.principal.ProjectID, st.principal.DomainID
+
+	own := req.ProjectID == "" || req.ProjectID == st.principal.ProjectID
+	if own {
+		req.ProjectID = st.principal.ProjectID
+		if req.DomainID == "" {
+			req.DomainID = st.principal.DomainID
+		}
+	}
+	ownDomain := req.DomainID == st.principal.DomainID
+	if (!own || !ownDomain) && !s.isOperator(st) {
+		return nil, service.Errorf(service.CodeRoleForbidden,
+			"an admin creates credentials of its own project and domain only")
 	}
 
 	cred, secret, err := s.cfg.Credentials.Create(c.Request().Context(), auth.CreateRequest{
@@ -91,9 +114,12 @@ func (s *Server) listCredentials(c echo.Context, st *requestState) (any, error) 
 		return nil, credentialError(err)
 	}
 
+	operator := s.isOperator(st)
 	out := make([]credentialView, 0, len(creds))
 	for _, cr := range creds {
-		out = append(out, viewOf(cr))
+		if operator || cr.ProjectID == st.principal.ProjectID {
+			out = append(out, viewOf(cr))
+		}
 	}
 	return map[string]any{"credentials": out, "total": len(out)}, nil
 }
@@ -106,7 +132,21 @@ func (s *Server) changeCredential(action string) opHandler {
 		ak := c.Param("access_key")
 		ctx := c.Request().Context()
 
-		var err error
+		target, err := s.cfg.Credentials.Get(ctx, ak)
+		if err != nil {
+			return nil, credentialError(err)
+		}
+		// The project of a credential never changes, so the check holds until the
+		// change below.
+		if target.ProjectID != st.principal.ProjectID && !s.isOperator(st) {
+			return nil, credentialError(fmt.Errorf("%w: %s", auth.ErrUnknownAccessKey, ak))
+		}
+		if action == "delete" {
+			if err := s.checkNotLastOperatorAdmin(ctx, target); err != nil {
+				return nil, err
+			}
+		}
+
 		switch action {
 		case "disable":
 			err = s.cfg.Credentials.Disable(ctx, ak)
@@ -120,6 +160,35 @@ func (s *Server) changeCredential(action string) opHandler {
 		}
 		return struct{}{}, nil
 	}
+}
+
+// checkNotLastOperatorAdmin rejects deleting the last admin credential of the operator
+// project. kmsd takes the operator project from the oldest admin credential at start, so
+// deleting the last one would hand cross-project credential management to the next
+// oldest admin, which may belong to another project.
+//
+// NOTE: two concurrent deletes of the last two operator admins can both pass this check.
+func (s *Server) checkNotLastOperatorAdmin(ctx context.Context, target auth.Credential) error {
+	if target.Role != auth.RoleAdmin || target.ProjectID != s.cfg.OperatorProjectID {
+		return nil
+	}
+
+	creds, err := s.cfg.Credentials.List(ctx)
+	if err != nil {
+		return credentialError(err)
+	}
+	admins := 0
+	for _, cr := range creds {
+		if cr.Role == auth.RoleAdmin && cr.ProjectID == s.cfg.OperatorProjectID {
+			admins++
+		}
+	}
+	if admins <= 1 {
+		return service.Errorf(service.CodeInvalidParameter,
+			"the last admin credential of the operator project cannot be deleted; "+
+				"create another admin credential in that project first")
+	}
+	return nil
 }
 
 func credentialError(err error) error {

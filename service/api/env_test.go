@@ -128,8 +128,8 @@ func (e *testEnv) start() {
 	if err != nil {
 		t.Fatalf("open audit trail: %v", err)
 	}
-	srv := New(svc, verifier, log, Config{Credentials: e.creds, Audit: e.trail,
-		AuditSource: st, AuditPublicKey: e.trail.PublicKey})
+	srv := New(svc, verifier, log, Config{Credentials: e.creds, OperatorProjectID: projectP1,
+		Audit: e.trail, AuditSource: st, AuditPublicKey: e.trail.PublicKey})
 	e.http = httptest.NewServer(srv.Handler())
 	e.admin.base = e.http.URL
 }

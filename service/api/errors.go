@@ -14,6 +14,14 @@ import (
 var errAuditUnavailable = &service.Error{Code: service.CodeUnavailable,
 	Message: "the audit trail is unavailable; retry later"}
 
+// errClientClosed ends a call whose client disconnected before it was answered. Nothing
+// is written, and the metrics count it under statusClientClosed rather than as a 503.
+var errClientClosed = errors.New("client closed the connection")
+
+// statusClientClosed is the status recorded in the metrics for errClientClosed, the
+// 499 that nginx logs for the same case. No client ever receives it.
+const statusClientClosed = 499
+
 // statusOf returns the HTTP status for a KMS error code. Huawei's clients expect 400 for
 // almost every KMS code, including a missing key; the exceptions are listed here.
 func statusOf(code string) int {
@@ -54,6 +62,10 @@ func (s *Server) handleError(err error, c echo.Context) {
 		return
 	}
 	st := stateOf(c)
+	if errors.Is(err, errClientClosed) {
+		c.Response().Status = statusClientClosed
+		return
+	}
 
 	var authErr *authFailure
 	if errors.As(err, &authErr) {
@@ -80,7 +92,12 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	s.logFailure(st, status, detail.Code, err)
 	if st.op != "" && !st.audited {
-		if aerr := s.record(c, st, status, detail.Code); aerr != nil {
+		aerr := s.record(c, st, status, detail.Code)
+		if errors.Is(aerr, errClientClosed) {
+			c.Response().Status = statusClientClosed
+			return
+		}
+		if aerr != nil {
 			status, detail = http.StatusServiceUnavailable,
 				errorDetail{service.CodeUnavailable, errAuditUnavailable.Message}
 		}

@@ -32,8 +32,14 @@ func (s *Server) projectRoutes() {
 }
 
 // listProjects answers with the project of the caller's credential, named after the
-// region, whatever the name query parameter asks: a credential belongs to one project.
+// region, because a credential belongs to one project. A name query parameter other than
+// the region matches no project and gets an empty list, as Keystone answers for an
+// unknown name.
 func (s *Server) listProjects(c echo.Context, st *requestState) (any, error) {
+	if name := c.QueryParam("name"); name != "" && name != s.svc.Region() {
+		return listProjectsResponse{Projects: []keystoneProject{}}, nil
+	}
+
 	p := st.principal
 	return listProjectsResponse{Projects: []keystoneProject{{
 		ID:       p.ProjectID,

@@ -113,3 +113,35 @@ func TestListProjects(t *testing.T) {
 	r = send(t, unsigned)
 	checkError(t, "unsigned GET /v3/projects", r, http.StatusUnauthorized, "APIGW.0301")
 }
+
+func TestListProjectsByName(t *testing.T) {
+	e := newTestEnv(t)
+	reader := e.newPrincipal(t, auth.RoleReadOnly, projectP2, domainD2)
+
+	tests := []struct {
+		name  string
+		query string
+		want  int
+	}{
+		{"region name", "?name=local-1", 1},
+		{"no name", "", 1},
+		{"empty name", "?name=", 1},
+		{"other region", "?name=cn-north-4", 0},
+		{"region prefix", "?name=local", 0},
+		{"other project id", "?name=" + projectP1, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := send(t, reader.signedRequest(t, http.MethodGet, "/v3/projects"+tc.query, nil,
+				nil))
+			checkOK(t, "GET /v3/projects"+tc.query, r)
+			projects, ok := r.Body["projects"].([]any)
+			if !ok {
+				t.Fatalf("answer has no projects array: %s", r.Raw)
+			}
+			if len(projects) != tc.want {
+				t.Errorf("lists %d projects, want %d: %s", len(projects), tc.want, r.Raw)
+			}
+		})
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -34,6 +35,11 @@ type Config struct {
 	Audit audit.Recorder
 	// Credentials serves the credential management routes; nil disables them.
 	Credentials *auth.Credentials
+	// OperatorProjectID is the project whose admins manage the credentials of every
+	// project: kmsd passes the project of its bootstrap admin credential. Admins of
+	// other projects manage their own project's credentials only. Empty confines every
+	// admin to its own project.
+	OperatorProjectID string
 	// Ready reports whether the token and the store are usable, for /readyz. Wrap its
 	// error with ErrStarting, ErrTokenNotReady or ErrStoreNotReady: /readyz answers only
 	// that category. Default: always ready.
@@ -101,7 +107,9 @@ func (s *Server) Handler() http.Handler { return s.echo }
 func (s *Server) routes() {
 	e := s.echo
 	e.GET("/healthz", s.healthz)
+	e.HEAD("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
+	e.HEAD("/readyz", s.readyz)
 	s.metricsRoutes()
 	e.GET("/", s.listVersions)
 	e.GET("/v1.0", s.showVersion)
@@ -234,9 +242,21 @@ func (s *Server) record(c echo.Context, st *requestState, status int, code strin
 		Sequence:   st.sequence,
 	}
 	if err := s.cfg.Audit.Record(c.Request().Context(), r); err != nil {
+		if clientGone(c) {
+			// Not an audit failure: the client closed the connection, so nothing is sent.
+			s.log.Info("client disconnected before the audit record was written",
+				"request_id", st.id, "operation", st.op, "error", err)
+			return errClientClosed
+		}
 		s.log.Error("audit record failed; answering 503", "request_id", st.id,
 			"operation", st.op, "error", err)
 		return errAuditUnavailable
 	}
 	return nil
+}
+
+// clientGone reports whether the client of c closed the connection: net/http cancels
+// the request context then.
+func clientGone(c echo.Context) bool {
+	return errors.Is(c.Request().Context().Err(), context.Canceled)
 }

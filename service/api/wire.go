@@ -5,9 +5,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
@@ -22,6 +24,8 @@ import (
 type flexString struct {
 	value string
 	set   bool
+	// number is set when the value came as a JSON number rather than a string.
+	number bool
 }
 
 func (f *flexString) UnmarshalJSON(b []byte) error {
@@ -40,22 +44,50 @@ func (f *flexString) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &n); err != nil {
 		return errNotStringOrNumber
 	}
-	f.value, f.set = n.String(), true
+	f.value, f.set, f.number = n.String(), true, true
 	return nil
 }
 
 var errNotStringOrNumber = errors.New("must be a string or a number")
 
-// int parses the value as a decimal integer. Absent values give 0, false.
+// int parses the value as a decimal integer. Absent values and "" give 0, false. A
+// string must be canonical: ASCII digits only, without sign, spaces or leading zeros
+// (except "0" itself), so that every accepted value has one spelling. A JSON number
+// must be an integer without fraction or exponent; JSON already forbids a plus sign
+// and leading zeros, and its minus sign is left to the caller's range check.
 func (f flexString) int(field, code string) (int, bool, error) {
 	if !f.set || f.value == "" {
 		return 0, false, nil
 	}
-	n, err := strconv.Atoi(strings.TrimSpace(f.value))
+
+	digits := f.value
+	if f.number {
+		digits = strings.TrimPrefix(digits, "-")
+	}
+	if !canonicalDigits(digits) {
+		return 0, true, service.Errorf(code,
+			"%s must be a whole number in decimal digits without sign, spaces or leading zeros",
+			field)
+	}
+
+	n, err := strconv.Atoi(f.value)
 	if err != nil {
-		return 0, true, service.Errorf(code, "%s must be a whole number", field)
+		return 0, true, service.Errorf(code, "%s is out of range", field)
 	}
 	return n, true, nil
+}
+
+// canonicalDigits reports whether s is "0" or a run of ASCII digits without a leading 0.
+func canonicalDigits(s string) bool {
+	if s == "" || (s[0] == '0' && len(s) > 1) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // fieldDecoder is a request type that decodes its own members with jsonscan, which
@@ -66,14 +98,29 @@ type fieldDecoder interface {
 
 // bind decodes the JSON body into v. An empty body decodes as {}. Query parameters are
 // never read, so they cannot fill or override body fields.
+//
+// bind rejects with KMS.0202 a body that is not valid UTF-8 (or has an unpaired UTF-16
+// surrogate escape) and a body that repeats a top-level member name, compared ignoring
+// case. The decoders would otherwise replace the invalid text with U+FFFD and keep the
+// last of the repeated members, so a proxy or log that reads the same bytes differently
+// would see another request than the one served.
 func bind(c echo.Context, v any) error {
 	body := bytes.TrimSpace(stateOf(c).body)
 	if len(body) == 0 {
 		return nil
 	}
+	if !jsonscan.ValidText(body) {
+		return service.Errorf(service.CodeInvalidJSON,
+			"the request body is not valid UTF-8 or has an unpaired surrogate escape")
+	}
 
 	if fd, ok := v.(fieldDecoder); ok {
 		return bindFields(body, fd)
+	}
+
+	// One jsonscan pass finds repeated names, which encoding/json silently merges.
+	if err := bindFields(body, ignoreFields{}); err != nil {
+		return err
 	}
 
 	err := json.Unmarshal(body, v)
@@ -92,6 +139,11 @@ func bind(c echo.Context, v any) error {
 	}
 	return service.Errorf(service.CodeInvalidJSON, "the request body is not a valid JSON object")
 }
+
+// ignoreFields is a fieldDecoder that decodes nothing, for the duplicate check.
+type ignoreFields struct{}
+
+func (ignoreFields) decodeField(string, []byte) error { return nil }
 
 // binding converts the two AAD fields of a request.
 func binding(encryptionContext json.RawMessage, aad string) (service.Binding, error) {
@@ -136,12 +188,24 @@ func millis(t time.Time) string {
 	return strconv.FormatInt(t.UnixMilli(), 10)
 }
 
+// bindFields decodes body with fd in one jsonscan pass and rejects a repeated top-level
+// member name with KMS.0202.
 func bindFields(body []byte, fd fieldDecoder) error {
-	err := jsonscan.Object(body, fd.decodeField)
+	var names memberNames
+	err := jsonscan.Object(body, func(name string, raw []byte) error {
+		if !names.add(name) {
+			return &duplicateMemberError{name: name}
+		}
+		return fd.decodeField(name, raw)
+	})
+
 	var typeErr *fieldTypeError
+	var dupErr *duplicateMemberError
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(err, &dupErr):
+		return service.Errorf(service.CodeInvalidJSON, "%s", dupErr.Error())
 	case errors.As(err, &typeErr):
 		return service.Errorf(service.CodeInvalidParameter, "%s", typeErr.Error())
 	case errors.Is(err, jsonscan.ErrSyntax):
@@ -175,7 +239,7 @@ func flexField(dst *flexString, name string, raw []byte) error {
 	case c == 'n':
 		return nil
 	case c == '-' || (c >= '0' && c <= '9'):
-		*dst = flexString{value: string(raw), set: true}
+		*dst = flexString{value: string(raw), set: true, number: true}
 		return nil
 	default:
 		return &fieldTypeError{field: name, want: "string or number"}
@@ -189,6 +253,96 @@ func objectField(dst *json.RawMessage, name string, raw []byte) error {
 	}
 	*dst = raw
 	return nil
+}
+
+// memberNames is the set of member names seen in one object, compared ignoring case as
+// encoding/json matches names to struct fields. Most bodies have a few members, so the
+// first ones live in an array and a map is made only for long bodies.
+type memberNames struct {
+	few   [8]string
+	count int
+	many  map[string]struct{}
+}
+
+// add records name and reports whether it was new.
+func (m *memberNames) add(name string) bool {
+	key := foldName(name)
+	if m.many != nil {
+		if _, dup := m.many[key]; dup {
+			return false
+		}
+		m.many[key] = struct{}{}
+		return true
+	}
+
+	for _, seen := range m.few[:m.count] {
+		if seen == key {
+			return false
+		}
+	}
+	if m.count < len(m.few) {
+		m.few[m.count] = key
+		m.count++
+		return true
+	}
+
+	m.many = make(map[string]struct{}, 2*len(m.few))
+	for _, seen := range m.few {
+		m.many[seen] = struct{}{}
+	}
+	m.many[key] = struct{}{}
+	return true
+}
+
+// foldName maps name to one representative of its case-folding class, so two names
+// that strings.EqualFold matches map to the same string. Each rune becomes a
+// representative of its unicode.SimpleFold orbit: the lower-case ASCII letter when the
+// orbit has one (K, k and the Kelvin sign all become k), else the smallest rune. Names
+// without upper-case ASCII or non-ASCII bytes, such as the API's own, are their own
+// representative.
+func foldName(name string) string {
+	plain := true
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c >= utf8.RuneSelf || (c >= 'A' && c <= 'Z') {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return name
+	}
+
+	var b strings.Builder
+	for _, r := range name {
+		b.WriteRune(foldRune(r))
+	}
+	return b.String()
+}
+
+func foldRune(r rune) rune {
+	smallest := r
+	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+		if f >= 'a' && f <= 'z' {
+			return f
+		}
+		smallest = min(smallest, f)
+	}
+	if r >= 'a' && r <= 'z' {
+		return r
+	}
+	return smallest
+}
+
+// duplicateMemberError names a top-level member that occurs more than once.
+type duplicateMemberError struct{ name string }
+
+func (e *duplicateMemberError) Error() string {
+	name := e.name
+	if len(name) > 64 {
+		name = name[:64] + "..."
+	}
+	return fmt.Sprintf("the request body has the member %q more than once "+
+		"(names are compared ignoring case)", name)
 }
 
 // fieldTypeError names a member whose JSON type is wrong.

@@ -2,7 +2,9 @@ package api
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // TestAppendJSONMatchesEncodingJSON checks that the hand-written encoders write what
@@ -33,6 +35,25 @@ func FuzzAppendString(f *testing.F) {
 		want, _ := json.Marshal(s)
 		if got := appendString(nil, s); string(got) != string(want) {
 			t.Fatalf("appendString(%q) = %s, encoding/json = %s", s, got, want)
+		}
+	})
+}
+
+// FuzzFoldName checks that foldName maps two valid UTF-8 names to the same string
+// exactly when strings.EqualFold matches them, as encoding/json matches member names.
+func FuzzFoldName(f *testing.F) {
+	pairs := [][2]string{{"key_id", "KEY_ID"}, {"k", "\u212a"}, {"s", "\u017f"},
+		{"\u0130", "i"}, {"\u03c3", "\u03c2"}, {"limit", "limits"}, {"", ""}}
+	for _, p := range pairs {
+		f.Add(p[0], p[1])
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		if !utf8.ValidString(a) || !utf8.ValidString(b) {
+			return
+		}
+		if same, fold := foldName(a) == foldName(b), strings.EqualFold(a, b); same != fold {
+			t.Fatalf("foldName(%q) == foldName(%q) is %t, strings.EqualFold is %t", a, b,
+				same, fold)
 		}
 	})
 }

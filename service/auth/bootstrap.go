@@ -50,9 +50,9 @@ type adminFile struct {
 }
 
 // EnsureAdmin creates the first admin credential when no credential with RoleAdmin
-// exists, enabled or not, and returns the admin credential: the oldest one by creation
-// time (then by access key) when one exists, so the bootstrap admin is returned on every
-// start, and its project is the operator project. The access and secret keys come from env when both are set, and are
+// exists, enabled or not, and returns the bootstrap admin credential, whose project is
+// the operator project. When admins exist, that is the oldest one by creation time (then
+// by access key), so every start returns the same one. The access and secret keys come from env when both are set, and are
 // generated otherwise. Missing project and domain ids are generated as 32 lower-case hex
 // digits, like Huawei's.
 //

@@ -18,6 +18,10 @@ var (
 	// ErrInvalidDate means X-Sdk-Date is missing, repeated or not in YYYYMMDDTHHMMSSZ form.
 	ErrInvalidDate = errors.New("invalid X-Sdk-Date")
 
+	// ErrMissingDate means the request has no X-Sdk-Date header. It matches
+	// ErrInvalidDate with errors.Is too.
+	ErrMissingDate = fmt.Errorf("%w: header missing", ErrInvalidDate)
+
 	// ErrDateExpired means X-Sdk-Date is further from the verifier's clock than the window.
 	ErrDateExpired = errors.New("X-Sdk-Date outside the accepted window")
 
@@ -71,11 +75,13 @@ func IsLocked(err error) bool {
 
 // Client-safe messages in the wording of Huawei's API gateway (error code APIGW.0301).
 const (
-	messageSignature = "Incorrect IAM authentication information: verify aksk signature fail"
-	messageUnknownAK = "Incorrect IAM authentication information: ak not exist"
-	messageDate      = "Incorrect IAM authentication information: x-sdk-date expired"
-	messageLocked    = "AK access failed to reach the limit, forbidden"
-	messageInternal  = "Authentication failed because of an internal error, retry later"
+	messageSignature   = "Incorrect IAM authentication information: verify aksk signature fail"
+	messageUnknownAK   = "Incorrect IAM authentication information: ak not exist"
+	messageDate        = "Incorrect IAM authentication information: x-sdk-date expired"
+	messageMissingDate = "Incorrect IAM authentication information: x-sdk-date missing"
+	messageInvalidDate = "Incorrect IAM authentication information: x-sdk-date invalid"
+	messageLocked      = "AK access failed to reach the limit, forbidden"
+	messageInternal    = "Authentication failed because of an internal error, retry later"
 )
 
 // Message returns the message to send to the client for an error from Verify. It never
@@ -87,10 +93,14 @@ func Message(err error) string {
 		return messageLocked
 	case errors.Is(err, ErrUnknownAccessKey), errors.Is(err, ErrDisabledAccessKey):
 		return messageUnknownAK
-	case errors.Is(err, ErrDateExpired), errors.Is(err, ErrInvalidDate):
-		// NOTE: Huawei's documented wording covers an expired date only. A missing or
-		// malformed date gets the same message here.
+	case errors.Is(err, ErrDateExpired):
 		return messageDate
+	case errors.Is(err, ErrMissingDate):
+		// Huawei's documented wording covers an expired date only. The missing and the
+		// invalid date messages follow its form.
+		return messageMissingDate
+	case errors.Is(err, ErrInvalidDate):
+		return messageInvalidDate
 	case errors.Is(err, ErrSignatureMismatch), errors.Is(err, ErrMalformedHeader):
 		return messageSignature
 	}

@@ -193,6 +193,9 @@ func (v *Verifier) check(r *http.Request, body []byte, auth Authorization, secre
 // checkDate returns the X-Sdk-Date value when it is valid and within the window of now.
 func (v *Verifier) checkDate(header http.Header, now time.Time) (string, error) {
 	values := header.Values(HeaderDate)
+	if len(values) == 0 {
+		return "", ErrMissingDate
+	}
 	if len(values) != 1 {
 		return "", fmt.Errorf("%w: header must appear once, found %d", ErrInvalidDate, len(values))
 	}

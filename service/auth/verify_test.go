@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -86,7 +87,7 @@ func TestVerifyDateWindow(t *testing.T) {
 			wantErr: ErrDateExpired,
 		},
 		{name: "RFC 3339 form", date: "2021-12-17T06:43:03Z", wantErr: ErrInvalidDate},
-		{name: "missing", date: "", wantErr: ErrInvalidDate},
+		{name: "missing", date: "", wantErr: ErrMissingDate},
 	}
 	f := newVerifierFixture(t, VerifierConfig{MaxFailures: 100})
 	for _, tt := range tests {
@@ -103,6 +104,9 @@ func TestVerifyDateWindow(t *testing.T) {
 			_, err := f.verify(req, "{}\n")
 			if !errors.Is(err, tt.wantErr) {
 				t.Errorf("Verify error = %v, expected %v", err, tt.wantErr)
+			}
+			if tt.date != "" && errors.Is(err, ErrMissingDate) {
+				t.Errorf("Verify error = %v matches ErrMissingDate for a date that was sent", err)
 			}
 		})
 	}
@@ -550,7 +554,9 @@ func TestMessage(t *testing.T) {
 		{err: ErrUnknownAccessKey, want: messageUnknownAK},
 		{err: ErrDisabledAccessKey, want: messageUnknownAK},
 		{err: ErrDateExpired, want: messageDate},
-		{err: ErrInvalidDate, want: messageDate},
+		{err: ErrInvalidDate, want: messageInvalidDate},
+		{err: ErrMissingDate, want: messageMissingDate},
+		{err: fmt.Errorf("verify: %w", ErrMissingDate), want: messageMissingDate},
 		{err: &LockedError{AccessKey: "AK", Until: testNow}, want: messageLocked},
 		{err: errors.New("database unavailable"), want: messageInternal},
 	}

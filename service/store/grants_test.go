@@ -420,7 +420,7 @@ func BenchmarkListGranteeGrants(b *testing.B) {
 	if err := s.BeginKeyVersion(b.Context(), k.ID, 1); err != nil {
 		b.Fatal(err)
 	}
-	if err := s.CreateKey(b.Context(), k); err != nil {
+	if err := s.CreateKey(b.Context(), k, 0); err != nil {
 		b.Fatal(err)
 	}
 	for i := range 100 {

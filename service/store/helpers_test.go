@@ -92,7 +92,7 @@ func createKey(t *testing.T, s store.Store, k store.Key) store.Key {
 	if err := s.BeginKeyVersion(ctx, k.ID, k.CurrentVersion); err != nil {
 		t.Fatalf("BeginKeyVersion(%s, %d) failed: %v", k.ID, k.CurrentVersion, err)
 	}
-	if err := s.CreateKey(ctx, k); err != nil {
+	if err := s.CreateKey(ctx, k, 0); err != nil {
 		t.Fatalf("CreateKey(%s) failed: %v", k.ID, err)
 	}
 

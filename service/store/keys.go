@@ -67,7 +67,13 @@ func (s *SQLStore) AbortKeyVersion(ctx context.Context, keyID string, version ui
 // is taken in the project, ErrConflict when the key id exists, and ErrNotFound when the
 // version was not begun with BeginKeyVersion. A zero CreatedAt is set to now, a zero
 // UpdatedAt to CreatedAt; Revision is stored as given.
-func (s *SQLStore) CreateKey(ctx context.Context, k Key) error {
+//
+// When maxKeys is above 0, CreateKey counts the project's keys in the same transaction
+// and returns ErrLimitExceeded when the project already has maxKeys keys, so concurrent
+// creations, on this replica or another, cannot pass the quota together. On PostgreSQL
+// the transaction holds an advisory lock on the project id until it ends. On SQLite
+// every write transaction begins with BEGIN IMMEDIATE and so already excludes the others.
+func (s *SQLStore) CreateKey(ctx context.Context, k Key, maxKeys int) error {
 	if k.ID == "" || k.ProjectID == "" {
 		return errors.New("create key: key id and project id are required")
 	}
@@ -82,6 +88,12 @@ func (s *SQLStore) CreateKey(ctx context.Context, k Key) error {
 	}
 
 	return s.inWriteTx(ctx, "create key "+k.ID, func(tx *sql.Tx) error {
+		if maxKeys > 0 {
+			if err := s.checkKeyQuota(ctx, tx, k.ProjectID, maxKeys); err != nil {
+				return err
+			}
+		}
+
 		_, err := tx.ExecContext(ctx, s.d.rebind("INSERT INTO keys ("+keyColumns+") "+
 			"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
 			k.ID, k.ProjectID, k.DomainID, k.Alias, k.Description, k.Spec, k.Usage,
@@ -97,6 +109,36 @@ func (s *SQLStore) CreateKey(ctx context.Context, k Key) error {
 		}
 		return s.activateVersion(ctx, tx, k.ID, k.CurrentVersion)
 	})
+}
+
+// keyQuotaLockClass is the first key of the per-project advisory lock that CreateKey
+// takes on PostgreSQL: the bytes of "kq" read as a big-endian integer. The arbitrary
+// constant keeps the lock apart from the migration lock and other advisory lock users.
+const keyQuotaLockClass = "27505"
+
+// checkKeyQuota returns ErrLimitExceeded when projectID already has maxKeys keys. On
+// PostgreSQL it first takes the project's advisory lock for the rest of tx. Two projects
+// whose ids have the same hashtext value share a lock, which only serialises them.
+func (s *SQLStore) checkKeyQuota(ctx context.Context, tx *sql.Tx, projectID string, maxKeys int) error {
+	if s.d.name == postgresDialect.name {
+		_, err := tx.ExecContext(ctx,
+			"SELECT pg_advisory_xact_lock("+keyQuotaLockClass+", hashtext($1))", projectID)
+		if err != nil {
+			return err
+		}
+	}
+
+	var n int
+	err := tx.QueryRowContext(ctx, s.d.rebind(
+		"SELECT COUNT(*) FROM keys WHERE project_id = ?"), projectID).Scan(&n)
+	if err != nil {
+		return err
+	}
+	if n >= maxKeys {
+		return fmt.Errorf("project %s has %d keys, the limit is %d: %w", projectID, n, maxKeys,
+			ErrLimitExceeded)
+	}
+	return nil
 }
 
 // ActivateKeyVersion marks version active and stores k as UpdateKey does, with

@@ -2,7 +2,9 @@ package store_test
 
 import (
 	"errors"
+	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -171,7 +173,7 @@ func TestCreateKeyErrors(t *testing.T) {
 					checkErr(t, "BeginKeyVersion", s.BeginKeyVersion(ctx, k.ID, 1), nil)
 				}
 
-				err := s.CreateKey(ctx, k)
+				err := s.CreateKey(ctx, k, 0)
 				checkErr(t, "CreateKey", err, tc.want)
 				if tc.want == nil {
 					mustGetKey(t, s, k.ProjectID, k.ID)
@@ -819,6 +821,79 @@ func TestTimesStoredAsUTCMilliseconds(t *testing.T) {
 		}
 		if got.UpdatedAt != want {
 			t.Errorf("UpdatedAt = %v, want CreatedAt %v", got.UpdatedAt, want)
+		}
+	})
+}
+
+// TestCreateKeyQuota checks that CreateKey counts only the key's own project and stops
+// at maxKeys, and that maxKeys 0 sets no limit.
+func TestCreateKeyQuota(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, func(t *testing.T, b storetest.Backend) {
+		t.Parallel()
+		s := openStore(t, b)
+		ctx := t.Context()
+		createKey(t, s, newKey(t, "p1", "first"))
+		createKey(t, s, newKey(t, "p2", "other-project"))
+
+		second := newKey(t, "p1", "second")
+		checkErr(t, "BeginKeyVersion", s.BeginKeyVersion(ctx, second.ID, 1), nil)
+		checkErr(t, "CreateKey under the quota", s.CreateKey(ctx, second, 2), nil)
+
+		third := newKey(t, "p1", "third")
+		checkErr(t, "BeginKeyVersion", s.BeginKeyVersion(ctx, third.ID, 1), nil)
+		checkErr(t, "CreateKey at the quota", s.CreateKey(ctx, third, 2),
+			store.ErrLimitExceeded)
+		_, err := s.GetKey(ctx, "p1", third.ID)
+		checkErr(t, "GetKey after the rejected CreateKey", err, store.ErrNotFound)
+
+		checkErr(t, "CreateKey without a limit", s.CreateKey(ctx, third, 0), nil)
+	})
+}
+
+// TestCreateKeyQuotaConcurrent starts more parallel creations in one project than the
+// quota allows, on one store as on one replica and on two stores as on two replicas
+// sharing the database, and checks that exactly the quota succeeds.
+func TestCreateKeyQuotaConcurrent(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, func(t *testing.T, b storetest.Backend) {
+		t.Parallel()
+		stores := []store.Store{openStore(t, b), openStore(t, b)}
+
+		const limit, writers = 5, 16
+		errs := make([]error, writers)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range writers {
+			s := stores[i%len(stores)]
+			k := newKey(t, "p1", fmt.Sprintf("parallel-%d", i))
+			wg.Go(func() {
+				<-start
+				ctx := t.Context()
+				if errs[i] = s.BeginKeyVersion(ctx, k.ID, 1); errs[i] != nil {
+					return
+				}
+				errs[i] = s.CreateKey(ctx, k, limit)
+			})
+		}
+		close(start)
+		wg.Wait()
+
+		created := 0
+		for _, err := range errs {
+			if err == nil {
+				created++
+				continue
+			}
+			checkErr(t, "concurrent CreateKey", err, store.ErrLimitExceeded)
+		}
+		if created != limit {
+			t.Errorf("%d concurrent creations succeeded, want %d", created, limit)
+		}
+		n, err := stores[0].CountKeys(t.Context(), "p1")
+		checkErr(t, "CountKeys", err, nil)
+		if n != limit {
+			t.Errorf("project has %d keys after concurrent creations, want %d", n, limit)
 		}
 	})
 }

@@ -139,7 +139,7 @@ func TestConcurrentWritersThenReopen(t *testing.T) {
 					errs <- err
 					return
 				}
-				if err := s.CreateKey(ctx, k); err != nil {
+				if err := s.CreateKey(ctx, k, 0); err != nil {
 					errs <- err
 					return
 				}
@@ -250,7 +250,7 @@ func checkReadOnlyWrites(t *testing.T, s store.Store, k store.Key) {
 	update := k
 	update.Description = "changed"
 	writes := map[string]func() error{
-		"CreateKey": func() error { return s.CreateKey(ctx, newKey(t, "p1", "")) },
+		"CreateKey": func() error { return s.CreateKey(ctx, newKey(t, "p1", ""), 0) },
 		"UpdateKey": func() error { _, err := s.UpdateKey(ctx, update); return err },
 		"BeginKeyVersion": func() error {
 			return s.BeginKeyVersion(ctx, k.ID, 2)

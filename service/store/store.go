@@ -151,7 +151,10 @@ type KeyStore interface {
 
 	// CreateKey inserts the key row and marks version k.CurrentVersion active, in one
 	// transaction. It returns ErrAliasExists when the alias is taken in the project.
-	CreateKey(ctx context.Context, k Key) error
+	// When maxKeys is above 0 it returns ErrLimitExceeded when the project already has
+	// maxKeys keys, counted in the same transaction so that concurrent calls cannot pass
+	// the limit together; 0 means no limit.
+	CreateKey(ctx context.Context, k Key, maxKeys int) error
 
 	// ActivateKeyVersion marks version active and makes it the key's current version, in
 	// one transaction with the key update k (whose Revision must match the stored one).

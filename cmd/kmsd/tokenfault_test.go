@@ -1,0 +1,273 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// dataKeyClient sends signed data-key requests to one kmsd with the admin credential.
+type dataKeyClient struct {
+	p                 *kmsdProcess
+	ak, sk, projectID string
+	keyID             string
+}
+
+// call posts body to op and returns the status, the KMS error code (empty on success)
+// and the decoded body, or status 0 when kmsd does not answer.
+func (c dataKeyClient) call(t *testing.T, op string, body []byte) (int, string, map[string]any) {
+	req := signedRequest(t, c.p, op, body, c.ak, c.sk, c.projectID)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", nil
+	}
+	defer res.Body.Close()
+
+	raw, _ := io.ReadAll(res.Body)
+	var decoded map[string]any
+	_ = json.Unmarshal(raw, &decoded)
+	code := ""
+	if e, ok := decoded["error"].(map[string]any); ok {
+		code, _ = e["error_code"].(string)
+	}
+	return res.StatusCode, code, decoded
+}
+
+// createDataKey returns the plaintext and ciphertext of a new 256-bit data key, or the
+// status and error code of the failed request.
+func (c dataKeyClient) createDataKey(t *testing.T) (plain, cipher string, status int, code string) {
+	body := fmt.Appendf(nil, `{"key_id":%q,"datakey_length":"256"}`, c.keyID)
+	status, code, decoded := c.call(t, "create-datakey", body)
+	if status != http.StatusOK {
+		return "", "", status, code
+	}
+	plain, _ = decoded["plain_text"].(string)
+	cipher, _ = decoded["cipher_text"].(string)
+	return plain, cipher, status, ""
+}
+
+// decryptDataKey returns the plaintext of cipher, or the status and error code.
+func (c dataKeyClient) decryptDataKey(t *testing.T, cipher string) (plain string, status int, code string) {
+	body := fmt.Appendf(nil, `{"key_id":%q,"cipher_text":%q,"datakey_cipher_length":"32"}`,
+		c.keyID, cipher)
+	status, code, decoded := c.call(t, "decrypt-datakey", body)
+	if status != http.StatusOK {
+		return "", status, code
+	}
+	plain, _ = decoded["data_key"].(string)
+	return plain, status, ""
+}
+
+// dataKey is a data key that kmsd acknowledged with 200.
+type dataKey struct{ plain, cipher string }
+
+// faultLoad runs data-key requests from several workers until stop is closed, keeping
+// each acknowledged data key and counting answers by status and error code.
+type faultLoad struct {
+	mu       sync.Mutex
+	keys     []dataKey
+	answers  map[string]int // "status code", for example "503 KMS.0102"
+	wrong    []string       // decrypt-datakey answers with another plaintext
+	requests atomic.Int64
+}
+
+func (l *faultLoad) record(status int, code string) {
+	l.requests.Add(1)
+	l.mu.Lock()
+	l.answers[fmt.Sprintf("%d %s", status, code)]++
+	l.mu.Unlock()
+}
+
+// count returns how many answers had status and code.
+func (l *faultLoad) count(status int, code string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.answers[fmt.Sprintf("%d %s", status, code)]
+}
+
+// work creates a data key and decrypts it again, maxRequests times at most.
+func (l *faultLoad) work(t *testing.T, c dataKeyClient, stop <-chan struct{}, maxRequests int) {
+	for range maxRequests {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+
+		plain, cipher, status, code := c.createDataKey(t)
+		l.record(status, code)
+		if status != http.StatusOK {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		l.mu.Lock()
+		l.keys = append(l.keys, dataKey{plain: plain, cipher: cipher})
+		l.mu.Unlock()
+
+		got, status, code := c.decryptDataKey(t, cipher)
+		l.record(status, code)
+		if status == http.StatusOK && !strings.EqualFold(got, plain) {
+			l.mu.Lock()
+			l.wrong = append(l.wrong, cipher)
+			l.mu.Unlock()
+		}
+	}
+}
+
+// TestKmsdRecoversFromTokenDirectoryMove moves the token directory of the embedded
+// default away under a load of four workers and back again: kmsd must answer 503 with
+// KMS.0102 and fail /readyz while it is away, serve again without a restart once it is
+// back, and decrypt every data key it acknowledged.
+func TestKmsdRecoversFromTokenDirectoryMove(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "kms-data")
+	p := launchKmsd(t, []string{"--data-dir", dataDir})
+	p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
+	keyID := keyIDOf(t, kmsctl(t, p, dataDir, "create-key", "--alias", "token-move"))
+	ak, sk, projectID := readAdmin(t, dataDir)
+	c := dataKeyClient{p: p, ak: ak, sk: sk, projectID: projectID, keyID: keyID}
+
+	load := &faultLoad{answers: make(map[string]int)}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() { load.work(t, c, stop, 20000) })
+	}
+	stopLoad := sync.OnceFunc(func() {
+		close(stop)
+		wg.Wait()
+	})
+	defer stopLoad()
+
+	waitUntil(t, p, "100 acknowledged data keys", func() bool {
+		return load.count(http.StatusOK, "") >= 100
+	})
+
+	tokens := filepath.Join(dataDir, "tokens")
+	away := filepath.Join(t.TempDir(), "tokens-away")
+	if err := os.Rename(tokens, away); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, p, "/readyz 503 with the token away", func() bool {
+		status, _ := p.get("/readyz")
+		return status == http.StatusServiceUnavailable
+	})
+	waitUntil(t, p, "503 KMS.0102 answers with the token away", func() bool {
+		return load.count(http.StatusServiceUnavailable, "KMS.0102") >= 10
+	})
+	if err := os.Rename(away, tokens); err != nil {
+		t.Fatal(err)
+	}
+
+	p.waitFor(t, "/readyz", http.StatusOK, 60*time.Second)
+	recovered := load.count(http.StatusOK, "")
+	waitUntil(t, p, "200 answers after the token is back", func() bool {
+		return load.count(http.StatusOK, "") >= recovered+100
+	})
+	stopLoad()
+
+	load.mu.Lock()
+	t.Logf("answers during the test: %v", load.answers)
+	for answer := range load.answers {
+		if !strings.HasPrefix(answer, "200 ") && answer != "503 KMS.0102" {
+			t.Errorf("kmsd answered %q %d times, expected only 200 and 503 KMS.0102",
+				answer, load.answers[answer])
+		}
+	}
+	if len(load.wrong) > 0 {
+		t.Errorf("decrypt-datakey returned another data key for %d ciphertexts", len(load.wrong))
+	}
+	keys := load.keys
+	load.mu.Unlock()
+
+	for i, k := range keys {
+		got, status, code := c.decryptDataKey(t, k.cipher)
+		if status != http.StatusOK {
+			t.Fatalf("data key %d of %d after recovery: status %d %s", i, len(keys), status, code)
+		}
+		if !strings.EqualFold(got, k.plain) {
+			t.Fatalf("data key %d of %d after recovery: another plaintext", i, len(keys))
+		}
+	}
+	if got := p.metric(t, "kms_token_reconnects_total"); got < 1 {
+		t.Errorf("kms_token_reconnects_total = %v, expected at least 1", got)
+	}
+	p.stop(t)
+}
+
+// waitUntil polls cond every 50 ms for at most 60 s, failing t with what and the logs.
+func waitUntil(t *testing.T, p *kmsdProcess, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within 60 s; logs:\n%s", what, p.logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestKmsdNotReadyWithTokenOfAnotherStore starts kmsd on a store that holds credentials
+// with a fresh token in place of the one that sealed them: kmsd must log the mismatch
+// once, stay not ready and leave the fresh token without a sealing key, and the old token
+// put back must serve the old credentials again.
+func TestKmsdNotReadyWithTokenOfAnotherStore(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "kms-data")
+	p := launchKmsd(t, []string{"--data-dir", dataDir})
+	p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
+	kmsctl(t, p, dataDir, "create-key", "--alias", "before-swap")
+	ak, sk, projectID := readAdmin(t, dataDir)
+	p.stop(t)
+
+	// With its token directory empty, kmsd initialises a fresh token there.
+	tokens := filepath.Join(dataDir, "tokens")
+	old := filepath.Join(t.TempDir(), "old-tokens")
+	if err := os.Rename(tokens, old); err != nil {
+		t.Fatal(err)
+	}
+	p = launchKmsd(t, []string{"--data-dir", dataDir})
+	const mismatch = "kmsd is not ready: the token does not match the store"
+	waitUntil(t, p, "mismatch error in the log", func() bool {
+		return strings.Contains(p.logs.String(), mismatch)
+	})
+
+	if status, body := p.get("/readyz"); status != http.StatusServiceUnavailable {
+		t.Errorf("/readyz with the fresh token: status %d %s, expected 503", status, body)
+	}
+	res := postSigned(t, p, "list-keys", []byte(`{}`), ak, sk, projectID)
+	if res.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("list-keys with the fresh token: status %d, expected 503", res.StatusCode)
+	}
+	p.stop(t)
+
+	logs := p.logs.String()
+	if n := strings.Count(logs, mismatch); n != 1 {
+		t.Errorf("the log has %d mismatch errors, expected 1:\n%s", n, logs)
+	}
+	if strings.Contains(logs, "sealing key generated") {
+		t.Errorf("kmsd generated a sealing key in the fresh token:\n%s", logs)
+	}
+	if objects := tokenKeyObjects(t, dataDir); len(objects) != 0 {
+		t.Errorf("the fresh token holds key objects %v, expected none", objects)
+	}
+
+	if err := os.RemoveAll(tokens); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(old, tokens); err != nil {
+		t.Fatal(err)
+	}
+	p = launchKmsd(t, []string{"--data-dir", dataDir})
+	p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
+	if res := postSigned(t, p, "list-keys", []byte(`{}`), ak, sk, projectID); res.StatusCode != http.StatusOK {
+		t.Errorf("list-keys with the old token back: status %d, expected 200", res.StatusCode)
+	}
+	p.stop(t)
+}

@@ -1,0 +1,40 @@
+package api
+
+import (
+	"net/http"
+	"testing"
+)
+
+// TestHealthHead checks that HEAD on the probe routes answers the GET status without a
+// body, for load balancers that probe with HEAD.
+func TestHealthHead(t *testing.T) {
+	e := newTestEnv(t)
+
+	for _, path := range []string{"/healthz", "/readyz"} {
+		t.Run(path, func(t *testing.T) {
+			get, err := http.Get(e.http.URL + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			get.Body.Close()
+
+			head, err := http.Head(e.http.URL + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer head.Body.Close()
+			if head.StatusCode != get.StatusCode {
+				t.Errorf("HEAD %s: status %d, GET answers %d", path, head.StatusCode,
+					get.StatusCode)
+			}
+			if head.StatusCode != http.StatusOK {
+				t.Errorf("HEAD %s: status %d, want 200", path, head.StatusCode)
+			}
+			req, _ := http.NewRequest(http.MethodHead, e.http.URL+path, nil)
+			r := send(t, req)
+			if len(r.Raw) != 0 {
+				t.Errorf("HEAD %s answered a body: %q", path, r.Raw)
+			}
+		})
+	}
+}
