@@ -43,9 +43,9 @@ func (f *foundKeys) forget(ref KeyRef) {
 }
 
 // miss records that the connection of generation generation found no object for ref, and
-// reports whether that is a token fault: ref was found before, and no connection newer than
-// the one of its first miss has looked for it yet. Otherwise ref is forgotten, so the miss is
-// a missing key from now on.
+// reports whether that is a token fault. It is one when ref was found before and no connection
+// newer than the one of its first miss has looked for it yet. Otherwise miss forgets ref, so
+// that the caller reports a missing key.
 func (f *foundKeys) miss(ref KeyRef, generation uint64) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()

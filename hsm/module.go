@@ -105,7 +105,9 @@ func (cfg Config) withDefaults() (Config, error) {
 // error wrapping ErrUnavailable, and the first call after Config.ReconnectInterval tries to
 // configure the module again. Configuring again rescans the token list only when crypto11's
 // context was the library's last user in the process, because C_Finalize and C_Initialize are
-// process-wide. A Module is safe for concurrent use.
+// process-wide. A lookup that finds no key object also counts as a lost connection when
+// C_GetTokenInfo fails or when the key was found before (see foundKeys). A Module is safe for
+// concurrent use.
 type Module struct {
 	cfg Config
 	log *slog.Logger

@@ -300,8 +300,8 @@ func (c *conn) find(
 // looked up again once, a dead session is replaced once, and a lost login or token leads to
 // one reconnect. With viaCrypto11 set, fn also calls crypto11, whose own pool cannot replace
 // a dead session, so a dead session leads to a reconnect. A missing object of a key found
-// before leads to a reconnect at most once per Config.ReconnectInterval in the Module, and
-// returns ErrUnavailable without one in between.
+// before leads to a reconnect at most once per Config.ReconnectInterval in the Module (see
+// foundKeys.allowMissReconnect), and in between returns ErrUnavailable without one.
 func (m *Module) do(
 	ctx context.Context, viaCrypto11 bool, fn func(c *conn, s *session) error,
 ) error {

@@ -22,7 +22,7 @@ type dataKeyClient struct {
 }
 
 // call posts body to op and returns the status, the KMS error code (empty on success)
-// and the decoded body, or status 0 when kmsd does not answer.
+// and the decoded body, or status 0 when the request fails.
 func (c dataKeyClient) call(t *testing.T, op string, body []byte) (int, string, map[string]any) {
 	req := signedRequest(t, c.p, op, body, c.ak, c.sk, c.projectID)
 	res, err := http.DefaultClient.Do(req)
@@ -70,12 +70,12 @@ func (c dataKeyClient) decryptDataKey(t *testing.T, cipher string) (plain string
 type dataKey struct{ plain, cipher string }
 
 // faultLoad runs data-key requests from several workers until stop is closed, keeping
-// each acknowledged data key and counting answers by status and error code.
+// each acknowledged data key and counting responses by status and error code.
 type faultLoad struct {
 	mu       sync.Mutex
 	keys     []dataKey
 	answers  map[string]int // "status code", for example "503 KMS.0102"
-	wrong    []string       // decrypt-datakey answers with another plaintext
+	wrong    []string       // ciphertexts that decrypt-datakey returned another plaintext for
 	requests atomic.Int64
 }
 
@@ -123,9 +123,9 @@ func (l *faultLoad) work(t *testing.T, c dataKeyClient, stop <-chan struct{}, ma
 }
 
 // TestKmsdRecoversFromTokenDirectoryMove moves the token directory of the embedded
-// default away under a load of four workers and back again: kmsd must answer 503 with
-// KMS.0102 and fail /readyz while it is away, serve again without a restart once it is
-// back, and decrypt every data key it acknowledged.
+// default away and back under a load of four workers. While it is away, kmsd must return
+// 503 with KMS.0102 and fail /readyz. Once it is back, kmsd must serve again without a
+// restart and decrypt every data key it acknowledged.
 func TestKmsdRecoversFromTokenDirectoryMove(t *testing.T) {
 	dataDir := filepath.Join(t.TempDir(), "kms-data")
 	p := launchKmsd(t, []string{"--data-dir", dataDir})
@@ -214,10 +214,10 @@ func waitUntil(t *testing.T, p *kmsdProcess, what string, cond func() bool) {
 	}
 }
 
-// TestKmsdNotReadyWithTokenOfAnotherStore starts kmsd on a store that holds credentials
-// with a fresh token in place of the one that sealed them: kmsd must log the mismatch
-// once, stay not ready and leave the fresh token without a sealing key, and the old token
-// put back must serve the old credentials again.
+// TestKmsdNotReadyWithTokenOfAnotherStore starts kmsd on a store that holds credentials,
+// with a fresh token in place of the one that sealed them. kmsd must log the mismatch
+// once, stay not ready and generate no key in the fresh token. With the old token put
+// back, the old credentials must work again.
 func TestKmsdNotReadyWithTokenOfAnotherStore(t *testing.T) {
 	dataDir := filepath.Join(t.TempDir(), "kms-data")
 	p := launchKmsd(t, []string{"--data-dir", dataDir})
