@@ -60,6 +60,7 @@ type config struct {
 	SealLimit       int64         `json:"seal_limit" env:"KMS_SEAL_LIMIT" flag:"seal-limit" help:"seals (encryptions) after which a key version is rotated; AES-GCM with random IVs allows 2^32"`
 	StaleVersionAge time.Duration `json:"stale_version_age" env:"KMS_STALE_VERSION_AGE" flag:"stale-version-age" help:"age after which reconciliation removes a key version left half-created by a crash"`
 
+	MetricsListen   string        `json:"metrics_listen" env:"KMS_METRICS_LISTEN" flag:"metrics-listen" help:"where GET /metrics is served: empty for the API listener, host:port for a listener of its own, off for nowhere (metrics are unauthenticated)"`
 	PprofListen     string        `json:"pprof_listen" env:"KMS_PPROF_LISTEN" flag:"pprof-listen" help:"loopback address serving Go profiles under /debug/pprof/ (empty: off); never expose it, profiles show memory"`
 	ShutdownTimeout time.Duration `json:"shutdown_timeout" env:"KMS_SHUTDOWN_TIMEOUT" flag:"shutdown-timeout" help:"how long SIGTERM waits for in-flight requests"`
 	LogLevel        string        `json:"log_level" env:"KMS_LOG_LEVEL" flag:"log-level" help:"debug, info, warn or error"`
@@ -291,6 +292,10 @@ func (c config) validate() error {
 	check(c.AuditCheckpointRecords >= 1, "audit_checkpoint_records: must be at least 1")
 	check(c.AuditCheckpointInterval >= time.Second, "audit_checkpoint_interval: must be at least 1s")
 	check(c.LogFormat == "text" || c.LogFormat == "json", "log_format: must be text or json")
+	if c.MetricsListen != "" && c.MetricsListen != "off" {
+		_, _, err := net.SplitHostPort(c.MetricsListen)
+		check(err == nil, "metrics_listen: %q is not empty, off or host:port", c.MetricsListen)
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:

@@ -118,7 +118,14 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, log *slo
 	// The token can be missing at start, so everything that needs it starts in the
 	// background while HTTP already serves /healthz, /readyz and /metrics.
 	sw := &handlerSwitch{}
-	sw.set(startingHandler(registry, token))
+	sw.set(startingHandler(registry, token, cfg.MetricsListen == ""))
+	if cfg.MetricsListen != "" && cfg.MetricsListen != "off" {
+		stopMetrics, err := serveMetrics(cfg.MetricsListen, registry, log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
 
 	startCtx, cancelStart := context.WithCancel(ctx)
 	defer cancelStart()

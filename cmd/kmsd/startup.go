@@ -43,7 +43,7 @@ func (s *handlerSwitch) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // startingHandler serves while the token is not usable yet: /healthz returns 200,
 // /readyz returns 503 with the reason "token unavailable" or "starting", /metrics serves
 // registry, and every other path returns 503 with the retryable KMS.0102 error body.
-func startingHandler(registry *prometheus.Registry, token hsm.Token) http.Handler {
+func startingHandler(registry *prometheus.Registry, token hsm.Token, metricsHere bool) http.Handler {
 	mux := http.NewServeMux()
 
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -58,7 +58,9 @@ func startingHandler(registry *prometheus.Registry, token hsm.Token) http.Handle
 		writeJSON(w, http.StatusServiceUnavailable,
 			map[string]string{"status": "not ready", "reason": reason})
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
+	if metricsHere {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "1")
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": map[string]string{
@@ -158,6 +160,7 @@ func startServices(ctx context.Context, c components, sw *handlerSwitch, svcs *s
 		AuditSource:       auditSource,
 		AuditPublicKey:    auditKey,
 		Metrics:           httpMetrics,
+		MetricsElsewhere:  c.cfg.MetricsListen != "",
 		Ready: func(ctx context.Context) error {
 			return checkReady(ctx, c.token, c.store)
 		},

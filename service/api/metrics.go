@@ -83,7 +83,7 @@ func NewMetrics(reg *prometheus.Registry, svc *service.Service) (*Metrics, error
 
 // metricsRoutes serves GET /metrics when the server has metrics.
 func (s *Server) metricsRoutes() {
-	if s.cfg.Metrics == nil {
+	if s.cfg.Metrics == nil || s.cfg.MetricsElsewhere {
 		return
 	}
 

@@ -44,6 +44,9 @@ type Config struct {
 	// error with ErrStarting, ErrTokenNotReady or ErrStoreNotReady: /readyz answers only
 	// that category. Default: always ready.
 	Ready func(ctx context.Context) error
+	// MetricsElsewhere keeps GET /metrics off this server while Metrics still counts
+	// requests, for metrics served on their own listener or not at all.
+	MetricsElsewhere bool
 	// Metrics, when set, counts and times every request and serves GET /metrics; see
 	// NewMetrics. Default: no metrics.
 	Metrics *Metrics

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"strings"
@@ -351,19 +352,36 @@ func (s *SQLStore) insertAuditRecordsPrepared(ctx context.Context, tx *sql.Tx, r
 	return nil
 }
 
-// inAuditTx runs fn in a write transaction on the audit writer, or on the metadata
-// writer when SetAuditFsync(true) asks for fsync.
+// inAuditTx runs fn in a write transaction. On SQLite without SetAuditFsync(true) it
+// pins the writer connection, commits with synchronous=NORMAL, and restores FULL before
+// the connection serves any other write.
 func (s *SQLStore) inAuditTx(ctx context.Context, op string, fn func(tx *sql.Tx) error) error {
-	if s.auditFsync.Load() {
+	if s.d.name != "sqlite" || s.auditFsync.Load() {
 		return s.inWriteTx(ctx, op, fn)
 	}
-	if s.d.name == "sqlite" {
-		// Prepare before the transaction takes the writer's only connection.
-		if _, err := s.auditInsertStmt(ctx); err != nil {
-			return s.d.wrap(op+": prepare", err)
-		}
+
+	// Prepare before the connection is pinned: the pool has only that connection.
+	if _, err := s.auditInsertStmt(ctx); err != nil {
+		return s.d.wrap(op+": prepare", err)
 	}
-	return s.inTx(ctx, s.auditWrite, nil, op, fn)
+
+	conn, err := s.write.Conn(ctx)
+	if err != nil {
+		return s.d.wrap(op+": get writer connection", err)
+	}
+	defer conn.Close()
+
+	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous=NORMAL"); err != nil {
+		return s.d.wrap(op+": relax synchronous", err)
+	}
+	defer func() {
+		if _, err := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous=FULL"); err != nil {
+			// The connection must not serve metadata writes without fsync: drop it.
+			s.log.Error("restoring synchronous=FULL failed; closing the writer connection", "err", err)
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+	}()
+	return s.inTx(ctx, conn, nil, op, fn)
 }
 
 // auditInsertStmt returns the prepared single-row INSERT used on SQLite, where a cached

@@ -56,10 +56,12 @@ type SQLStore struct {
 	d     dialect
 	log   *slog.Logger
 
-	// auditWrite commits audit batches: on SQLite a second single writer connection
-	// with synchronous=NORMAL, elsewhere the same pool as write.
+	// auditWrite commits audit batches. It is the same pool as write: on SQLite a second
+	// writer connection would compete with write for the database lock, and SQLite's
+	// lock is not fair, so a busy audit writer starved metadata writes past
+	// busy_timeout ("database is locked").
 	auditWrite *sql.DB
-	// auditFsync sends SQLite audit commits through write, with fsync. See
+	// auditFsync makes SQLite audit commits fsync like metadata writes. See
 	// SetAuditFsync.
 	auditFsync atomic.Bool
 
@@ -179,21 +181,6 @@ func openSQLite(databaseURL string) (*SQLStore, error) {
 		return &SQLStore{write: write, read: write, auditWrite: write, d: sqliteDialect}, nil
 	}
 
-	// The audit writer is a second write connection whose commits skip fsync (see
-	// SetAuditFsync). It takes the same write lock as write, so the two only wait for
-	// each other, within busy_timeout.
-	auditParams := cloneValues(writeParams)
-	auditParams.Set("_synchronous", "NORMAL")
-	auditWrite, err := sql.Open("sqlite3", sqliteDSN(path, auditParams))
-	if err != nil {
-		write.Close()
-		return nil, fmt.Errorf("open sqlite store: %w", err)
-	}
-	auditWrite.SetMaxOpenConns(1)
-	auditWrite.SetMaxIdleConns(1)
-	auditWrite.SetConnMaxLifetime(0)
-	auditWrite.SetConnMaxIdleTime(0)
-
 	readParams := cloneValues(params)
 	readParams.Set("_foreign_keys", "on")
 	readParams.Set("_busy_timeout", strconv.FormatInt(sqliteBusyTimeout.Milliseconds(), 10))
@@ -205,14 +192,13 @@ func openSQLite(databaseURL string) (*SQLStore, error) {
 	read, err := sql.Open("sqlite3", sqliteDSN(path, readParams))
 	if err != nil {
 		write.Close()
-		auditWrite.Close()
 		return nil, fmt.Errorf("open sqlite store: %w", err)
 	}
 	readers := max(sqliteMinReaders, runtime.NumCPU())
 	read.SetMaxOpenConns(readers)
 	read.SetMaxIdleConns(readers)
 
-	return &SQLStore{write: write, read: read, auditWrite: auditWrite, d: sqliteDialect}, nil
+	return &SQLStore{write: write, read: read, auditWrite: write, d: sqliteDialect}, nil
 }
 
 // parseSQLiteURL splits a SQLite database URL into the file path and its parameters.

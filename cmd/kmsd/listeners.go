@@ -7,6 +7,9 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // startPprof serves Go's profiles on addr, which must be a loopback address because a
@@ -36,5 +39,24 @@ func startPprof(addr string, log *slog.Logger) (func(), error) {
 		}
 	}()
 	log.Info("serving Go profiles", "address", ln.Addr().String())
+	return func() { _ = srv.Close() }, nil
+}
+
+// serveMetrics serves GET /metrics of registry on a listener of its own, so that
+// operators can keep the unauthenticated metrics off the API address.
+func serveMetrics(addr string, registry *prometheus.Registry, log *slog.Logger) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics_listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && err != http.ErrServerClosed {
+			log.Warn("metrics listener stopped", "error", err)
+		}
+	}()
+	log.Info("serving metrics", "address", ln.Addr().String())
 	return func() { _ = srv.Close() }, nil
 }
