@@ -22,10 +22,25 @@ fi
 echo "== go vet"
 go vet ./...
 
-echo "== go test"
+echo "== go test (SQLite, and PostgreSQL in the store and process tests)"
 go test -race -count=1 -timeout 30m ./...
 
+echo "== HTTP test suite on PostgreSQL"
+KMS_TEST_BACKEND=postgres go test -race -count=1 -timeout 20m ./service/api
+
 if [ -f compat/go.mod ]; then
-	echo "== compatibility module (official Huawei Cloud Go SDK)"
+	echo "== compatibility module (official Huawei Cloud Go SDK) on SQLite"
 	(cd compat && go vet ./... && go test -count=1 -timeout 20m ./...)
+
+	if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+		echo "== compatibility module on PostgreSQL"
+		db="kms_compat_$$"
+		createdb -h 127.0.0.1 -U postgres "$db"
+		trap 'dropdb -h 127.0.0.1 -U postgres --if-exists "$db"' EXIT
+		(cd compat && KMS_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db?sslmode=disable" \
+			go test -count=1 -timeout 20m ./...)
+	elif [ -n "${CI:-}" ]; then
+		echo "PostgreSQL is not reachable on 127.0.0.1:5432" >&2
+		exit 1
+	fi
 fi

@@ -186,6 +186,7 @@ type tamperCase struct {
 }
 
 func TestAuditVerifyDetectsTampering(t *testing.T) {
+	requireSQLite(t)
 	e := newTestEnv(t)
 	e.auditConfig = audit.Config{CheckpointRecords: 4}
 	e.restart()

@@ -18,6 +18,7 @@ import (
 	"github.com/hsmkms/kms/service/audit"
 	"github.com/hsmkms/kms/service/auth"
 	"github.com/hsmkms/kms/service/store"
+	"github.com/hsmkms/kms/service/store/storetest"
 	softhsmsetup "github.com/hsmkms/kms/softhsm-setup"
 	"github.com/hsmkms/kms/softhsm-setup/softhsmtest"
 )
@@ -75,7 +76,7 @@ func newTestEnvWith(t *testing.T, cfg service.Config) *testEnv {
 	e := &testEnv{
 		t:         t,
 		setup:     softhsmtest.NewTestToken(t),
-		dbPath:    filepath.Join(t.TempDir(), "kms.db"),
+		dbPath:    testDatabaseURL(t),
 		svcConfig: cfg,
 	}
 	e.start()
@@ -300,4 +301,23 @@ func (c client) createKey(t testing.TB, alias string) string {
 		t.Fatalf("create-key answered no key id: %s", r.Raw)
 	}
 	return id
+}
+
+// testDatabaseURL returns a fresh database for one test: a SQLite file, or with
+// KMS_TEST_BACKEND=postgres a schema of its own on the test PostgreSQL server
+// (storetest.PostgresURL), so that the whole HTTP suite runs on either backend.
+func testDatabaseURL(t *testing.T) string {
+	t.Helper()
+	if os.Getenv("KMS_TEST_BACKEND") == storetest.Postgres {
+		return storetest.PostgresURL(t)
+	}
+	return filepath.Join(t.TempDir(), "kms.db")
+}
+
+// requireSQLite skips a test that edits the SQLite file directly.
+func requireSQLite(t *testing.T) {
+	t.Helper()
+	if os.Getenv("KMS_TEST_BACKEND") == storetest.Postgres {
+		t.Skip("this test edits a copy of the SQLite file; the PostgreSQL run covers the rest")
+	}
 }
