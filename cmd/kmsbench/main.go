@@ -37,6 +37,7 @@ func main() {
 	fs.IntVar(&opts.connections, "connections", 64, "wrk connections of the loaded runs")
 	fs.IntVar(&opts.threads, "threads", 2, "wrk threads of the loaded runs")
 	fs.BoolVar(&opts.skipSingle, "skip-single", false, "skip the 1-connection runs")
+	fs.BoolVar(&opts.skipCeiling, "skip-ceiling", false, "load only kmsd (for soak runs; no ratios)")
 	fs.StringVar(&opts.ops, "ops", "decrypt-datakey,create-datakey,encrypt-datakey,encrypt-data",
 		"comma-separated operations to measure")
 	fs.StringVar(&opts.kmsdArgs, "kmsd-args", "", "extra kmsd flags, space-separated")
@@ -68,6 +69,7 @@ type options struct {
 	connections int
 	threads     int
 	skipSingle  bool
+	skipCeiling bool
 	ops         string
 	kmsdArgs    string
 	database    string

@@ -214,7 +214,7 @@ func runWrk(sr signedRequest, host, expect string, threads, conns int, d time.Du
 	}
 	script.Close()
 
-	args := []string{"-t", fmt.Sprint(threads), "-c", fmt.Sprint(conns), "-d", d.String(),
+	args := []string{"-t", fmt.Sprint(threads), "-c", fmt.Sprint(conns), "-d", fmt.Sprintf("%ds", int(d.Seconds())),
 		"--timeout", "10s", "-s", script.Name(), "http://" + host + sr.path}
 	out, err := exec.Command("wrk", args...).CombinedOutput()
 	if err != nil {
@@ -364,9 +364,13 @@ func runBenchmark(ctx context.Context, o options) (bool, error) {
 	var rows []row
 	ok := true
 	measure := func(w workload, conns, threads int) error {
-		for _, target := range []struct{ name, host, expect string }{
+		targets := []struct{ name, host, expect string }{
 			{"ceiling", ceilAddr, w.ceilExpect}, {"kmsd", kmsdAddr, w.kmsdExpect},
-		} {
+		}
+		if o.skipCeiling {
+			targets = targets[1:]
+		}
+		for _, target := range targets {
 			sr := sign(creds, target.host, w.op, w.body)
 			var profiled chan error
 			if target.name == "kmsd" && pprofAddr != "" {

@@ -10,32 +10,64 @@ import (
 	"github.com/hsmkms/kms/service"
 )
 
-type createDataKeyRequest struct {
+// dataKeyFields are the members that every data-key request has.
+type dataKeyFields struct {
 	KeyID             string          `json:"key_id"`
-	KeySpec           string          `json:"key_spec"`
-	DataKeyLength     flexString      `json:"datakey_length"`
 	EncryptionContext json.RawMessage `json:"encryption_context"`
 	AAD               string          `json:"additional_authenticated_data"`
 	Sequence          string          `json:"sequence"`
 }
 
-func (r *createDataKeyRequest) decodeField(name string, raw []byte) error {
+// decodeField decodes one of the shared members; other names are ignored, as unknown
+// members of every request are.
+func (f *dataKeyFields) decodeField(name string, raw []byte) error {
 	switch name {
 	case "key_id":
-		return stringField(&r.KeyID, name, raw)
+		return stringField(&f.KeyID, name, raw)
+	case "encryption_context":
+		f.EncryptionContext = raw // service.ParseEncryptionContext checks its type
+		return nil
+	case "additional_authenticated_data":
+		return stringField(&f.AAD, name, raw)
+	case "sequence":
+		return stringField(&f.Sequence, name, raw)
+	}
+	return nil
+}
+
+// start runs the steps every data-key handler begins with: keep the sequence and the
+// key for the audit record, and convert the binding.
+func (f *dataKeyFields) start(st *requestState) (service.Binding, error) {
+	if err := sequence(st, f.Sequence); err != nil {
+		return service.Binding{}, err
+	}
+	st.keyID = f.KeyID
+	return binding(f.EncryptionContext, f.AAD)
+}
+
+// requiredInt parses a numeric member that must be present.
+func requiredInt(v flexString, field, code string) (int, error) {
+	n, set, err := v.int(field, code)
+	if err == nil && !set {
+		err = service.Errorf(service.CodeMissingParameter, "%s is missing", field)
+	}
+	return n, err
+}
+
+type createDataKeyRequest struct {
+	dataKeyFields
+	KeySpec       string     `json:"key_spec"`
+	DataKeyLength flexString `json:"datakey_length"`
+}
+
+func (r *createDataKeyRequest) decodeField(name string, raw []byte) error {
+	switch name {
 	case "key_spec":
 		return stringField(&r.KeySpec, name, raw)
 	case "datakey_length":
 		return flexField(&r.DataKeyLength, name, raw)
-	case "encryption_context":
-		r.EncryptionContext = raw // service.ParseEncryptionContext checks its type
-		return nil
-	case "additional_authenticated_data":
-		return stringField(&r.AAD, name, raw)
-	case "sequence":
-		return stringField(&r.Sequence, name, raw)
 	}
-	return nil
+	return r.dataKeyFields.decodeField(name, raw)
 }
 
 type createDataKeyResponse struct {
@@ -66,16 +98,11 @@ func (s *Server) createDataKeyCommon(c echo.Context, st *requestState, withPlain
 	if err := bind(c, &req); err != nil {
 		return nil, err
 	}
-	if err := sequence(st, req.Sequence); err != nil {
-		return nil, err
-	}
-	st.keyID = req.KeyID
-
-	bits, _, err := req.DataKeyLength.int("datakey_length", service.CodeInvalidDataKeyBits)
+	b, err := req.start(st)
 	if err != nil {
 		return nil, err
 	}
-	b, err := binding(req.EncryptionContext, req.AAD)
+	bits, _, err := req.DataKeyLength.int("datakey_length", service.CodeInvalidDataKeyBits)
 	if err != nil {
 		return nil, err
 	}
@@ -97,31 +124,19 @@ func (s *Server) createDataKeyCommon(c echo.Context, st *requestState, withPlain
 }
 
 type encryptDataKeyRequest struct {
-	KeyID              string          `json:"key_id"`
-	PlainText          string          `json:"plain_text"`
-	DataKeyPlainLength flexString      `json:"datakey_plain_length"`
-	EncryptionContext  json.RawMessage `json:"encryption_context"`
-	AAD                string          `json:"additional_authenticated_data"`
-	Sequence           string          `json:"sequence"`
+	dataKeyFields
+	PlainText          string     `json:"plain_text"`
+	DataKeyPlainLength flexString `json:"datakey_plain_length"`
 }
 
 func (r *encryptDataKeyRequest) decodeField(name string, raw []byte) error {
 	switch name {
-	case "key_id":
-		return stringField(&r.KeyID, name, raw)
 	case "plain_text":
 		return stringField(&r.PlainText, name, raw)
 	case "datakey_plain_length":
 		return flexField(&r.DataKeyPlainLength, name, raw)
-	case "encryption_context":
-		r.EncryptionContext = raw // service.ParseEncryptionContext checks its type
-		return nil
-	case "additional_authenticated_data":
-		return stringField(&r.AAD, name, raw)
-	case "sequence":
-		return stringField(&r.Sequence, name, raw)
 	}
-	return nil
+	return r.dataKeyFields.decodeField(name, raw)
 }
 
 type encryptDataKeyResponse struct {
@@ -142,27 +157,19 @@ func (s *Server) encryptDataKey(c echo.Context, st *requestState) (any, error) {
 	if err := bind(c, &req); err != nil {
 		return nil, err
 	}
-	if err := sequence(st, req.Sequence); err != nil {
-		return nil, err
-	}
-	st.keyID = req.KeyID
-
-	n, set, err := req.DataKeyPlainLength.int("datakey_plain_length", service.CodeInvalidPlainLength)
+	b, err := req.start(st)
 	if err != nil {
 		return nil, err
 	}
-	if !set {
-		return nil, service.Errorf(service.CodeMissingParameter, "datakey_plain_length is missing")
+	n, err := requiredInt(req.DataKeyPlainLength, "datakey_plain_length", service.CodeInvalidPlainLength)
+	if err != nil {
+		return nil, err
 	}
 	plain, err := decodeHex("plain_text", service.CodeInvalidPlainText, req.PlainText)
 	if err != nil {
 		return nil, err
 	}
 	defer clear(plain)
-	b, err := binding(req.EncryptionContext, req.AAD)
-	if err != nil {
-		return nil, err
-	}
 
 	out, err := s.svc.EncryptDataKey(c.Request().Context(), st.principal, service.EncryptDataKeyInput{
 		KeyRef: req.KeyID, PlainText: plain, DataKeyLen: n, Binding: b,
@@ -180,31 +187,19 @@ func (s *Server) encryptDataKey(c echo.Context, st *requestState) (any, error) {
 }
 
 type decryptDataKeyRequest struct {
-	KeyID               string          `json:"key_id"`
-	CipherText          string          `json:"cipher_text"`
-	DataKeyCipherLength flexString      `json:"datakey_cipher_length"`
-	EncryptionContext   json.RawMessage `json:"encryption_context"`
-	AAD                 string          `json:"additional_authenticated_data"`
-	Sequence            string          `json:"sequence"`
+	dataKeyFields
+	CipherText          string     `json:"cipher_text"`
+	DataKeyCipherLength flexString `json:"datakey_cipher_length"`
 }
 
 func (r *decryptDataKeyRequest) decodeField(name string, raw []byte) error {
 	switch name {
-	case "key_id":
-		return stringField(&r.KeyID, name, raw)
 	case "cipher_text":
 		return stringField(&r.CipherText, name, raw)
 	case "datakey_cipher_length":
 		return flexField(&r.DataKeyCipherLength, name, raw)
-	case "encryption_context":
-		r.EncryptionContext = raw // service.ParseEncryptionContext checks its type
-		return nil
-	case "additional_authenticated_data":
-		return stringField(&r.AAD, name, raw)
-	case "sequence":
-		return stringField(&r.Sequence, name, raw)
 	}
-	return nil
+	return r.dataKeyFields.decodeField(name, raw)
 }
 
 type decryptDataKeyResponse struct {
@@ -225,23 +220,15 @@ func (s *Server) decryptDataKey(c echo.Context, st *requestState) (any, error) {
 	if err := bind(c, &req); err != nil {
 		return nil, err
 	}
-	if err := sequence(st, req.Sequence); err != nil {
-		return nil, err
-	}
-	st.keyID = req.KeyID
-
-	n, set, err := req.DataKeyCipherLength.int("datakey_cipher_length", service.CodeInvalidCipherLength)
+	b, err := req.start(st)
 	if err != nil {
 		return nil, err
 	}
-	if !set {
-		return nil, service.Errorf(service.CodeMissingParameter, "datakey_cipher_length is missing")
+	n, err := requiredInt(req.DataKeyCipherLength, "datakey_cipher_length", service.CodeInvalidCipherLength)
+	if err != nil {
+		return nil, err
 	}
 	ct, err := decodeHex("cipher_text", service.CodeInvalidCipherText, req.CipherText)
-	if err != nil {
-		return nil, err
-	}
-	b, err := binding(req.EncryptionContext, req.AAD)
 	if err != nil {
 		return nil, err
 	}
