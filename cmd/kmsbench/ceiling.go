@@ -12,7 +12,7 @@ import (
 )
 
 // runCeiling serves the ceiling server: echo, the same routes as kmsd, parsing the same
-// request bodies (JSON and hex) and answering bodies of the same shape and size, with no
+// request bodies (JSON and hex) and writing response bodies of the same shape and size, with no
 // signature check, no token, no store and no audit. It is the upper bound of what an echo
 // server on this machine reaches for these requests.
 func runCeiling(listen string) error {
@@ -39,7 +39,7 @@ type ceilingRequest struct {
 	Sequence            string          `json:"sequence"`
 }
 
-// ceilingCipherHex is a stand-in ciphertext of the size kmsd answers for a 32-byte
+// ceilingCipherHex is a stand-in ciphertext of the size kmsd returns for a 32-byte
 // data key (134 - 64 + 32 = 102 bytes).
 var ceilingCipherHex = strings.Repeat("AB", 102)
 

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -103,7 +105,7 @@ func sign(creds adminCredentials, host, op string, body []byte) signedRequest {
 	return signedRequest{path: path, body: body, headers: h}
 }
 
-// call sends one signed request and decodes a 200 answer.
+// call sends one signed request and decodes a 200 response.
 func call(creds adminCredentials, host, op string, body any) (map[string]any, error) {
 	raw, _ := json.Marshal(body)
 	sr := sign(creds, host, op, raw)
@@ -125,7 +127,7 @@ func call(creds adminCredentials, host, op string, body any) (map[string]any, er
 }
 
 // workload is one measured operation: its request body and the text every correct
-// answer of kmsd must contain.
+// response of kmsd must contain.
 type workload struct {
 	op          string
 	body        []byte
@@ -463,11 +465,12 @@ func printTable(rows []row, ceilingOf func(string, int) (result, bool)) {
 	tw.Flush()
 }
 
+// digestHex returns the upper-case hex SHA-256 of the data key in plainHex, the suffix
+// that encrypt-datakey expects after the data key.
 func digestHex(plainHex string) string {
-	b := make([]byte, len(plainHex)/2)
-	fmt.Sscanf(plainHex, "%x", &b)
-	sum := sha256Sum(b)
-	return fmt.Sprintf("%X", sum)
+	dek, _ := hex.DecodeString(plainHex) // plainHex is kmsd's own create-datakey output
+	sum := sha256.Sum256(dek)
+	return strings.ToUpper(hex.EncodeToString(sum[:]))
 }
 
 // captureProfile fetches a CPU profile of the middle of a run of length d.
