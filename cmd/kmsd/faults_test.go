@@ -154,6 +154,9 @@ func TestKmsdWaitsForMissingToken(t *testing.T) {
 	if res.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("list-keys with no token: status %d, expected 503", res.StatusCode)
 	}
+	if res.Header.Get("X-Request-Id") == "" {
+		t.Error("list-keys with no token: no X-Request-Id header")
+	}
 
 	cmd := exec.Command("softhsm2-util", "--init-token", "--free", "--label", label,
 		"--so-pin", "late-so-pin-1234", "--pin", pin)

@@ -69,7 +69,11 @@ func startingHandler(registry *prometheus.Registry, token hsm.Token, metricsHere
 		}})
 	})
 
-	return mux
+	// Every response carries X-Request-Id, as the API's responses do.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Request-Id", api.NewRequestID())
+		mux.ServeHTTP(w, r)
+	})
 }
 
 func writeJSON(w http.ResponseWriter, status int, body any) {

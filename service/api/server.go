@@ -182,6 +182,10 @@ func (s *Server) withRequestState(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
+// NewRequestID returns a random request id, 32 lower-case hex digits, as every response
+// carries in X-Request-Id.
+func NewRequestID() string { return newRequestID() }
+
 func newRequestID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux (Go 1.24 and later)
