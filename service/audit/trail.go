@@ -119,6 +119,7 @@ type Trail struct {
 	unsigned         int // records after the last checkpoint
 	oldestUnsignedAt time.Time
 	resync           bool // a write failed: reread the chain's end before the next one
+	signFailures     int  // checkpoint signatures failed in a row, for logging once per outage
 }
 
 var _ Recorder = (*Trail)(nil)
@@ -486,9 +487,19 @@ func (t *Trail) sign(ctx context.Context, seq uint64, recordHash []byte) (store.
 		signature, err = t.signer.Sign(ctx, SigningKey, CheckpointDigest(t.chainID, seq, recordHash))
 	}
 	if err != nil {
-		t.log.Error("audit checkpoint signature failed; records stay unsigned until the next one",
-			"chain_id", t.chainID, "seq", seq, "error", err)
+		// A due checkpoint is tried again with every batch, so while the token is away
+		// this fails once per request: log the first failure and every 1000th.
+		if t.signFailures%1000 == 0 {
+			t.log.Error("audit checkpoint signature failed; records stay unsigned until the next one",
+				"chain_id", t.chainID, "seq", seq, "failures_in_a_row", t.signFailures+1, "error", err)
+		}
+		t.signFailures++
 		return store.AuditCheckpoint{}, fmt.Errorf("sign audit checkpoint %d: %w", seq, err)
+	}
+	if t.signFailures > 0 {
+		t.log.Info("audit checkpoint signed again", "chain_id", t.chainID, "seq", seq,
+			"failures_in_a_row", t.signFailures)
+		t.signFailures = 0
 	}
 	return store.AuditCheckpoint{
 		ChainID: t.chainID, Seq: seq, RecordHash: recordHash, Signature: signature,
