@@ -76,7 +76,12 @@ func verifyError(err error) error {
 			return &authFailure{err: err}
 		}
 	}
-	if errors.Is(err, hsm.ErrUnavailable) || errors.Is(err, store.ErrUnavailable) {
+	if errors.Is(err, hsm.ErrUnavailable) {
+		// Unsealing a credential that is not cached needs the token.
+		return &service.Error{Code: service.CodeUnavailable,
+			Message: "the key token is unavailable; retry later", Err: err}
+	}
+	if errors.Is(err, store.ErrUnavailable) {
 		return &service.Error{Code: service.CodeUnavailable,
 			Message: "the credential store is unavailable; retry later", Err: err}
 	}
