@@ -31,10 +31,9 @@ const (
 
 // PostgreSQL pool settings.
 const (
-	// postgresMaxConns bounds the connections of one process. PostgreSQL's default
-	// max_connections is 100, which leaves room for four replicas and maintenance.
-	// NOTE: not configurable yet, so more replicas need a higher max_connections on the
-	// server or a connection pooler in front of it.
+	// postgresMaxConns bounds the connections of one process unless the URL's max_conns
+	// parameter sets another bound. PostgreSQL's default max_connections is 100, which
+	// leaves room for four replicas at the default and maintenance.
 	postgresMaxConns = 20
 
 	// postgresConnMaxLifetime retires connections, so that after a failover or DNS change
@@ -131,6 +130,11 @@ func isPostgresURL(databaseURL string) bool {
 }
 
 func openPostgres(databaseURL string) (*SQLStore, error) {
+	databaseURL, maxConns, err := cutMaxConns(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres store: %w", err)
+	}
+
 	db, err := sql.Open("pgx", databaseURL)
 	if err != nil {
 		// sql.Open only parses the URL here. The parse error is left out because its
@@ -138,12 +142,35 @@ func openPostgres(databaseURL string) (*SQLStore, error) {
 		return nil, errors.New("open postgres store: invalid database URL: check its syntax")
 	}
 
-	db.SetMaxOpenConns(postgresMaxConns)
-	db.SetMaxIdleConns(postgresMaxConns)
+	db.SetMaxOpenConns(maxConns)
+	db.SetMaxIdleConns(maxConns)
 	db.SetConnMaxLifetime(postgresConnMaxLifetime)
 	db.SetConnMaxIdleTime(postgresConnMaxIdleTime)
 
 	return &SQLStore{write: db, read: db, auditWrite: db, d: postgresDialect}, nil
+}
+
+// cutMaxConns removes this store's own max_conns parameter (1 to 1000 connections per
+// process) from a postgres:// URL, which pgx would otherwise send to the server as a
+// run-time parameter, and returns it, or postgresMaxConns when the URL has none.
+func cutMaxConns(databaseURL string) (string, int, error) {
+	u, err := url.Parse(databaseURL)
+	if err != nil {
+		// The parse error is left out because its message can contain the password.
+		return "", 0, errors.New("invalid database URL: check its syntax")
+	}
+	q := u.Query()
+	if !q.Has("max_conns") {
+		return databaseURL, postgresMaxConns, nil
+	}
+
+	n, err := strconv.Atoi(q.Get("max_conns"))
+	if err != nil || n < 1 || n > 1000 {
+		return "", 0, fmt.Errorf("max_conns %q in the database URL: expected 1 to 1000", q.Get("max_conns"))
+	}
+	q.Del("max_conns")
+	u.RawQuery = q.Encode()
+	return u.String(), n, nil
 }
 
 func openSQLite(databaseURL string) (*SQLStore, error) {

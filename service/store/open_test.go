@@ -310,3 +310,15 @@ func TestOpenSQLiteURLForms(t *testing.T) {
 		t.Errorf("Open(\"sqlite:\") error = %v, want an invalid URL error", err)
 	}
 }
+
+func TestOpenPostgresMaxConns(t *testing.T) {
+	url := storetest.PostgresURL(t) + "&max_conns=3"
+	s, err := store.Open(t.Context(), url, nil)
+	if err != nil {
+		t.Fatalf("Open with max_conns: %v", err)
+	}
+	defer s.Close()
+	if err := s.Ping(t.Context()); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+}
