@@ -60,6 +60,9 @@ func (m *Module) GenerateKey(ctx context.Context, ref KeyRef) error {
 // NOTE: other processes sharing the token keep their session copies, so they can still use
 // the key until their sessions close or their copies are evicted.
 func (m *Module) DestroyKey(ctx context.Context, ref KeyRef) error {
+	m.genMu.Lock()
+	defer m.genMu.Unlock()
+
 	err := m.do(ctx, true, func(c *conn, s *session) error {
 		keys, err := c.c11.FindKeys(ref.ObjectID(), nil)
 		if err != nil {

@@ -129,8 +129,10 @@ type Module struct {
 	// found lets a missing object of a key used before read as a token fault.
 	found foundKeys
 
-	// genMu serialises key generation because SoftHSM2 has failed under concurrent
-	// C_GenerateKey.
+	// genMu serialises the creation and destruction of token objects, because SoftHSM2
+	// 2.6.1 fails with CKR_GENERAL_ERROR when C_GenerateKey runs while another session
+	// destroys a token object (seen with parallel create-key calls over the key quota,
+	// whose rejected keys are destroyed again).
 	genMu sync.Mutex
 
 	counters counters
