@@ -1,5 +1,5 @@
 // Package hsm is the token layer: every use of the PKCS#11 token goes through the Token
-// interface defined here, so that the rest of the service never sees a PKCS#11 handle
+// interface defined here, so that no other package handles a PKCS#11 object handle
 // and tests can inject token faults with a fake.
 //
 // # Key custody
@@ -95,7 +95,7 @@ func ParseObjectID(id []byte) (KeyRef, error) {
 // Sealed is the output of Token.Seal.
 type Sealed struct {
 	// IV is the GCM IV. It is chosen by the service from the token RNG, or by the token
-	// itself on HSMs that generate GCM IVs (FIPS mode); either way it must be stored with
+	// itself on HSMs that generate GCM IVs (FIPS mode). Either way it must be stored with
 	// the ciphertext.
 	IV []byte
 	// Ciphertext is the encrypted data followed by the 16-byte GCM tag.
@@ -105,7 +105,7 @@ type Sealed struct {
 // Token is the narrow interface over a PKCS#11 token that the service uses.
 //
 // Every method returns an error wrapping ErrUnavailable when the token cannot be
-// reached, so callers can answer "retry later" rather than "internal error".
+// reached, so callers can respond "retry later" rather than "internal error".
 type Token interface {
 	// GenerateKey creates an AES-256 token object for ref inside the token. It returns
 	// an error wrapping ErrKeyExists when an object with the same CKA_ID exists.

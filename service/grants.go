@@ -253,7 +253,7 @@ func (s *Service) RetireGrant(
 }
 
 // lookupGrant returns the key and the grant named by a revoke or retire request. A grant
-// of another project answers as a grant that does not exist.
+// of another project is reported as a grant that does not exist.
 func (s *Service) lookupGrant(
 	ctx context.Context,
 	p auth.Principal,
@@ -445,7 +445,7 @@ func grantIncluding(grants []store.Grant, op string) (store.Grant, bool) {
 	return store.Grant{}, false
 }
 
-// Authorization is what authorization learned about one request: the grants that
+// Authorization is the record of how one request was authorized: the grants that
 // allowed operations the caller's role does not allow. The HTTP layer passes one per
 // request with WithAuthorization and names its grants in the audit record. It is not
 // safe for concurrent use, so a request must not be served by several goroutines at

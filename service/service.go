@@ -139,7 +139,7 @@ func ValidateSequence(seq string) error {
 // newKeyID returns a random UUID (version 4) in lower case.
 func newKeyID() string {
 	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux (Go 1.24 and later)
+	_, _ = rand.Read(b[:]) // since Go 1.24 crypto/rand.Read returns no error (it ends the program instead)
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])

@@ -84,7 +84,7 @@ func newClient(endpoint, caFile string, creds credentials) (*client, error) {
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("CA file %s holds no PEM certificate", caFile)
+			return nil, fmt.Errorf("CA file %s contains no PEM certificate", caFile)
 		}
 		transport.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
@@ -95,7 +95,7 @@ func newClient(endpoint, caFile string, creds credentials) (*client, error) {
 	}, nil
 }
 
-// apiError is an error answer of the service.
+// apiError is an error response of the service.
 type apiError struct {
 	Status  int
 	Code    string
@@ -107,7 +107,7 @@ func (e *apiError) Error() string {
 }
 
 // call sends method to path (relative to /v1.0/<project>/) with body as JSON, and
-// decodes a 2xx answer into out when out is not nil.
+// decodes a 2xx response into out when out is not nil.
 func (c *client) call(method, path string, body, out any) error {
 	var raw []byte
 	if body != nil {
@@ -138,7 +138,7 @@ func (c *client) call(method, path string, body, out any) error {
 
 	answer, err := io.ReadAll(io.LimitReader(res.Body, 16<<20))
 	if err != nil {
-		return fmt.Errorf("reading the answer: %w", err)
+		return fmt.Errorf("reading the response: %w", err)
 	}
 	if res.StatusCode >= 300 {
 		return decodeError(res.StatusCode, answer)

@@ -48,7 +48,7 @@ func launchKmsd(t *testing.T, args []string, env ...string) *kmsdProcess {
 }
 
 // get sends an unsigned GET to kmsd and returns the status and body, or status 0 when
-// kmsd does not answer.
+// kmsd does not respond.
 func (p *kmsdProcess) get(path string) (int, string) {
 	res, err := http.Get("http://" + p.addr + path)
 	if err != nil {
@@ -60,7 +60,7 @@ func (p *kmsdProcess) get(path string) (int, string) {
 	return res.StatusCode, string(body)
 }
 
-// waitFor polls path every 100 ms until it answers status, for at most limit.
+// waitFor polls path every 100 ms until it responds with status, for at most limit.
 func (p *kmsdProcess) waitFor(t *testing.T, path string, status int, limit time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(limit)

@@ -99,7 +99,7 @@ func (s *services) stop() {
 	}
 }
 
-// components are what serve opened before start-up needs the token.
+// components are the parts that serve opened before start-up needs the token.
 type components struct {
 	cfg      config
 	getenv   func(string) string

@@ -191,7 +191,7 @@ func (e *testEnv) client(ak, sk, projectID string) client {
 	return client{base: e.http.URL, ak: ak, sk: sk, projectID: projectID, env: e}
 }
 
-// response is a decoded answer.
+// response is a decoded HTTP response.
 type response struct {
 	Status int
 	Header http.Header
@@ -199,7 +199,7 @@ type response struct {
 	Raw    []byte
 }
 
-// code returns the KMS or gateway error code of the answer, "" when it has none.
+// code returns the KMS or gateway error code of the response, "" when it has none.
 func (r response) code() string {
 	if inner, ok := r.Body["error"].(map[string]any); ok {
 		code, _ := inner["error_code"].(string)
@@ -281,7 +281,7 @@ func (c client) post(t testing.TB, op string, body any) response {
 	return c.do(t, http.MethodPost, op, body)
 }
 
-// mustPost posts and fails the test unless the answer is 200.
+// mustPost posts and fails the test unless the response is 200.
 func (c client) mustPost(t testing.TB, op string, body any) response {
 	t.Helper()
 	r := c.post(t, op, body)

@@ -10,11 +10,11 @@ import (
 	"github.com/hsmkms/kms/service/auth"
 )
 
-// errAuditUnavailable answers a call whose audit record could not be made durable.
+// errAuditUnavailable is the error of a call whose audit record could not be made durable.
 var errAuditUnavailable = &service.Error{Code: service.CodeUnavailable,
 	Message: "the audit trail is unavailable; retry later"}
 
-// errClientClosed ends a call whose client disconnected before it was answered. Nothing
+// errClientClosed ends a call whose client disconnected before it got a response. Nothing
 // is written, and the metrics count it under statusClientClosed rather than as a 503.
 var errClientClosed = errors.New("client closed the connection")
 
@@ -56,7 +56,7 @@ type gatewayErrorBody struct {
 	RequestID string `json:"request_id"`
 }
 
-// handleError is the one place that turns errors into HTTP answers.
+// handleError is the one place that turns errors into HTTP responses.
 func (s *Server) handleError(err error, c echo.Context) {
 	if c.Response().Committed {
 		return
@@ -107,7 +107,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 		c.Response().Header().Set("Retry-After", "1")
 	}
 	if err := c.JSON(status, errorBody{detail}); err != nil {
-		s.log.Warn("writing an error answer failed", "request_id", st.id, "error", err)
+		s.log.Warn("writing an error response failed", "request_id", st.id, "error", err)
 	}
 }
 
@@ -160,6 +160,6 @@ func (s *Server) answerAuthFailure(c echo.Context, st *requestState, a *authFail
 
 	body := gatewayErrorBody{Code: "APIGW.0301", Message: auth.Message(a.err), RequestID: st.id}
 	if err := c.JSON(http.StatusUnauthorized, body); err != nil {
-		s.log.Warn("writing an error answer failed", "request_id", st.id, "error", err)
+		s.log.Warn("writing an error response failed", "request_id", st.id, "error", err)
 	}
 }

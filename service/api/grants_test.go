@@ -68,7 +68,7 @@ func (c client) at(base string) client {
 	return c
 }
 
-// checkError fails t unless r is the error answer status with code.
+// checkError fails t unless r is an error response with status and code.
 func checkError(t *testing.T, what string, r response, status int, code string) {
 	t.Helper()
 	if r.Status != status || r.code() != code {
@@ -77,7 +77,7 @@ func checkError(t *testing.T, what string, r response, status int, code string) 
 	}
 }
 
-// checkOK fails t unless r is a 200 answer.
+// checkOK fails t unless r is a 200 response.
 func checkOK(t *testing.T, what string, r response) {
 	t.Helper()
 	if r.Status != http.StatusOK {
@@ -120,7 +120,7 @@ func decryptBody(keyID, cipher string) map[string]any {
 	return map[string]any{"key_id": keyID, "cipher_text": cipher, "datakey_cipher_length": "32"}
 }
 
-// listedGrantIDs returns the grant ids of a list-grants or list-retirable-grants answer.
+// listedGrantIDs returns the grant ids of a list-grants or list-retirable-grants response.
 func listedGrantIDs(r response) []string {
 	var ids []string
 	grants, _ := r.Body["grants"].([]any)

@@ -50,7 +50,7 @@ func (s *Server) rejectWhileStarting(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// healthz answers 200 while the process serves HTTP.
+// healthz responds 200 while the process serves HTTP.
 func (s *Server) healthz(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 }
@@ -133,12 +133,12 @@ func (s *Server) currentVersion(c echo.Context) version {
 	}
 }
 
-// listVersions answers GET / with every API version.
+// listVersions serves GET / with every API version.
 func (s *Server) listVersions(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string][]version{"versions": {s.currentVersion(c)}})
 }
 
-// showVersion answers GET /v1.0 with that version.
+// showVersion serves GET /v1.0 with that version.
 func (s *Server) showVersion(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]version{"version": s.currentVersion(c)})
 }

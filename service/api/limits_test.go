@@ -11,7 +11,7 @@ import (
 	"github.com/hsmkms/kms/service/auth"
 )
 
-// TestChunkedBodyOverLimit sends a 10 MB chunked body and checks that kmsd answers 413
+// TestChunkedBodyOverLimit sends a 10 MB chunked body and checks that kmsd responds 413
 // with KMS.0203 before the client has sent it all.
 func TestChunkedBodyOverLimit(t *testing.T) {
 	e := newTestEnv(t)
@@ -58,7 +58,7 @@ func TestChunkedBodyOverLimit(t *testing.T) {
 }
 
 // TestListKeysEmptyBody checks that a list-keys POST with no body and no Content-Type
-// answers the default page, as Huawei's SDK can send it.
+// returns the default page, as Huawei's SDK can send it.
 func TestListKeysEmptyBody(t *testing.T) {
 	e := newTestEnv(t)
 	e.admin.createKey(t, "listed")

@@ -5,7 +5,7 @@ import (
 )
 
 // The Huawei Cloud SDKs look the project id up with GET /v3/projects?name=<region> on
-// the IAM endpoint when their credentials carry none. This service answers that one
+// the IAM endpoint when their credentials carry none. This service serves that one
 // call, so that an SDK pointed at it for IAM too works without a project id. Setting the
 // project id in the SDK's credentials avoids the call.
 

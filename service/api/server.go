@@ -41,7 +41,7 @@ type Config struct {
 	// admin to its own project.
 	OperatorProjectID string
 	// Ready reports whether the token and the store are usable, for /readyz. Wrap its
-	// error with ErrStarting, ErrTokenNotReady or ErrStoreNotReady: /readyz answers only
+	// error with ErrStarting, ErrTokenNotReady or ErrStoreNotReady: /readyz reports only
 	// that category. Default: always ready.
 	Ready func(ctx context.Context) error
 	// MetricsElsewhere keeps GET /metrics off this server while Metrics still counts
@@ -51,7 +51,7 @@ type Config struct {
 	// NewMetrics. Default: no metrics.
 	Metrics *Metrics
 	// Started reports whether start-up has finished. Until it does, every /v1.0/ call
-	// answers 503 with a retryable KMS code, because credentials may not exist yet and
+	// gets¨3 with a retryable KMS code, because credentials may not exist yet and
 	// 401 would be misleading. Default: always started.
 	Started func() bool
 	// AuditSource serves the admin audit routes (kmsctl audit export and tail); nil
@@ -145,8 +145,8 @@ func (s *Server) routes() {
 	s.auditRoutes(admin)
 }
 
-// requestState is what the middleware learns about a request, shared with handlers
-// and the error handler through the echo context.
+// requestState is the state of one request that the middleware fills in, shared with
+// handlers and the error handler through the echo context.
 type requestState struct {
 	id        string
 	start     time.Time
@@ -188,7 +188,7 @@ func NewRequestID() string { return newRequestID() }
 
 func newRequestID() string {
 	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux (Go 1.24 and later)
+	_, _ = rand.Read(b[:]) // since Go 1.24 crypto/rand.Read returns no error (it ends the program instead)
 	return hex.EncodeToString(b[:])
 }
 
@@ -197,7 +197,7 @@ func newRequestID() string {
 // audit record is durable.
 type opHandler func(c echo.Context, st *requestState) (any, error)
 
-// noContent is returned by an opHandler whose answer is 204 No Content.
+// noContent is returned by an opHandler whose response is 204 No Content.
 type noContent struct{}
 
 // op returns the handler of operation name: it runs h, records the call, then writes
@@ -255,7 +255,7 @@ func (s *Server) record(c echo.Context, st *requestState, status int, code strin
 				"request_id", st.id, "operation", st.op, "error", err)
 			return errClientClosed
 		}
-		s.log.Error("audit record failed; answering 503", "request_id", st.id,
+		s.log.Error("audit record failed; responding 503", "request_id", st.id,
 			"operation", st.op, "error", err)
 		return errAuditUnavailable
 	}

@@ -265,7 +265,7 @@ func cloneValues(v url.Values) url.Values {
 	return c
 }
 
-// Ping checks that the database answers on the write and the read pools.
+// Ping checks that the database responds on the write and the read pools.
 func (s *SQLStore) Ping(ctx context.Context) error {
 	if err := s.write.PingContext(ctx); err != nil {
 		return s.d.wrap("ping database", err)
@@ -294,7 +294,7 @@ func (s *SQLStore) Close() error {
 	return errors.Join(readErr, auditErr, s.write.Close())
 }
 
-// querier is what *sql.DB and *sql.Tx have in common.
+// querier is the query interface that *sql.DB and *sql.Tx share.
 type querier interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
