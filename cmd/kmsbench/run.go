@@ -197,6 +197,9 @@ type result struct {
 	P99        float64 `json:"p99"`
 	P999       float64 `json:"p999"`
 	RSSKiB     int64   `json:"-"`
+	// CPUPerReq is the server's CPU time (user and system) per answered request, in
+	// microseconds: steadier than req/s on a shared machine, for comparing builds.
+	CPUPerReq float64 `json:"-"`
 }
 
 func (r result) rps() float64 { return float64(r.Requests) / (float64(r.DurationUS) / 1e6) }
@@ -267,6 +270,30 @@ end
 `)
 	return b.String()
 }
+
+// cpuTicks returns the user and system CPU time of process pid in clock ticks, or 0.
+func cpuTicks(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name, field 2, is in parentheses and may hold spaces.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	fields := strings.Fields(string(b[i+1:]))
+	if len(fields) < 13 {
+		return 0
+	}
+	var utime, stime int64
+	fmt.Sscan(fields[11], &utime) // field 14 of proc_pid_stat(5)
+	fmt.Sscan(fields[12], &stime) // field 15
+	return utime + stime
+}
+
+// clockTicksPerSecond is USER_HZ, which Linux fixes at 100 for /proc.
+const clockTicksPerSecond = 100
 
 func rssKiB(pid int) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -382,6 +409,11 @@ func runBenchmark(ctx context.Context, o options) (bool, error) {
 			}
 			var r result
 			var err error
+			pid := ceiling.cmd.Process.Pid
+			if target.name == "kmsd" {
+				pid = kmsd.cmd.Process.Pid
+			}
+			ticks := cpuTicks(pid)
 			if target.name == "kmsd" && len(replicaAddrs) > 1 {
 				r, err = runWrkSplit(creds, w, replicaAddrs, target.expect, threads, conns, o.duration)
 			} else {
@@ -394,6 +426,10 @@ func runBenchmark(ctx context.Context, o options) (bool, error) {
 			}
 			if err != nil {
 				return err
+			}
+			if r.Requests > 0 && len(replicaAddrs) <= 1 {
+				used := float64(cpuTicks(pid)-ticks) / clockTicksPerSecond
+				r.CPUPerReq = used * 1e6 / float64(r.Requests)
 			}
 			if target.name == "kmsd" {
 				r.RSSKiB = rssKiB(kmsd.cmd.Process.Pid)
@@ -446,7 +482,7 @@ type row struct {
 
 func printTable(rows []row, ceilingOf func(string, int) (result, bool)) {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "operation\tserver\tconns\treq/s\tp50 ms\tp99 ms\tp99.9 ms\treq/s ratio\tp50 ratio\tp99 ratio\tfailures\tkmsd RSS MiB\t")
+	fmt.Fprintln(tw, "operation\tserver\tconns\treq/s\tp50 ms\tp99 ms\tp99.9 ms\treq/s ratio\tp50 ratio\tp99 ratio\tfailures\tkmsd RSS MiB\tCPU us/req\t")
 	for _, row := range rows {
 		r := row.r
 		ratio, p50, p99, rss := "", "", "", ""
@@ -458,9 +494,13 @@ func printTable(rows []row, ceilingOf func(string, int) (result, bool)) {
 			}
 			rss = fmt.Sprintf("%.0f", float64(r.RSSKiB)/1024)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t%d\t%s\t\n",
+		cpu := ""
+		if r.CPUPerReq > 0 {
+			cpu = fmt.Sprintf("%.0f", r.CPUPerReq)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t%d\t%s\t%s\t\n",
 			row.op, row.target, row.conns, r.rps(), r.P50/1000, r.P99/1000, r.P999/1000,
-			ratio, p50, p99, r.failed(), rss)
+			ratio, p50, p99, r.failed(), rss, cpu)
 	}
 	tw.Flush()
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -47,6 +48,7 @@ func openAudit(
 	trail, err := audit.Open(ctx, st, token, audit.Config{
 		BatchSize:          cfg.AuditBatchSize,
 		MaxDelay:           cfg.AuditMaxDelay,
+		BatchWait:          batchWait(cfg.AuditBatchWait),
 		CheckpointRecords:  cfg.AuditCheckpointRecords,
 		CheckpointInterval: cfg.AuditCheckpointInterval,
 		Host:               host,
@@ -59,6 +61,15 @@ func openAudit(
 
 	stop := func() { closeLogged(log, "audit trail", trail.Close) }
 	return trail, stop, nil
+}
+
+// batchWait maps the configured wait to audit.Config.BatchWait, where zero selects the
+// default and a negative value turns the wait off.
+func batchWait(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // auditRoutes returns what the admin audit routes read, or nils (routes disabled) when

@@ -51,7 +51,8 @@ type config struct {
 
 	Audit                   bool          `json:"audit" env:"KMS_AUDIT" flag:"audit" help:"record every API call in the tamper-evident audit trail; false turns the trail off"`
 	AuditBatchSize          int           `json:"audit_batch_size" env:"KMS_AUDIT_BATCH_SIZE" flag:"audit-batch-size" help:"maximum audit records per database transaction (group commit)"`
-	AuditMaxDelay           time.Duration `json:"audit_max_delay" env:"KMS_AUDIT_MAX_DELAY" flag:"audit-max-delay" help:"how long an audit record waits for others to share its transaction (0: no wait)"`
+	AuditMaxDelay           time.Duration `json:"audit_max_delay" env:"KMS_AUDIT_MAX_DELAY" flag:"audit-max-delay" help:"how long every audit record waits for others to share its transaction, whatever the load (0: use audit_batch_wait)"`
+	AuditBatchWait          time.Duration `json:"audit_batch_wait" env:"KMS_AUDIT_BATCH_WAIT" flag:"audit-batch-wait" help:"with audit_max_delay 0: under concurrent calls, the longest an audit transaction waits for more records; a lone caller never waits (0: no wait)"`
 	AuditFsync              bool          `json:"audit_fsync" env:"KMS_AUDIT_FSYNC" flag:"audit-fsync" help:"on SQLite, fsync every audit commit (survives power loss; about one disk flush per batch); false survives a process crash"`
 	AuditCheckpointRecords  int           `json:"audit_checkpoint_records" env:"KMS_AUDIT_CHECKPOINT_RECORDS" flag:"audit-checkpoint-records" help:"audit records between two signed checkpoints"`
 	AuditCheckpointInterval time.Duration `json:"audit_checkpoint_interval" env:"KMS_AUDIT_CHECKPOINT_INTERVAL" flag:"audit-checkpoint-interval" help:"maximum time an audit record stays without a signed checkpoint"`
@@ -92,6 +93,7 @@ func defaultConfig() config {
 		Audit:                   true,
 		AuditBatchSize:          audit.DefaultBatchSize,
 		AuditMaxDelay:           audit.DefaultMaxDelay,
+		AuditBatchWait:          audit.DefaultBatchWait,
 		AuditCheckpointRecords:  audit.DefaultCheckpointRecords,
 		AuditCheckpointInterval: audit.DefaultCheckpointInterval,
 	}
@@ -289,6 +291,7 @@ func (c config) validate() error {
 	check(c.StaleVersionAge >= time.Minute, "stale_version_age: must be at least 1m")
 	check(c.AuditBatchSize >= 1 && c.AuditBatchSize <= 10000, "audit_batch_size: must be 1 to 10000")
 	check(c.AuditMaxDelay >= 0 && c.AuditMaxDelay <= time.Second, "audit_max_delay: must be 0 to 1s")
+	check(c.AuditBatchWait >= 0 && c.AuditBatchWait <= time.Second, "audit_batch_wait: must be 0 to 1s")
 	check(c.AuditCheckpointRecords >= 1, "audit_checkpoint_records: must be at least 1")
 	check(c.AuditCheckpointInterval >= time.Second, "audit_checkpoint_interval: must be at least 1s")
 	check(c.LogFormat == "text" || c.LogFormat == "json", "log_format: must be text or json")

@@ -34,6 +34,7 @@ type Signer interface {
 const (
 	DefaultBatchSize          = 256
 	DefaultMaxDelay           = 0
+	DefaultBatchWait          = time.Millisecond
 	DefaultCheckpointRecords  = 1000
 	DefaultCheckpointInterval = time.Minute
 	DefaultWriteTimeout       = 10 * time.Second
@@ -44,10 +45,15 @@ type Config struct {
 	// BatchSize is the maximum number of records committed in one transaction.
 	BatchSize int
 	// MaxDelay is how long the first record of a batch waits for more records before
-	// the batch is committed. Zero (the default) adds no wait: a batch is every record
-	// that queued while the previous commit ran, which under load is the whole queue and
-	// with one client is one record, so that a lone request pays no delay.
+	// the batch is committed, whatever the load. Zero (the default) selects the adaptive
+	// wait of BatchWait instead.
 	MaxDelay time.Duration
+	// BatchWait applies when MaxDelay is zero. A lone caller's record is committed at once:
+	// a batch of one record, with none queued while the previous batch was written. With
+	// concurrent callers a batch takes records for up to BatchWait, and closes earlier
+	// when no record arrives for batchGap, so that one commit serves many calls. Zero
+	// selects DefaultBatchWait, and a negative value disables the wait.
+	BatchWait time.Duration
 	// CheckpointRecords is the number of records after which a checkpoint is signed.
 	CheckpointRecords int
 	// CheckpointInterval is the maximum age of the oldest record not yet covered by a
@@ -70,6 +76,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxDelay < 0 {
 		c.MaxDelay = 0
+	}
+	if c.BatchWait == 0 {
+		c.BatchWait = DefaultBatchWait
 	}
 	if c.CheckpointRecords <= 0 {
 		c.CheckpointRecords = DefaultCheckpointRecords
@@ -112,6 +121,7 @@ type Trail struct {
 	closed  bool
 	queue   chan *pending
 	stopped chan struct{}
+	gap     time.Duration // batchGap; tests lengthen it
 
 	// Writer state, touched only by the writer goroutine.
 	lastSeq          uint64
@@ -119,7 +129,10 @@ type Trail struct {
 	unsigned         int // records after the last checkpoint
 	oldestUnsignedAt time.Time
 	resync           bool // a write failed: reread the chain's end before the next one
-	signFailures     int  // checkpoint signatures failed in a row, for logging once per outage
+	// queuedBehind is true when records queued while the last batch was written. Its
+	// callers were still waiting then, so those records came from concurrent callers.
+	queuedBehind bool
+	signFailures int // checkpoint signatures failed in a row, for logging once per outage
 }
 
 var _ Recorder = (*Trail)(nil)
@@ -163,11 +176,12 @@ func Open(ctx context.Context, st store.AuditStore, signer Signer, cfg Config) (
 		publicKey: public,
 		queue:     make(chan *pending, 4*cfg.BatchSize),
 		stopped:   make(chan struct{}),
+		gap:       batchGap,
 	}
 	go t.run()
 
 	t.log.Info("audit chain started", "chain_id", chainID, "host", cfg.Host,
-		"batch_size", cfg.BatchSize, "max_delay", cfg.MaxDelay,
+		"batch_size", cfg.BatchSize, "max_delay", cfg.MaxDelay, "batch_wait", cfg.BatchWait,
 		"checkpoint_records", cfg.CheckpointRecords,
 		"checkpoint_interval", cfg.CheckpointInterval)
 	return t, nil
@@ -293,17 +307,17 @@ func (t *Trail) run() {
 }
 
 // collect returns a batch that starts with first: up to BatchSize records, gathered for
-// at most MaxDelay.
+// at most MaxDelay, or as BatchWait describes when MaxDelay is zero.
 func (t *Trail) collect(first *pending) []*pending {
 	batch := []*pending{first}
 	if t.cfg.MaxDelay == 0 {
 		batch = t.drain(batch)
-		if len(batch) == 1 || len(batch) >= t.cfg.BatchSize {
-			return batch
+		concurrent := len(batch) > 1 || t.queuedBehind
+		t.queuedBehind = false
+		if !concurrent || len(batch) >= t.cfg.BatchSize || t.cfg.BatchWait < 0 {
+			return batch // a lone caller never waits
 		}
-		// Others were waiting, so callers are concurrent: linger briefly so that one
-		// commit serves more of them. A lone caller (batch of 1) never waits.
-		return t.linger(batch, concurrentLinger)
+		return t.linger(batch)
 	}
 	timer := time.NewTimer(t.cfg.MaxDelay)
 	defer timer.Stop()
@@ -322,23 +336,32 @@ func (t *Trail) collect(first *pending) []*pending {
 	return batch
 }
 
-// concurrentLinger is how long a batch that already holds several records waits for
-// more. It is well under the cost of one commit, which it saves many times over under
-// load: profiles of decrypt-datakey at 64 connections showed small batches spending
-// more CPU in SQLite commits than in the token.
-const concurrentLinger = 200 * time.Microsecond
+// batchGap closes a batch of concurrent callers early when no record arrives for this
+// long, because the callers still to come are then few or slow. In scripts/bench.sh runs
+// of decrypt-datakey at 64 connections, committing only what had queued gave batches of
+// about three records, and their SQLite commits cost more CPU than the token. Waiting up
+// to BatchWait while records keep arriving gave batches of ten to fifteen.
+const batchGap = 300 * time.Microsecond
 
-// linger adds records to batch for at most d, up to BatchSize.
-func (t *Trail) linger(batch []*pending, d time.Duration) []*pending {
-	timer := time.NewTimer(d)
+// linger adds records to batch until BatchWait has passed since it started, no record has
+// arrived for batchGap, or it holds BatchSize records.
+func (t *Trail) linger(batch []*pending) []*pending {
+	deadline := time.Now().Add(t.cfg.BatchWait)
+	timer := time.NewTimer(min(t.gap, t.cfg.BatchWait))
 	defer timer.Stop()
+
 	for len(batch) < t.cfg.BatchSize {
 		select {
 		case p, ok := <-t.queue:
 			if !ok {
+				return batch // the next receive in run gets the closed queue
+			}
+			batch = t.drain(append(batch, p))
+			left := time.Until(deadline)
+			if left <= 0 {
 				return batch
 			}
-			batch = append(batch, p)
+			timer.Reset(min(t.gap, left))
 		case <-timer.C:
 			return batch
 		}
@@ -416,6 +439,7 @@ func (t *Trail) commit(batch []*pending) {
 }
 
 func (t *Trail) answer(batch []*pending, err error) {
+	t.queuedBehind = len(t.queue) > 0
 	for _, p := range batch {
 		p.done <- err
 	}

@@ -43,18 +43,6 @@ func openSQLite(t *testing.T, path string) *store.SQLStore {
 	return st
 }
 
-// batchSizes collects the size of every committed batch.
-type batchSizes struct {
-	mu    sync.Mutex
-	sizes []int
-}
-
-func (b *batchSizes) ObserveBatch(records int, _ time.Duration) {
-	b.mu.Lock()
-	b.sizes = append(b.sizes, records)
-	b.mu.Unlock()
-}
-
 func verify(t *testing.T, st audit.Source, trail *audit.Trail) audit.Report {
 	t.Helper()
 	key, err := trail.PublicKey(t.Context())
@@ -82,7 +70,7 @@ func TestTrailGroupCommitsConcurrentCallers(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			st := openSQLite(t, filepath.Join(t.TempDir(), "kms.db"))
-			sizes := &batchSizes{}
+			sizes := &audit.SizeLog{}
 			// A MaxDelay far longer than the test makes batches close only when full.
 			trail, err := audit.Open(t.Context(), st, tok, audit.Config{
 				BatchSize: tc.batchSize, MaxDelay: time.Hour, Observer: sizes,
@@ -111,8 +99,8 @@ func TestTrailGroupCommitsConcurrentCallers(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			if fmt.Sprint(sizes.sizes) != fmt.Sprint(tc.want) {
-				t.Errorf("batch sizes = %v, want %v", sizes.sizes, tc.want)
+			if got := sizes.String(); got != fmt.Sprint(tc.want) {
+				t.Errorf("batch sizes = %s, want %v", got, tc.want)
 			}
 			report := verify(t, st, trail)
 			if len(report.Chains) != 1 || report.Chains[0].Records != 64 {

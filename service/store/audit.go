@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"strings"
@@ -150,7 +149,10 @@ func (s *SQLStore) AppendAudit(
 
 	op := fmt.Sprintf("append %d audit records and %d checkpoints", len(records),
 		len(checkpoints))
-	return s.inAuditTx(ctx, op, func(tx *sql.Tx) error {
+	if s.d.name == "sqlite" && !s.auditFsync.Load() {
+		return s.appendAuditSQLite(ctx, op, records, checkpoints)
+	}
+	return s.inWriteTx(ctx, op, func(tx *sql.Tx) error {
 		for start := 0; start < len(records); start += auditRowsPerInsert {
 			end := min(start+auditRowsPerInsert, len(records))
 			if err := s.insertAuditRecords(ctx, tx, records[start:end]); err != nil {
@@ -172,10 +174,6 @@ func (s *SQLStore) AppendAudit(
 
 // insertAuditRecords inserts records with one multi-row INSERT.
 func (s *SQLStore) insertAuditRecords(ctx context.Context, tx *sql.Tx, records []AuditRecord) error {
-	if s.d.name == "sqlite" && !s.auditFsync.Load() {
-		return s.insertAuditRecordsPrepared(ctx, tx, records)
-	}
-
 	row := "(" + strings.Repeat("?, ", auditRecordColumnCount-1) + "?)"
 	rows := make([]string, len(records))
 	args := make([]any, 0, len(records)*auditRecordColumnCount)
@@ -330,74 +328,4 @@ func (s *SQLStore) ListAuditCheckpoints(
 		return nil, s.d.wrap(op, err)
 	}
 	return checkpoints, nil
-}
-
-// insertAuditRecordsPrepared inserts records one by one with the prepared statement
-// of the audit writer; tx must belong to that writer.
-func (s *SQLStore) insertAuditRecordsPrepared(ctx context.Context, tx *sql.Tx, records []AuditRecord) error {
-	stmt, err := s.auditInsertStmt(ctx)
-	if err != nil {
-		return err
-	}
-	txStmt := tx.StmtContext(ctx, stmt)
-	for _, r := range records {
-		_, err := txStmt.ExecContext(ctx, r.ChainID, r.Seq, s.d.timeValue(storedTime(r.Time)),
-			r.RequestID, r.AccessKey, r.UserID, r.ProjectID, r.SourceIP, r.Operation, r.KeyID,
-			r.KeyVersion, r.GrantID, r.Status, r.ErrorCode, r.Sequence,
-			nonNilBytes(r.PrevHash), nonNilBytes(r.Hash))
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// inAuditTx runs fn in a write transaction. On SQLite without SetAuditFsync(true) it
-// pins the writer connection, commits with synchronous=NORMAL, and restores FULL before
-// the connection serves any other write.
-func (s *SQLStore) inAuditTx(ctx context.Context, op string, fn func(tx *sql.Tx) error) error {
-	if s.d.name != "sqlite" || s.auditFsync.Load() {
-		return s.inWriteTx(ctx, op, fn)
-	}
-
-	// Prepare before the connection is pinned: the pool has only that connection.
-	if _, err := s.auditInsertStmt(ctx); err != nil {
-		return s.d.wrap(op+": prepare", err)
-	}
-
-	conn, err := s.write.Conn(ctx)
-	if err != nil {
-		return s.d.wrap(op+": get writer connection", err)
-	}
-	defer conn.Close()
-
-	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous=NORMAL"); err != nil {
-		return s.d.wrap(op+": relax synchronous", err)
-	}
-	defer func() {
-		if _, err := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous=FULL"); err != nil {
-			// The connection must not serve metadata writes without fsync: drop it.
-			s.log.Error("restoring synchronous=FULL failed; closing the writer connection", "err", err)
-			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
-		}
-	}()
-	return s.inTx(ctx, conn, nil, op, fn)
-}
-
-// auditInsertStmt returns the prepared single-row INSERT used on SQLite, where a cached
-// statement run once per row costs less than preparing a multi-row INSERT per batch.
-func (s *SQLStore) auditInsertStmt(ctx context.Context) (*sql.Stmt, error) {
-	s.auditInsertMu.Lock()
-	defer s.auditInsertMu.Unlock()
-	if s.auditInsert != nil {
-		return s.auditInsert, nil
-	}
-
-	row := "(" + strings.Repeat("?, ", auditRecordColumnCount-1) + "?)"
-	stmt, err := s.auditWrite.PrepareContext(ctx, "INSERT INTO audit_records ("+auditRecordColumns+") VALUES "+row)
-	if err != nil {
-		return nil, err // the next batch tries again
-	}
-	s.auditInsert = stmt
-	return stmt, nil
 }

@@ -64,10 +64,10 @@ type SQLStore struct {
 	// SetAuditFsync.
 	auditFsync atomic.Bool
 
-	// auditInsert is the prepared single-row audit INSERT of auditWrite on SQLite,
-	// prepared on first use.
-	auditInsertMu sync.Mutex
-	auditInsert   *sql.Stmt
+	// auditStmts are the statements of the relaxed SQLite audit commit, prepared on the
+	// writer connection on first use (see appendAuditSQLite).
+	auditStmtsMu sync.Mutex
+	auditStmts   *sqliteAuditStmts
 }
 
 // SetAuditFsync chooses how SQLite commits audit batches. With false (the default),
@@ -285,9 +285,12 @@ func (s *SQLStore) Close() error {
 	if s.read != s.write {
 		readErr = s.read.Close()
 	}
-	if s.auditInsert != nil {
-		auditErr = s.auditInsert.Close()
+	s.auditStmtsMu.Lock()
+	if s.auditStmts != nil {
+		s.auditStmts.close()
+		s.auditStmts = nil
 	}
+	s.auditStmtsMu.Unlock()
 	if s.auditWrite != nil && s.auditWrite != s.write {
 		auditErr = errors.Join(auditErr, s.auditWrite.Close())
 	}

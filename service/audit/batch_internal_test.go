@@ -1,0 +1,172 @@
+package audit
+
+import (
+	"context"
+	"crypto"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hsmkms/kms/hsm"
+	"github.com/hsmkms/kms/service/store"
+)
+
+// unavailableSigner is a token that is down: the trail then writes records unsigned,
+// which these batching tests do not look at.
+type unavailableSigner struct{}
+
+func (unavailableSigner) GenerateSigningKey(context.Context, hsm.KeyRef) error {
+	return hsm.ErrUnavailable
+}
+
+func (unavailableSigner) Sign(context.Context, hsm.KeyRef, []byte) ([]byte, error) {
+	return nil, hsm.ErrUnavailable
+}
+
+func (unavailableSigner) PublicKey(context.Context, hsm.KeyRef) (crypto.PublicKey, error) {
+	return nil, hsm.ErrUnavailable
+}
+
+// gatedStore holds the first AppendAudit until release is closed, so that a test can make
+// records queue behind a commit in progress.
+type gatedStore struct {
+	store.AuditStore
+	once    sync.Once
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gatedStore) AppendAudit(
+	ctx context.Context, records []store.AuditRecord, checkpoints []store.AuditCheckpoint,
+) error {
+	g.once.Do(func() {
+		close(g.entered)
+		<-g.release
+	})
+	return g.AuditStore.AppendAudit(ctx, records, checkpoints)
+}
+
+// SizeLog is a BatchObserver that collects the size of every committed batch, for the
+// tests of this package and of package audit_test.
+type SizeLog struct {
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (l *SizeLog) ObserveBatch(records int, _ time.Duration) {
+	l.mu.Lock()
+	l.sizes = append(l.sizes, records)
+	l.mu.Unlock()
+}
+
+func (l *SizeLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return fmt.Sprint(l.sizes)
+}
+
+func openBatchTrail(
+	t *testing.T, st store.AuditStore, sizes *SizeLog, batchSize int, wait time.Duration,
+) *Trail {
+	t.Helper()
+	trail, err := Open(t.Context(), st, unavailableSigner{}, Config{
+		BatchSize: batchSize, BatchWait: wait, Observer: sizes, CheckpointInterval: time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = trail.Close() })
+	return trail
+}
+
+func openBatchStore(t *testing.T) *store.SQLStore {
+	t.Helper()
+	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "kms.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// TestLoneCallerCommitsAlone checks that sequential calls never share a batch: with an
+// hour-long BatchWait, any wait for company would hang the test.
+func TestLoneCallerCommitsAlone(t *testing.T) {
+	sizes := &SizeLog{}
+	trail := openBatchTrail(t, openBatchStore(t), sizes, 0, time.Hour)
+	trail.gap = time.Hour // set before the first record reaches the writer
+
+	for i := range 5 {
+		if err := trail.Record(t.Context(), Record{RequestID: fmt.Sprint(i), Status: 200}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := sizes.String(); got != "[1 1 1 1 1]" {
+		t.Errorf("batch sizes = %s, want [1 1 1 1 1]", got)
+	}
+}
+
+// TestQueuedCallersShareOneCommit checks that records queued behind a commit in progress
+// go into the next commit together, and that, with BatchWait on, that batch stays open
+// for a record that arrives after the queue was drained. The gap and the wait are an
+// hour, so the batch closes only when BatchSize (11) is reached.
+func TestQueuedCallersShareOneCommit(t *testing.T) {
+	tests := []struct {
+		name string
+		wait time.Duration
+		want string
+	}{
+		{"a late record joins the queued ones", time.Hour, "[1 11]"},
+		{"without BatchWait the queue commits alone", -1, "[1 10 1]"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			gate := &gatedStore{AuditStore: openBatchStore(t), entered: make(chan struct{}),
+				release: make(chan struct{})}
+			sizes := &SizeLog{}
+			trail := openBatchTrail(t, gate, sizes, 11, tc.wait)
+			trail.gap = time.Hour // set before the first record reaches the writer
+
+			var wg sync.WaitGroup
+			call := func(id string) {
+				wg.Go(func() {
+					if err := trail.Record(context.Background(), Record{RequestID: id}); err != nil {
+						t.Errorf("Record(%s): %v", id, err)
+					}
+				})
+			}
+
+			call("first")
+			<-gate.entered
+			for i := range 10 {
+				call(fmt.Sprint("queued-", i))
+			}
+			waitQueued(t, trail, 10)
+			close(gate.release)
+
+			// The writer drains the ten after the first commit; the late record comes
+			// after that.
+			waitQueued(t, trail, 0)
+			call("late")
+			wg.Wait()
+
+			if got := sizes.String(); got != tc.want {
+				t.Errorf("batch sizes = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+// waitQueued waits until exactly n records sit in the trail's queue.
+func waitQueued(t *testing.T, trail *Trail, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(trail.queue) != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d records queued after 10 s, want %d", len(trail.queue), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
