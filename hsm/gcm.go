@@ -49,6 +49,59 @@ func (m *Module) Seal(ctx context.Context, ref KeyRef, plaintext, aad []byte) (S
 	return sealed, nil
 }
 
+// SealRandom generates n bytes with C_GenerateRandom and seals them under ref as Seal
+// does, in the same session. One C_GenerateRandom call returns the plaintext and, unless
+// Config.TokenGeneratesIV is set, the IV after it.
+func (m *Module) SealRandom(ctx context.Context, ref KeyRef, n int, aad []byte) ([]byte, Sealed, error) {
+	if n <= 0 {
+		return nil, Sealed{}, fmt.Errorf("seal random bytes with key %s: length %d is not positive", ref, n)
+	}
+
+	var plaintext []byte
+	var sealed Sealed
+	err := m.do(ctx, false, func(c *conn, s *session) error {
+		key, err := c.sessionKey(s, ref)
+		if err != nil {
+			return err
+		}
+
+		size := n
+		if !m.cfg.TokenGeneratesIV {
+			size += GCMIVSize
+		}
+		random, err := c.p11.GenerateRandom(s.handle, size)
+		if err != nil {
+			return fmt.Errorf("C_GenerateRandom: %w", err)
+		}
+
+		iv := random[n:]
+		if m.cfg.TokenGeneratesIV {
+			iv = make([]byte, GCMIVSize)
+		}
+		sealed, err = encryptGCM(c.p11, s.handle, key, iv, random[:n], aad)
+		if err != nil {
+			clear(random)
+			return err
+		}
+
+		if m.cfg.TokenGeneratesIV && bytes.Equal(sealed.IV, make([]byte, GCMIVSize)) {
+			clear(random)
+			sealed = Sealed{}
+			return errNoTokenIV
+		}
+
+		// A copy, so that the plaintext does not share its array with the IV.
+		plaintext = bytes.Clone(random[:n])
+		clear(random[:n])
+		return nil
+	})
+	if err != nil {
+		return nil, Sealed{}, fmt.Errorf("seal random bytes with key %s: %w", ref, err)
+	}
+
+	return plaintext, sealed, nil
+}
+
 // encryptGCM runs one C_EncryptInit and C_Encrypt. The IV is read back from CK_GCM_PARAMS
 // because tokens that choose the IV write it there.
 func encryptGCM(

@@ -125,6 +125,11 @@ type Token interface {
 	// Seal encrypts plaintext with AES-256-GCM under ref inside the token, binding aad.
 	Seal(ctx context.Context, ref KeyRef, plaintext, aad []byte) (Sealed, error)
 
+	// SealRandom generates n random bytes in the token and seals them under ref like
+	// Seal, in one session: a data key made and encrypted with one trip to the session
+	// pool. It returns the plaintext and the sealed form.
+	SealRandom(ctx context.Context, ref KeyRef, n int, aad []byte) ([]byte, Sealed, error)
+
 	// Open decrypts and authenticates ciphertext (data followed by the tag) under ref.
 	// A mismatch of any byte of iv, ciphertext or aad returns an error wrapping
 	// ErrDecrypt.

@@ -125,6 +125,16 @@ func (t *MeteredToken) Seal(ctx context.Context, ref KeyRef, plaintext, aad []by
 	return sealed, err
 }
 
+// SealRandom calls the wrapped Token.
+func (t *MeteredToken) SealRandom(
+	ctx context.Context, ref KeyRef, n int, aad []byte,
+) ([]byte, Sealed, error) {
+	start := time.Now()
+	plaintext, sealed, err := t.next.SealRandom(ctx, ref, n, aad)
+	t.observe("seal_random", start, err)
+	return plaintext, sealed, err
+}
+
 // Open calls the wrapped Token.
 func (t *MeteredToken) Open(
 	ctx context.Context, ref KeyRef, iv, ciphertext, aad []byte,

@@ -90,12 +90,14 @@ func (s *Service) CreateDataKey(ctx context.Context, p auth.Principal, in DataKe
 		return DataKeyOutput{}, err
 	}
 
-	dek, err := s.token.Random(ctx, bits/8)
-	if err != nil {
-		return DataKeyOutput{}, tokenError("generate random", err)
-	}
-
-	out, err := s.seal(ctx, k, FormatDataKey, dek, in.Binding)
+	var dek []byte
+	out, err := s.sealWith(ctx, k, FormatDataKey, bits/8, in.Binding,
+		func(ref hsm.KeyRef, aad []byte) (hsm.Sealed, error) {
+			var sealed hsm.Sealed
+			var err error
+			dek, sealed, err = s.token.SealRandom(ctx, ref, bits/8, aad)
+			return sealed, err
+		})
 	if err != nil {
 		clear(dek)
 		return DataKeyOutput{}, err
@@ -204,13 +206,29 @@ func (s *Service) usableKeyFor(ctx context.Context, p auth.Principal, op, keyRef
 
 // seal encrypts plaintext under the key's current version and returns the ciphertext.
 func (s *Service) seal(ctx context.Context, k store.Key, format byte, plaintext []byte, b Binding) (DataKeyOutput, error) {
+	return s.sealWith(ctx, k, format, len(plaintext), b,
+		func(ref hsm.KeyRef, aad []byte) (hsm.Sealed, error) {
+			return s.token.Seal(ctx, ref, plaintext, aad)
+		})
+}
+
+// sealWith builds the header and the AAD of a plaintext of size bytes, seals it with
+// tokenSeal, counts the seal and returns the ciphertext.
+func (s *Service) sealWith(
+	ctx context.Context,
+	k store.Key,
+	format byte,
+	size int,
+	b Binding,
+	tokenSeal func(ref hsm.KeyRef, aad []byte) (hsm.Sealed, error),
+) (DataKeyOutput, error) {
 	ref := hsm.KeyRef{KeyID: k.ID, Version: k.CurrentVersion}
 
-	out := make([]byte, 0, headerFixedSize+hsm.GCMIVSize+len(plaintext)+hsm.GCMTagSize)
+	out := make([]byte, 0, headerFixedSize+hsm.GCMIVSize+size+hsm.GCMTagSize)
 	out = appendHeader(out, format, ref, hsm.GCMIVSize)
 	aad := EncodeAAD(make([]byte, 0, 64+len(b.AAD)), out, b)
 
-	sealed, err := s.token.Seal(ctx, ref, plaintext, aad)
+	sealed, err := tokenSeal(ref, aad)
 	if err != nil {
 		return DataKeyOutput{}, tokenError("seal", err)
 	}

