@@ -25,6 +25,7 @@ func openAudit(
 	token hsm.Token,
 	st store.Store,
 	registry prometheus.Registerer,
+	clients func() int,
 	log *slog.Logger,
 ) (audit.Recorder, func(), error) {
 	if !cfg.Audit {
@@ -54,6 +55,7 @@ func openAudit(
 		Host:               host,
 		Logger:             log,
 		Observer:           observer,
+		Clients:            clients,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("open audit trail: %w", err)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -60,3 +61,22 @@ func serveMetrics(addr string, registry *prometheus.Registry, log *slog.Logger) 
 	log.Info("serving metrics", "address", ln.Addr().String())
 	return func() { _ = srv.Close() }, nil
 }
+
+// connCounter counts the open client connections of an http.Server through its ConnState
+// hook. The audit trail reads the count to tell many clients from a few.
+type connCounter struct {
+	open atomic.Int64
+}
+
+// track is the http.Server.ConnState hook.
+func (c *connCounter) track(_ net.Conn, state http.ConnState) {
+	switch state {
+	case http.StateNew:
+		c.open.Add(1)
+	case http.StateClosed, http.StateHijacked:
+		c.open.Add(-1)
+	}
+}
+
+// count returns the number of open connections.
+func (c *connCounter) count() int { return int(c.open.Load()) }

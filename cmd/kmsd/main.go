@@ -130,14 +130,16 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, log *slo
 	startCtx, cancelStart := context.WithCancel(ctx)
 	defer cancelStart()
 	svcs := &services{}
+	clients := &connCounter{}
 	startErr := make(chan error, 1)
 	go func() {
 		startErr <- startServices(startCtx, components{
 			cfg: cfg, getenv: getenv, log: log, registry: registry, token: token, store: st,
+			clients: clients,
 		}, sw, svcs)
 	}()
 
-	err = listenAndServe(ctx, cfg, sw, startErr, log)
+	err = listenAndServe(ctx, cfg, sw, clients, startErr, log)
 
 	// Stop start-up and wait for it, then stop what it started, before the deferred
 	// closes of the store and the token.
@@ -217,7 +219,12 @@ func tokenConfig(cfg config, getenv func(string) string) (hsm.Config, error) {
 // then stops accepting and waits up to cfg.ShutdownTimeout for in-flight requests. A
 // start-up error is put back on startErr for the caller.
 func listenAndServe(
-	ctx context.Context, cfg config, h http.Handler, startErr chan error, log *slog.Logger,
+	ctx context.Context,
+	cfg config,
+	h http.Handler,
+	clients *connCounter,
+	startErr chan error,
+	log *slog.Logger,
 ) error {
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -233,6 +240,7 @@ func listenAndServe(
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		TLSConfig:         tlsConfig(),
+		ConnState:         clients.track,
 	}
 
 	served := make(chan error, 1)

@@ -107,6 +107,8 @@ type components struct {
 	registry *prometheus.Registry
 	token    hsm.Token
 	store    *store.SQLStore
+	// clients counts the open client connections of the API listener.
+	clients *connCounter
 }
 
 // startServices waits until the token is usable and matches the store, then opens the
@@ -125,7 +127,7 @@ func startServices(ctx context.Context, c components, sw *handlerSwitch, svcs *s
 		return err
 	}
 
-	recorder, stopAudit, err := openAudit(ctx, c.cfg, c.token, c.store, c.registry, c.log)
+	recorder, stopAudit, err := openAudit(ctx, c.cfg, c.token, c.store, c.registry, c.clients.count, c.log)
 	if err != nil {
 		return fmt.Errorf("opening the audit trail: %w", err)
 	}

@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -117,6 +118,13 @@ func (s *Server) logFailure(st *requestState, status int, code string, err error
 		attrs = append(attrs, "key_id", st.keyID)
 	}
 	if status >= 500 {
+		ok, suppressed := s.errorLog.allow(time.Now())
+		if !ok {
+			return
+		}
+		if suppressed > 0 {
+			attrs = append(attrs, "suppressed_since_last", suppressed)
+		}
 		// Internal causes go to the log only, never to the client.
 		s.log.Error("request failed", append(attrs, "error", err)...)
 		return

@@ -14,6 +14,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -73,6 +74,9 @@ type Server struct {
 	// calls rejected before the handler runs. Written only while New registers routes.
 	routeOps  map[string]string
 	pendingOp string
+
+	// errorLog caps the "request failed" lines of 5xx responses.
+	errorLog logLimiter
 }
 
 // New builds the echo server and registers every route.
@@ -93,7 +97,8 @@ func New(svc *service.Service, verifier *auth.Verifier, log *slog.Logger, cfg Co
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
-	s := &Server{echo: e, svc: svc, verifier: verifier, log: log, cfg: cfg}
+	s := &Server{echo: e, svc: svc, verifier: verifier, log: log, cfg: cfg,
+		errorLog: logLimiter{limit: errorLinesPerSecond}}
 	e.HTTPErrorHandler = s.handleError
 
 	s.routeOps = map[string]string{}
@@ -255,9 +260,8 @@ func (s *Server) record(c echo.Context, st *requestState, status int, code strin
 				"request_id", st.id, "operation", st.op, "error", err)
 			return errClientClosed
 		}
-		s.log.Error("audit record failed; responding 503", "request_id", st.id,
-			"operation", st.op, "error", err)
-		return errAuditUnavailable
+		// The caller logs the 503 as a failed request, within the error log's budget.
+		return fmt.Errorf("%w: %w", errAuditUnavailable, err)
 	}
 	return nil
 }

@@ -69,10 +69,12 @@ func (l *SizeLog) String() string {
 
 func openBatchTrail(
 	t *testing.T, st store.AuditStore, sizes *SizeLog, batchSize int, wait time.Duration,
+	clients func() int,
 ) *Trail {
 	t.Helper()
 	trail, err := Open(t.Context(), st, unavailableSigner{}, Config{
 		BatchSize: batchSize, BatchWait: wait, Observer: sizes, CheckpointInterval: time.Hour,
+		Clients: clients,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +97,7 @@ func openBatchStore(t *testing.T) *store.SQLStore {
 // hour-long BatchWait, any wait for company would hang the test.
 func TestLoneCallerCommitsAlone(t *testing.T) {
 	sizes := &SizeLog{}
-	trail := openBatchTrail(t, openBatchStore(t), sizes, 0, time.Hour)
+	trail := openBatchTrail(t, openBatchStore(t), sizes, 0, time.Hour, nil)
 	trail.gap = time.Hour // set before the first record reaches the writer
 
 	for i := range 5 {
@@ -109,24 +111,35 @@ func TestLoneCallerCommitsAlone(t *testing.T) {
 }
 
 // TestQueuedCallersShareOneCommit checks that records queued behind a commit in progress
-// go into the next commit together, and that, with BatchWait on, that batch stays open
-// for a record that arrives after the queue was drained. The gap and the wait are an
-// hour, so the batch closes only when BatchSize (11) is reached.
+// go into the next commit together, and that, with BatchWait on and at least
+// lingerMinRecords of them, that batch stays open for a record that arrives after the
+// queue was drained. The gap and the wait are an hour, so a batch that waits closes only
+// when BatchSize is reached: queued records plus the late one.
 func TestQueuedCallersShareOneCommit(t *testing.T) {
 	tests := []struct {
-		name string
-		wait time.Duration
-		want string
+		name    string
+		wait    time.Duration
+		queued  int
+		clients int // 0 leaves Config.Clients nil
+		want    string
 	}{
-		{"a late record joins the queued ones", time.Hour, "[1 11]"},
-		{"without BatchWait the queue commits alone", -1, "[1 10 1]"},
+		{"a late record joins the queued ones", time.Hour, 10, 0, "[1 11]"},
+		{"without BatchWait the queue commits alone", -1, 10, 0, "[1 10 1]"},
+		{"a few queued records do not wait", time.Hour, lingerMinRecords - 1, 0, "[1 3 1]"},
+		{"enough queued records wait", time.Hour, lingerMinRecords, 0, "[1 5]"},
+		{"few clients do not wait", time.Hour, 10, lingerMinClients - 1, "[1 10 1]"},
+		{"many clients wait", time.Hour, 10, lingerMinClients, "[1 11]"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			gate := &gatedStore{AuditStore: openBatchStore(t), entered: make(chan struct{}),
 				release: make(chan struct{})}
 			sizes := &SizeLog{}
-			trail := openBatchTrail(t, gate, sizes, 11, tc.wait)
+			var clients func() int
+			if tc.clients > 0 {
+				clients = func() int { return tc.clients }
+			}
+			trail := openBatchTrail(t, gate, sizes, tc.queued+1, tc.wait, clients)
 			trail.gap = time.Hour // set before the first record reaches the writer
 
 			var wg sync.WaitGroup
@@ -140,14 +153,14 @@ func TestQueuedCallersShareOneCommit(t *testing.T) {
 
 			call("first")
 			<-gate.entered
-			for i := range 10 {
+			for i := range tc.queued {
 				call(fmt.Sprint("queued-", i))
 			}
-			waitQueued(t, trail, 10)
+			waitQueued(t, trail, tc.queued)
 			close(gate.release)
 
-			// The writer drains the ten after the first commit; the late record comes
-			// after that.
+			// The writer drains the queued records after the first commit; the late
+			// record comes after that.
 			waitQueued(t, trail, 0)
 			call("late")
 			wg.Wait()
