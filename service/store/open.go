@@ -68,6 +68,11 @@ type SQLStore struct {
 	// writer connection on first use (see appendAuditSQLite).
 	auditStmtsMu sync.Mutex
 	auditStmts   *sqliteAuditStmts
+
+	// checkpointDB is the SQLite connection of checkpointer, nil on PostgreSQL and for an
+	// in-memory database.
+	checkpointDB *sql.DB
+	checkpointer *walCheckpointer
 }
 
 // SetAuditFsync chooses how SQLite commits audit batches. With false (the default),
@@ -109,6 +114,9 @@ func Open(ctx context.Context, databaseURL string, log *slog.Logger) (*SQLStore,
 		return nil, err
 	}
 	s.log = log
+	if s.checkpointDB != nil {
+		s.checkpointer = startWALCheckpointer(s.checkpointDB, log)
+	}
 
 	if err := s.Ping(ctx); err != nil {
 		s.Close()
@@ -194,9 +202,15 @@ func openSQLite(databaseURL string) (*SQLStore, error) {
 	// transaction never fails half-way when it upgrades from a read to a write lock.
 	writeParams.Set("_txlock", "immediate")
 
-	write, err := sql.Open("sqlite3", sqliteDSN(path, writeParams))
-	if err != nil {
-		return nil, fmt.Errorf("open sqlite store: %w", err)
+	var write *sql.DB
+	if inMemory {
+		write, err = sql.Open("sqlite3", sqliteDSN(path, writeParams))
+		if err != nil {
+			return nil, fmt.Errorf("open sqlite store: %w", err)
+		}
+	} else {
+		// WAL checkpoints run on a connection of their own (see walCheckpointer).
+		write = sql.OpenDB(newWriterConnector(sqliteDSN(path, writeParams)))
 	}
 	write.SetMaxOpenConns(1)
 	// An in-memory database lives as long as its connection, so it must never be closed.
@@ -225,7 +239,20 @@ func openSQLite(databaseURL string) (*SQLStore, error) {
 	read.SetMaxOpenConns(readers)
 	read.SetMaxIdleConns(readers)
 
-	return &SQLStore{write: write, read: read, auditWrite: write, d: sqliteDialect}, nil
+	checkpointParams := cloneValues(params)
+	checkpointParams.Set("_busy_timeout", strconv.FormatInt(sqliteBusyTimeout.Milliseconds(), 10))
+	// FULL makes each checkpoint fsync the WAL before it copies and the database after.
+	checkpointParams.Set("_synchronous", "FULL")
+	checkpointDB, err := sql.Open("sqlite3", sqliteDSN(path, checkpointParams))
+	if err != nil {
+		write.Close()
+		read.Close()
+		return nil, fmt.Errorf("open sqlite store: %w", err)
+	}
+	checkpointDB.SetMaxOpenConns(1)
+
+	return &SQLStore{write: write, read: read, auditWrite: write, d: sqliteDialect,
+		checkpointDB: checkpointDB}, nil
 }
 
 // parseSQLiteURL splits a SQLite database URL into the file path and its parameters.
@@ -282,6 +309,11 @@ func (s *SQLStore) Ping(ctx context.Context) error {
 // checkpoints the WAL into the database file.
 func (s *SQLStore) Close() error {
 	var readErr, auditErr error
+	if s.checkpointer != nil {
+		auditErr = s.checkpointer.close()
+	} else if s.checkpointDB != nil {
+		auditErr = s.checkpointDB.Close()
+	}
 	if s.read != s.write {
 		readErr = s.read.Close()
 	}

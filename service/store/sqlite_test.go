@@ -1,8 +1,11 @@
 package store
 
 import (
+	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 func TestSQLiteConnectionSettings(t *testing.T) {
@@ -24,6 +27,8 @@ func TestSQLiteConnectionSettings(t *testing.T) {
 		{name: "writer foreign keys", pool: "write", pragma: "foreign_keys", want: "1"},
 		{name: "writer busy timeout", pool: "write", pragma: "busy_timeout", want: "5000"},
 		{name: "writer not query only", pool: "write", pragma: "query_only", want: "0"},
+		{name: "writer leaves checkpoints", pool: "write", pragma: "wal_autocheckpoint", want: "0"},
+		{name: "checkpointer synchronous", pool: "checkpoint", pragma: "synchronous", want: "2"},
 		{name: "reader journal mode", pool: "read", pragma: "journal_mode", want: "wal"},
 		{name: "reader foreign keys", pool: "read", pragma: "foreign_keys", want: "1"},
 		{name: "reader busy timeout", pool: "read", pragma: "busy_timeout", want: "5000"},
@@ -32,8 +37,11 @@ func TestSQLiteConnectionSettings(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			db := s.write
-			if tc.pool == "read" {
+			switch tc.pool {
+			case "read":
 				db = s.read
+			case "checkpoint":
+				db = s.checkpointDB
 			}
 
 			var got string
@@ -49,4 +57,45 @@ func TestSQLiteConnectionSettings(t *testing.T) {
 	if s.write.Stats().MaxOpenConnections != 1 {
 		t.Errorf("writer pool allows %d connections, want 1", s.write.Stats().MaxOpenConnections)
 	}
+}
+
+// TestWALCheckpointedInBackground checks that audit commits, which no longer checkpoint
+// the WAL themselves, reach the database file through the checkpointer.
+func TestWALCheckpointedInBackground(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kms.db")
+	s, err := Open(t.Context(), path, nil)
+	if err != nil {
+		t.Fatalf("Open failed: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	if err := s.CreateAuditChain(t.Context(), AuditChain{ID: "c", StartedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	before := fileSize(t, path)
+	for seq := uint64(1); seq <= 500; seq++ {
+		rec := AuditRecord{ChainID: "c", Seq: seq, Time: now, Operation: "decrypt-datakey",
+			RequestID: fmt.Sprintf("%032d", seq), PrevHash: []byte{}, Hash: []byte{1}}
+		if err := s.AppendAudit(t.Context(), []AuditRecord{rec}, nil); err != nil {
+			t.Fatalf("AppendAudit(%d): %v", seq, err)
+		}
+	}
+
+	deadline := time.Now().Add(10 * time.Second)
+	for fileSize(t, path) <= before {
+		if time.Now().After(deadline) {
+			t.Fatalf("database file still %d bytes 10 s after 500 commits: no checkpoint ran", before)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	info, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.Size()
 }
