@@ -50,6 +50,25 @@ func BenchmarkSeal(b *testing.B) {
 	}
 }
 
+// BenchmarkSealRandom is the token call of create-datakey: a 64-byte data key and its IV
+// from one C_GenerateRandom, sealed in the same session.
+func BenchmarkSealRandom(b *testing.B) {
+	m := openTestModule(b, nil)
+	ref := KeyRef{KeyID: "bench-seal-random", Version: 1}
+	generateTestKey(b, m, ref)
+	ctx := context.Background()
+	aad := []byte("ciphertext header and encryption context")
+
+	for _, goroutines := range []int{1, 2, 4, 8} {
+		b.Run(fmt.Sprintf("goroutines=%d", goroutines), func(b *testing.B) {
+			runGoroutines(b, goroutines, func() error {
+				_, _, err := m.SealRandom(ctx, ref, len(dataKey), aad)
+				return err
+			})
+		})
+	}
+}
+
 func BenchmarkOpen(b *testing.B) {
 	m := openTestModule(b, nil)
 	ref := KeyRef{KeyID: "bench-open", Version: 1}

@@ -101,6 +101,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 		if aerr != nil {
 			status, detail = http.StatusServiceUnavailable,
 				errorDetail{service.CodeUnavailable, errAuditUnavailable.Message}
+			s.logFailure(st, status, detail.Code, aerr)
 		}
 	}
 

@@ -99,3 +99,45 @@ func fileSize(t *testing.T, path string) int64 {
 	}
 	return info.Size()
 }
+
+// TestWALStaysBoundedUnderSteadyWrites checks that the WAL file stops growing under
+// commits without pause, which leave a PASSIVE checkpoint on another connection no moment
+// with every frame copied. Only the checkpointer's RESTART then lets the WAL start over.
+func TestWALStaysBoundedUnderSteadyWrites(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kms.db")
+	s, err := Open(t.Context(), path, nil)
+	if err != nil {
+		t.Fatalf("Open failed: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	if err := s.CreateAuditChain(t.Context(), AuditChain{ID: "c", StartedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Batches of 20 records for 3 s: far more than walRestartFrames frames.
+	const batch = 20
+	seq := uint64(0)
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
+		records := make([]AuditRecord, batch)
+		for i := range records {
+			seq++
+			records[i] = AuditRecord{ChainID: "c", Seq: seq, Time: now,
+				Operation: "decrypt-datakey", RequestID: fmt.Sprintf("%032d", seq),
+				PrevHash: make([]byte, 32), Hash: make([]byte, 32)}
+		}
+		if err := s.AppendAudit(t.Context(), records, nil); err != nil {
+			t.Fatalf("AppendAudit up to %d: %v", seq, err)
+		}
+	}
+
+	// A WAL that restarts stays near walRestartFrames pages (16 MiB) plus what one tick
+	// adds. The same run without RESTART left a WAL of about 300 MB.
+	const limit = 64 << 20
+	walBytes := fileSize(t, path+"-wal")
+	t.Logf("%d records written, WAL file %d bytes", seq, walBytes)
+	if walBytes > limit {
+		t.Errorf("WAL file is %d bytes after %d records, want at most %d", walBytes, seq, limit)
+	}
+}
