@@ -33,6 +33,15 @@ func runGoroutines(b *testing.B, goroutines int, op func() error) {
 	wg.Wait()
 }
 
+// runEachParallelism runs op as a sub-benchmark on 1, 2, 4 and 8 goroutines.
+func runEachParallelism(b *testing.B, op func() error) {
+	for _, goroutines := range []int{1, 2, 4, 8} {
+		b.Run(fmt.Sprintf("goroutines=%d", goroutines), func(b *testing.B) {
+			runGoroutines(b, goroutines, op)
+		})
+	}
+}
+
 func BenchmarkSeal(b *testing.B) {
 	m := openTestModule(b, nil)
 	ref := KeyRef{KeyID: "bench-seal", Version: 1}
@@ -40,14 +49,10 @@ func BenchmarkSeal(b *testing.B) {
 	ctx := context.Background()
 	aad := []byte("ciphertext header and encryption context")
 
-	for _, goroutines := range []int{1, 2, 4, 8} {
-		b.Run(fmt.Sprintf("goroutines=%d", goroutines), func(b *testing.B) {
-			runGoroutines(b, goroutines, func() error {
-				_, err := m.Seal(ctx, ref, dataKey, aad)
-				return err
-			})
-		})
-	}
+	runEachParallelism(b, func() error {
+		_, err := m.Seal(ctx, ref, dataKey, aad)
+		return err
+	})
 }
 
 // BenchmarkSealRandom is the token call of create-datakey: a 64-byte data key and its IV
@@ -59,14 +64,10 @@ func BenchmarkSealRandom(b *testing.B) {
 	ctx := context.Background()
 	aad := []byte("ciphertext header and encryption context")
 
-	for _, goroutines := range []int{1, 2, 4, 8} {
-		b.Run(fmt.Sprintf("goroutines=%d", goroutines), func(b *testing.B) {
-			runGoroutines(b, goroutines, func() error {
-				_, _, err := m.SealRandom(ctx, ref, len(dataKey), aad)
-				return err
-			})
-		})
-	}
+	runEachParallelism(b, func() error {
+		_, _, err := m.SealRandom(ctx, ref, len(dataKey), aad)
+		return err
+	})
 }
 
 func BenchmarkOpen(b *testing.B) {

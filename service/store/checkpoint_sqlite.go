@@ -16,11 +16,16 @@ import (
 // file. At 20,000 audit records per second the WAL grows by about 1.5 MB in that time.
 const walCheckpointInterval = 250 * time.Millisecond
 
-// writerConnector opens the SQLite writer connections with automatic WAL checkpoints off.
-// SQLite otherwise checkpoints inside the commit that crosses 1000 WAL pages, and that
-// commit then waits for the copy and two fsyncs. In scripts/bench.sh at one connection
-// those commits put decrypt-datakey's p99 at about 3 ms; with the checkpoints on their
-// own connection it was about 1 ms. The checkpointer runs them instead.
+// writerConnector opens the SQLite writer connections with the automatic WAL checkpoint
+// moved from 1000 pages to walAutoCheckpointFrames. SQLite runs that checkpoint inside
+// the commit that crosses the limit, and the commit waits for the copy and two fsyncs. In
+// scripts/bench.sh at one connection those commits put decrypt-datakey's p99 at about
+// 3 ms. The checkpointer now copies most frames beforehand, off the commit path, so the
+// automatic checkpoint is rare and has little left to copy.
+//
+// It stays on because only a checkpoint that finds every frame copied lets the next write
+// start the WAL over. Under steady writes one on another connection never does, and with
+// the automatic checkpoint off the WAL grew without bound (15 GB in a 6-minute soak).
 type writerConnector struct {
 	dsn    string
 	driver *sqlite3.SQLiteDriver
@@ -29,7 +34,7 @@ type writerConnector struct {
 func newWriterConnector(dsn string) *writerConnector {
 	return &writerConnector{dsn: dsn, driver: &sqlite3.SQLiteDriver{
 		ConnectHook: func(c *sqlite3.SQLiteConn) error {
-			_, err := c.Exec("PRAGMA wal_autocheckpoint=0", nil)
+			_, err := c.Exec(fmt.Sprintf("PRAGMA wal_autocheckpoint=%d", walAutoCheckpointFrames), nil)
 			return err
 		},
 	}}
@@ -43,9 +48,9 @@ func (w *writerConnector) Connect(context.Context) (driver.Conn, error) {
 // Driver implements driver.Connector.
 func (w *writerConnector) Driver() driver.Driver { return w.driver }
 
-// walCheckpointer runs WAL checkpoints on a connection of its own: PASSIVE ones, which
-// copy what no reader still needs, wait for no lock and never hold up a commit, and a
-// RESTART one once per walRestartFrames of WAL (see checkpoint).
+// walCheckpointer runs PASSIVE WAL checkpoints on a connection of its own, so that they
+// never hold up a commit. PASSIVE copies what no reader still needs and waits for no
+// lock; frames it leaves are copied by a later run or by the automatic checkpoint.
 type walCheckpointer struct {
 	db   *sql.DB
 	log  *slog.Logger
@@ -86,35 +91,18 @@ func (c *walCheckpointer) run() {
 	}
 }
 
-// walRestartFrames is the WAL length, in frames of one 4 KiB page, from which a checkpoint
-// also restarts the WAL (16 MiB).
-const walRestartFrames = 4096
+// walAutoCheckpointFrames is the WAL length, in frames of one 4 KiB page, at which the
+// writer's commit checkpoints the WAL itself (16 MiB).
+const walAutoCheckpointFrames = 4096
 
-// checkpoint runs one PASSIVE checkpoint, then a RESTART one when the WAL has reached
-// walRestartFrames. Only a checkpoint that leaves no frame to copy lets the next write
-// start the WAL over, and under steady load new frames arrive while PASSIVE runs: without
-// RESTART the WAL grew without bound (15 GB in a 6-minute soak). RESTART holds off the
-// writer while it copies the few frames PASSIVE left and syncs, a few milliseconds once
-// per 16 MiB of WAL. It waits for the writer lock up to busy_timeout, and a RESTART that
-// cannot finish in time reports busy and is tried again at the next tick.
+// checkpoint runs one PASSIVE checkpoint. The pragma returns one row: busy (never set by
+// PASSIVE), the frames in the WAL, and the frames copied to the database so far.
 func (c *walCheckpointer) checkpoint() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*sqliteBusyTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), sqliteBusyTimeout)
 	defer cancel()
 
-	// The pragma returns one row: busy (1 when a RESTART gave up waiting), the frames in
-	// the WAL, and the frames copied to the database so far.
 	var busy, frames, copied int
-	err := c.db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied)
-	if err != nil || frames < walRestartFrames {
-		return err
-	}
-
-	err = c.db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(RESTART)").Scan(&busy, &frames, &copied)
-	if err == nil && busy != 0 {
-		err = fmt.Errorf("WAL restart gave up waiting for the writer with %d of %d frames copied",
-			copied, frames)
-	}
-	return err
+	return c.db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied)
 }
 
 // close stops the checkpointer and closes its connection.

@@ -27,7 +27,7 @@ func TestSQLiteConnectionSettings(t *testing.T) {
 		{name: "writer foreign keys", pool: "write", pragma: "foreign_keys", want: "1"},
 		{name: "writer busy timeout", pool: "write", pragma: "busy_timeout", want: "5000"},
 		{name: "writer not query only", pool: "write", pragma: "query_only", want: "0"},
-		{name: "writer leaves checkpoints", pool: "write", pragma: "wal_autocheckpoint", want: "0"},
+		{name: "writer checkpoints a long WAL", pool: "write", pragma: "wal_autocheckpoint", want: "4096"},
 		{name: "checkpointer synchronous", pool: "checkpoint", pragma: "synchronous", want: "2"},
 		{name: "reader journal mode", pool: "read", pragma: "journal_mode", want: "wal"},
 		{name: "reader foreign keys", pool: "read", pragma: "foreign_keys", want: "1"},
@@ -59,20 +59,11 @@ func TestSQLiteConnectionSettings(t *testing.T) {
 	}
 }
 
-// TestWALCheckpointedInBackground checks that audit commits, which no longer checkpoint
-// the WAL themselves, reach the database file through the checkpointer.
+// TestWALCheckpointedInBackground checks that audit commits reach the database file
+// through the checkpointer, long before the WAL is long enough for the writer's own
+// automatic checkpoint.
 func TestWALCheckpointedInBackground(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "kms.db")
-	s, err := Open(t.Context(), path, nil)
-	if err != nil {
-		t.Fatalf("Open failed: %v", err)
-	}
-	t.Cleanup(func() { s.Close() })
-
-	now := time.Now().UTC().Truncate(time.Millisecond)
-	if err := s.CreateAuditChain(t.Context(), AuditChain{ID: "c", StartedAt: now}); err != nil {
-		t.Fatal(err)
-	}
+	s, path, now := openAuditChainStore(t)
 	before := fileSize(t, path)
 	for seq := uint64(1); seq <= 500; seq++ {
 		rec := AuditRecord{ChainID: "c", Seq: seq, Time: now, Operation: "decrypt-datakey",
@@ -102,21 +93,12 @@ func fileSize(t *testing.T, path string) int64 {
 
 // TestWALStaysBoundedUnderSteadyWrites checks that the WAL file stops growing under
 // commits without pause, which leave a PASSIVE checkpoint on another connection no moment
-// with every frame copied. Only the checkpointer's RESTART then lets the WAL start over.
+// with every frame copied. Only the writer's automatic checkpoint then lets the WAL start
+// over.
 func TestWALStaysBoundedUnderSteadyWrites(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "kms.db")
-	s, err := Open(t.Context(), path, nil)
-	if err != nil {
-		t.Fatalf("Open failed: %v", err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s, path, now := openAuditChainStore(t)
 
-	now := time.Now().UTC().Truncate(time.Millisecond)
-	if err := s.CreateAuditChain(t.Context(), AuditChain{ID: "c", StartedAt: now}); err != nil {
-		t.Fatal(err)
-	}
-
-	// Batches of 20 records for 3 s: far more than walRestartFrames frames.
+	// Batches of 20 records for 3 s: far more than walAutoCheckpointFrames frames.
 	const batch = 20
 	seq := uint64(0)
 	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
@@ -132,12 +114,30 @@ func TestWALStaysBoundedUnderSteadyWrites(t *testing.T) {
 		}
 	}
 
-	// A WAL that restarts stays near walRestartFrames pages (16 MiB) plus what one tick
-	// adds. The same run without RESTART left a WAL of about 300 MB.
+	// A WAL that starts over stays near walAutoCheckpointFrames pages (16 MiB). The same
+	// run with the automatic checkpoint off left a WAL of about 300 MB.
 	const limit = 64 << 20
 	walBytes := fileSize(t, path+"-wal")
 	t.Logf("%d records written, WAL file %d bytes", seq, walBytes)
 	if walBytes > limit {
 		t.Errorf("WAL file is %d bytes after %d records, want at most %d", walBytes, seq, limit)
 	}
+}
+
+// openAuditChainStore opens a store on a new SQLite file with an audit chain "c", and
+// returns it, the file's path and the chain's start time.
+func openAuditChainStore(t *testing.T) (*SQLStore, string, time.Time) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "kms.db")
+	s, err := Open(t.Context(), path, nil)
+	if err != nil {
+		t.Fatalf("Open failed: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	if err := s.CreateAuditChain(t.Context(), AuditChain{ID: "c", StartedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	return s, path, now
 }
