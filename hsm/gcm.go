@@ -30,17 +30,8 @@ func (m *Module) Seal(ctx context.Context, ref KeyRef, plaintext, aad []byte) (S
 			return fmt.Errorf("C_GenerateRandom: %w", err)
 		}
 
-		sealed, err = encryptGCM(c.p11, s.handle, key, iv, plaintext, aad)
-		if err != nil {
-			return err
-		}
-
-		if m.cfg.TokenGeneratesIV && bytes.Equal(sealed.IV, make([]byte, GCMIVSize)) {
-			sealed = Sealed{}
-			return errNoTokenIV
-		}
-
-		return nil
+		sealed, err = m.encryptInSession(c, s, key, iv, plaintext, aad)
+		return err
 	})
 	if err != nil {
 		return Sealed{}, fmt.Errorf("seal with key %s: %w", ref, err)
@@ -78,21 +69,13 @@ func (m *Module) SealRandom(ctx context.Context, ref KeyRef, n int, aad []byte) 
 		if m.cfg.TokenGeneratesIV {
 			iv = make([]byte, GCMIVSize)
 		}
-		sealed, err = encryptGCM(c.p11, s.handle, key, iv, random[:n], aad)
-		if err != nil {
+		if sealed, err = m.encryptInSession(c, s, key, iv, random[:n], aad); err != nil {
 			clear(random)
 			return err
 		}
 
-		if m.cfg.TokenGeneratesIV && bytes.Equal(sealed.IV, make([]byte, GCMIVSize)) {
-			clear(random)
-			sealed = Sealed{}
-			return errNoTokenIV
-		}
-
-		// A copy, so that the plaintext does not share its array with the IV.
-		plaintext = bytes.Clone(random[:n])
-		clear(random[:n])
+		// The capacity stops at n, so appending to the plaintext cannot overwrite the IV.
+		plaintext = random[:n:n]
 		return nil
 	})
 	if err != nil {
@@ -100,6 +83,21 @@ func (m *Module) SealRandom(ctx context.Context, ref KeyRef, n int, aad []byte) 
 	}
 
 	return plaintext, sealed, nil
+}
+
+// encryptInSession runs encryptGCM and, with Config.TokenGeneratesIV, checks that the
+// token chose an IV.
+func (m *Module) encryptInSession(
+	c *conn, s *session, key pkcs11.ObjectHandle, iv, plaintext, aad []byte,
+) (Sealed, error) {
+	sealed, err := encryptGCM(c.p11, s.handle, key, iv, plaintext, aad)
+	if err != nil {
+		return Sealed{}, err
+	}
+	if m.cfg.TokenGeneratesIV && bytes.Equal(sealed.IV, make([]byte, GCMIVSize)) {
+		return Sealed{}, errNoTokenIV
+	}
+	return sealed, nil
 }
 
 // encryptGCM runs one C_EncryptInit and C_Encrypt. The IV is read back from CK_GCM_PARAMS

@@ -197,8 +197,8 @@ type result struct {
 	P99        float64 `json:"p99"`
 	P999       float64 `json:"p999"`
 	RSSKiB     int64   `json:"-"`
-	// CPUPerReq is the server's CPU time (user and system) per answered request, in
-	// microseconds: steadier than req/s on a shared machine, for comparing builds.
+	// CPUPerReq is the server's CPU time (user and system) per completed request, in
+	// microseconds. It is steadier than req/s on a shared machine, for comparing builds.
 	CPUPerReq float64 `json:"-"`
 }
 

@@ -111,10 +111,10 @@ func TestLoneCallerCommitsAlone(t *testing.T) {
 }
 
 // TestQueuedCallersShareOneCommit checks that records queued behind a commit in progress
-// go into the next commit together, and that, with BatchWait on and at least
-// lingerMinRecords of them, that batch stays open for a record that arrives after the
-// queue was drained. The gap and the wait are an hour, so a batch that waits closes only
-// when BatchSize is reached: queued records plus the late one.
+// go into the next commit together. With BatchWait on and at least lingerMinRecords of
+// them, that batch also stays open for a record that arrives after the queue was
+// drained. The gap and the wait are an hour, so a batch that waits closes only when
+// BatchSize is reached: the queued records plus the late one.
 func TestQueuedCallersShareOneCommit(t *testing.T) {
 	tests := []struct {
 		name    string

@@ -12,10 +12,10 @@ import (
 
 // sqliteAuditStmts are the statements of the relaxed SQLite audit commit, prepared once on
 // the writer's driver connection. They run through the driver without a context, because
-// go-sqlite3 starts a goroutine per statement to watch a cancellable context and
-// database/sql another per transaction: at one batch per few requests, those goroutines
-// and their wake-ups cost more CPU than the inserts. A batch therefore cannot be
-// cancelled once it starts; busy_timeout still bounds its wait for the database lock.
+// go-sqlite3 starts a goroutine per statement to watch a cancellable context, and
+// database/sql another per transaction. At one batch per few requests, those goroutines
+// and their wake-ups cost more CPU than the inserts. So a batch cannot be cancelled once
+// it starts, and only busy_timeout bounds its wait for the database lock.
 type sqliteAuditStmts struct {
 	conn       *sqlite3.SQLiteConn // the driver connection the statements belong to
 	relax      driver.Stmt         // PRAGMA synchronous=NORMAL
@@ -177,7 +177,7 @@ func (s *SQLStore) sqliteAuditStmtsFor(c *sqlite3.SQLiteConn) (*sqliteAuditStmts
 	return st, nil
 }
 
-// dropSQLiteAuditStmts forgets the statements of c before the pool closes it.
+// dropSQLiteAuditStmts closes and clears the statements of c before the pool closes it.
 func (s *SQLStore) dropSQLiteAuditStmts(c *sqlite3.SQLiteConn) {
 	s.auditStmtsMu.Lock()
 	defer s.auditStmtsMu.Unlock()

@@ -50,7 +50,7 @@ func (w *writerConnector) Driver() driver.Driver { return w.driver }
 
 // walCheckpointer runs PASSIVE WAL checkpoints on a connection of its own, so that they
 // never hold up a commit. PASSIVE copies what no reader still needs and waits for no
-// lock; frames it leaves are copied by a later run or by the automatic checkpoint.
+// lock. A later run, or the automatic checkpoint, copies the frames it leaves.
 type walCheckpointer struct {
 	db   *sql.DB
 	log  *slog.Logger

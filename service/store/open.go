@@ -49,17 +49,15 @@ const (
 // On SQLite, every write goes through one connection whose transactions begin with BEGIN
 // IMMEDIATE, so concurrent writers in one process queue in the connection pool and never
 // fail with "database is locked". Reads use a separate pool of query-only connections.
+// Audit batches use the writer connection too: a second writer connection would compete
+// with it for the database lock, and SQLite's lock is not fair, so a busy audit writer
+// starved metadata writes past busy_timeout.
 type SQLStore struct {
 	write *sql.DB // every write; on SQLite a single connection
 	read  *sql.DB // reads; the same pool as write on PostgreSQL and in-memory SQLite
 	d     dialect
 	log   *slog.Logger
 
-	// auditWrite commits audit batches. It is the same pool as write: on SQLite a second
-	// writer connection would compete with write for the database lock, and SQLite's
-	// lock is not fair, so a busy audit writer starved metadata writes past
-	// busy_timeout ("database is locked").
-	auditWrite *sql.DB
 	// auditFsync makes SQLite audit commits fsync like metadata writes. See
 	// SetAuditFsync.
 	auditFsync atomic.Bool
@@ -155,7 +153,7 @@ func openPostgres(databaseURL string) (*SQLStore, error) {
 	db.SetConnMaxLifetime(postgresConnMaxLifetime)
 	db.SetConnMaxIdleTime(postgresConnMaxIdleTime)
 
-	return &SQLStore{write: db, read: db, auditWrite: db, d: postgresDialect}, nil
+	return &SQLStore{write: db, read: db, d: postgresDialect}, nil
 }
 
 // cutMaxConns removes this store's own max_conns parameter (1 to 1000 connections per
@@ -219,7 +217,7 @@ func openSQLite(databaseURL string) (*SQLStore, error) {
 	write.SetConnMaxIdleTime(0)
 
 	if inMemory {
-		return &SQLStore{write: write, read: write, auditWrite: write, d: sqliteDialect}, nil
+		return &SQLStore{write: write, read: write, d: sqliteDialect}, nil
 	}
 
 	readParams := cloneValues(params)
@@ -251,7 +249,7 @@ func openSQLite(databaseURL string) (*SQLStore, error) {
 	}
 	checkpointDB.SetMaxOpenConns(1)
 
-	return &SQLStore{write: write, read: read, auditWrite: write, d: sqliteDialect,
+	return &SQLStore{write: write, read: read, d: sqliteDialect,
 		checkpointDB: checkpointDB}, nil
 }
 
@@ -323,9 +321,6 @@ func (s *SQLStore) Close() error {
 		s.auditStmts = nil
 	}
 	s.auditStmtsMu.Unlock()
-	if s.auditWrite != nil && s.auditWrite != s.write {
-		auditErr = errors.Join(auditErr, s.auditWrite.Close())
-	}
 	return errors.Join(readErr, auditErr, s.write.Close())
 }
 
