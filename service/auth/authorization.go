@@ -1,9 +1,9 @@
 package auth
 
 import (
-	"encoding/hex"
+	"bytes"
+	"crypto/sha256"
 	"fmt"
-	"slices"
 	"strings"
 )
 
@@ -31,65 +31,86 @@ type Authorization struct {
 //
 // ParseAuthorization does not require x-sdk-date among the signed headers; Verify does.
 func ParseAuthorization(value string) (Authorization, error) {
+	var parsed authorizationParts
+	if err := parseAuthorization(value, &parsed); err != nil {
+		return Authorization{}, err
+	}
+	return Authorization{
+		AccessKey:     parsed.accessKey,
+		SignedHeaders: strings.Split(parsed.signedHeaders, ";"),
+		Signature:     bytes.Clone(parsed.signature[:]),
+	}, nil
+}
+
+// authorizationParts is a parsed Authorization header in the form that Verify uses,
+// which parsing fills without allocating.
+type authorizationParts struct {
+	accessKey string
+	// signedHeaders is the SignedHeaders value as received: valid, unique lower-case
+	// header names separated by ";", which is also how the canonical request lists them.
+	signedHeaders string
+	signature     [sha256.Size]byte
+}
+
+// parseAuthorization parses value into dst as ParseAuthorization documents.
+func parseAuthorization(value string, dst *authorizationParts) error {
 	if len(value) > maxAuthorizationLength {
-		return Authorization{}, malformed("header is longer than %d bytes", maxAuthorizationLength)
+		return malformed("header is longer than %d bytes", maxAuthorizationLength)
 	}
 	if value == "" {
-		return Authorization{}, malformed("header is missing")
+		return malformed("header is missing")
 	}
 
 	algorithm, params, ok := strings.Cut(value, " ")
 	if !ok || algorithm != Algorithm {
-		return Authorization{}, malformed("algorithm is not %s", Algorithm)
+		return malformed("algorithm is not %s", Algorithm)
 	}
 
-	var auth Authorization
+	var auth authorizationParts
 	seen := make(map[string]bool, 3)
 	for param := range strings.SplitSeq(params, ",") {
 		name, paramValue, ok := strings.Cut(strings.TrimSpace(param), "=")
 		if !ok {
-			return Authorization{}, malformed("parameter %q has no \"=\"", param)
+			return malformed("parameter %q has no \"=\"", param)
 		}
 		if seen[name] {
-			return Authorization{}, malformed("parameter %s appears twice", name)
+			return malformed("parameter %s appears twice", name)
 		}
 		seen[name] = true
 
 		if err := auth.setParameter(name, paramValue); err != nil {
-			return Authorization{}, err
+			return err
 		}
 	}
 
 	for _, name := range []string{"Access", "SignedHeaders", "Signature"} {
 		if !seen[name] {
-			return Authorization{}, malformed("parameter %s is missing", name)
+			return malformed("parameter %s is missing", name)
 		}
 	}
-	return auth, nil
+	*dst = auth
+	return nil
 }
 
-func (a *Authorization) setParameter(name, value string) error {
+func (a *authorizationParts) setParameter(name, value string) error {
 	switch name {
 	case "Access":
 		if !validAccessKey(value) {
 			return malformed("access key is not 1 to %d characters of A-Z a-z 0-9 _ - .",
 				maxAccessKeyLength)
 		}
-		a.AccessKey = value
+		a.accessKey = value
 
 	case "SignedHeaders":
-		headers, err := parseSignedHeaders(value)
-		if err != nil {
+		if err := checkSignedHeaders(value); err != nil {
 			return err
 		}
-		a.SignedHeaders = headers
+		a.signedHeaders = value
 
 	case "Signature":
-		signature, err := hex.DecodeString(value)
-		if err != nil || len(signature) != 32 {
+		if !decodeSignature(&a.signature, value) {
 			return malformed("signature is not 64 hex digits")
 		}
-		a.Signature = signature
 
 	default:
 		return malformed("unknown parameter %q", name)
@@ -97,21 +118,63 @@ func (a *Authorization) setParameter(name, value string) error {
 	return nil
 }
 
-func parseSignedHeaders(value string) ([]string, error) {
-	headers := strings.Split(value, ";")
-	if len(headers) > maxSignedHeaders {
-		return nil, malformed("more than %d signed headers", maxSignedHeaders)
+// checkSignedHeaders checks a SignedHeaders value: at most maxSignedHeaders names
+// separated by ";", each a lower-case header name that appears once.
+func checkSignedHeaders(value string) error {
+	if strings.Count(value, ";") >= maxSignedHeaders {
+		return malformed("more than %d signed headers", maxSignedHeaders)
 	}
 
-	for i, name := range headers {
+	before := 0 // length of the names before the current one, separators included
+	for name := range strings.SplitSeq(value, ";") {
 		if !validHeaderName(name) {
-			return nil, malformed("signed header %q is not a lower-case header name", name)
+			return malformed("signed header %q is not a lower-case header name", name)
 		}
-		if slices.Contains(headers[:i], name) {
-			return nil, malformed("signed header %q appears twice", name)
+		if before > 0 && signedHeadersContain(value[:before-1], name) {
+			return malformed("signed header %q appears twice", name)
+		}
+		before += len(name) + 1
+	}
+	return nil
+}
+
+// signedHeadersContain reports whether the ";"-separated list signed has name.
+func signedHeadersContain(signed, name string) bool {
+	for candidate := range strings.SplitSeq(signed, ";") {
+		if candidate == name {
+			return true
 		}
 	}
-	return headers, nil
+	return false
+}
+
+// decodeSignature decodes 64 hex digits of either case into dst, as hex.DecodeString
+// accepts them, and reports whether value was such a string.
+func decodeSignature(dst *[sha256.Size]byte, value string) bool {
+	if len(value) != 2*len(dst) {
+		return false
+	}
+	for i := range dst {
+		high, ok1 := fromHexChar(value[2*i])
+		low, ok2 := fromHexChar(value[2*i+1])
+		if !ok1 || !ok2 {
+			return false
+		}
+		dst[i] = high<<4 | low
+	}
+	return true
+}
+
+func fromHexChar(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
 }
 
 // validHeaderName reports whether name is a non-empty RFC 9110 token without upper-case

@@ -42,21 +42,26 @@ type requestParts struct {
 	rawQuery    string
 	header      http.Header
 	// host is the value signed for the "host" header.
-	host        string
+	host string
+	// payloadHash replaces the body hash when it is not empty.
 	payloadHash string
+	// body is the payload whose lower-case hex SHA-256 is signed when payloadHash is
+	// empty.
+	body []byte
 }
 
 // canonicalRequest builds the six-line canonical request over the headers in signed,
 // in that order. It fails when the path or query cannot be decoded or when a signed
 // header is absent from the request.
 func canonicalRequest(p requestParts, signed []string) (string, error) {
-	b, err := appendCanonicalRequest(nil, p, signed)
+	b, err := appendCanonicalRequest(nil, &p, strings.Join(signed, ";"))
 	return string(b), err
 }
 
-// appendCanonicalRequest appends the canonical request of p to dst. The verifier hashes
-// the result straight from a pooled buffer, so the hot path builds no strings.
-func appendCanonicalRequest(dst []byte, p requestParts, signed []string) ([]byte, error) {
+// appendCanonicalRequest appends the canonical request of p over signed, lower-case
+// header names separated by ";", to dst. The verifier hashes the result straight from a
+// pooled buffer, so the hot path builds no strings.
+func appendCanonicalRequest(dst []byte, p *requestParts, signed string) ([]byte, error) {
 	dst = append(dst, p.method...)
 	dst = append(dst, '\n')
 
@@ -66,11 +71,13 @@ func appendCanonicalRequest(dst []byte, p requestParts, signed []string) ([]byte
 	}
 	dst = append(dst, '\n')
 
-	query, err := canonicalQuery(p.rawQuery)
-	if err != nil {
-		return dst, err
+	if p.rawQuery != "" {
+		query, err := canonicalQuery(p.rawQuery)
+		if err != nil {
+			return dst, err
+		}
+		dst = append(dst, query...)
 	}
-	dst = append(dst, query...)
 	dst = append(dst, '\n')
 
 	dst, err = appendCanonicalHeaders(dst, p.header, p.host, signed)
@@ -79,14 +86,13 @@ func appendCanonicalRequest(dst []byte, p requestParts, signed []string) ([]byte
 	}
 	dst = append(dst, '\n')
 
-	for i, name := range signed {
-		if i > 0 {
-			dst = append(dst, ';')
-		}
-		dst = append(dst, name...)
-	}
+	dst = append(dst, signed...)
 	dst = append(dst, '\n')
-	return append(dst, p.payloadHash...), nil
+	if p.payloadHash != "" {
+		return append(dst, p.payloadHash...), nil
+	}
+	digest := sha256.Sum256(p.body)
+	return hex.AppendEncode(dst, digest[:]), nil
 }
 
 // canonicalURI decodes each "/"-separated segment of escapedPath and encodes it again
@@ -150,43 +156,49 @@ func canonicalQuery(rawQuery string) (string, error) {
 	return strings.Join(pairs, "&"), nil
 }
 
-// canonicalHeaders writes one "name:value" line per value of each signed header, values
-// trimmed and sorted as the SDK does, each line followed by "\n". The "host" header is
-// taken from host because net/http keeps it out of the header map.
-func canonicalHeaders(header http.Header, host string, signed []string) (string, error) {
-	b, err := appendCanonicalHeaders(nil, header, host, signed)
-	return string(b), err
-}
-
-// appendCanonicalHeaders appends the canonical headers to dst.
-func appendCanonicalHeaders(dst []byte, header http.Header, host string, signed []string) ([]byte, error) {
-	for _, name := range signed {
-		values := headerValues(header, name)
+// appendCanonicalHeaders appends one "name:value" line per value of each header in
+// signed (lower-case names separated by ";"), values trimmed and sorted as the SDK does,
+// each line followed by "\n". The "host" header is taken from host because net/http
+// keeps it out of the header map.
+func appendCanonicalHeaders(dst []byte, header http.Header, host string, signed string) ([]byte, error) {
+	for name := range strings.SplitSeq(signed, ";") {
 		if name == "host" {
-			values = []string{host}
+			dst = appendHeaderLine(dst, name, host)
+			continue
 		}
+
+		values := headerValues(header, name)
 		if len(values) == 0 {
 			return dst, fmt.Errorf("signed header %q is missing from the request", name)
 		}
-
 		if len(values) > 1 {
 			values = slices.Clone(values)
 			slices.Sort(values)
 		}
 		for _, value := range values {
-			dst = append(dst, name...)
-			dst = append(dst, ':')
-			dst = append(dst, strings.TrimSpace(value)...)
-			dst = append(dst, '\n')
+			dst = appendHeaderLine(dst, name, value)
 		}
 	}
 	return dst, nil
 }
 
+func appendHeaderLine(dst []byte, name, value string) []byte {
+	dst = append(dst, name...)
+	dst = append(dst, ':')
+	dst = append(dst, strings.TrimSpace(value)...)
+	return append(dst, '\n')
+}
+
 // headerValues returns every value of the header whose name equals name in any case,
 // including keys that were stored without canonicalization (such as "TEST_UNDERSCORE").
 func headerValues(header http.Header, name string) []string {
-	if values, ok := header[http.CanonicalHeaderKey(name)]; ok {
+	var buf [64]byte
+	if key, ok := appendCanonicalKey(buf[:0], name); ok {
+		// A map index with string(key) does not allocate.
+		if values, ok := header[string(key)]; ok {
+			return values
+		}
+	} else if values, ok := header[http.CanonicalHeaderKey(name)]; ok {
 		return values
 	}
 
@@ -198,23 +210,35 @@ func headerValues(header http.Header, name string) []string {
 	return nil
 }
 
+// appendCanonicalKey appends http.CanonicalHeaderKey(name) to dst for a name that
+// validHeaderName accepts: the first letter and each letter after "-" in upper case.
+// For any other name it returns false, and the caller uses http.CanonicalHeaderKey.
+func appendCanonicalKey(dst []byte, name string) ([]byte, bool) {
+	if !validHeaderName(name) {
+		return dst, false
+	}
+	upper := true
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if upper && 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		dst = append(dst, c)
+		upper = c == '-'
+	}
+	return dst, true
+}
+
 // computeSignature returns HMAC-SHA256(secretKey, string to sign), raw bytes.
 func computeSignature(secretKey []byte, date, canonical string) []byte {
 	return signDigest(secretKey, date, sha256.Sum256([]byte(canonical)))
 }
 
 // signDigest returns the signature over the string to sign of date and the SHA-256
-// digest of a canonical request, built in a stack buffer.
+// digest of a canonical request.
 func signDigest(secretKey []byte, date string, digest [sha256.Size]byte) []byte {
-	var buf [128]byte
-	b := append(buf[:0], Algorithm...)
-	b = append(b, '\n')
-	b = append(b, date...)
-	b = append(b, '\n')
-	b = hex.AppendEncode(b, digest[:])
-
 	mac := hmac.New(sha256.New, secretKey)
-	mac.Write(b)
+	mac.Write(appendStringToSign(make([]byte, 0, 128), date, &digest))
 	return mac.Sum(make([]byte, 0, sha256.Size))
 }
 

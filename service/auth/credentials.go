@@ -94,9 +94,10 @@ type Credentials struct {
 
 type cachedCredential struct {
 	principal Principal
-	secret    []byte
-	disabled  bool
-	expires   time.Time
+	// key is the secret key with its HMAC states; nil for a disabled credential.
+	key      *signingKey
+	disabled bool
+	expires  time.Time
 }
 
 // NewCredentials returns a Credentials over st and tok. The sealing key is generated in
@@ -239,6 +240,17 @@ func validID(id string) bool {
 // ErrDisabledAccessKey when the key cannot sign, and a wrapped store or token error
 // otherwise. The returned secret is shared with the cache: do not modify it.
 func (c *Credentials) Lookup(ctx context.Context, accessKey string) (Principal, []byte, error) {
+	p, key, err := c.lookupSigningKey(ctx, accessKey)
+	if err != nil {
+		return Principal{}, nil, err
+	}
+	return p, key.secret, nil
+}
+
+// lookupSigningKey is Lookup with the signing key of the cache entry, which lives as
+// long as the entry, so that a new entry, and with it a changed secret, gets new HMAC
+// states.
+func (c *Credentials) lookupSigningKey(ctx context.Context, accessKey string) (Principal, *signingKey, error) {
 	now := c.clock()
 	if entry, ok := c.cached(accessKey, now); ok {
 		return entryResult(accessKey, entry)
@@ -258,20 +270,22 @@ func (c *Credentials) Lookup(ctx context.Context, accessKey string) (Principal, 
 		expires:   now.Add(c.ttl),
 	}
 	if !row.Disabled {
-		if entry.secret, err = c.open(ctx, accessKey, row.SealedSecret); err != nil {
+		secret, err := c.open(ctx, accessKey, row.SealedSecret)
+		if err != nil {
 			return Principal{}, nil, err
 		}
+		entry.key = newSigningKey(secret)
 	}
 
 	c.remember(accessKey, entry, now)
 	return entryResult(accessKey, entry)
 }
 
-func entryResult(accessKey string, entry cachedCredential) (Principal, []byte, error) {
+func entryResult(accessKey string, entry cachedCredential) (Principal, *signingKey, error) {
 	if entry.disabled {
 		return Principal{}, nil, fmt.Errorf("%w: %s", ErrDisabledAccessKey, accessKey)
 	}
-	return entry.principal, entry.secret, nil
+	return entry.principal, entry.key, nil
 }
 
 // Get returns the credential of accessKey, enabled or not, read from the store and not

@@ -2,13 +2,11 @@ package auth
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -123,38 +121,52 @@ func (cfg VerifierConfig) withDefaults() VerifierConfig {
 // lockout, and a success resets the count. A locked key is rejected with a *LockedError
 // before any other check.
 func (v *Verifier) Verify(ctx context.Context, r *http.Request, body []byte) (Principal, error) {
-	auth, err := ParseAuthorization(r.Header.Get("Authorization"))
-	if err != nil {
+	var auth authorizationParts
+	if err := parseAuthorization(r.Header.Get("Authorization"), &auth); err != nil {
 		return Principal{}, err
 	}
-	if !slices.Contains(auth.SignedHeaders, signedDateHeader) {
+	if !signedHeadersContain(auth.signedHeaders, signedDateHeader) {
 		return Principal{}, malformed("SignedHeaders does not include %s", signedDateHeader)
 	}
 
 	now := v.clock()
-	if until, locked := v.lockout.lockedUntil(auth.AccessKey, now); locked {
-		return Principal{}, &LockedError{AccessKey: auth.AccessKey, Until: until}
+	if until, locked := v.lockout.lockedUntil(auth.accessKey, now); locked {
+		return Principal{}, &LockedError{AccessKey: auth.accessKey, Until: until}
 	}
 
-	principal, secret, err := v.source.Lookup(ctx, auth.AccessKey)
+	principal, key, err := v.lookup(ctx, auth.accessKey)
 	if errors.Is(err, ErrUnknownAccessKey) || errors.Is(err, ErrDisabledAccessKey) {
 		return Principal{}, err
 	}
 	if err != nil {
-		return Principal{}, fmt.Errorf("look up access key %s: %w", auth.AccessKey, err)
+		return Principal{}, fmt.Errorf("look up access key %s: %w", auth.accessKey, err)
 	}
 
-	if err := v.check(r, body, auth, secret, now); err != nil {
-		v.recordFailure(auth.AccessKey, now)
+	if err := v.check(r, body, &auth, key, now); err != nil {
+		v.recordFailure(auth.accessKey, now)
 		return Principal{}, err
 	}
 
-	v.lockout.recordSuccess(auth.AccessKey)
+	v.lockout.recordSuccess(auth.accessKey)
 	return principal, nil
 }
 
-// check verifies the date and the signature of r against secret.
-func (v *Verifier) check(r *http.Request, body []byte, auth Authorization, secret []byte,
+// lookup returns the principal and signing key of accessKey from the source, with the
+// source's own signing key when it keeps one per credential.
+func (v *Verifier) lookup(ctx context.Context, accessKey string) (Principal, *signingKey, error) {
+	if source, ok := v.source.(signingKeySource); ok {
+		return source.lookupSigningKey(ctx, accessKey)
+	}
+
+	principal, secret, err := v.source.Lookup(ctx, accessKey)
+	if err != nil {
+		return Principal{}, nil, err
+	}
+	return principal, newSigningKey(secret), nil
+}
+
+// check verifies the date and the signature of r against key.
+func (v *Verifier) check(r *http.Request, body []byte, auth *authorizationParts, key *signingKey,
 	now time.Time) error {
 	date, err := v.checkDate(r.Header, now)
 	if err != nil {
@@ -173,9 +185,10 @@ func (v *Verifier) check(r *http.Request, body []byte, auth Authorization, secre
 		header:      r.Header,
 		host:        r.Host,
 		payloadHash: payloadHash,
+		body:        body,
 	}
 	buf := canonicalBuffers.Get().(*[]byte)
-	canonical, err := appendCanonicalRequest((*buf)[:0], parts, auth.SignedHeaders)
+	canonical, err := appendCanonicalRequest((*buf)[:0], &parts, auth.signedHeaders)
 	digest := sha256.Sum256(canonical)
 	*buf = canonical[:0]
 	canonicalBuffers.Put(buf)
@@ -183,9 +196,8 @@ func (v *Verifier) check(r *http.Request, body []byte, auth Authorization, secre
 		return fmt.Errorf("%w: %w", ErrSignatureMismatch, err)
 	}
 
-	expected := signDigest(secret, date, digest)
-	if !hmac.Equal(expected, auth.Signature) {
-		return fmt.Errorf("%w for access key %s", ErrSignatureMismatch, auth.AccessKey)
+	if !key.verify(date, &digest, auth.signature[:]) {
+		return fmt.Errorf("%w for access key %s", ErrSignatureMismatch, auth.accessKey)
 	}
 	return nil
 }
@@ -244,12 +256,13 @@ func receivedPath(r *http.Request) string {
 	return r.URL.EscapedPath()
 }
 
-// receivedPayloadHash returns the payload hash for the canonical request of a received
-// request, applying the X-Sdk-Content-Sha256 rules documented on Verify.
+// receivedPayloadHash returns the X-Sdk-Content-Sha256 value that replaces the body
+// hash in the canonical request of a received request, applying the rules documented
+// on Verify. It returns "" when the header is absent, for the body hash itself.
 func receivedPayloadHash(header http.Header, body []byte) (string, error) {
 	declared := header.Get(HeaderContentSHA256)
 	if declared == "" {
-		return hashPayload(body), nil
+		return "", nil
 	}
 
 	if declared == UnsignedPayload {
