@@ -465,6 +465,14 @@ func WithAuthorization(ctx context.Context, a *Authorization) context.Context {
 	return context.WithValue(ctx, authorizationKey{}, a)
 }
 
+// IsAuthorizationKey reports whether key is the context key of the *Authorization that
+// WithAuthorization adds. A context type of the caller's own can return its
+// *Authorization from Value for that key, to spare the allocation of WithAuthorization.
+func IsAuthorizationKey(key any) bool {
+	_, ok := key.(authorizationKey)
+	return ok
+}
+
 // recordGrant adds grantID to the Authorization of ctx, when ctx has one.
 func recordGrant(ctx context.Context, grantID string) {
 	a, _ := ctx.Value(authorizationKey{}).(*Authorization)

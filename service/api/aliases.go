@@ -12,7 +12,7 @@ import (
 )
 
 // aliasRoutes registers update-key-alias, update-key-description and the alias API.
-func (s *Server) aliasRoutes(g *echo.Group) {
+func (s *Server) aliasRoutes(g *routeGroup) {
 	g.POST("/update-key-alias", s.op(auth.OpUpdateKeyAlias, s.updateKeyAlias))
 	g.POST("/update-key-description", s.op(auth.OpUpdateKeyDescription, s.updateKeyDescription))
 	g.POST("/aliases", s.op(auth.OpCreateAlias, s.createAlias))

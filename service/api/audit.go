@@ -18,7 +18,7 @@ import (
 // maxAuditPage bounds the rows of one answer of the audit routes.
 const maxAuditPage = 1000
 
-func (s *Server) auditRoutes(g *echo.Group) {
+func (s *Server) auditRoutes(g *routeGroup) {
 	g.GET("/audit/chains", s.op("list-audit-chains", s.listAuditChains))
 	g.GET("/audit/records", s.op("list-audit-records", s.listAuditRecords))
 	g.GET("/audit/checkpoints", s.op("list-audit-checkpoints", s.listAuditCheckpoints))

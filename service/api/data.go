@@ -11,7 +11,7 @@ import (
 )
 
 // dataRoutes registers encrypt-data, decrypt-data, gen-random and re-encrypt.
-func (s *Server) dataRoutes(g *echo.Group) {
+func (s *Server) dataRoutes(g *routeGroup) {
 	g.POST("/encrypt-data", s.op("encrypt-data", s.encryptData))
 	g.POST("/decrypt-data", s.op("decrypt-data", s.decryptData))
 	g.POST("/gen-random", s.op("gen-random", s.genRandom))

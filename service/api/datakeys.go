@@ -71,17 +71,17 @@ func (r *createDataKeyRequest) decodeField(name string, raw []byte) error {
 }
 
 type createDataKeyResponse struct {
-	KeyID      string `json:"key_id"`
-	PlainText  string `json:"plain_text,omitempty"`
-	CipherText string `json:"cipher_text"`
+	KeyID      string        `json:"key_id"`
+	PlainText  upperHexBytes `json:"plain_text,omitempty"`
+	CipherText upperHexBytes `json:"cipher_text"`
 }
 
 func (r createDataKeyResponse) appendJSON(b []byte) []byte {
 	b = appendMember(append(b, '{'), "key_id", r.KeyID)
-	if r.PlainText != "" {
-		b = appendMember(append(b, ','), "plain_text", r.PlainText)
+	if len(r.PlainText) > 0 {
+		b = appendHexMember(append(b, ','), "plain_text", r.PlainText)
 	}
-	b = appendMember(append(b, ','), "cipher_text", r.CipherText)
+	b = appendHexMember(append(b, ','), "cipher_text", r.CipherText)
 	return append(b, '}')
 }
 
@@ -116,11 +116,12 @@ func (s *Server) createDataKeyCommon(c echo.Context, st *requestState, withPlain
 	defer clear(out.Plaintext)
 
 	st.keyID, st.version = out.KeyID, out.Version
-	resp := createDataKeyResponse{KeyID: out.KeyID, CipherText: upperHex(out.Ciphertext)}
+	resp := createDataKeyResponse{KeyID: out.KeyID, CipherText: out.Ciphertext}
 	if withPlaintext {
-		resp.PlainText = upperHex(out.Plaintext)
+		resp.PlainText = out.Plaintext
 	}
-	return resp, nil
+	st.out = resp.appendJSON(responseBuffer())
+	return encodedBody{}, nil
 }
 
 type encryptDataKeyRequest struct {
@@ -140,14 +141,14 @@ func (r *encryptDataKeyRequest) decodeField(name string, raw []byte) error {
 }
 
 type encryptDataKeyResponse struct {
-	KeyID         string `json:"key_id"`
-	CipherText    string `json:"cipher_text"`
-	DataKeyLength string `json:"datakey_length"`
+	KeyID         string        `json:"key_id"`
+	CipherText    upperHexBytes `json:"cipher_text"`
+	DataKeyLength string        `json:"datakey_length"`
 }
 
 func (r encryptDataKeyResponse) appendJSON(b []byte) []byte {
 	b = appendMember(append(b, '{'), "key_id", r.KeyID)
-	b = appendMember(append(b, ','), "cipher_text", r.CipherText)
+	b = appendHexMember(append(b, ','), "cipher_text", r.CipherText)
 	b = appendMember(append(b, ','), "datakey_length", r.DataKeyLength)
 	return append(b, '}')
 }
@@ -179,11 +180,13 @@ func (s *Server) encryptDataKey(c echo.Context, st *requestState) (any, error) {
 	}
 
 	st.keyID, st.version = out.KeyID, out.Version
-	return encryptDataKeyResponse{
+	resp := encryptDataKeyResponse{
 		KeyID:         out.KeyID,
-		CipherText:    upperHex(out.Ciphertext),
+		CipherText:    out.Ciphertext,
 		DataKeyLength: strconv.Itoa(n),
-	}, nil
+	}
+	st.out = resp.appendJSON(responseBuffer())
+	return encodedBody{}, nil
 }
 
 type decryptDataKeyRequest struct {
@@ -203,15 +206,15 @@ func (r *decryptDataKeyRequest) decodeField(name string, raw []byte) error {
 }
 
 type decryptDataKeyResponse struct {
-	DataKey       string `json:"data_key"`
-	DataKeyLength string `json:"datakey_length"`
-	DataKeyDigest string `json:"datakey_dgst"`
+	DataKey       upperHexBytes `json:"data_key"`
+	DataKeyLength string        `json:"datakey_length"`
+	DataKeyDigest upperHexBytes `json:"datakey_dgst"`
 }
 
 func (r decryptDataKeyResponse) appendJSON(b []byte) []byte {
-	b = appendMember(append(b, '{'), "data_key", r.DataKey)
+	b = appendHexMember(append(b, '{'), "data_key", r.DataKey)
 	b = appendMember(append(b, ','), "datakey_length", r.DataKeyLength)
-	b = appendMember(append(b, ','), "datakey_dgst", r.DataKeyDigest)
+	b = appendHexMember(append(b, ','), "datakey_dgst", r.DataKeyDigest)
 	return append(b, '}')
 }
 
@@ -243,9 +246,11 @@ func (s *Server) decryptDataKey(c echo.Context, st *requestState) (any, error) {
 
 	st.keyID, st.version = out.KeyID, out.Version
 	digest := sha256.Sum256(out.Plaintext)
-	return decryptDataKeyResponse{
-		DataKey:       upperHex(out.Plaintext),
+	resp := decryptDataKeyResponse{
+		DataKey:       out.Plaintext,
 		DataKeyLength: strconv.Itoa(len(out.Plaintext)),
-		DataKeyDigest: upperHex(digest[:]),
-	}, nil
+		DataKeyDigest: digest[:],
+	}
+	st.out = resp.appendJSON(responseBuffer())
+	return encodedBody{}, nil
 }

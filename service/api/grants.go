@@ -12,7 +12,7 @@ import (
 )
 
 // grantRoutes registers the grant operations.
-func (s *Server) grantRoutes(g *echo.Group) {
+func (s *Server) grantRoutes(g *routeGroup) {
 	g.POST("/create-grant", s.op(auth.OpCreateGrant, s.createGrant))
 	g.POST("/revoke-grant", s.op(auth.OpRevokeGrant, s.revokeGrant))
 	g.POST("/retire-grant", s.op(auth.OpRetireGrant, s.retireGrant))

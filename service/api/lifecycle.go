@@ -11,7 +11,7 @@ import (
 )
 
 // lifecycleRoutes registers the key state operations and the quota queries.
-func (s *Server) lifecycleRoutes(g *echo.Group) {
+func (s *Server) lifecycleRoutes(g *routeGroup) {
 	g.POST("/enable-key", s.op("enable-key", s.enableKey))
 	g.POST("/disable-key", s.op("disable-key", s.disableKey))
 	g.POST("/schedule-key-deletion", s.op("schedule-key-deletion", s.scheduleKeyDeletion))

@@ -25,10 +25,11 @@ type listProjectsResponse struct {
 }
 
 // projectRoutes registers GET /v3/projects, authenticated by the AK/SK signature alone
-// because its path names no project.
+// because its path names no project. The middleware is composed here once, because
+// echo composes route middleware again on every request.
 func (s *Server) projectRoutes() {
-	s.echo.GET("/v3/projects", s.op("list-projects", s.listProjects), s.readBody,
-		s.authenticateSignature)
+	s.echo.GET("/v3/projects",
+		s.readBody(s.authenticateSignature(s.op("list-projects", s.listProjects))))
 }
 
 // listProjects answers with the project of the caller's credential, named after the

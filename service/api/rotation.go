@@ -9,7 +9,7 @@ import (
 )
 
 // rotationRoutes registers the rotation operations.
-func (s *Server) rotationRoutes(g *echo.Group) {
+func (s *Server) rotationRoutes(g *routeGroup) {
 	g.POST("/enable-key-rotation", s.op("enable-key-rotation", s.enableKeyRotation))
 	g.POST("/disable-key-rotation", s.op("disable-key-rotation", s.disableKeyRotation))
 	g.POST("/update-key-rotation-interval",

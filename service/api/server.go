@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -103,14 +104,22 @@ func New(svc *service.Service, verifier *auth.Verifier, log *slog.Logger, cfg Co
 
 	s.routeOps = map[string]string{}
 	e.OnAddRouteHandler = s.nameRoute
-	e.Pre(s.withRequestState)
 	e.Use(s.measure)
 	s.routes()
 	return s
 }
 
 // Handler returns the server as an http.Handler.
-func (s *Server) Handler() http.Handler { return s.echo }
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+
+// serveHTTP gives every request an id (echoed in X-Request-Id) and a state, then lets
+// echo serve it. The state travels in the request context rather than as an echo
+// middleware and context value, which echo would allocate anew for every request.
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	st := newRequestState(r.Context())
+	w.Header().Set("X-Request-Id", st.id)
+	s.echo.ServeHTTP(w, r.WithContext(&st.ctx))
+}
 
 func (s *Server) routes() {
 	e := s.echo
@@ -124,7 +133,7 @@ func (s *Server) routes() {
 	e.GET("/v1.0/", s.showVersion)
 	s.projectRoutes()
 
-	kms := e.Group("/v1.0/:project_id/kms", s.rejectWhileStarting, s.readBody, s.authenticate)
+	kms := s.group("/v1.0/:project_id/kms", s.rejectWhileStarting, s.readBody, s.authenticate)
 	kms.POST("/create-key", s.op("create-key", s.createKey))
 	kms.POST("/describe-key", s.op("describe-key", s.describeKey))
 	kms.POST("/list-keys", s.op("list-keys", s.listKeys))
@@ -140,7 +149,7 @@ func (s *Server) routes() {
 	s.tagRoutes(kms)
 	s.grantRoutes(kms)
 
-	admin := e.Group("/v1.0/:project_id/kms-admin", s.rejectWhileStarting, s.readBody,
+	admin := s.group("/v1.0/:project_id/kms-admin", s.rejectWhileStarting, s.readBody,
 		s.authenticate)
 	admin.POST("/credentials", s.op("create-credential", s.createCredential))
 	admin.GET("/credentials", s.op("list-credentials", s.listCredentials))
@@ -151,7 +160,11 @@ func (s *Server) routes() {
 }
 
 // requestState is the state of one request that the middleware fills in, shared with
-// handlers and the error handler through the echo context.
+// handlers and the error handler through the request context.
+//
+// States are not pooled, because the context in a state outlives the request: database/sql,
+// for one, watches the context of a query from a goroutine that may run after the
+// request has ended.
 type requestState struct {
 	id        string
 	start     time.Time
@@ -164,28 +177,117 @@ type requestState struct {
 	audited   bool
 	// authz collects the grants that allowed the call, for the audit record.
 	authz service.Authorization
+	// out is the response body that an opHandler encoded itself (see encodedBody), in a
+	// pooled buffer from responseBuffer.
+	out []byte
+	// ctx is the request context: the server's context with this state and authz as
+	// values.
+	ctx stateContext
 }
 
-const stateKey = "kms.state"
+// newRequestState returns a state with a new request id, whose context is parent with
+// the state added.
+func newRequestState(parent context.Context) *requestState {
+	st := &requestState{id: newRequestID(), start: time.Now()}
+	st.ctx = stateContext{Context: parent, state: st}
+	return st
+}
 
+// responseBuffers holds the buffers of responses that handlers encode themselves.
+var responseBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 0, 512)
+	return &b
+}}
+
+// maxPooledResponseBuffer bounds the capacity of a buffer that goes back to the pool.
+const maxPooledResponseBuffer = 4 << 10
+
+// responseBuffer returns an empty pooled buffer for st.out.
+func responseBuffer() []byte {
+	return (*responseBuffers.Get().(*[]byte))[:0]
+}
+
+// releaseResponseBuffer clears st.out, which may contain a data key, and returns it to
+// the pool.
+func (st *requestState) releaseResponseBuffer() {
+	out := st.out
+	st.out = nil
+	clear(out)
+	if cap(out) > maxPooledResponseBuffer {
+		return
+	}
+	out = out[:0]
+	responseBuffers.Put(&out)
+}
+
+// stateKey is the context key of the *requestState.
+type stateKey struct{}
+
+// stateContext is the context of a request. Its Value returns the request's state for
+// stateKey and its service.Authorization for the service's key, which spares the two
+// allocations of context.WithValue and service.WithAuthorization per request.
+type stateContext struct {
+	context.Context
+	state *requestState
+}
+
+func (c *stateContext) Value(key any) any {
+	if _, ok := key.(stateKey); ok {
+		return c.state
+	}
+	if service.IsAuthorizationKey(key) {
+		return &c.state.authz
+	}
+	return c.Context.Value(key)
+}
+
+// stateOf returns the state of the request of c. A request that did not pass serveHTTP
+// gets a new state.
 func stateOf(c echo.Context) *requestState {
-	st, _ := c.Get(stateKey).(*requestState)
+	r := c.Request()
+	st, _ := r.Context().Value(stateKey{}).(*requestState)
 	if st == nil {
-		st = &requestState{}
-		c.Set(stateKey, st)
+		st = &requestState{id: newRequestID(), start: time.Now()}
+		st.ctx = stateContext{Context: r.Context(), state: st}
+		c.SetRequest(r.WithContext(&st.ctx))
 	}
 	return st
 }
 
-// withRequestState gives every request an id (echoed in X-Request-Id) and a state.
-func (s *Server) withRequestState(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		st := &requestState{id: newRequestID(), start: time.Now()}
-		c.Set(stateKey, st)
-		c.Response().Header().Set("X-Request-Id", st.id)
-		return next(c)
-	}
+// group returns a route group under prefix whose routes run middleware, composed once
+// per route. echo's own group middleware is composed again on every request, which
+// allocates one closure per middleware and request.
+func (s *Server) group(prefix string, middleware ...echo.MiddlewareFunc) *routeGroup {
+	g := &routeGroup{group: s.echo.Group(prefix), middleware: middleware}
+	// As echo's Group.Use does, so that an unknown URL under prefix passes the
+	// middleware (and its signature check) before it gets 404.
+	g.group.RouteNotFound("", g.wrap(echo.NotFoundHandler))
+	g.group.RouteNotFound("/*", g.wrap(echo.NotFoundHandler))
+	return g
 }
+
+// routeGroup registers routes under a prefix with the middleware of the group.
+type routeGroup struct {
+	group      *echo.Group
+	middleware []echo.MiddlewareFunc
+}
+
+// wrap returns h behind the group's middleware, the first one outermost as in echo.
+func (g *routeGroup) wrap(h echo.HandlerFunc) echo.HandlerFunc {
+	for i := len(g.middleware) - 1; i >= 0; i-- {
+		h = g.middleware[i](h)
+	}
+	return h
+}
+
+// GET registers a GET route, as echo.Group.GET does.
+func (g *routeGroup) GET(path string, h echo.HandlerFunc) { g.group.GET(path, g.wrap(h)) }
+
+// POST registers a POST route, as echo.Group.POST does.
+func (g *routeGroup) POST(path string, h echo.HandlerFunc) { g.group.POST(path, g.wrap(h)) }
+
+// DELETE registers a DELETE route, as echo.Group.DELETE does.
+func (g *routeGroup) DELETE(path string, h echo.HandlerFunc) { g.group.DELETE(path, g.wrap(h)) }
 
 // NewRequestID returns a random request id, 32 lower-case hex digits, as every response
 // carries in X-Request-Id.
@@ -205,17 +307,24 @@ type opHandler func(c echo.Context, st *requestState) (any, error)
 // noContent is returned by an opHandler whose response is 204 No Content.
 type noContent struct{}
 
+// encodedBody is returned by an opHandler that encoded its JSON response into st.out,
+// a buffer from responseBuffer. It has no fields, so returning it as an any does not
+// allocate.
+type encodedBody struct{}
+
 // op returns the handler of operation name: it runs h, records the call, then writes
 // the answer. It also hands name to nameRoute, which maps the next route added to name.
 func (s *Server) op(name string, h opHandler) echo.HandlerFunc {
 	s.pendingOp = name
 	return func(c echo.Context) error {
-		st := stateOf(c)
+		st := stateOf(c) // its context carries st.authz for the service
 		st.op = name
-		r := c.Request()
-		c.SetRequest(r.WithContext(service.WithAuthorization(r.Context(), &st.authz)))
 
 		resp, err := h(c, st)
+		if st.out != nil {
+			// Once the response is written (the writer copies it) or has failed.
+			defer st.releaseResponseBuffer()
+		}
 		if err != nil {
 			return err // handleError records and answers
 		}
@@ -226,6 +335,8 @@ func (s *Server) op(name string, h opHandler) echo.HandlerFunc {
 		switch r := resp.(type) {
 		case noContent:
 			return c.NoContent(http.StatusNoContent)
+		case encodedBody:
+			return c.JSONBlob(http.StatusOK, st.out)
 		case jsonAppender:
 			return c.JSONBlob(http.StatusOK, r.appendJSON(make([]byte, 0, 512)))
 		default:

@@ -14,7 +14,7 @@ import (
 // tagRoutes registers the tag operations. Echo matches static segments before
 // parameters, so .../kms/tags and .../kms/resource_instances/action never reach the
 // :key_id routes.
-func (s *Server) tagRoutes(g *echo.Group) {
+func (s *Server) tagRoutes(g *routeGroup) {
 	g.POST("/:key_id/tags", s.op(auth.OpCreateTag, s.createTag))
 	g.DELETE("/:key_id/tags/:tag_key", s.op(auth.OpDeleteTag, s.deleteTag))
 	g.POST("/:key_id/tags/action", s.op(auth.OpBatchTags, s.batchTags))

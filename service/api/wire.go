@@ -171,13 +171,34 @@ func decodeHex(field, code, s string) ([]byte, error) {
 
 // upperHex encodes b as upper-case hex, the form of Huawei's examples.
 func upperHex(b []byte) string {
-	dst := make([]byte, hex.EncodedLen(len(b)))
-	const digits = "0123456789ABCDEF"
-	for i, v := range b {
-		dst[2*i] = digits[v>>4]
-		dst[2*i+1] = digits[v&0x0f]
+	var dst strings.Builder
+	dst.Grow(hex.EncodedLen(len(b)))
+	for _, v := range b {
+		dst.WriteByte(upperHexDigits[v>>4])
+		dst.WriteByte(upperHexDigits[v&0x0f])
 	}
-	return string(dst)
+	return dst.String()
+}
+
+const upperHexDigits = "0123456789ABCDEF"
+
+// upperHexBytes is binary data that JSON encodes as a string of upper-case hex, as
+// upperHex writes it. Responses that carry a data key use it, so that the key's hex is
+// written into the response buffer, which is cleared after use, and not into a string,
+// which cannot be cleared.
+type upperHexBytes []byte
+
+func (b upperHexBytes) MarshalJSON() ([]byte, error) {
+	return appendUpperHexString(nil, b), nil
+}
+
+// appendUpperHexString appends b to dst as a JSON string of upper-case hex digits.
+func appendUpperHexString(dst, b []byte) []byte {
+	dst = append(dst, '"')
+	for _, v := range b {
+		dst = append(dst, upperHexDigits[v>>4], upperHexDigits[v&0x0f])
+	}
+	return append(dst, '"')
 }
 
 // millis formats t as milliseconds since the epoch, as the API's dates are; "" for zero.
@@ -365,6 +386,14 @@ func appendMember(b []byte, name, value string) []byte {
 	b = append(b, name...)
 	b = append(b, '"', ':')
 	return appendString(b, value)
+}
+
+// appendHexMember appends "name":"<value in upper-case hex>".
+func appendHexMember(b []byte, name string, value upperHexBytes) []byte {
+	b = append(b, '"')
+	b = append(b, name...)
+	b = append(b, '"', ':')
+	return appendUpperHexString(b, value)
 }
 
 // appendString appends s as a JSON string, escaping as encoding/json does: its

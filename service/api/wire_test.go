@@ -11,10 +11,12 @@ import (
 // encoding/json writes, so the fast path changes no byte of an answer.
 func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 	values := []jsonAppender{
-		createDataKeyResponse{KeyID: "k", PlainText: "AB", CipherText: "CD"},
-		createDataKeyResponse{KeyID: "k", CipherText: "CD"},
-		encryptDataKeyResponse{KeyID: "k", CipherText: "CD", DataKeyLength: "64"},
-		decryptDataKeyResponse{DataKey: "00", DataKeyLength: "1", DataKeyDigest: "F5"},
+		createDataKeyResponse{KeyID: "k", PlainText: []byte{0xab}, CipherText: []byte{0xcd, 0x01}},
+		createDataKeyResponse{KeyID: "k", CipherText: []byte{0xcd}},
+		createDataKeyResponse{KeyID: "k", PlainText: []byte{}, CipherText: nil},
+		encryptDataKeyResponse{KeyID: "k", CipherText: []byte{0xcd}, DataKeyLength: "64"},
+		decryptDataKeyResponse{DataKey: []byte{0x00, 0x9f}, DataKeyLength: "2",
+			DataKeyDigest: []byte{0xf5}},
 	}
 	for _, v := range values {
 		want, err := json.Marshal(v)
