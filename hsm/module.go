@@ -136,6 +136,9 @@ type Module struct {
 	genMu sync.Mutex
 
 	counters counters
+
+	// readUnlock is mu.RUnlock, made once because a method value allocates each time.
+	readUnlock func()
 }
 
 var _ Token = (*Module)(nil)
@@ -171,6 +174,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Module, error) {
 		cfg: cfg,
 		log: log.With("module", cfg.ModulePath, "token", cfg.TokenLabel),
 	}
+	m.readUnlock = m.mu.RUnlock
 
 	if err := m.reconnect(nil); errors.Is(err, ErrPINIncorrect) {
 		return nil, err
@@ -278,7 +282,7 @@ func (m *Module) acquire() (c *conn, release func(), err error) {
 			return nil, nil, errClosed
 		}
 		if m.conn != nil {
-			return m.conn, m.mu.RUnlock, nil
+			return m.conn, m.readUnlock, nil
 		}
 		m.mu.RUnlock()
 

@@ -120,7 +120,7 @@ func (s *Server) createDataKeyCommon(c echo.Context, st *requestState, withPlain
 	if withPlaintext {
 		resp.PlainText = out.Plaintext
 	}
-	st.out = resp.appendJSON(responseBuffer())
+	st.out = resp.appendJSON(st.responseBuffer())
 	return encodedBody{}, nil
 }
 
@@ -185,7 +185,7 @@ func (s *Server) encryptDataKey(c echo.Context, st *requestState) (any, error) {
 		CipherText:    out.Ciphertext,
 		DataKeyLength: strconv.Itoa(n),
 	}
-	st.out = resp.appendJSON(responseBuffer())
+	st.out = resp.appendJSON(st.responseBuffer())
 	return encodedBody{}, nil
 }
 
@@ -251,6 +251,6 @@ func (s *Server) decryptDataKey(c echo.Context, st *requestState) (any, error) {
 		DataKeyLength: strconv.Itoa(len(out.Plaintext)),
 		DataKeyDigest: digest[:],
 	}
-	st.out = resp.appendJSON(responseBuffer())
+	st.out = resp.appendJSON(st.responseBuffer())
 	return encodedBody{}, nil
 }

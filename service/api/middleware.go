@@ -26,7 +26,7 @@ func (s *Server) readBody(next echo.HandlerFunc) echo.HandlerFunc {
 			return errBodyTooLarge
 		}
 
-		body, err := io.ReadAll(io.LimitReader(r.Body, s.cfg.MaxBodyBytes+1))
+		body, err := readAtMost(r.Body, r.ContentLength, s.cfg.MaxBodyBytes+1)
 		if err != nil {
 			return &service.Error{Code: service.CodeInvalidJSON,
 				Message: "the request body could not be read", Err: err}
@@ -38,6 +38,31 @@ func (s *Server) readBody(next echo.HandlerFunc) echo.HandlerFunc {
 
 		stateOf(c).body = body
 		return next(c)
+	}
+}
+
+// readAtMost reads r to its end, or to limit bytes when it is longer, as
+// io.ReadAll(io.LimitReader(r, limit)) does. A size hint of 0 to limit (the request's
+// Content-Length) sizes the buffer, so a body of that length is read without growing it
+// and without the allocation of an io.LimitedReader.
+func readAtMost(r io.Reader, hint, limit int64) ([]byte, error) {
+	size := int64(512)
+	if hint >= 0 && hint < limit {
+		size = hint + 1 // one byte more, so that the read that returns EOF needs no growth
+	}
+	b := make([]byte, 0, min(size, limit))
+	for {
+		n, err := r.Read(b[len(b):min(int64(cap(b)), limit)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil || int64(len(b)) >= limit {
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // let append choose the growth
+		}
 	}
 }
 

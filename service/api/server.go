@@ -180,6 +180,8 @@ type requestState struct {
 	// out is the response body that an opHandler encoded itself (see encodedBody), in a
 	// pooled buffer from responseBuffer.
 	out []byte
+	// outBuffer is the pooled buffer that out was taken from, nil when out is not set.
+	outBuffer *[]byte
 	// ctx is the request context: the server's context with this state and authz as
 	// values.
 	ctx stateContext
@@ -203,21 +205,29 @@ var responseBuffers = sync.Pool{New: func() any {
 const maxPooledResponseBuffer = 4 << 10
 
 // responseBuffer returns an empty pooled buffer for st.out.
-func responseBuffer() []byte {
-	return (*responseBuffers.Get().(*[]byte))[:0]
+func (st *requestState) responseBuffer() []byte {
+	st.outBuffer = responseBuffers.Get().(*[]byte)
+	return (*st.outBuffer)[:0]
 }
 
-// releaseResponseBuffer clears st.out, which may contain a data key, and returns it to
-// the pool.
+// releaseResponseBuffer clears st.out, which may contain a data key, and returns its
+// buffer to the pool.
 func (st *requestState) releaseResponseBuffer() {
-	out := st.out
-	st.out = nil
+	out, buffer := st.out, st.outBuffer
+	st.out, st.outBuffer = nil, nil
 	clear(out)
+	if buffer == nil {
+		return
+	}
+	if pooled := (*buffer)[:cap(*buffer)]; cap(pooled) != cap(out) {
+		// The encoder outgrew the pooled buffer, which keeps the first part of the body.
+		clear(pooled)
+	}
 	if cap(out) > maxPooledResponseBuffer {
 		return
 	}
-	out = out[:0]
-	responseBuffers.Put(&out)
+	*buffer = out[:0]
+	responseBuffers.Put(buffer)
 }
 
 // stateKey is the context key of the *requestState.

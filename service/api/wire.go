@@ -219,12 +219,15 @@ func bindFields(body []byte, fd fieldDecoder) error {
 		}
 		return fd.decodeField(name, raw)
 	})
+	if err == nil {
+		// Before the errors.As targets below, which would otherwise move to the heap on
+		// every call.
+		return nil
+	}
 
 	var typeErr *fieldTypeError
 	var dupErr *duplicateMemberError
 	switch {
-	case err == nil:
-		return nil
 	case errors.As(err, &dupErr):
 		return service.Errorf(service.CodeInvalidJSON, "%s", dupErr.Error())
 	case errors.As(err, &typeErr):
