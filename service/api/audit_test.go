@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"os"
@@ -175,14 +176,13 @@ func TestAuditRecordSurvivesRestart(t *testing.T) {
 	}
 }
 
-// tamperCase edits a copy of the database with SQL and names the first failure that
-// verify must report.
+// tamperCase edits the lines of a copy of the chain file and names the first failure
+// that verify must report.
 type tamperCase struct {
-	name    string
-	sql     []string
-	what    string
-	seq     uint64
-	inserts func(t *testing.T, db *sql.DB, chainID string)
+	name string
+	edit func(t *testing.T, lines []audit.Line) []audit.Line
+	what string
+	seq  uint64
 }
 
 func TestAuditVerifyDetectsTampering(t *testing.T) {
@@ -203,52 +203,61 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 	}
 	e.stop()
 
-	where := func(cond string) string {
-		return " WHERE chain_id = '" + chainID + "' AND " + cond
+	remove := func(typ string, seqs ...uint64) func(*testing.T, []audit.Line) []audit.Line {
+		return func(t *testing.T, lines []audit.Line) []audit.Line {
+			for _, seq := range seqs {
+				i := findLine(t, lines, typ, seq)
+				lines = append(lines[:i], lines[i+1:]...)
+			}
+			return lines
+		}
 	}
 	cases := []tamperCase{
 		{name: "untouched"},
 		{name: "edited field", what: "record", seq: 3,
-			sql: []string{"UPDATE audit_records SET source_ip = '10.0.0.1'" + where("seq = 3")}},
-		{name: "deleted record", what: "record", seq: 6,
-			sql: []string{"DELETE FROM audit_records" + where("seq = 5")}},
-		{name: "swapped records", what: "record", seq: 2, sql: []string{
-			"UPDATE audit_records SET seq = 1000" + where("seq = 2"),
-			"UPDATE audit_records SET seq = 2" + where("seq = 3"),
-			"UPDATE audit_records SET seq = 3" + where("seq = 1000"),
-		}},
-		{name: "inserted record", what: "record", seq: 7, sql: []string{
-			"UPDATE audit_records SET seq = seq + 1000" + where("seq > 5"),
-			"UPDATE audit_records SET seq = seq - 999" + where("seq > 1000"),
-		}, inserts: insertForgedRecord},
-		{name: "edited checkpoint", what: "checkpoint", seq: 4, sql: []string{
-			"UPDATE audit_checkpoints SET record_hash = (SELECT hash FROM audit_records" +
-				where("seq = 3") + ")" + where("seq = 4")}},
-		{name: "removed record in unsigned tail", what: "record", seq: 10, sql: []string{
-			"DELETE FROM audit_checkpoints" + where("seq = 10"),
-			"DELETE FROM audit_records" + where("seq = 9")}},
+			edit: func(t *testing.T, lines []audit.Line) []audit.Line {
+				lines[findLine(t, lines, audit.LineRecord, 3)].SourceIP = "10.0.0.1"
+				return lines
+			}},
+		{name: "deleted record", what: "record", seq: 6, edit: remove(audit.LineRecord, 5)},
+		{name: "swapped records", what: "record", seq: 2,
+			edit: func(t *testing.T, lines []audit.Line) []audit.Line {
+				i, j := findLine(t, lines, audit.LineRecord, 2), findLine(t, lines, audit.LineRecord, 3)
+				lines[i], lines[j] = lines[j], lines[i]
+				lines[i].Seq, lines[j].Seq = 2, 3
+				return lines
+			}},
+		{name: "inserted record", what: "record", seq: 7, edit: insertForgedRecord},
+		{name: "edited checkpoint", what: "checkpoint", seq: 4,
+			edit: func(t *testing.T, lines []audit.Line) []audit.Line {
+				third := lines[findLine(t, lines, audit.LineRecord, 3)]
+				lines[findLine(t, lines, audit.LineCheckpoint, 4)].RecordHash = third.Hash
+				return lines
+			}},
+		{name: "removed record in unsigned tail", what: "record", seq: 10,
+			edit: func(t *testing.T, lines []audit.Line) []audit.Line {
+				lines = remove(audit.LineCheckpoint, 10)(t, lines)
+				return remove(audit.LineRecord, 9)(t, lines)
+			}},
 		{name: "removed last signed record", what: "checkpoint", seq: 10,
-			sql: []string{"DELETE FROM audit_records" + where("seq = 10")}},
+			edit: remove(audit.LineRecord, 10)},
 	}
 
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			path := copyDatabase(t, e.dbPath)
-			db := openSQLite(t, path)
-			for _, q := range tc.sql {
-				if _, err := db.Exec(q); err != nil {
-					t.Fatalf("%s: %v", q, err)
-				}
+			if tc.edit != nil {
+				editChainFile(t, path, chainID, tc.edit)
 			}
-			if tc.inserts != nil {
-				tc.inserts(t, db, chainID)
-			}
-			db.Close()
 
 			report, err := verifyDatabase(t, path, key)
 			if tc.what == "" {
 				if err != nil {
 					t.Fatalf("verify failed on an untouched trail: %v", err)
+				}
+				if len(report.Chains) != 2 || report.Chains[1].Records != 10 {
+					t.Errorf("report = %+v, want the first chain and one of 10 records",
+						report.Chains)
 				}
 				if report.UnsignedRecords() != 0 {
 					t.Errorf("untouched trail has %d unsigned records", report.UnsignedRecords())
@@ -272,16 +281,10 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 	// shorter chain: verify cannot detect it, and the report shows no unsigned tail.
 	t.Run("truncated at a checkpoint is not detectable", func(t *testing.T) {
 		path := copyDatabase(t, e.dbPath)
-		db := openSQLite(t, path)
-		for _, q := range []string{
-			"DELETE FROM audit_checkpoints" + where("seq = 10"),
-			"DELETE FROM audit_records" + where("seq = 10"),
-		} {
-			if _, err := db.Exec(q); err != nil {
-				t.Fatalf("%s: %v", q, err)
-			}
-		}
-		db.Close()
+		editChainFile(t, path, chainID, func(t *testing.T, lines []audit.Line) []audit.Line {
+			lines = remove(audit.LineCheckpoint, 10)(t, lines)
+			return remove(audit.LineRecord, 10)(t, lines)
+		})
 
 		report, err := verifyDatabase(t, path, key)
 		if err != nil {
@@ -293,31 +296,76 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 	})
 }
 
-// insertForgedRecord inserts a correctly hashed record 6 after record 5, into the gap
-// that the case's SQL made by moving records 6 to 10 up by one.
-func insertForgedRecord(t *testing.T, db *sql.DB, chainID string) {
+// findLine returns the index of the line of type typ and seq.
+func findLine(t *testing.T, lines []audit.Line, typ string, seq uint64) int {
 	t.Helper()
-	var prev []byte
-	if err := db.QueryRow("SELECT hash FROM audit_records WHERE chain_id = ? AND seq = 5",
-		chainID).Scan(&prev); err != nil {
+	for i, l := range lines {
+		if l.Type == typ && l.Seq == seq {
+			return i
+		}
+	}
+	t.Fatalf("the chain file has no %s %d", typ, seq)
+	return -1
+}
+
+// insertForgedRecord moves records 6 to 10 up by one and puts a correctly hashed record 6
+// after record 5.
+func insertForgedRecord(t *testing.T, lines []audit.Line) []audit.Line {
+	t.Helper()
+	fifth := findLine(t, lines, audit.LineRecord, 5)
+	prev, err := lines[fifth].Record()
+	if err != nil {
 		t.Fatal(err)
 	}
-	forged := store.AuditRecord{ChainID: chainID, Seq: 6, Time: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC),
-		RequestID: "forged", Operation: "list-keys", Status: 200, PrevHash: prev}
-	forged.Hash = audit.RecordHash(forged)
+	for i := range lines {
+		if lines[i].Type == audit.LineRecord && lines[i].Seq > 5 {
+			lines[i].Seq++
+		}
+	}
 
-	_, err := db.Exec("INSERT INTO audit_records (chain_id, seq, time, request_id, "+
-		"access_key, user_id, project_id, source_ip, operation, key_id, key_version, "+
-		"grant_id, status, error_code, sequence, prev_hash, hash) "+
-		"VALUES (?, 6, ?, 'forged', '', '', '', '', 'list-keys', '', 0, '', 200, '', '', ?, ?)",
-		chainID, forged.Time.UnixMilli(), forged.PrevHash, forged.Hash)
+	forged := store.AuditRecord{ChainID: prev.ChainID, Seq: 6,
+		Time: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC), RequestID: "forged",
+		Operation: "list-keys", Status: 200, PrevHash: prev.Hash}
+	forged.Hash = audit.RecordHash(forged)
+	return append(lines[:fifth+1], append([]audit.Line{audit.RecordLine(forged)},
+		lines[fifth+1:]...)...)
+}
+
+// editChainFile rewrites the file of chain chainID beside the SQLite file at dbPath with
+// the lines that edit returns.
+func editChainFile(t *testing.T, dbPath, chainID string,
+	edit func(*testing.T, []audit.Line) []audit.Line) {
+	t.Helper()
+	path := filepath.Join(dbPath+"-audit", chainID+".jsonl")
+	f, err := os.Open(path)
 	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []audit.Line
+	err = audit.ReadExport(f, func(l audit.Line) error {
+		lines = append(lines, l)
+		return nil
+	})
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var out []byte
+	for _, l := range edit(t, lines) {
+		b, err := json.Marshal(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(append(out, b...), '\n')
+	}
+	if err := os.WriteFile(path, out, 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// copyDatabase copies the SQLite file at path, which no connection holds open, into a
-// temporary directory.
+// copyDatabase copies the SQLite file at path, which no connection holds open, and its
+// directory of chain files into a temporary directory.
 func copyDatabase(t *testing.T, path string) string {
 	t.Helper()
 	data, err := os.ReadFile(path)
@@ -326,6 +374,9 @@ func copyDatabase(t *testing.T, path string) string {
 	}
 	copyPath := filepath.Join(t.TempDir(), "copy.db")
 	if err := os.WriteFile(copyPath, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(copyPath+"-audit", os.DirFS(path+"-audit")); err != nil {
 		t.Fatal(err)
 	}
 	return copyPath

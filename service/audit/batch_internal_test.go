@@ -156,7 +156,7 @@ func TestQueuedCallersShareOneCommit(t *testing.T) {
 			for i := range tc.queued {
 				call(fmt.Sprint("queued-", i))
 			}
-			waitQueued(t, trail, tc.queued)
+			waitWaiting(t, trail, tc.queued)
 			close(gate.release)
 
 			// The writer drains the queued records after the first commit; the late
@@ -169,6 +169,26 @@ func TestQueuedCallersShareOneCommit(t *testing.T) {
 				t.Errorf("batch sizes = %s, want %s", got, tc.want)
 			}
 		})
+	}
+}
+
+// waitWaiting waits until exactly n records wait behind the commit in progress: in the
+// trail's queue, or taken off it by the writer goroutine, which then waits for that commit.
+func waitWaiting(t *testing.T, trail *Trail, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		waiting := len(trail.queue)
+		if trail.writerHolds.Load() {
+			waiting++
+		}
+		if waiting == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d records wait after 10 s, want %d", waiting, n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -1,6 +1,7 @@
 package audit_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"path/filepath"
@@ -215,4 +216,43 @@ func checkpointSeqs(checkpoints []store.AuditCheckpoint) string {
 		seqs[i] = c.Seq
 	}
 	return fmt.Sprint(seqs)
+}
+
+// TestTrailInvalidUTF8Verifies checks that a request field with invalid UTF-8 is stored
+// so that the trail still verifies, through the store and through an export.
+func TestTrailInvalidUTF8Verifies(t *testing.T) {
+	st := openSQLite(t, filepath.Join(t.TempDir(), "kms.db"))
+	trail, err := audit.Open(t.Context(), st, openToken(t), audit.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = trail.Record(t.Context(), audit.Record{RequestID: "r", Operation: "create-datakey",
+		Status: 400, Sequence: "seq-\xff\xfe-end", SourceIP: "10.0.0.1\xc3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := trail.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	records, err := st.ListAuditRecords(t.Context(), trail.ChainID(), 0, 10)
+	if err != nil || len(records) != 1 {
+		t.Fatalf("ListAuditRecords = %d records, %v; want 1", len(records), err)
+	}
+	if got, want := records[0].Sequence, "seq-\ufffd\ufffd-end"; got != want {
+		t.Errorf("stored sequence = %q, want %q", got, want)
+	}
+	verify(t, st, trail)
+
+	var export bytes.Buffer
+	if err := audit.Export(t.Context(), st, &export); err != nil {
+		t.Fatal(err)
+	}
+	key, err := trail.PublicKey(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := audit.VerifyExport(&export, key); err != nil {
+		t.Errorf("verify the export: %v", err)
+	}
 }

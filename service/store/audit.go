@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 )
@@ -120,11 +121,34 @@ func (s *SQLStore) CreateAuditChain(ctx context.Context, c AuditChain) error {
 		c.StartedAt = currentTime()
 	}
 
+	if s.files != nil {
+		return s.createAuditChainFile(ctx, op, c)
+	}
+
 	_, err := s.write.ExecContext(ctx, s.d.rebind(
 		"INSERT INTO audit_chains (chain_id, started_at, host) VALUES (?, ?, ?)"),
 		c.ID, s.d.timeValue(c.StartedAt), c.Host)
 	if err != nil {
 		return s.d.wrap(op, err)
+	}
+	return nil
+}
+
+// createAuditChainFile creates the chain file of c, unless the audit_chains table of an
+// older version of the store has a chain of that id.
+func (s *SQLStore) createAuditChainFile(ctx context.Context, op string, c AuditChain) error {
+	var n int
+	err := s.read.QueryRowContext(ctx, "SELECT count(*) FROM audit_chains WHERE chain_id = ?",
+		c.ID).Scan(&n)
+	if err != nil {
+		return s.d.wrap(op, err)
+	}
+	if n > 0 {
+		return fmt.Errorf("%s: the chain is in the audit_chains table: %w", op, ErrConflict)
+	}
+
+	if err := s.files.create(c); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
 	}
 	return nil
 }
@@ -149,6 +173,18 @@ func (s *SQLStore) AppendAudit(
 
 	op := fmt.Sprintf("append %d audit records and %d checkpoints", len(records),
 		len(checkpoints))
+	if s.files != nil {
+		w, err := s.auditChainWriter(records, checkpoints)
+		if err == nil && w != nil {
+			err = w.append(records, checkpoints, s.auditFsync.Load())
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+		if w != nil {
+			return nil
+		}
+	}
 	if s.d.name == "sqlite" && !s.auditFsync.Load() {
 		return s.appendAuditSQLite(ctx, op, records, checkpoints)
 	}
@@ -170,6 +206,44 @@ func (s *SQLStore) AppendAudit(
 		}
 		return nil
 	})
+}
+
+// auditChainWriter returns the writer of the chain file that records and checkpoints
+// belong to, or nil when their chain has no file and they go to the audit_records table.
+// Records of several chains in one call are rejected when one of them has a file,
+// because one write cannot cover two files.
+func (s *SQLStore) auditChainWriter(
+	records []AuditRecord,
+	checkpoints []AuditCheckpoint,
+) (*chainWriter, error) {
+	var chainID string
+	switch {
+	case len(records) > 0:
+		chainID = records[0].ChainID
+	case len(checkpoints) > 0:
+		chainID = checkpoints[0].ChainID
+	}
+	inFile, err := s.files.has(chainID)
+	if err != nil {
+		return nil, err
+	}
+
+	for _, r := range records {
+		if r.ChainID != chainID && inFile {
+			return nil, fmt.Errorf("records of chains %s and %s in one call: append them "+
+				"one chain at a time", chainID, r.ChainID)
+		}
+	}
+	for _, c := range checkpoints {
+		if c.ChainID != chainID && inFile {
+			return nil, fmt.Errorf("checkpoints of chains %s and %s in one call: append "+
+				"them one chain at a time", chainID, c.ChainID)
+		}
+	}
+	if !inFile {
+		return nil, nil
+	}
+	return s.files.writer(chainID)
 }
 
 // insertAuditRecords inserts records with one multi-row INSERT.
@@ -202,6 +276,16 @@ func nonNilBytes(b []byte) []byte {
 // LastAuditRecord returns the record with the highest seq of the chain, or ErrNotFound.
 func (s *SQLStore) LastAuditRecord(ctx context.Context, chainID string) (AuditRecord, error) {
 	op := "read last audit record of chain " + chainID
+	if inFile, err := s.chainInFile(chainID); inFile || err != nil {
+		if err == nil {
+			var r AuditRecord
+			if r, err = s.files.lastRecord(chainID); err == nil {
+				return r, nil
+			}
+		}
+		return AuditRecord{}, fmt.Errorf("%s: %w", op, err)
+	}
+
 	row := s.read.QueryRowContext(ctx, s.d.rebind("SELECT "+auditRecordColumns+
 		" FROM audit_records WHERE chain_id = ? ORDER BY seq DESC LIMIT 1"), chainID)
 	r, err := scanAuditRecord(row)
@@ -219,8 +303,41 @@ func (s *SQLStore) LastAuditRecord(ctx context.Context, chainID string) (AuditRe
 // StartedAt), ordered by id. Those can only come from a deleted chain row, and listing
 // them keeps their records in exports and verification.
 func (s *SQLStore) ListAuditChains(ctx context.Context) ([]AuditChain, error) {
-	var chains []AuditChain
-	err := s.inReadTx(ctx, "list audit chains", func(tx *sql.Tx) error {
+	chains, orphans, err := s.listTableAuditChains(ctx)
+	if err != nil || s.files == nil {
+		return append(chains, orphans...), err
+	}
+
+	fileChains, err := s.files.chains()
+	if err != nil {
+		return nil, fmt.Errorf("list audit chains: %w", err)
+	}
+	for _, c := range fileChains {
+		// A chain file whose first line is missing or incomplete has no start time.
+		if c.StartedAt.IsZero() {
+			orphans = append(orphans, c)
+		} else {
+			chains = append(chains, c)
+		}
+	}
+	sortChains(chains)
+	sort.Slice(orphans, func(i, j int) bool { return orphans[i].ID < orphans[j].ID })
+	return append(chains, orphans...), nil
+}
+
+// chainInFile reports whether chainID is kept in a chain file.
+func (s *SQLStore) chainInFile(chainID string) (bool, error) {
+	if s.files == nil {
+		return false, nil
+	}
+	return s.files.has(chainID)
+}
+
+// listTableAuditChains returns the chains of the audit_chains table, ordered by start
+// time, then id, and the ids with records or checkpoints but no chain row, ordered by id.
+func (s *SQLStore) listTableAuditChains(ctx context.Context) (chains, orphans []AuditChain,
+	err error) {
+	err = s.inReadTx(ctx, "list audit chains", func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx,
 			"SELECT chain_id, started_at, host FROM audit_chains ORDER BY started_at, chain_id")
 		if err != nil {
@@ -238,26 +355,26 @@ func (s *SQLStore) ListAuditChains(ctx context.Context) ([]AuditChain, error) {
 			return err
 		}
 
-		orphans, err := tx.QueryContext(ctx, "SELECT chain_id FROM audit_records WHERE seq = 1 "+
-			"UNION SELECT chain_id FROM audit_checkpoints "+
+		orphanRows, err := tx.QueryContext(ctx, "SELECT chain_id FROM audit_records "+
+			"WHERE seq = 1 UNION SELECT chain_id FROM audit_checkpoints "+
 			"EXCEPT SELECT chain_id FROM audit_chains ORDER BY chain_id")
 		if err != nil {
 			return err
 		}
-		defer orphans.Close()
-		for orphans.Next() {
+		defer orphanRows.Close()
+		for orphanRows.Next() {
 			var c AuditChain
-			if err := orphans.Scan(&c.ID); err != nil {
+			if err := orphanRows.Scan(&c.ID); err != nil {
 				return err
 			}
-			chains = append(chains, c)
+			orphans = append(orphans, c)
 		}
-		return orphans.Err()
+		return orphanRows.Err()
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return chains, nil
+	return chains, orphans, nil
 }
 
 // ListAuditRecords returns up to limit records of the chain after afterSeq, in seq order.
@@ -271,6 +388,16 @@ func (s *SQLStore) ListAuditRecords(
 	op := fmt.Sprintf("list audit records of chain %s after %d", chainID, afterSeq)
 	if limit < 1 {
 		return nil, fmt.Errorf("%s: limit %d must be at least 1", op, limit)
+	}
+	if inFile, err := s.chainInFile(chainID); inFile || err != nil {
+		var records []AuditRecord
+		if err == nil {
+			records, err = s.files.records(chainID, afterSeq, limit)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", op, err)
+		}
+		return records, nil
 	}
 
 	rows, err := s.read.QueryContext(ctx, s.d.rebind("SELECT "+auditRecordColumns+
@@ -306,6 +433,16 @@ func (s *SQLStore) ListAuditCheckpoints(
 	op := fmt.Sprintf("list audit checkpoints of chain %s after %d", chainID, afterSeq)
 	if limit < 1 {
 		return nil, fmt.Errorf("%s: limit %d must be at least 1", op, limit)
+	}
+	if inFile, err := s.chainInFile(chainID); inFile || err != nil {
+		var checkpoints []AuditCheckpoint
+		if err == nil {
+			checkpoints, err = s.files.checkpoints(chainID, afterSeq, limit)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", op, err)
+		}
+		return checkpoints, nil
 	}
 
 	rows, err := s.read.QueryContext(ctx, s.d.rebind("SELECT chain_id, seq, record_hash, "+

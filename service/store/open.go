@@ -71,15 +71,22 @@ type SQLStore struct {
 	// in-memory database.
 	checkpointDB *sql.DB
 	checkpointer *walCheckpointer
+
+	// files keeps the audit chains of a SQLite file in auditDir, beside it (see
+	// auditFiles). It is nil on PostgreSQL and for an in-memory database.
+	auditDir string
+	readOnly bool // opened with mode=ro: no chain file is created or written
+	files    *auditFiles
 }
 
-// SetAuditFsync chooses how SQLite commits audit batches. With false (the default),
-// audit transactions commit with synchronous=NORMAL in WAL mode: a commit survives a
-// crash or kill of the process, and only an operating system crash or power loss can
-// lose the batches committed since the last WAL checkpoint. That keeps the per-request
-// audit write at tens of microseconds instead of one fsync (about 0.6 ms on the
-// development machines' disks). With true, audit commits fsync as metadata writes
-// always do. PostgreSQL ignores the setting: its server's synchronous_commit decides.
+// SetAuditFsync chooses how SQLite stores flush audit batches. With false (the default),
+// a batch written to a chain file (or committed with synchronous=NORMAL in WAL mode, for
+// a chain kept in the audit_records table) survives a crash or kill of the process, and
+// only an operating system crash or power loss can lose the batches written since the
+// last flush, which runs every 250 ms. That keeps the per-request audit write at a few
+// microseconds instead of one fsync (about 0.6 ms on the development machines' disks).
+// With true, every batch is flushed before AppendAudit returns, as metadata writes
+// always are. PostgreSQL ignores the setting: its server's synchronous_commit decides.
 func (s *SQLStore) SetAuditFsync(fsync bool) { s.auditFsync.Store(fsync) }
 
 var _ Store = (*SQLStore)(nil)
@@ -114,6 +121,14 @@ func Open(ctx context.Context, databaseURL string, log *slog.Logger) (*SQLStore,
 	s.log = log
 	if s.checkpointDB != nil {
 		s.checkpointer = startWALCheckpointer(s.checkpointDB, log)
+	}
+	if s.auditDir != "" {
+		files, err := openAuditFiles(s.auditDir, s.readOnly, log)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("open %s store: %w", s.d.name, err)
+		}
+		s.files = files
 	}
 
 	if err := s.Ping(ctx); err != nil {
@@ -250,7 +265,8 @@ func openSQLite(databaseURL string) (*SQLStore, error) {
 	checkpointDB.SetMaxOpenConns(1)
 
 	return &SQLStore{write: write, read: read, d: sqliteDialect,
-		checkpointDB: checkpointDB}, nil
+		checkpointDB: checkpointDB, auditDir: path + "-audit",
+		readOnly: params.Get("mode") == "ro"}, nil
 }
 
 // parseSQLiteURL splits a SQLite database URL into the file path and its parameters.
@@ -306,7 +322,10 @@ func (s *SQLStore) Ping(ctx context.Context) error {
 // Close closes both connection pools. On SQLite the last connection to close
 // checkpoints the WAL into the database file.
 func (s *SQLStore) Close() error {
-	var readErr, auditErr error
+	var readErr, auditErr, filesErr error
+	if s.files != nil {
+		filesErr = s.files.close()
+	}
 	if s.checkpointer != nil {
 		auditErr = s.checkpointer.close()
 	} else if s.checkpointDB != nil {
@@ -321,7 +340,7 @@ func (s *SQLStore) Close() error {
 		s.auditStmts = nil
 	}
 	s.auditStmtsMu.Unlock()
-	return errors.Join(readErr, auditErr, s.write.Close())
+	return errors.Join(filesErr, readErr, auditErr, s.write.Close())
 }
 
 // querier is the query interface that *sql.DB and *sql.Tx share.

@@ -1,0 +1,399 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var fileTestTime = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// fileRecords returns n records of chain seq first to first+n-1.
+func fileRecords(chainID string, first uint64, n int) []AuditRecord {
+	records := make([]AuditRecord, n)
+	for i := range records {
+		seq := first + uint64(i)
+		records[i] = AuditRecord{
+			ChainID: chainID, Seq: seq, Time: fileTestTime.Add(time.Duration(seq) * time.Millisecond),
+			RequestID: fmt.Sprintf("request-%d", seq), AccessKey: "AK0000000000000000001",
+			ProjectID: "project-1", SourceIP: "127.0.0.1", Operation: "decrypt-datakey",
+			KeyID: "0d0466b0-e727-4d9c-b35d-f84bb474a37f", KeyVersion: 1, Status: 200,
+			PrevHash: bytes.Repeat([]byte{byte(seq - 1)}, 32),
+			Hash:     bytes.Repeat([]byte{byte(seq)}, 32),
+		}
+	}
+	return records
+}
+
+func openFileStore(t *testing.T, path string) *SQLStore {
+	t.Helper()
+	s, err := Open(t.Context(), path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestChainFileLinesMatchEncodingJSON(t *testing.T) {
+	strs := []struct {
+		name  string
+		value string
+	}{
+		{"plain", "decrypt-datakey"},
+		{"quote and backslash", `a"b\c`},
+		{"control characters", "a\nb\rc\td\x00e\x1f"},
+		{"HTML characters", "<script>&</script>"},
+		{"non-ASCII", "ключ 鍵 🔑"},
+		{"line separators", "a\u2028b\u2029c"},
+		{"invalid UTF-8", "a\xffb\xc3"},
+	}
+	for _, tc := range strs {
+		t.Run(tc.name, func(t *testing.T) {
+			r := fileRecords("chain", 7, 1)[0]
+			r.RequestID, r.Sequence, r.SourceIP = tc.value, tc.value, tc.value
+			got := appendRecordLine(nil, r)
+
+			want, err := json.Marshal(fileLine{
+				Type: fileLineRecord, ChainID: r.ChainID, Seq: r.Seq,
+				Time: r.Time.Format(fileTimeLayout), RequestID: r.RequestID,
+				AccessKey: r.AccessKey, ProjectID: r.ProjectID, SourceIP: r.SourceIP,
+				Operation: r.Operation, KeyID: r.KeyID, KeyVersion: r.KeyVersion,
+				Status: r.Status, Sequence: r.Sequence,
+				PrevHash: fmt.Sprintf("%x", r.PrevHash), Hash: fmt.Sprintf("%x", r.Hash),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != string(want)+"\n" {
+				t.Errorf("line:\n got  %s\n want %s", got, want)
+			}
+		})
+	}
+}
+
+func TestChainFileLineHead(t *testing.T) {
+	chain := appendChainLine(nil, AuditChain{ID: "c-1", StartedAt: fileTestTime, Host: "h"})
+	record := appendRecordLine(nil, fileRecords("c-1", 42, 1)[0])
+	checkpoint := appendCheckpointLine(nil, AuditCheckpoint{ChainID: "c-1", Seq: 9,
+		RecordHash: []byte{1}, Signature: []byte{2}})
+	tests := []struct {
+		name    string
+		line    []byte
+		typ     string
+		seq     uint64
+		decoded bool // lineHead reads it without decoding
+	}{
+		{"chain", chain, fileLineChain, 0, true},
+		{"record", record, fileLineRecord, 42, true},
+		{"checkpoint", checkpoint, fileLineCheckpoint, 9, true},
+		{"fields in another order", []byte(`{"seq":3,"type":"record"}`), "", 0, false},
+		{"not JSON", []byte(`garbage`), "", 0, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			typ, seq, ok := lineHead(bytes.TrimSuffix(tc.line, []byte("\n")))
+			if ok != tc.decoded || typ != tc.typ || seq != tc.seq {
+				t.Errorf("lineHead = %q, %d, %v; want %q, %d, %v", typ, seq, ok, tc.typ, tc.seq,
+					tc.decoded)
+			}
+		})
+	}
+}
+
+// TestChainFilePagesReadFileOnce checks that reading a chain page by page returns what
+// one read returns, and that a page can start anywhere.
+func TestChainFilePagesReadFileOnce(t *testing.T) {
+	s := openFileStore(t, filepath.Join(t.TempDir(), "kms.db"))
+	ctx := t.Context()
+	if err := s.CreateAuditChain(ctx, AuditChain{ID: "c", StartedAt: fileTestTime}); err != nil {
+		t.Fatal(err)
+	}
+	for first := uint64(1); first <= 100; first += 10 {
+		cp := AuditCheckpoint{ChainID: "c", Seq: first + 9, RecordHash: []byte{1},
+			Signature: []byte{2}}
+		err := s.AppendAudit(ctx, fileRecords("c", first, 10), []AuditCheckpoint{cp})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	all, err := s.ListAuditRecords(ctx, "c", 0, 1000)
+	if err != nil || len(all) != 100 {
+		t.Fatalf("ListAuditRecords = %d records, %v; want 100", len(all), err)
+	}
+	var paged []AuditRecord
+	for after := uint64(0); ; {
+		page, err := s.ListAuditRecords(ctx, "c", after, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		paged = append(paged, page...)
+		if len(page) < 7 {
+			break
+		}
+		after = page[len(page)-1].Seq
+	}
+	if !reflect.DeepEqual(paged, all) {
+		t.Errorf("pages of 7 returned %d records that differ from one read", len(paged))
+	}
+
+	page, err := s.ListAuditRecords(ctx, "c", 55, 3)
+	if err != nil || len(page) != 3 || page[0].Seq != 56 {
+		t.Errorf("page after 55 = %+v, %v; want records 56 to 58", page, err)
+	}
+	checkpoints, err := s.ListAuditCheckpoints(ctx, "c", 30, 2)
+	if err != nil || len(checkpoints) != 2 || checkpoints[0].Seq != 40 {
+		t.Errorf("checkpoints after 30 = %+v, %v; want 40 and 50", checkpoints, err)
+	}
+}
+
+// TestChainFilePartialLastLine checks that a line cut short by a crash is not read, and
+// that the next writer cuts it off before it appends.
+func TestChainFilePartialLastLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kms.db")
+	s, err := Open(t.Context(), path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if err := s.CreateAuditChain(ctx, AuditChain{ID: "c", StartedAt: fileTestTime}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendAudit(ctx, fileRecords("c", 1, 3), nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	file := filepath.Join(path+"-audit", "c.jsonl")
+	partial := appendRecordLine(nil, fileRecords("c", 4, 1)[0])
+	appendBytes(t, file, partial[:len(partial)/2])
+
+	s = openFileStore(t, path)
+	last, err := s.LastAuditRecord(ctx, "c")
+	if err != nil || last.Seq != 3 {
+		t.Fatalf("LastAuditRecord = %d, %v; want 3", last.Seq, err)
+	}
+	if err := s.AppendAudit(ctx, fileRecords("c", 4, 2), nil); err != nil {
+		t.Fatalf("AppendAudit after a partial line: %v", err)
+	}
+	records, err := s.ListAuditRecords(ctx, "c", 0, 100)
+	if err != nil || len(records) != 5 || records[4].Seq != 5 {
+		t.Fatalf("ListAuditRecords = %d records, %v; want 1 to 5", len(records), err)
+	}
+
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(data, []byte("\n")); n != 6 {
+		t.Errorf("chain file has %d lines, want 6 (header and five records)", n)
+	}
+}
+
+func TestChainFileDamagedLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kms.db")
+	s := openFileStore(t, path)
+	ctx := t.Context()
+	if err := s.CreateAuditChain(ctx, AuditChain{ID: "c", StartedAt: fileTestTime}); err != nil {
+		t.Fatal(err)
+	}
+	appendBytes(t, filepath.Join(path+"-audit", "c.jsonl"), []byte("{\"type\":\"record\",x}\n"))
+
+	_, err := s.ListAuditRecords(ctx, "c", 0, 10)
+	if !errors.Is(err, errChainFileDamaged) {
+		t.Errorf("ListAuditRecords over a damaged line = %v, want errChainFileDamaged", err)
+	}
+}
+
+func TestChainFileOneWriterProcess(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kms.db")
+	first := openFileStore(t, path)
+	ctx := t.Context()
+	if err := first.CreateAuditChain(ctx, AuditChain{ID: "c", StartedAt: fileTestTime}); err != nil {
+		t.Fatal(err)
+	}
+
+	// A second store on the same file stands in for a second process: flock locks are
+	// held per open file description.
+	second := openFileStore(t, path)
+	err := second.AppendAudit(ctx, fileRecords("c", 1, 1), nil)
+	if !errors.Is(err, ErrConflict) {
+		t.Errorf("AppendAudit to a chain another store writes = %v, want ErrConflict", err)
+	}
+	err = second.CreateAuditChain(ctx, AuditChain{ID: "c"})
+	if !errors.Is(err, ErrConflict) {
+		t.Errorf("CreateAuditChain of an existing chain file = %v, want ErrConflict", err)
+	}
+	if err := first.AppendAudit(ctx, fileRecords("c", 1, 1), nil); err != nil {
+		t.Errorf("AppendAudit by the writer: %v", err)
+	}
+}
+
+// TestChainFilesAndTableMerge checks that chains in the audit_records table, which older
+// versions of the store wrote, are listed and read beside chain files.
+func TestChainFilesAndTableMerge(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kms.db")
+	s := openFileStore(t, path)
+	ctx := t.Context()
+
+	_, err := s.write.ExecContext(ctx, "INSERT INTO audit_chains (chain_id, started_at, host) "+
+		"VALUES ('table-chain', ?, 'old')", fileTestTime.Add(time.Minute).UnixMilli())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendAudit(ctx, fileRecords("table-chain", 1, 2), nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []AuditChain{
+		{ID: "file-early", StartedAt: fileTestTime, Host: "new"},
+		{ID: "file-late", StartedAt: fileTestTime.Add(time.Hour), Host: "new"},
+	} {
+		if err := s.CreateAuditChain(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.AppendAudit(ctx, fileRecords("file-late", 1, 3), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(path+"-audit", "table-chain.jsonl")); err == nil {
+		t.Error("records of a table chain went to a chain file")
+	}
+
+	chains, err := s.ListAuditChains(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, c := range chains {
+		ids = append(ids, c.ID)
+	}
+	if got := strings.Join(ids, " "); got != "file-early table-chain file-late" {
+		t.Errorf("ListAuditChains = %s, want file-early table-chain file-late", got)
+	}
+
+	err = s.CreateAuditChain(ctx, AuditChain{ID: "table-chain"})
+	if !errors.Is(err, ErrConflict) {
+		t.Errorf("CreateAuditChain of a table chain's id = %v, want ErrConflict", err)
+	}
+	for id, want := range map[string]uint64{"table-chain": 2, "file-late": 3} {
+		last, err := s.LastAuditRecord(ctx, id)
+		if err != nil || last.Seq != want {
+			t.Errorf("LastAuditRecord(%s) = %d, %v; want %d", id, last.Seq, err, want)
+		}
+	}
+}
+
+func TestChainFilesReadOnlyStore(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kms.db")
+	s := openFileStore(t, path)
+	ctx := t.Context()
+	if err := s.CreateAuditChain(ctx, AuditChain{ID: "c", StartedAt: fileTestTime}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendAudit(ctx, fileRecords("c", 1, 2), nil); err != nil {
+		t.Fatal(err)
+	}
+
+	ro := openFileStore(t, path+"?mode=ro")
+	records, err := ro.ListAuditRecords(ctx, "c", 0, 10)
+	if err != nil || len(records) != 2 {
+		t.Errorf("read-only ListAuditRecords = %d records, %v; want 2", len(records), err)
+	}
+	if err := ro.CreateAuditChain(ctx, AuditChain{ID: "d"}); err == nil {
+		t.Error("a read-only store created a chain file")
+	}
+}
+
+// TestChainFileShortWriteCutOff runs itself in a child process whose file size limit
+// (RLIMIT_FSIZE) makes the kernel write only part of a batch, a fault of a full disk
+// that a test cannot otherwise produce without mounting a file system. The batch must
+// fail as a whole and leave no part of a line behind for the next batch.
+func TestChainFileShortWriteCutOff(t *testing.T) {
+	if dir := os.Getenv("KMS_TEST_SHORT_WRITE_DIR"); dir != "" {
+		shortWriteChild(t, dir)
+		return
+	}
+
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestChainFileShortWriteCutOff$", "-test.v")
+	cmd.Env = append(os.Environ(), "KMS_TEST_SHORT_WRITE_DIR="+dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child process failed: %v\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte("--- PASS: TestChainFileShortWriteCutOff")) {
+		t.Fatalf("child process did not run the test:\n%s", out)
+	}
+}
+
+func shortWriteChild(t *testing.T, dir string) {
+	path := filepath.Join(dir, "kms.db")
+	s := openFileStore(t, path)
+	ctx := t.Context()
+	if err := s.CreateAuditChain(ctx, AuditChain{ID: "c", StartedAt: fileTestTime}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendAudit(ctx, fileRecords("c", 1, 2), nil); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(path+"-audit", "c.jsonl")
+	before, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var limit syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &limit); err != nil {
+		t.Fatal(err)
+	}
+	saved := limit
+	limit.Cur = uint64(before.Size()) + 100
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &limit); err != nil {
+		t.Skipf("cannot lower RLIMIT_FSIZE: %v", err)
+	}
+	err = s.AppendAudit(ctx, fileRecords("c", 3, 5), nil)
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &saved); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("AppendAudit past the file size limit = %v, want ErrUnavailable", err)
+	}
+	after, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Size() != before.Size() {
+		t.Errorf("chain file is %d bytes after the failed batch, want %d", after.Size(),
+			before.Size())
+	}
+
+	if err := s.AppendAudit(ctx, fileRecords("c", 3, 5), nil); err != nil {
+		t.Fatalf("AppendAudit of the same batch again: %v", err)
+	}
+	records, err := s.ListAuditRecords(ctx, "c", 0, 100)
+	if err != nil || len(records) != 7 {
+		t.Fatalf("ListAuditRecords = %d records, %v; want 7", len(records), err)
+	}
+}
+
+func appendBytes(t *testing.T, path string, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(b); err != nil {
+		t.Fatal(err)
+	}
+}
