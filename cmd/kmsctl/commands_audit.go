@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hsmkms/kms/service/audit"
@@ -294,9 +295,14 @@ func auditSource(env *cliEnv, databaseURL string) (audit.Source, func(), error) 
 	return auditClient{c}, func() {}, nil
 }
 
-// openStoreReadOnly opens the store for reading. It still applies pending migrations,
-// as every store.Open does, so point it at a database that kmsd already uses.
+// openStoreReadOnly opens the store for reading. A SQLite URL without a mode parameter
+// gets mode=ro, so that kmsctl changes neither the database nor its chain files. A
+// PostgreSQL store still applies pending migrations, as every store.Open does, so point
+// it at a database that kmsd already uses.
 func openStoreReadOnly(databaseURL string) (*store.SQLStore, error) {
+	if !store.IsPostgresURL(databaseURL) {
+		databaseURL = withReadOnlyMode(databaseURL)
+	}
 	st, err := store.Open(context.Background(), databaseURL, nil)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
@@ -390,4 +396,17 @@ func (env *cliEnv) requireClient() (*client, error) {
 		return nil, errors.Join(errors.New("this command calls kmsd"), env.clientErr)
 	}
 	return env.client, nil
+}
+
+// withReadOnlyMode adds mode=ro to a SQLite URL that sets no mode.
+func withReadOnlyMode(databaseURL string) string {
+	_, query, hasQuery := strings.Cut(databaseURL, "?")
+	params, err := url.ParseQuery(query)
+	if err == nil && params.Has("mode") {
+		return databaseURL
+	}
+	if hasQuery {
+		return databaseURL + "&mode=ro"
+	}
+	return databaseURL + "?mode=ro"
 }

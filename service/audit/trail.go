@@ -45,7 +45,8 @@ const (
 
 // Config holds the settings of a Trail. A zero field selects its default.
 type Config struct {
-	// BatchSize is the maximum number of records committed in one transaction.
+	// BatchSize is the maximum number of records in one commit (transaction or chain file
+	// write).
 	BatchSize int
 	// MaxDelay is how long the first record of a batch waits for more records before
 	// the batch is committed, whatever the load. Zero (the default) selects the adaptive
@@ -439,7 +440,7 @@ func (t *Trail) drain(batch []*pending) []*pending {
 }
 
 // commit chains the batch onto the end of the chain, adds a checkpoint when one is due,
-// writes both in one transaction and returns the result to every caller.
+// writes both in one commit and returns the result to every caller.
 func (t *Trail) commit(batch []*pending) {
 	ctx, cancel := context.WithTimeout(context.Background(), t.cfg.WriteTimeout)
 	defer cancel()

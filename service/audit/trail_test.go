@@ -16,7 +16,7 @@ import (
 )
 
 // openToken opens a fresh SoftHSM2 token, closed when t ends.
-func openToken(t *testing.T) *hsm.Module {
+func openToken(t testing.TB) *hsm.Module {
 	t.Helper()
 	setup := softhsmtest.NewTestToken(t)
 	pin, err := setup.UserPIN()
@@ -34,7 +34,7 @@ func openToken(t *testing.T) *hsm.Module {
 }
 
 // openSQLite opens a store on a new SQLite file, closed when t ends.
-func openSQLite(t *testing.T, path string) *store.SQLStore {
+func openSQLite(t testing.TB, path string) *store.SQLStore {
 	t.Helper()
 	st, err := store.Open(context.Background(), path, nil)
 	if err != nil {

@@ -56,8 +56,11 @@ func (r Report) UnsignedRecords() uint64 {
 	return n
 }
 
-// Verifier checks a trail line by line, in the order Walk produces: a chain line, its
-// checkpoints, then its records. It is not safe for concurrent use.
+// Verifier checks a trail line by line. A chain line comes first, then its checkpoints
+// and records: each checkpoint before the record it signs (the order of Walk and of
+// exports) or right after it (the order of chain files). A checkpoint anywhere else is a
+// failure, because its record's hash is no longer at hand to compare. It is not safe for
+// concurrent use.
 type Verifier struct {
 	key    *ecdsa.PublicKey
 	report Report
@@ -136,7 +139,17 @@ func (v *Verifier) addCheckpoint(cp store.AuditCheckpoint) error {
 			"(the checkpoint was changed, or another key signed it)")
 	}
 
-	v.checkpoints[cp.Seq] = cp.RecordHash
+	switch {
+	case cp.Seq < v.chain.Records:
+		return fail(fmt.Sprintf("it comes after record %d: a checkpoint must come before "+
+			"the record it signs or right after it", v.chain.Records))
+	case cp.Seq == v.chain.Records && !bytes.Equal(cp.RecordHash, v.lastHash):
+		return &Failure{ChainID: cp.ChainID, What: "record", Seq: cp.Seq,
+			Reason: fmt.Sprintf("its hash is not the hash that checkpoint %d signs "+
+				"(the record was replaced)", cp.Seq)}
+	case cp.Seq > v.chain.Records:
+		v.checkpoints[cp.Seq] = cp.RecordHash
+	}
 	v.chain.Checkpoints++
 	v.chain.LastSigned = cp.Seq
 	return nil

@@ -14,12 +14,16 @@ import (
 // over them. Rows are only inserted, never updated or deleted. The store neither computes
 // nor checks hashes and signatures: package service/audit does.
 type AuditStore interface {
-	// CreateAuditChain inserts a chain row. It returns ErrConflict when the id exists.
+	// CreateAuditChain registers a new chain: a chain row, or on a SQLite file a new
+	// chain file. It returns ErrConflict when the id exists.
 	CreateAuditChain(ctx context.Context, c AuditChain) error
 
-	// AppendAudit inserts records and checkpoints in one transaction, so either all of
-	// them are durable or none is. It returns ErrConflict when a (chain, seq) pair
-	// exists, which leaves the store unchanged.
+	// AppendAudit appends records and checkpoints in one commit: one transaction, or
+	// one write to a chain file. A transaction keeps all of them or none. A kill of the
+	// process during a chain file write, or a power loss before the file is flushed,
+	// can keep the first complete lines and lose the rest, and readers ignore a partial
+	// last line. It returns ErrConflict when a (chain, seq) pair exists, which leaves the
+	// store unchanged.
 	AppendAudit(ctx context.Context, records []AuditRecord, checkpoints []AuditCheckpoint) error
 
 	// LastAuditRecord returns the record with the highest seq of the chain, or
@@ -153,7 +157,7 @@ func (s *SQLStore) createAuditChainFile(ctx context.Context, op string, c AuditC
 	return nil
 }
 
-// AppendAudit inserts records and checkpoints in one transaction. Record times are
+// AppendAudit appends records and checkpoints in one commit. Record times are
 // truncated to milliseconds, the precision the hash covers; a zero time is rejected
 // because the column cannot hold it.
 func (s *SQLStore) AppendAudit(

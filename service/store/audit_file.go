@@ -23,11 +23,16 @@ import (
 // its WAL: on the development machines a lone client's audit write went from about
 // 27 us to a few. The directory is part of the store: back it up with the database file.
 //
-// Durability matches the SQLite audit commit it replaces. A written batch is in the
-// operating system's page cache, so it survives a crash or kill of kmsd. The files are
-// flushed (fdatasync) every auditFileSyncInterval, so an operating system crash or power
-// loss can lose at most that much of the trail; with SetAuditFsync(true) every batch is
-// flushed before AppendAudit returns.
+// Durability is close to that of the synchronous=NORMAL SQLite commit it replaces. A
+// written batch is in the operating system's page cache, so it survives a crash or kill
+// of kmsd. The files are flushed (fdatasync) every auditFileSyncInterval, so an operating
+// system crash or power loss can lose about that much of the trail. With
+// SetAuditFsync(true) every batch is flushed before AppendAudit returns.
+//
+// NOTE: after a power loss between two flushes, a file system may keep a later page of
+// the file and lose an earlier one, unlike SQLite's WAL recovery, which always keeps an
+// unbroken run of commits. Reads of that chain then fail with errChainFileDamaged at the
+// damaged line. kmsd starts a new chain file at every start, so writing goes on.
 //
 // A chain lives where CreateAuditChain put it: chains created before the store used
 // files, and records appended to a chain that was never created, stay in the

@@ -49,9 +49,10 @@ const (
 // On SQLite, every write goes through one connection whose transactions begin with BEGIN
 // IMMEDIATE, so concurrent writers in one process queue in the connection pool and never
 // fail with "database is locked". Reads use a separate pool of query-only connections.
-// Audit batches use the writer connection too: a second writer connection would compete
-// with it for the database lock, and SQLite's lock is not fair, so a busy audit writer
-// starved metadata writes past busy_timeout.
+// Audit batches of chains kept in the tables use the writer connection too. A second
+// writer connection would compete with it for the database lock, and SQLite's lock is
+// not fair, so a busy audit writer starved metadata writes past busy_timeout. New chains
+// on a SQLite file go to chain files (see auditFiles) and take no database lock.
 type SQLStore struct {
 	write *sql.DB // every write; on SQLite a single connection
 	read  *sql.DB // reads; the same pool as write on PostgreSQL and in-memory SQLite
@@ -110,7 +111,7 @@ func Open(ctx context.Context, databaseURL string, log *slog.Logger) (*SQLStore,
 
 	var s *SQLStore
 	var err error
-	if isPostgresURL(databaseURL) {
+	if IsPostgresURL(databaseURL) {
 		s, err = openPostgres(databaseURL)
 	} else {
 		s, err = openSQLite(databaseURL)
@@ -145,7 +146,9 @@ func Open(ctx context.Context, databaseURL string, log *slog.Logger) (*SQLStore,
 	return s, nil
 }
 
-func isPostgresURL(databaseURL string) bool {
+// IsPostgresURL reports whether databaseURL names a PostgreSQL database, which Open
+// serves with pgx, rather than a SQLite file.
+func IsPostgresURL(databaseURL string) bool {
 	return strings.HasPrefix(databaseURL, "postgres://") ||
 		strings.HasPrefix(databaseURL, "postgresql://")
 }
@@ -319,8 +322,8 @@ func (s *SQLStore) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close closes both connection pools. On SQLite the last connection to close
-// checkpoints the WAL into the database file.
+// Close flushes and closes the chain files, then closes both connection pools. On
+// SQLite the last connection to close checkpoints the WAL into the database file.
 func (s *SQLStore) Close() error {
 	var readErr, auditErr, filesErr error
 	if s.files != nil {

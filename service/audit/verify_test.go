@@ -1,0 +1,132 @@
+package audit_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/hsmkms/kms/service/audit"
+	"github.com/hsmkms/kms/service/store"
+)
+
+// chainRecords returns n correctly chained records of chain id. Record replaced, when not
+// 0, has another source address, and it and every later record are hashed again, as
+// someone rewriting the chain would do.
+func chainRecords(id string, n int, replaced uint64) []store.AuditRecord {
+	records := make([]store.AuditRecord, n)
+	var prev []byte
+	for i := range records {
+		r := store.AuditRecord{ChainID: id, Seq: uint64(i + 1),
+			Time:      time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC).Add(time.Duration(i) * time.Second),
+			RequestID: "req", Operation: "decrypt-datakey", Status: 200, SourceIP: "127.0.0.1",
+			PrevHash: prev}
+		if r.Seq == replaced {
+			r.SourceIP = "10.9.9.9"
+		}
+		r.Hash = audit.RecordHash(r)
+		records[i], prev = r, r.Hash
+	}
+	return records
+}
+
+// signCheckpoint returns the checkpoint of record r signed with key.
+func signCheckpoint(t *testing.T, key *ecdsa.PrivateKey, r store.AuditRecord) store.AuditCheckpoint {
+	t.Helper()
+	sig, err := ecdsa.SignASN1(rand.Reader, key, audit.CheckpointDigest(r.ChainID, r.Seq, r.Hash))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store.AuditCheckpoint{ChainID: r.ChainID, Seq: r.Seq, RecordHash: r.Hash, Signature: sig}
+}
+
+func TestVerifierCheckpointOrder(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = "chain-1"
+	original := chainRecords(id, 5, 0)
+	cp3, cp5 := signCheckpoint(t, key, original[2]), signCheckpoint(t, key, original[4])
+	rewritten := chainRecords(id, 5, 3)
+
+	// fileOrder puts each checkpoint right after the record it signs, as chain files do;
+	// exportOrder puts the checkpoints first, as Walk and exports do.
+	fileOrder := func(records []store.AuditRecord) []audit.Line {
+		lines := []audit.Line{audit.ChainLine(store.AuditChain{ID: id})}
+		for _, r := range records {
+			lines = append(lines, audit.RecordLine(r))
+			switch r.Seq {
+			case 3:
+				lines = append(lines, audit.CheckpointLine(cp3))
+			case 5:
+				lines = append(lines, audit.CheckpointLine(cp5))
+			}
+		}
+		return lines
+	}
+	exportOrder := func(records []store.AuditRecord) []audit.Line {
+		lines := []audit.Line{audit.ChainLine(store.AuditChain{ID: id}),
+			audit.CheckpointLine(cp3), audit.CheckpointLine(cp5)}
+		for _, r := range records {
+			lines = append(lines, audit.RecordLine(r))
+		}
+		return lines
+	}
+	lateCheckpoint := []audit.Line{audit.ChainLine(store.AuditChain{ID: id})}
+	for _, r := range original[:4] {
+		lateCheckpoint = append(lateCheckpoint, audit.RecordLine(r))
+	}
+	lateCheckpoint = append(lateCheckpoint, audit.CheckpointLine(cp3))
+
+	cases := []struct {
+		name  string
+		lines []audit.Line
+		what  string // "" when the lines verify
+		seq   uint64
+	}{
+		{name: "file order", lines: fileOrder(original)},
+		{name: "export order", lines: exportOrder(original)},
+		{name: "replaced record in file order", lines: fileOrder(rewritten),
+			what: "record", seq: 3},
+		{name: "replaced record in export order", lines: exportOrder(rewritten),
+			what: "record", seq: 3},
+		{name: "checkpoint after later records", lines: lateCheckpoint,
+			what: "checkpoint", seq: 3},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			v := audit.NewVerifier(&key.PublicKey)
+			var err error
+			for _, l := range tc.lines {
+				if err = v.Add(l); err != nil {
+					break
+				}
+			}
+			var report audit.Report
+			if err == nil {
+				report, err = v.Finish()
+			}
+
+			if tc.what == "" {
+				if err != nil {
+					t.Fatalf("verify failed: %v", err)
+				}
+				if got := report.Chains[0].LastSigned; got != 5 {
+					t.Errorf("last signed record = %d, want 5", got)
+				}
+				return
+			}
+			var failure *audit.Failure
+			if !errors.As(err, &failure) {
+				t.Fatalf("verify returned %v, want a *audit.Failure", err)
+			}
+			if failure.What != tc.what || failure.Seq != tc.seq {
+				t.Errorf("failure on %s %d (%v), want %s %d", failure.What, failure.Seq,
+					failure, tc.what, tc.seq)
+			}
+		})
+	}
+}
