@@ -207,16 +207,17 @@ func runAuditTail(env *cliEnv, args []string) error {
 		return true
 	}
 
-	return tailAudit(context.Background(), src, env.stdout, *interval, skip)
+	return tailAudit(context.Background(), src, env.stdout, env.stderr, *interval, skip)
 }
 
 // tailAudit skips the records that exist when it starts, then polls src every interval
-// and writes each new record for which skip returns false as a JSON line, until ctx
-// ends.
+// and writes each new record for which skip returns false as a JSON line to w, until ctx
+// ends. A poll that fails with a retryable error (kmsd's 503, an unavailable store) is
+// reported once to errw and retried at the next interval, so no record is skipped.
 func tailAudit(
 	ctx context.Context,
 	src audit.Source,
-	w io.Writer,
+	w, errw io.Writer,
 	interval time.Duration,
 	skip func(store.AuditRecord) bool,
 ) error {
@@ -227,16 +228,37 @@ func tailAudit(
 
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
+	failing := false
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-ticker.C:
 		}
-		if _, err := pollAudit(ctx, src, positions, w, skip); err != nil {
+
+		_, err := pollAudit(ctx, src, positions, w, skip)
+		switch {
+		case err != nil && !retryableAuditError(err):
 			return err
+		case err != nil && !failing:
+			fmt.Fprintf(errw, "kmsctl: reading the audit trail failed: %v; retrying every %s\n",
+				err, interval)
+			failing = true
+		case err == nil && failing:
+			fmt.Fprintln(errw, "kmsctl: the audit trail can be read again")
+			failing = false
 		}
 	}
+}
+
+// retryableAuditError reports whether err may go away by itself: kmsd's 503 answer, or an
+// unavailable store.
+func retryableAuditError(err error) bool {
+	var api *apiError
+	if errors.As(err, &api) {
+		return api.Status == http.StatusServiceUnavailable
+	}
+	return errors.Is(err, store.ErrUnavailable)
 }
 
 // pollAudit reads the records after positions of every chain, calls skip on each, writes

@@ -36,6 +36,7 @@ var commands = map[string]command{
 type cliEnv struct {
 	client *client
 	stdout io.Writer
+	stderr io.Writer
 	// clientErr is why client is nil, for commands in mayRunWithoutCredentials.
 	clientErr error
 }
@@ -72,7 +73,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 2
 	}
 
-	env := &cliEnv{stdout: stdout}
+	env := &cliEnv{stdout: stdout, stderr: stderr}
 	creds, err := loadCredentials(*credsPath, getenv)
 	if err == nil {
 		env.client, err = newClient(*endpoint, *caFile, creds)

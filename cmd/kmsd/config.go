@@ -61,6 +61,7 @@ type config struct {
 	SealLimit       int64         `json:"seal_limit" env:"KMS_SEAL_LIMIT" flag:"seal-limit" help:"seals (encryptions) after which a key version is rotated; AES-GCM with random IVs allows 2^32"`
 	StaleVersionAge time.Duration `json:"stale_version_age" env:"KMS_STALE_VERSION_AGE" flag:"stale-version-age" help:"age after which reconciliation removes a key version left half-created by a crash"`
 
+	TrustedProxies  string        `json:"trusted_proxies" env:"KMS_TRUSTED_PROXIES" flag:"trusted-proxies" help:"comma-separated addresses or CIDR networks of the reverse proxies in front of kmsd; for calls from them the audit trail records the client address from X-Forwarded-For (empty: the connection's address, and forwarding headers are ignored)"`
 	MetricsListen   string        `json:"metrics_listen" env:"KMS_METRICS_LISTEN" flag:"metrics-listen" help:"where GET /metrics is served: empty for the API listener, host:port for a listener of its own, off for nowhere (metrics are unauthenticated)"`
 	PprofListen     string        `json:"pprof_listen" env:"KMS_PPROF_LISTEN" flag:"pprof-listen" help:"loopback address serving Go profiles under /debug/pprof/ (empty: off); never expose it, profiles show memory"`
 	ShutdownTimeout time.Duration `json:"shutdown_timeout" env:"KMS_SHUTDOWN_TIMEOUT" flag:"shutdown-timeout" help:"how long SIGTERM waits for in-flight requests"`
@@ -295,6 +296,9 @@ func (c config) validate() error {
 	check(c.AuditCheckpointRecords >= 1, "audit_checkpoint_records: must be at least 1")
 	check(c.AuditCheckpointInterval >= time.Second, "audit_checkpoint_interval: must be at least 1s")
 	check(c.LogFormat == "text" || c.LogFormat == "json", "log_format: must be text or json")
+	if _, err := parseTrustedProxies(c.TrustedProxies); err != nil {
+		errs = append(errs, fmt.Errorf("trusted_proxies: %w", err))
+	}
 	if c.MetricsListen != "" && c.MetricsListen != "off" {
 		_, _, err := net.SplitHostPort(c.MetricsListen)
 		check(err == nil, "metrics_listen: %q is not empty, off or host:port", c.MetricsListen)
@@ -346,4 +350,34 @@ func maskURL(s string) string {
 		return s
 	}
 	return scheme + "://" + user + ":xxxxx" + rest[at:]
+}
+
+// parseTrustedProxies parses a comma-separated list of IP addresses and CIDR networks.
+// An address stands for the network of that one address.
+func parseTrustedProxies(list string) ([]*net.IPNet, error) {
+	var networks []*net.IPNet
+	for _, item := range strings.Split(list, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		if !strings.Contains(item, "/") {
+			ip := net.ParseIP(item)
+			if ip == nil {
+				return nil, fmt.Errorf("%q is not an IP address or a CIDR network", item)
+			}
+			bits := 8 * len(ip.To4())
+			if bits == 0 {
+				bits = 8 * net.IPv6len
+			}
+			networks = append(networks, &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)})
+			continue
+		}
+		_, network, err := net.ParseCIDR(item)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an IP address or a CIDR network", item)
+		}
+		networks = append(networks, network)
+	}
+	return networks, nil
 }

@@ -200,3 +200,28 @@ func TestConfigLogValuesListEverySetting(t *testing.T) {
 		t.Errorf("shutdown_timeout logged as %v, want 15s", got)
 	}
 }
+
+func TestTrustedProxiesValidation(t *testing.T) {
+	for _, tc := range []struct {
+		value    string
+		networks int
+		ok       bool
+	}{
+		{"", 0, true},
+		{"10.0.0.0/8", 1, true},
+		{"10.0.0.0/8, 127.0.0.1,::1", 3, true},
+		{"fd00::/8", 1, true},
+		{"proxy.example", 0, false},
+		{"10.0.0.0/33", 0, false},
+	} {
+		_, err := loadConfig([]string{"--trusted-proxies", tc.value}, envFrom(nil), io.Discard)
+		if (err == nil) != tc.ok {
+			t.Errorf("--trusted-proxies %q: error %v, want ok=%v", tc.value, err, tc.ok)
+		}
+		networks, _ := parseTrustedProxies(tc.value)
+		if tc.ok && len(networks) != tc.networks {
+			t.Errorf("--trusted-proxies %q: %d networks, want %d", tc.value, len(networks),
+				tc.networks)
+		}
+	}
+}

@@ -157,10 +157,13 @@ func startServices(ctx context.Context, c components, sw *handlerSwitch, svcs *s
 	svcs.stopJobs = startJobs(ctx, c.cfg, svc, c.log)
 
 	auditSource, auditKey := auditRoutes(recorder, c.store)
+	// loadConfig has parsed the list once already, so this cannot fail.
+	proxies, _ := parseTrustedProxies(c.cfg.TrustedProxies)
 	srv := api.New(svc, verifier, c.log, api.Config{
-		MaxBodyBytes: c.cfg.MaxBodyBytes,
-		Audit:        recorder,
-		Credentials:  creds,
+		MaxBodyBytes:   c.cfg.MaxBodyBytes,
+		TrustedProxies: proxies,
+		Audit:          recorder,
+		Credentials:    creds,
 		// Admins of the bootstrap admin's project manage every project's credentials.
 		OperatorProjectID: admin.ProjectID,
 		AuditSource:       auditSource,

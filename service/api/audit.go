@@ -1,6 +1,8 @@
 package api
 
 import (
+	"errors"
+	"fmt"
 	"strconv"
 
 	"github.com/labstack/echo/v4"
@@ -8,6 +10,7 @@ import (
 	"github.com/hsmkms/kms/service"
 	"github.com/hsmkms/kms/service/audit"
 	"github.com/hsmkms/kms/service/auth"
+	"github.com/hsmkms/kms/service/store"
 )
 
 // The audit routes are this service's own, under /v1.0/{project_id}/kms-admin/audit, and
@@ -140,6 +143,14 @@ func auditPage(c echo.Context) (chainID string, after uint64, limit int, err err
 }
 
 func auditReadError(err error) error {
+	var damaged *store.ChainFileError
+	if errors.As(err, &damaged) {
+		// Retrying cannot help, so this is not the retryable KMS.0102.
+		return &service.Error{Code: service.CodeInternal, Err: err,
+			Message: fmt.Sprintf("audit chain %s is damaged at line %d of its chain file; "+
+				"run kmsctl audit verify --database on the server to check the trail",
+				damaged.ChainID, damaged.Line)}
+	}
 	return &service.Error{Code: service.CodeUnavailable,
 		Message: "the audit trail could not be read; retry later", Err: err}
 }

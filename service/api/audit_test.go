@@ -277,6 +277,62 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 		})
 	}
 
+	// A line that kmsd never writes is reported with its line number, whatever it
+	// contains. Line 4 of the chain file is the one after record 2.
+	damagedCases := []struct {
+		name string
+		line string
+	}{
+		{"unknown type with a record head", `{"type":"junk","chain_id":"` + chainID + `","seq":3}`},
+		{"chain head with garbage", `{"type":"chain" arbitrary text`},
+		{"chain line after the first", `{"type":"chain","chain_id":"` + chainID + `"}`},
+		{"plain text", "garbage"},
+	}
+	for _, tc := range damagedCases {
+		t.Run("inserted line: "+tc.name, func(t *testing.T) {
+			path := copyDatabase(t, e.dbPath)
+			file := filepath.Join(path+"-audit", chainID+".jsonl")
+			data, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.SplitAfter(string(data), "\n")
+			edited := strings.Join(lines[:3], "") + tc.line + "\n" + strings.Join(lines[3:], "")
+			if err := os.WriteFile(file, []byte(edited), 0o600); err != nil {
+				t.Fatal(err)
+			}
+
+			_, err = verifyDatabase(t, path, key)
+			var failure *audit.Failure
+			if !errors.As(err, &failure) {
+				t.Fatalf("verify error = %v, want an *audit.Failure", err)
+			}
+			if failure.ChainID != chainID || failure.What != "chain file line" ||
+				failure.Seq != 4 {
+				t.Errorf("first failure is %s %d of chain %s (%s), want chain file line 4 of %s",
+					failure.What, failure.Seq, failure.ChainID, failure.Reason, chainID)
+			}
+		})
+	}
+
+	t.Run("stray file in the chain directory", func(t *testing.T) {
+		path := copyDatabase(t, e.dbPath)
+		stray := filepath.Join(path+"-audit", "stray.jsonl")
+		if err := os.WriteFile(stray, []byte("text\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+
+		_, err := verifyDatabase(t, path, key)
+		var failure *audit.Failure
+		if !errors.As(err, &failure) {
+			t.Fatalf("verify error = %v, want an *audit.Failure", err)
+		}
+		if failure.ChainID != "stray" || failure.What != "chain file line" || failure.Seq != 1 {
+			t.Errorf("first failure is %s %d of chain %s, want chain file line 1 of stray",
+				failure.What, failure.Seq, failure.ChainID)
+		}
+	})
+
 	// Removing the last record together with the checkpoint that signs it leaves a valid
 	// shorter chain: verify cannot detect it, and the report shows no unsigned tail.
 	t.Run("truncated at a checkpoint is not detectable", func(t *testing.T) {
@@ -399,4 +455,39 @@ func verifyDatabase(t *testing.T, path string, key *ecdsa.PublicKey) (audit.Repo
 	}
 	defer st.Close()
 	return audit.VerifySource(t.Context(), st, key)
+}
+
+// TestAuditExportDamagedChainFile checks that the audit routes answer a damaged chain
+// file with the non-retryable 500 KMS.0101 naming the chain and line, not with 503.
+func TestAuditExportDamagedChainFile(t *testing.T) {
+	requireSQLite(t)
+	e := newTestEnv(t)
+	e.admin.mustPost(t, "gen-random", map[string]any{"random_data_length": "256"})
+	chainID := e.trail.ChainID()
+	appendLine(t, filepath.Join(e.dbPath+"-audit", chainID+".jsonl"), "garbage")
+	e.trailDamaged = true
+
+	project := e.admin.projectID
+	path := "/v1.0/" + project + "/kms-admin/audit/records?chain_id=" + chainID
+	r := e.admin.do(t, http.MethodGet, path, nil)
+	if r.Status != http.StatusInternalServerError || r.code() != "KMS.0101" {
+		t.Fatalf("audit records of a damaged chain = %d %s, want 500 KMS.0101: %s", r.Status,
+			r.code(), r.Raw)
+	}
+	if !strings.Contains(string(r.Raw), chainID) {
+		t.Errorf("the error names no chain: %s", r.Raw)
+	}
+}
+
+// appendLine appends line and a newline to the file at path.
+func appendLine(t *testing.T, path, line string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(line + "\n"); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -53,13 +54,19 @@ type Config struct {
 	// NewMetrics. Default: no metrics.
 	Metrics *Metrics
 	// Started reports whether start-up has finished. Until it does, every /v1.0/ call
-	// gets¨3 with a retryable KMS code, because credentials may not exist yet and
+	// gets 503 with a retryable KMS code, because credentials may not exist yet and
 	// 401 would be misleading. Default: always started.
 	Started func() bool
 	// AuditSource serves the admin audit routes (kmsctl audit export and tail); nil
 	// disables them. AuditPublicKey returns the key they serve for verification.
 	AuditSource    audit.Source
 	AuditPublicKey func(ctx context.Context) (*ecdsa.PublicKey, error)
+	// TrustedProxies lists the networks of the reverse proxies in front of the server.
+	// For a call whose connection comes from one of them, the source address in logs and
+	// audit records is the last address of X-Forwarded-For that is not in these
+	// networks. Empty: the connection's address, and forwarding headers are ignored,
+	// because any client can send them.
+	TrustedProxies []*net.IPNet
 }
 
 // Server is the HTTP API. It is safe for concurrent use once built.
@@ -97,6 +104,7 @@ func New(svc *service.Service, verifier *auth.Verifier, log *slog.Logger, cfg Co
 
 	e := echo.New()
 	e.HideBanner = true
+	e.IPExtractor = ipExtractor(cfg.TrustedProxies)
 	e.HidePort = true
 	s := &Server{echo: e, svc: svc, verifier: verifier, log: log, cfg: cfg,
 		errorLog: logLimiter{limit: errorLinesPerSecond}}
@@ -119,6 +127,22 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	st := newRequestState(r.Context())
 	w.Header().Set("X-Request-Id", st.id)
 	s.echo.ServeHTTP(w, r.WithContext(&st.ctx))
+}
+
+// ipExtractor returns how echo's RealIP finds a call's source address: the connection's
+// address, or with trusted proxies the client address that they add to X-Forwarded-For.
+func ipExtractor(trusted []*net.IPNet) echo.IPExtractor {
+	if len(trusted) == 0 {
+		return echo.ExtractIPDirect()
+	}
+	// Only the listed networks are trusted: echo would otherwise also trust every
+	// loopback, link-local and private address.
+	options := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false),
+		echo.TrustPrivateNet(false)}
+	for _, network := range trusted {
+		options = append(options, echo.TrustIPRange(network))
+	}
+	return echo.ExtractIPFromXFFHeader(options...)
 }
 
 func (s *Server) routes() {

@@ -185,7 +185,7 @@ func Walk(ctx context.Context, src Source, fn func(Line) error) error {
 		for {
 			page, err := src.ListAuditCheckpoints(ctx, c.ID, after, pageSize)
 			if err != nil {
-				return err
+				return damagedFailure(err)
 			}
 			for _, cp := range page {
 				if err := fn(CheckpointLine(cp)); err != nil {
@@ -202,7 +202,7 @@ func Walk(ctx context.Context, src Source, fn func(Line) error) error {
 		for {
 			page, err := src.ListAuditRecords(ctx, c.ID, after, pageSize)
 			if err != nil {
-				return err
+				return damagedFailure(err)
 			}
 			for _, r := range page {
 				if err := fn(RecordLine(r)); err != nil {
@@ -216,6 +216,17 @@ func Walk(ctx context.Context, src Source, fn func(Line) error) error {
 		}
 	}
 	return nil
+}
+
+// damagedFailure returns a *Failure for a damaged line of a chain file, and err itself
+// for any other error.
+func damagedFailure(err error) error {
+	var damaged *store.ChainFileError
+	if !errors.As(err, &damaged) {
+		return err
+	}
+	return &Failure{ChainID: damaged.ChainID, What: "chain file line", Seq: uint64(damaged.Line),
+		Reason: damaged.Reason + " (the file was changed or damaged)"}
 }
 
 // Export writes every line of src to w as JSON lines, in the order of Walk.

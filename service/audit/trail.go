@@ -563,8 +563,13 @@ func (t *Trail) writeCheckpoint(now time.Time, final bool) {
 		return
 	}
 	if err := t.store.AppendAudit(ctx, nil, []store.AuditCheckpoint{cp}); err != nil {
+		if final {
+			t.log.Error("final audit checkpoint write failed; the chain ends unsigned after "+
+				"its last checkpoint", "chain_id", t.chainID, "seq", cp.Seq, "error", err)
+			return
+		}
 		t.log.Error("audit checkpoint write failed; retrying with the next batch or tick",
-			"chain_id", t.chainID, "seq", cp.Seq, "final", final, "error", err)
+			"chain_id", t.chainID, "seq", cp.Seq, "error", err)
 		return
 	}
 	t.unsigned = 0

@@ -18,7 +18,8 @@ var ErrVerification = errors.New("audit trail verification failed")
 type Failure struct {
 	ChainID string
 	Seq     uint64
-	// What is "record" or "checkpoint".
+	// What is "record", "checkpoint", "chain", or "chain file line" for a line of a
+	// SQLite chain file that is not a line of the format (Seq is then the line number).
 	What   string
 	Reason string
 }

@@ -31,7 +31,7 @@ import (
 //
 // NOTE: after a power loss between two flushes, a file system may keep a later page of
 // the file and lose an earlier one, unlike SQLite's WAL recovery, which always keeps an
-// unbroken run of commits. Reads of that chain then fail with errChainFileDamaged at the
+// unbroken run of commits. Reads of that chain then fail with a *ChainFileError at the
 // damaged line. kmsd starts a new chain file at every start, so writing goes on.
 //
 // A chain lives where CreateAuditChain put it: chains created before the store used
@@ -50,9 +50,24 @@ const (
 	auditFileCursors = 64
 )
 
-// errChainFileDamaged reports a line of a chain file that is neither a complete line of
-// the format nor a line being written.
-var errChainFileDamaged = errors.New("chain file damaged")
+// ErrChainFileDamaged is matched by every *ChainFileError.
+var ErrChainFileDamaged = errors.New("audit chain file damaged")
+
+// ChainFileError reports a complete line of a chain file that is not a line of the
+// format in its place: the chain line first, then record and checkpoint lines. It comes
+// from a change to the file or from damage to the disk, so retrying does not help.
+type ChainFileError struct {
+	ChainID string
+	Line    int // 1 for the first line
+	Reason  string
+}
+
+func (e *ChainFileError) Error() string {
+	return fmt.Sprintf("chain file of audit chain %s, line %d: %s", e.ChainID, e.Line, e.Reason)
+}
+
+// Unwrap returns ErrChainFileDamaged.
+func (e *ChainFileError) Unwrap() error { return ErrChainFileDamaged }
 
 // auditFiles is the directory of chain files of one SQLite store. It is safe for
 // concurrent use.
@@ -62,8 +77,8 @@ type auditFiles struct {
 	log      *slog.Logger
 
 	mu      sync.Mutex
-	writers map[string]*chainWriter // chains this process appends to, by id
-	cursors map[cursorKey]int64     // see cursor
+	writers map[string]*chainWriter    // chains this process appends to, by id
+	cursors map[cursorKey]filePosition // see cursor
 	closed  bool
 
 	stopSync chan struct{}
@@ -88,7 +103,13 @@ type chainWriter struct {
 	buf []byte
 }
 
-// cursorKey names a read position: lines of kind before the offset have seq <= after.
+// filePosition is the start of a line of a chain file: its byte offset and line number.
+type filePosition struct {
+	offset int64
+	line   int
+}
+
+// cursorKey names a read position: lines of kind before the position have seq <= after.
 type cursorKey struct {
 	chainID string
 	kind    string
@@ -105,7 +126,7 @@ func openAuditFiles(dir string, readOnly bool, log *slog.Logger) (*auditFiles, e
 	a := &auditFiles{
 		dir: dir, readOnly: readOnly, log: log,
 		writers:  map[string]*chainWriter{},
-		cursors:  map[cursorKey]int64{},
+		cursors:  map[cursorKey]filePosition{},
 		stopSync: make(chan struct{}),
 		syncDone: make(chan struct{}),
 	}
@@ -243,9 +264,11 @@ func openChainWriter(path string) (*chainWriter, error) {
 
 	info, err := f.Stat()
 	if err == nil {
-		err = scanChainFile(path, 0, func(line []byte, end int64) (bool, error) {
-			w.size = end
-			return false, w.observe(line)
+		id := strings.TrimSuffix(filepath.Base(path), auditFileSuffix)
+		err = scanChainFile(path, filePosition{}, func(line []byte, end filePosition) (bool,
+			error) {
+			w.size = end.offset
+			return false, w.observe(id, line, end.line)
 		})
 	}
 	if err != nil {
@@ -270,30 +293,20 @@ func (w *chainWriter) lock() error {
 	return nil
 }
 
-// observe updates the last seqs from one complete line of the file.
-func (w *chainWriter) observe(line []byte) error {
-	typ, seq, ok := lineHead(line)
-	if ok && typ == fileLineCheckpoint {
+// observe updates the last seqs from line number n of the file of chain chainID.
+func (w *chainWriter) observe(chainID string, line []byte, n int) error {
+	typ, seq, decoded, err := classifyLine(chainID, line, n)
+	switch {
+	case err != nil:
+		return err
+	case typ == fileLineCheckpoint:
 		w.lastCheckpoint = seq
-		return nil
-	}
-	if ok && typ == fileLineChain {
-		return nil
-	}
-
-	l, err := decodeFileLine(line)
-	if err != nil {
-		return fmt.Errorf("%w: %w", errChainFileDamaged, err)
-	}
-	switch l.Type {
-	case fileLineRecord:
-		r, err := l.record()
+	case typ == fileLineRecord:
+		r, err := decodeRecordLine(chainID, line, n, decoded)
 		if err != nil {
-			return fmt.Errorf("%w: %w", errChainFileDamaged, err)
+			return err
 		}
 		w.lastRecord = r
-	case fileLineCheckpoint:
-		w.lastCheckpoint = l.Seq
 	}
 	return nil
 }
@@ -373,8 +386,8 @@ func (w *chainWriter) write(b []byte, flush bool) error {
 }
 
 // flush writes the file's data to disk when it changed since the last flush. It does not
-// hold w.mu during the fdatasync, which takes milliseconds, so appends go on meanwhile;
-// what they write is flushed by this call or the next one.
+// hold w.mu during the fdatasync, which takes milliseconds, so appends go on meanwhile.
+// What they write is flushed by this call or the next one.
 func (w *chainWriter) flush() error {
 	w.mu.Lock()
 	dirty := w.dirty
@@ -483,17 +496,18 @@ func (a *auditFiles) chains() ([]AuditChain, error) {
 }
 
 // readChainHeader returns the chain of the file's first line, or a chain with only
-// informational fields missing when that line is missing or incomplete.
+// informational fields missing when that line is missing, incomplete or damaged. A
+// damaged first line is reported when the chain's records or checkpoints are read, so
+// that one damaged file does not hide the other chains.
 func readChainHeader(path string) (AuditChain, error) {
 	var c AuditChain
-	err := scanChainFile(path, 0, func(line []byte, _ int64) (bool, error) {
+	err := scanChainFile(path, filePosition{}, func(line []byte, _ filePosition) (bool, error) {
 		l, err := decodeFileLine(line)
 		if err != nil || l.Type != fileLineChain {
 			return true, nil
 		}
-		c, err = l.chain()
-		if err != nil {
-			return true, fmt.Errorf("%w: %w", errChainFileDamaged, err)
+		if c, err = l.chain(); err != nil {
+			c = AuditChain{}
 		}
 		return true, nil
 	})
@@ -540,23 +554,30 @@ func (a *auditFiles) page(chainID, kind string, afterSeq uint64, limit int,
 	start := a.cursor(cursorKey{chainID, kind, afterSeq})
 	path := a.path(chainID)
 
-	n, last, lastEnd := 0, afterSeq, int64(-1)
-	err := scanChainFile(path, start, func(line []byte, end int64) (bool, error) {
-		typ, seq, ok := lineHead(line)
-		if ok && (typ != kind || seq <= afterSeq) {
+	n, last, lastEnd := 0, afterSeq, filePosition{offset: -1}
+	err := scanChainFile(path, start, func(line []byte, end filePosition) (bool, error) {
+		typ, seq, decoded, err := classifyLine(chainID, line, end.line)
+		if err != nil {
+			return true, err
+		}
+		if typ != kind || seq <= afterSeq {
 			return false, nil
 		}
 
-		l, err := decodeFileLine(line)
-		if err != nil {
-			return true, fmt.Errorf("%w: %w", errChainFileDamaged, err)
+		if decoded == nil {
+			l, err := decodeFileLine(line)
+			if err != nil {
+				return true, damagedLine(chainID, end.line, err.Error())
+			}
+			decoded = &l
 		}
-		if l.Type != kind || l.Seq <= afterSeq {
-			return false, nil
+		if decoded.Seq != seq {
+			return true, damagedLine(chainID, end.line, "the seq is not where a line "+
+				"written by kmsd has it")
 		}
-		seq, err = add(l)
+		seq, err = add(*decoded)
 		if err != nil {
-			return true, fmt.Errorf("%w: %w", errChainFileDamaged, err)
+			return true, damagedLine(chainID, end.line, err.Error())
 		}
 		n, last, lastEnd = n+1, seq, end
 		return n == limit, nil
@@ -564,25 +585,78 @@ func (a *auditFiles) page(chainID, kind string, afterSeq uint64, limit int,
 	if err != nil {
 		return fmt.Errorf("read chain file %s: %w", path, err)
 	}
-	if lastEnd >= 0 {
+	if lastEnd.offset >= 0 {
 		a.setCursor(cursorKey{chainID, kind, last}, lastEnd)
 	}
 	return nil
 }
 
-func (a *auditFiles) cursor(k cursorKey) int64 {
+func (a *auditFiles) cursor(k cursorKey) filePosition {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.cursors[k]
 }
 
-func (a *auditFiles) setCursor(k cursorKey, offset int64) {
+func (a *auditFiles) setCursor(k cursorKey, end filePosition) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if len(a.cursors) >= auditFileCursors {
 		clear(a.cursors)
 	}
-	a.cursors[k] = offset
+	a.cursors[k] = end
+}
+
+// classifyLine returns the type and seq of line number n of the file of chain chainID.
+// Only kmsd writes chain files, so a line whose head is not in the form that the append
+// functions write, a chain line that is not the first line, or a line of another type
+// returns a *ChainFileError. The first line is decoded and checked, and returned as
+// decoded; other lines are decoded by the caller when it needs their fields.
+func classifyLine(chainID string, line []byte, n int) (typ string, seq uint64,
+	decoded *fileLine, err error) {
+	typ, seq, ok := lineHead(line)
+	switch {
+	case !ok:
+		return "", 0, nil, damagedLine(chainID, n, "the line is not in the form kmsd writes")
+	case typ == fileLineChain && n != 1:
+		return "", 0, nil, damagedLine(chainID, n, "a chain line after the first line")
+	case typ == fileLineChain:
+		l, err := decodeFileLine(line)
+		if err == nil && l.Type != fileLineChain {
+			err = errors.New("the type is not the first field")
+		}
+		if err == nil {
+			_, err = l.chain()
+		}
+		if err != nil {
+			return "", 0, nil, damagedLine(chainID, n, err.Error())
+		}
+		return typ, 0, &l, nil
+	case typ != fileLineRecord && typ != fileLineCheckpoint:
+		return "", 0, nil, damagedLine(chainID, n, fmt.Sprintf("unknown line type %q", typ))
+	}
+	return typ, seq, nil, nil
+}
+
+// decodeRecordLine returns the record of line number n, decoding it unless decoded is
+// already the decoded line.
+func decodeRecordLine(chainID string, line []byte, n int, decoded *fileLine) (AuditRecord,
+	error) {
+	if decoded == nil {
+		l, err := decodeFileLine(line)
+		if err != nil {
+			return AuditRecord{}, damagedLine(chainID, n, err.Error())
+		}
+		decoded = &l
+	}
+	r, err := decoded.record()
+	if err != nil {
+		return AuditRecord{}, damagedLine(chainID, n, err.Error())
+	}
+	return r, nil
+}
+
+func damagedLine(chainID string, n int, reason string) error {
+	return &ChainFileError{ChainID: chainID, Line: n, Reason: reason}
 }
 
 // lastRecord returns the record with the highest seq of the chain, or ErrNotFound.
@@ -601,23 +675,14 @@ func (a *auditFiles) lastRecord(chainID string) (AuditRecord, error) {
 	}
 
 	var last AuditRecord
-	err := scanChainFile(a.path(chainID), 0, func(line []byte, _ int64) (bool, error) {
-		typ, _, ok := lineHead(line)
-		if ok && typ != fileLineRecord {
-			return false, nil
+	err := scanChainFile(a.path(chainID), filePosition{}, func(line []byte,
+		end filePosition) (bool, error) {
+		typ, _, decoded, err := classifyLine(chainID, line, end.line)
+		if err != nil || typ != fileLineRecord {
+			return err != nil, err
 		}
-		l, err := decodeFileLine(line)
-		if err != nil {
-			return true, fmt.Errorf("%w: %w", errChainFileDamaged, err)
-		}
-		if l.Type != fileLineRecord {
-			return false, nil
-		}
-		last, err = l.record()
-		if err != nil {
-			return true, fmt.Errorf("%w: %w", errChainFileDamaged, err)
-		}
-		return false, nil
+		last, err = decodeRecordLine(chainID, line, end.line, decoded)
+		return err != nil, err
 	})
 	if err != nil {
 		return AuditRecord{}, fmt.Errorf("read chain file %s: %w", a.path(chainID), err)
@@ -628,24 +693,25 @@ func (a *auditFiles) lastRecord(chainID string) (AuditRecord, error) {
 	return last, nil
 }
 
-// scanChainFile calls fn with each complete line of the file from offset start, newline
-// excluded, and the offset just after it, until fn returns stop or an error. A last line
-// without its newline is being written, or was cut short by a crash, and is not passed.
-func scanChainFile(path string, start int64,
-	fn func(line []byte, end int64) (stop bool, err error)) error {
+// scanChainFile calls fn with each complete line of the file from position start, newline
+// excluded, and the position just after it, whose line number is that of the line
+// passed, until fn returns stop or an error. A last line without its newline is being
+// written, or was cut short by a crash, and is not passed.
+func scanChainFile(path string, start filePosition,
+	fn func(line []byte, end filePosition) (stop bool, err error)) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if start > 0 {
-		if _, err := f.Seek(start, io.SeekStart); err != nil {
+	if start.offset > 0 {
+		if _, err := f.Seek(start.offset, io.SeekStart); err != nil {
 			return err
 		}
 	}
 
 	r := bufio.NewReaderSize(f, 64<<10)
-	offset := start
+	pos := start
 	var long []byte // a line longer than the reader's buffer
 	for {
 		chunk, err := r.ReadSlice('\n')
@@ -665,8 +731,9 @@ func scanChainFile(path string, start int64,
 			line = append(long, chunk...)
 			long = nil
 		}
-		offset += int64(len(line))
-		stop, err := fn(bytes.TrimSuffix(line, []byte{'\n'}), offset)
+		pos.offset += int64(len(line))
+		pos.line++
+		stop, err := fn(bytes.TrimSuffix(line, []byte{'\n'}), pos)
 		if err != nil || stop {
 			return err
 		}

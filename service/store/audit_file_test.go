@@ -201,17 +201,99 @@ func TestChainFilePartialLastLine(t *testing.T) {
 }
 
 func TestChainFileDamagedLine(t *testing.T) {
+	cases := []struct {
+		name string
+		line string // written after record 2 of a chain of three records
+	}{
+		{"undecodable record", "{\"type\":\"record\",x}"},
+		{"unknown type with a record head", `{"type":"junk","chain_id":"c","seq":9,"x":1}`},
+		{"unknown type", `{"type":"junk"}`},
+		{"chain line after the first", `{"type":"chain","chain_id":"c"}`},
+		{"chain head with garbage", `{"type":"chain" arbitrary text`},
+		{"plain text", "garbage"},
+		{"seq not where kmsd writes it", `{"type":"record","seq":3,"chain_id":"c"}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "kms.db")
+			s, err := Open(t.Context(), path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := t.Context()
+			err = s.CreateAuditChain(ctx, AuditChain{ID: "c", StartedAt: fileTestTime})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.AppendAudit(ctx, fileRecords("c", 1, 2), nil); err != nil {
+				t.Fatal(err)
+			}
+			file := filepath.Join(path+"-audit", "c.jsonl")
+			appendBytes(t, file, []byte(tc.line+"\n"))
+			s.Close()
+
+			s = openFileStore(t, path)
+			_, recordsErr := s.ListAuditRecords(ctx, "c", 0, 10)
+			_, checkpointsErr := s.ListAuditCheckpoints(ctx, "c", 0, 10)
+			for what, err := range map[string]error{"ListAuditRecords": recordsErr,
+				"ListAuditCheckpoints": checkpointsErr} {
+				var damaged *ChainFileError
+				if !errors.As(err, &damaged) {
+					t.Errorf("%s = %v, want a *ChainFileError", what, err)
+					continue
+				}
+				if damaged.ChainID != "c" || damaged.Line != 4 {
+					t.Errorf("%s reports chain %q line %d, want chain c line 4", what,
+						damaged.ChainID, damaged.Line)
+				}
+				if !errors.Is(err, ErrChainFileDamaged) {
+					t.Errorf("%s = %v, want it to match ErrChainFileDamaged", what, err)
+				}
+			}
+		})
+	}
+}
+
+func TestChainFileDamagedHeaderListed(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "kms.db")
 	s := openFileStore(t, path)
 	ctx := t.Context()
-	if err := s.CreateAuditChain(ctx, AuditChain{ID: "c", StartedAt: fileTestTime}); err != nil {
+	if err := s.CreateAuditChain(ctx, AuditChain{ID: "good", StartedAt: fileTestTime}); err != nil {
 		t.Fatal(err)
 	}
-	appendBytes(t, filepath.Join(path+"-audit", "c.jsonl"), []byte("{\"type\":\"record\",x}\n"))
+	dir := path + "-audit"
+	bad := []byte(`{"type":"chain","chain_id":"bad","started_at":"yesterday"}` + "\n")
+	if err := os.WriteFile(filepath.Join(dir, "bad.jsonl"), bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "stray.jsonl"), []byte("text\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
-	_, err := s.ListAuditRecords(ctx, "c", 0, 10)
-	if !errors.Is(err, errChainFileDamaged) {
-		t.Errorf("ListAuditRecords over a damaged line = %v, want errChainFileDamaged", err)
+	chains, err := s.ListAuditChains(ctx)
+	if err != nil {
+		t.Fatalf("ListAuditChains with damaged chain files: %v", err)
+	}
+	ids := map[string]bool{}
+	for _, c := range chains {
+		ids[c.ID] = true
+	}
+	for _, id := range []string{"good", "bad", "stray"} {
+		if !ids[id] {
+			t.Errorf("ListAuditChains = %v, want chain %s listed", chains, id)
+		}
+	}
+
+	for _, id := range []string{"bad", "stray"} {
+		_, err := s.ListAuditRecords(ctx, id, 0, 10)
+		var damaged *ChainFileError
+		if !errors.As(err, &damaged) || damaged.Line != 1 {
+			t.Errorf("ListAuditRecords of chain %s = %v, want a *ChainFileError on line 1",
+				id, err)
+		}
+	}
+	if _, err := s.ListAuditRecords(ctx, "good", 0, 10); err != nil {
+		t.Errorf("ListAuditRecords of the intact chain: %v", err)
 	}
 }
 

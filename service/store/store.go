@@ -31,9 +31,9 @@ var (
 	// Key.Revision) or a row with the same primary key exists.
 	ErrConflict = errors.New("conflicting change")
 
-	// ErrUnavailable means the database could not be reached or refused the write. The
-	// call may succeed when retried later.
-	ErrUnavailable = errors.New("database unavailable")
+	// ErrUnavailable means the database could not be reached or refused the write, or a
+	// chain file could not be written. The call may succeed when retried later.
+	ErrUnavailable = errors.New("store unavailable")
 )
 
 // Key states as the Huawei Cloud KMS API v1.0 spells them on the wire.
