@@ -90,7 +90,7 @@ func (m *Module) SealRandom(ctx context.Context, ref KeyRef, n int, aad []byte) 
 func (m *Module) encryptInSession(
 	c *conn, s *session, key pkcs11.ObjectHandle, iv, plaintext, aad []byte,
 ) (Sealed, error) {
-	sealed, err := encryptGCM(c.p11, s.handle, key, iv, plaintext, aad)
+	sealed, err := c.encrypt(s, key, iv, plaintext, aad)
 	if err != nil {
 		return Sealed{}, err
 	}
@@ -98,6 +98,31 @@ func (m *Module) encryptInSession(
 		return Sealed{}, errNoTokenIV
 	}
 	return sealed, nil
+}
+
+// encrypt runs one C_EncryptInit and C_Encrypt with CKM_AES_GCM, in one cgo call when
+// the library's function list could be read (gcmCalls) and through miekg/pkcs11
+// otherwise.
+func (c *conn) encrypt(s *session, key pkcs11.ObjectHandle, iv, plaintext, aad []byte) (
+	Sealed, error) {
+	if c.gcm == nil {
+		return encryptGCM(c.p11, s.handle, key, iv, plaintext, aad)
+	}
+	ciphertext, err := c.gcm.encrypt(s.handle, key, iv, plaintext, aad)
+	if err != nil {
+		return Sealed{}, err
+	}
+	return Sealed{IV: iv, Ciphertext: ciphertext}, nil
+}
+
+// decrypt runs one C_DecryptInit and C_Decrypt with CKM_AES_GCM, as encrypt does. A tag
+// that does not verify returns ErrDecrypt.
+func (c *conn) decrypt(s *session, key pkcs11.ObjectHandle, iv, ciphertext, aad []byte) (
+	[]byte, error) {
+	if c.gcm == nil {
+		return decryptGCM(c.p11, s.handle, key, iv, ciphertext, aad)
+	}
+	return c.gcm.decrypt(s.handle, key, iv, ciphertext, aad)
 }
 
 // encryptGCM runs one C_EncryptInit and C_Encrypt. The IV is read back from CK_GCM_PARAMS
@@ -140,7 +165,7 @@ func (m *Module) Open(ctx context.Context, ref KeyRef, iv, ciphertext, aad []byt
 			return err
 		}
 
-		plaintext, err = decryptGCM(c.p11, s.handle, key, iv, ciphertext, aad)
+		plaintext, err = c.decrypt(s, key, iv, ciphertext, aad)
 		return err
 	})
 	if err != nil {

@@ -402,6 +402,7 @@ func (c *counters) reset() {
 type conn struct {
 	c11      *crypto11.Context
 	p11      *pkcs11.Ctx
+	gcm      *gcmCalls // nil when the library's function list cannot be read
 	slot     uint
 	counters *counters
 
@@ -469,9 +470,13 @@ func connect(cfg Config, counters *counters) (*conn, error) {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 
+	// A library whose function list cannot be read gets its GCM operations through
+	// miekg/pkcs11, which works with every library, only slower.
+	gcm, _ := loadGCMCalls(cfg.ModulePath)
 	c := &conn{
 		c11:         c11,
 		p11:         p11,
+		gcm:         gcm,
 		slot:        slot,
 		counters:    counters,
 		pool:        make(chan *session, cfg.MaxSessions),

@@ -14,33 +14,25 @@ const (
 	checkpointTag = "kms-audit-checkpoint-v1"
 )
 
-// encoder writes the canonical encoding: every field is a 4-byte big-endian length
-// followed by that many bytes. Integers are 8-byte big-endian two's complement, and a
-// time is its Unix time in milliseconds as such an integer.
-// encoder collects the encoding in one buffer and hashes it once, which costs fewer
-// allocations per record than writing each field to a hash.Hash.
-type encoder struct{ buf []byte }
+// The canonical encoding: every field is a 4-byte big-endian length followed by that
+// many bytes. Integers are 8-byte big-endian two's complement, and a time is its Unix
+// time in milliseconds as such an integer. The encoding is collected in one buffer and
+// hashed once, which costs fewer allocations per record than writing each field to a
+// hash.Hash.
 
-func newEncoder() *encoder { return &encoder{buf: make([]byte, 0, 512)} }
-
-func (e *encoder) bytes(b []byte) {
-	e.buf = binary.BigEndian.AppendUint32(e.buf, uint32(len(b)))
-	e.buf = append(e.buf, b...)
+func appendBytesField(b, v []byte) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
+	return append(b, v...)
 }
 
-func (e *encoder) string(s string) {
-	e.buf = binary.BigEndian.AppendUint32(e.buf, uint32(len(s)))
-	e.buf = append(e.buf, s...)
+func appendStringField(b []byte, s string) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
+	return append(b, s...)
 }
 
-func (e *encoder) int(v int64) {
-	e.buf = binary.BigEndian.AppendUint32(e.buf, 8)
-	e.buf = binary.BigEndian.AppendUint64(e.buf, uint64(v))
-}
-
-func (e *encoder) sum() []byte {
-	digest := sha256.Sum256(e.buf)
-	return digest[:]
+func appendIntField(b []byte, v int64) []byte {
+	b = binary.BigEndian.AppendUint32(b, 8)
+	return binary.BigEndian.AppendUint64(b, uint64(v))
 }
 
 // RecordHash returns the SHA-256 hash of the canonical encoding of r: the record tag,
@@ -48,34 +40,36 @@ func (e *encoder) sum() []byte {
 // Operation, KeyID, KeyVersion, GrantID, Status, ErrorCode and Sequence, in that order.
 // r.Hash is not part of it. docs/audit.md has a worked example.
 func RecordHash(r store.AuditRecord) []byte {
-	e := newEncoder()
-	e.string(recordTag)
-	e.string(r.ChainID)
-	e.int(int64(r.Seq))
-	e.bytes(r.PrevHash)
-	e.int(r.Time.UnixMilli())
-	e.string(r.RequestID)
-	e.string(r.AccessKey)
-	e.string(r.UserID)
-	e.string(r.ProjectID)
-	e.string(r.SourceIP)
-	e.string(r.Operation)
-	e.string(r.KeyID)
-	e.int(int64(r.KeyVersion))
-	e.string(r.GrantID)
-	e.int(int64(r.Status))
-	e.string(r.ErrorCode)
-	e.string(r.Sequence)
-	return e.sum()
+	var buf [512]byte // on the stack unless the fields need more
+	b := appendStringField(buf[:0], recordTag)
+	b = appendStringField(b, r.ChainID)
+	b = appendIntField(b, int64(r.Seq))
+	b = appendBytesField(b, r.PrevHash)
+	b = appendIntField(b, r.Time.UnixMilli())
+	b = appendStringField(b, r.RequestID)
+	b = appendStringField(b, r.AccessKey)
+	b = appendStringField(b, r.UserID)
+	b = appendStringField(b, r.ProjectID)
+	b = appendStringField(b, r.SourceIP)
+	b = appendStringField(b, r.Operation)
+	b = appendStringField(b, r.KeyID)
+	b = appendIntField(b, int64(r.KeyVersion))
+	b = appendStringField(b, r.GrantID)
+	b = appendIntField(b, int64(r.Status))
+	b = appendStringField(b, r.ErrorCode)
+	b = appendStringField(b, r.Sequence)
+	digest := sha256.Sum256(b)
+	return digest[:]
 }
 
 // CheckpointDigest returns the SHA-256 digest that a checkpoint signature covers: the
 // canonical encoding of the checkpoint tag, chainID, seq and recordHash.
 func CheckpointDigest(chainID string, seq uint64, recordHash []byte) []byte {
-	e := newEncoder()
-	e.string(checkpointTag)
-	e.string(chainID)
-	e.int(int64(seq))
-	e.bytes(recordHash)
-	return e.sum()
+	var buf [256]byte
+	b := appendStringField(buf[:0], checkpointTag)
+	b = appendStringField(b, chainID)
+	b = appendIntField(b, int64(seq))
+	b = appendBytesField(b, recordHash)
+	digest := sha256.Sum256(b)
+	return digest[:]
 }

@@ -175,20 +175,22 @@ func (s *SQLStore) AppendAudit(
 		}
 	}
 
-	op := fmt.Sprintf("append %d audit records and %d checkpoints", len(records),
-		len(checkpoints))
 	if s.files != nil {
 		w, err := s.auditChainWriter(records, checkpoints)
 		if err == nil && w != nil {
 			err = w.append(records, checkpoints, s.auditFsync.Load())
 		}
 		if err != nil {
-			return fmt.Errorf("%s: %w", op, err)
+			return fmt.Errorf("append %d audit records and %d checkpoints: %w", len(records),
+				len(checkpoints), err)
 		}
 		if w != nil {
 			return nil
 		}
 	}
+
+	op := fmt.Sprintf("append %d audit records and %d checkpoints", len(records),
+		len(checkpoints))
 	if s.d.name == "sqlite" && !s.auditFsync.Load() {
 		return s.appendAuditSQLite(ctx, op, records, checkpoints)
 	}

@@ -1,0 +1,104 @@
+package hsm
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/miekg/pkcs11"
+)
+
+// TestGCMCallsMatchMiekg checks that the one-call GCM functions and the miekg/pkcs11
+// calls read each other's output, and fail the same way, on one SoftHSM2 session.
+func TestGCMCallsMatchMiekg(t *testing.T) {
+	m := openTestModule(t, nil)
+	ref := KeyRef{KeyID: "one-call", Version: 1}
+	generateTestKey(t, m, ref)
+	ctx := context.Background()
+
+	c, release, err := m.acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	if c.gcm == nil {
+		t.Fatal("the one-call GCM functions were not loaded for SoftHSM2")
+	}
+	s, err := c.get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.put(s)
+	key, err := c.sessionKey(s, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	iv := bytes.Repeat([]byte{3}, GCMIVSize)
+	aad := []byte("header and context")
+	for _, plaintext := range [][]byte{{}, bytes.Repeat([]byte{7}, 64), bytes.Repeat([]byte{1}, 4096)} {
+		viaCall, err := c.gcm.encrypt(s.handle, key, iv, plaintext, aad)
+		if err != nil {
+			t.Fatalf("one-call encrypt of %d bytes: %v", len(plaintext), err)
+		}
+		viaMiekg, err := encryptGCM(c.p11, s.handle, key, iv, plaintext, aad)
+		if err != nil {
+			t.Fatalf("miekg encrypt of %d bytes: %v", len(plaintext), err)
+		}
+		if !bytes.Equal(viaCall, viaMiekg.Ciphertext) {
+			t.Errorf("%d bytes: the two paths give different ciphertexts under one IV",
+				len(plaintext))
+		}
+
+		opened, err := c.gcm.decrypt(s.handle, key, iv, viaMiekg.Ciphertext, aad)
+		if err != nil || !bytes.Equal(opened, plaintext) {
+			t.Errorf("one-call decrypt of %d bytes = %x, %v", len(plaintext), opened, err)
+		}
+		opened, err = decryptGCM(c.p11, s.handle, key, iv, viaCall, aad)
+		if err != nil || !bytes.Equal(opened, plaintext) {
+			t.Errorf("miekg decrypt of %d bytes = %x, %v", len(plaintext), opened, err)
+		}
+	}
+
+	sealed, err := c.gcm.encrypt(s.handle, key, iv, dataKey, aad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failures := []struct {
+		name      string
+		key       pkcs11.ObjectHandle
+		aad       []byte
+		wantErr   error // nil: any error
+		wantClass failure
+	}{
+		{"other aad", key, []byte("other"), ErrDecrypt, failOther},
+		{"invalid key handle", 0x7fffffff, aad, nil, failHandle},
+	}
+	for _, tc := range failures {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := c.gcm.decrypt(s.handle, tc.key, iv, sealed, tc.aad)
+			if err == nil {
+				t.Fatal("decrypt succeeded")
+			}
+			if tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
+				t.Errorf("decrypt = %v, want %v", err, tc.wantErr)
+			}
+			if got := classify(err); got != tc.wantClass {
+				t.Errorf("classify(%v) = %d, want %d", err, got, tc.wantClass)
+			}
+		})
+	}
+
+	// A failed decryption ends the operation, so the session takes the next one.
+	opened, err := c.gcm.decrypt(s.handle, key, iv, sealed, aad)
+	if err != nil || !bytes.Equal(opened, dataKey) {
+		t.Errorf("decrypt after failures = %x, %v", opened, err)
+	}
+}
+
+func TestLoadGCMCallsUnloadedLibrary(t *testing.T) {
+	if _, err := loadGCMCalls("/nonexistent/libpkcs11.so"); err == nil {
+		t.Error("loadGCMCalls of a library that is not loaded succeeded")
+	}
+}
