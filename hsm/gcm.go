@@ -23,14 +23,12 @@ func (m *Module) Seal(ctx context.Context, ref KeyRef, plaintext, aad []byte) (S
 			return err
 		}
 
-		var iv []byte
+		iv := make([]byte, GCMIVSize)
+		random := iv
 		if m.cfg.TokenGeneratesIV {
-			iv = make([]byte, GCMIVSize)
-		} else if iv, err = c.p11.GenerateRandom(s.handle, GCMIVSize); err != nil {
-			return fmt.Errorf("C_GenerateRandom: %w", err)
+			random = nil
 		}
-
-		sealed, err = m.encryptInSession(c, s, key, iv, plaintext, aad)
+		sealed, err = m.sealInSession(c, s, key, random, iv, plaintext, aad)
 		return err
 	})
 	if err != nil {
@@ -60,16 +58,12 @@ func (m *Module) SealRandom(ctx context.Context, ref KeyRef, n int, aad []byte) 
 		if !m.cfg.TokenGeneratesIV {
 			size += GCMIVSize
 		}
-		random, err := c.p11.GenerateRandom(s.handle, size)
-		if err != nil {
-			return fmt.Errorf("C_GenerateRandom: %w", err)
-		}
-
+		random := make([]byte, size)
 		iv := random[n:]
 		if m.cfg.TokenGeneratesIV {
 			iv = make([]byte, GCMIVSize)
 		}
-		if sealed, err = m.encryptInSession(c, s, key, iv, random[:n], aad); err != nil {
+		if sealed, err = m.sealInSession(c, s, key, random, iv, random[:n], aad); err != nil {
 			clear(random)
 			return err
 		}
@@ -85,34 +79,39 @@ func (m *Module) SealRandom(ctx context.Context, ref KeyRef, n int, aad []byte) 
 	return plaintext, sealed, nil
 }
 
-// encryptInSession runs encryptGCM and, with Config.TokenGeneratesIV, checks that the
-// token chose an IV.
-func (m *Module) encryptInSession(
-	c *conn, s *session, key pkcs11.ObjectHandle, iv, plaintext, aad []byte,
+// sealInSession fills random from C_GenerateRandom unless it is empty, encrypts plaintext
+// under iv (random may hold both), and with Config.TokenGeneratesIV checks that the
+// token chose an IV. It takes one cgo call when the library's function list could be
+// read (gcmCalls) and goes through miekg/pkcs11 otherwise.
+func (m *Module) sealInSession(
+	c *conn, s *session, key pkcs11.ObjectHandle, random, iv, plaintext, aad []byte,
 ) (Sealed, error) {
-	sealed, err := c.encrypt(s, key, iv, plaintext, aad)
-	if err != nil {
-		return Sealed{}, err
+	var sealed Sealed
+	if c.gcm != nil {
+		ciphertext, err := c.gcm.seal(s.handle, key, random, iv, plaintext, aad)
+		if err != nil {
+			return Sealed{}, err
+		}
+		sealed = Sealed{IV: iv, Ciphertext: ciphertext}
+	} else {
+		if len(random) > 0 {
+			filled, err := c.p11.GenerateRandom(s.handle, len(random))
+			if err != nil {
+				return Sealed{}, fmt.Errorf("C_GenerateRandom: %w", err)
+			}
+			copy(random, filled)
+			clear(filled)
+		}
+		var err error
+		if sealed, err = encryptGCM(c.p11, s.handle, key, iv, plaintext, aad); err != nil {
+			return Sealed{}, err
+		}
 	}
+
 	if m.cfg.TokenGeneratesIV && bytes.Equal(sealed.IV, make([]byte, GCMIVSize)) {
 		return Sealed{}, errNoTokenIV
 	}
 	return sealed, nil
-}
-
-// encrypt runs one C_EncryptInit and C_Encrypt with CKM_AES_GCM, in one cgo call when
-// the library's function list could be read (gcmCalls) and through miekg/pkcs11
-// otherwise.
-func (c *conn) encrypt(s *session, key pkcs11.ObjectHandle, iv, plaintext, aad []byte) (
-	Sealed, error) {
-	if c.gcm == nil {
-		return encryptGCM(c.p11, s.handle, key, iv, plaintext, aad)
-	}
-	ciphertext, err := c.gcm.encrypt(s.handle, key, iv, plaintext, aad)
-	if err != nil {
-		return Sealed{}, err
-	}
-	return Sealed{IV: iv, Ciphertext: ciphertext}, nil
 }
 
 // decrypt runs one C_DecryptInit and C_Decrypt with CKM_AES_GCM, as encrypt does. A tag

@@ -28,6 +28,7 @@ typedef struct {
 typedef ck_ulong (*ck_crypt_init)(ck_ulong session, ck_mechanism *mech, ck_ulong key);
 typedef ck_ulong (*ck_crypt)(ck_ulong session, unsigned char *in, ck_ulong in_len,
 	unsigned char *out, ck_ulong *out_len);
+typedef ck_ulong (*ck_generate_random)(ck_ulong session, unsigned char *out, ck_ulong len);
 
 // CK_FUNCTION_LIST is a CK_VERSION (two bytes) followed by one pointer per function in
 // the order the standard fixes. The indexes below count from C_Initialize at 0.
@@ -41,6 +42,7 @@ enum {
 	ck_encrypt_index = 30,
 	ck_decrypt_init_index = 33,
 	ck_decrypt_index = 34,
+	ck_generate_random_index = 64,
 };
 
 static const ck_ulong ckm_aes_gcm = 0x1087;
@@ -50,7 +52,15 @@ typedef struct {
 	ck_crypt encrypt;
 	ck_crypt_init decrypt_init;
 	ck_crypt decrypt;
+	ck_generate_random generate_random;
 } gcm_functions;
+
+// gcm_check_export returns 0 when the library exports no symbol name, or exports it at
+// the address listed, and 1 when the two differ: the list then has another layout.
+static int gcm_check_export(void *library, const char *name, void *listed) {
+	void *exported = dlsym(library, name);
+	return exported != NULL && exported != listed;
+}
 
 // gcm_load fills f from the function list of the library at path, which must be loaded
 // already. The handle that dlopen returns is never closed, so the library, and with it
@@ -74,9 +84,17 @@ static int gcm_load(const char *path, gcm_functions *f) {
 	f->encrypt = (ck_crypt)list->functions[ck_encrypt_index];
 	f->decrypt_init = (ck_crypt_init)list->functions[ck_decrypt_init_index];
 	f->decrypt = (ck_crypt)list->functions[ck_decrypt_index];
+	f->generate_random = (ck_generate_random)list->functions[ck_generate_random_index];
 	if (f->encrypt_init == NULL || f->encrypt == NULL || f->decrypt_init == NULL ||
-		f->decrypt == NULL) {
+		f->decrypt == NULL || f->generate_random == NULL) {
 		return 4;
+	}
+	if (gcm_check_export(library, "C_EncryptInit", (void *)f->encrypt_init) ||
+		gcm_check_export(library, "C_Encrypt", (void *)f->encrypt) ||
+		gcm_check_export(library, "C_DecryptInit", (void *)f->decrypt_init) ||
+		gcm_check_export(library, "C_Decrypt", (void *)f->decrypt) ||
+		gcm_check_export(library, "C_GenerateRandom", (void *)f->generate_random)) {
+		return 5;
 	}
 	return 0;
 }
@@ -99,6 +117,27 @@ static ck_ulong gcm_crypt(const gcm_functions *f, int encrypt, ck_ulong session,
 	}
 	return encrypt ? f->encrypt(session, in, in_len, out, out_len)
 		: f->decrypt(session, in, in_len, out, out_len);
+}
+
+// gcm_seal fills random with C_GenerateRandom when random_len is not 0, and then
+// encrypts as gcm_crypt does; random may be the plaintext, the IV or both. *stage is
+// 0 when C_GenerateRandom failed, 1 for C_EncryptInit and 2 for C_Encrypt.
+static ck_ulong gcm_seal(const gcm_functions *f, ck_ulong session, ck_ulong key,
+	unsigned char *random, ck_ulong random_len, unsigned char *iv, ck_ulong iv_len,
+	unsigned char *aad, ck_ulong aad_len, ck_ulong tag_bits, unsigned char *in,
+	ck_ulong in_len, unsigned char *out, ck_ulong *out_len, int *stage) {
+	*stage = 0;
+	if (random_len != 0) {
+		ck_ulong rv = f->generate_random(session, random, random_len);
+		if (rv != 0) {
+			return rv;
+		}
+	}
+	int init_failed = 0;
+	ck_ulong rv = gcm_crypt(f, 1, session, key, iv, iv_len, aad, aad_len, tag_bits, in,
+		in_len, out, out_len, &init_failed);
+	*stage = init_failed ? 1 : 2;
+	return rv;
 }
 */
 import "C"
@@ -136,16 +175,25 @@ func loadGCMCalls(path string) (*gcmCalls, error) {
 	return g, nil
 }
 
-// encrypt encrypts plaintext into a new slice with room for the tag. A token that chooses
-// the IV writes it into iv.
-func (g *gcmCalls) encrypt(s pkcs11.SessionHandle, key pkcs11.ObjectHandle,
-	iv, plaintext, aad []byte) ([]byte, error) {
+// seal fills random from C_GenerateRandom, unless it is empty, and then encrypts
+// plaintext into a new slice with room for the tag, in one cgo call. A token that
+// chooses the IV writes it into iv. random may share memory with plaintext and
+// iv, which are read after it is filled.
+func (g *gcmCalls) seal(s pkcs11.SessionHandle, key pkcs11.ObjectHandle,
+	random, iv, plaintext, aad []byte) ([]byte, error) {
 	out := make([]byte, len(plaintext)+GCMTagSize)
-	n, _, err := g.crypt(true, s, key, iv, aad, plaintext, out)
-	if err != nil {
-		return nil, err
+	outLen := C.ck_ulong(len(out))
+	var stage C.int
+	rv := C.gcm_seal(&g.functions, C.ck_ulong(s), C.ck_ulong(key),
+		bytePointer(random), C.ck_ulong(len(random)), bytePointer(iv), C.ck_ulong(len(iv)),
+		bytePointer(aad), C.ck_ulong(len(aad)), gcmTagBits, bytePointer(plaintext),
+		C.ck_ulong(len(plaintext)), bytePointer(out), &outLen, &stage)
+	if rv == 0 {
+		return out[:outLen], nil
 	}
-	return out[:n], nil
+
+	name := [...]string{"C_GenerateRandom", "C_EncryptInit", "C_Encrypt"}[stage]
+	return nil, fmt.Errorf("%s: %w", name, pkcs11.Error(rv))
 }
 
 // decrypt decrypts and authenticates ciphertext into a new slice. A C_Decrypt failure

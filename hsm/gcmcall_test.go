@@ -38,7 +38,7 @@ func TestGCMCallsMatchMiekg(t *testing.T) {
 	iv := bytes.Repeat([]byte{3}, GCMIVSize)
 	aad := []byte("header and context")
 	for _, plaintext := range [][]byte{{}, bytes.Repeat([]byte{7}, 64), bytes.Repeat([]byte{1}, 4096)} {
-		viaCall, err := c.gcm.encrypt(s.handle, key, iv, plaintext, aad)
+		viaCall, err := c.gcm.seal(s.handle, key, nil, iv, plaintext, aad)
 		if err != nil {
 			t.Fatalf("one-call encrypt of %d bytes: %v", len(plaintext), err)
 		}
@@ -61,7 +61,7 @@ func TestGCMCallsMatchMiekg(t *testing.T) {
 		}
 	}
 
-	sealed, err := c.gcm.encrypt(s.handle, key, iv, dataKey, aad)
+	sealed, err := c.gcm.seal(s.handle, key, nil, iv, dataKey, aad)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,5 +100,100 @@ func TestGCMCallsMatchMiekg(t *testing.T) {
 func TestLoadGCMCallsUnloadedLibrary(t *testing.T) {
 	if _, err := loadGCMCalls("/nonexistent/libpkcs11.so"); err == nil {
 		t.Error("loadGCMCalls of a library that is not loaded succeeded")
+	}
+}
+
+// TestMiekgPathRoundTrip checks Seal, SealRandom and Open on a connection without the
+// one-call functions, as with a library whose function list cannot be read, against
+// ciphertexts of the one-call path.
+func TestMiekgPathRoundTrip(t *testing.T) {
+	m := openTestModule(t, nil)
+	ref := KeyRef{KeyID: "miekg-path", Version: 1}
+	generateTestKey(t, m, ref)
+	ctx := context.Background()
+	aad := []byte("header")
+
+	fromCall, err := m.Seal(ctx, ref, dataKey, aad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, release, err := m.acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.gcm = nil
+	release()
+
+	opened, err := m.Open(ctx, ref, fromCall.IV, fromCall.Ciphertext, aad)
+	if err != nil || !bytes.Equal(opened, dataKey) {
+		t.Errorf("Open of a one-call ciphertext = %x, %v", opened, err)
+	}
+	sealed, err := m.Seal(ctx, ref, dataKey, aad)
+	if err != nil {
+		t.Fatalf("Seal: %v", err)
+	}
+	if bytes.Equal(sealed.IV, make([]byte, GCMIVSize)) {
+		t.Error("Seal used an all-zero IV")
+	}
+	if opened, err := m.Open(ctx, ref, sealed.IV, sealed.Ciphertext, aad); err != nil ||
+		!bytes.Equal(opened, dataKey) {
+		t.Errorf("Open = %x, %v", opened, err)
+	}
+	plaintext, sealedRandom, err := m.SealRandom(ctx, ref, 32, aad)
+	if err != nil {
+		t.Fatalf("SealRandom: %v", err)
+	}
+	opened, err = m.Open(ctx, ref, sealedRandom.IV, sealedRandom.Ciphertext, aad)
+	if err != nil || !bytes.Equal(opened, plaintext) {
+		t.Errorf("Open of SealRandom = %x, %v; want %x", opened, err, plaintext)
+	}
+	if _, err := m.Open(ctx, ref, sealed.IV, sealed.Ciphertext, []byte("other")); !errors.Is(err, ErrDecrypt) {
+		t.Errorf("Open with other aad = %v, want ErrDecrypt", err)
+	}
+}
+
+// TestSealFreshIVs checks that every Seal and SealRandom takes a new random IV, on both
+// paths: a zero or repeated IV under one key would break GCM.
+func TestSealFreshIVs(t *testing.T) {
+	for _, path := range []string{"one call", "miekg"} {
+		t.Run(path, func(t *testing.T) {
+			m := openTestModule(t, nil)
+			ref := KeyRef{KeyID: "fresh-iv", Version: 1}
+			generateTestKey(t, m, ref)
+			ctx := context.Background()
+			if path == "miekg" {
+				c, release, err := m.acquire()
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.gcm = nil
+				release()
+			}
+
+			seen := map[string]bool{}
+			for i := range 20 {
+				var iv []byte
+				if i%2 == 0 {
+					sealed, err := m.Seal(ctx, ref, dataKey, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					iv = sealed.IV
+				} else {
+					_, sealed, err := m.SealRandom(ctx, ref, 64, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					iv = sealed.IV
+				}
+				if bytes.Equal(iv, make([]byte, GCMIVSize)) {
+					t.Fatalf("seal %d used an all-zero IV", i)
+				}
+				if seen[string(iv)] {
+					t.Fatalf("seal %d repeated IV %x", i, iv)
+				}
+				seen[string(iv)] = true
+			}
+		})
 	}
 }
