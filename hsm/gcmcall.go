@@ -120,8 +120,8 @@ static ck_ulong gcm_crypt(const gcm_functions *f, int encrypt, ck_ulong session,
 }
 
 // gcm_seal fills random with C_GenerateRandom when random_len is not 0, and then
-// encrypts as gcm_crypt does; random may be the plaintext, the IV or both. *stage is
-// 0 when C_GenerateRandom failed, 1 for C_EncryptInit and 2 for C_Encrypt.
+// encrypts as gcm_crypt does. random may be the plaintext, the IV or both. *stage is 0
+// when C_GenerateRandom failed, 1 for C_EncryptInit and 2 for C_Encrypt.
 static ck_ulong gcm_seal(const gcm_functions *f, ck_ulong session, ck_ulong key,
 	unsigned char *random, ck_ulong random_len, unsigned char *iv, ck_ulong iv_len,
 	unsigned char *aad, ck_ulong aad_len, ck_ulong tag_bits, unsigned char *in,
