@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/miekg/pkcs11"
 )
@@ -195,5 +197,86 @@ func TestSealFreshIVs(t *testing.T) {
 				seen[string(iv)] = true
 			}
 		})
+	}
+}
+
+// TestMaxConcurrentCalls checks that a call waits while the bound of calls in progress
+// is reached, and goes on once a slot is free.
+func TestMaxConcurrentCalls(t *testing.T) {
+	for _, bound := range []int{1, 2} {
+		t.Run(fmt.Sprintf("bound %d", bound), func(t *testing.T) {
+			m := openTestModule(t, func(cfg *Config) {
+				cfg.MaxSessions = 4
+				cfg.MaxConcurrentCalls = bound
+			})
+			ref := KeyRef{KeyID: "bounded", Version: 1}
+			generateTestKey(t, m, ref)
+			ctx := context.Background()
+
+			for range bound {
+				if err := m.startCall(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, err := m.Seal(ctx, ref, dataKey, nil)
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				t.Fatalf("Seal returned %v while %d calls held every slot", err, bound)
+			case <-time.After(50 * time.Millisecond):
+			}
+
+			m.endCall()
+			if err := <-done; err != nil {
+				t.Errorf("Seal after a slot was freed: %v", err)
+			}
+			for range bound - 1 {
+				m.endCall()
+			}
+
+			if bound > 1 {
+				for range bound {
+					if err := m.startCall(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
+				short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+				defer cancel()
+				if _, err := m.Seal(short, ref, dataKey, nil); !errors.Is(err, ErrUnavailable) {
+					t.Errorf("Seal with every slot held until its deadline = %v, want "+
+						"ErrUnavailable", err)
+				}
+				for range bound {
+					m.endCall()
+				}
+			}
+		})
+	}
+}
+
+func TestMaxConcurrentCallsConfig(t *testing.T) {
+	cases := []struct {
+		sessions, calls, want int
+		ok                    bool
+	}{
+		{4, 0, 4, true},
+		{4, 1, 1, true},
+		{4, 9, 4, true},
+		{4, -1, 0, false},
+	}
+	for _, tc := range cases {
+		cfg, err := Config{ModulePath: "m", TokenLabel: "t", MaxSessions: tc.sessions,
+			MaxConcurrentCalls: tc.calls}.withDefaults()
+		if (err == nil) != tc.ok {
+			t.Errorf("MaxConcurrentCalls %d: error %v, want ok=%v", tc.calls, err, tc.ok)
+			continue
+		}
+		if tc.ok && cfg.MaxConcurrentCalls != tc.want {
+			t.Errorf("MaxConcurrentCalls %d with %d sessions became %d, want %d", tc.calls,
+				tc.sessions, cfg.MaxConcurrentCalls, tc.want)
+		}
 	}
 }

@@ -36,9 +36,18 @@ type Config struct {
 	// MaxSessions is the size of the pool of sessions used by Seal, Open, Random and key
 	// lookups. Zero means DefaultMaxSessions.
 	MaxSessions int
-	// SessionWaitTimeout bounds the wait for a free pooled session when the context has
-	// no earlier deadline. Zero means DefaultSessionWaitTimeout.
+	// SessionWaitTimeout bounds the wait for a free pooled session, and for a call slot
+	// (MaxConcurrentCalls), when the context has no earlier deadline. Zero means
+	// DefaultSessionWaitTimeout.
 	SessionWaitTimeout time.Duration
+	// MaxConcurrentCalls bounds the calls that use the token at once, over all pooled
+	// sessions; further calls wait in arrival order. Zero means MaxSessions, no bound
+	// beyond the pool. SoftHSM2 runs operations under process-wide locks, so concurrent
+	// calls contend instead of overlapping: on a 2-core machine, two goroutines in
+	// BenchmarkOpen took 2.7 times as long per operation as one, and kmsd's p99 latency
+	// at 64 connections fell from about 30 ms to 12 ms with one call at a time. A network
+	// HSM, whose calls wait on round trips, needs them to overlap.
+	MaxConcurrentCalls int
 	// MaxKeyCopies is how many session-object copies of keys each pooled session keeps.
 	// The oldest copy is destroyed when a new one needs room. Zero means
 	// DefaultMaxKeyCopies, and a negative value disables copies (operations then use the
@@ -75,9 +84,16 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("hsm config: SessionIdleTimeout is %v, expected 0 or more",
 			cfg.SessionIdleTimeout)
 	}
+	if cfg.MaxConcurrentCalls < 0 {
+		return cfg, fmt.Errorf("hsm config: MaxConcurrentCalls is %d, expected 0 or more",
+			cfg.MaxConcurrentCalls)
+	}
 
 	if cfg.MaxSessions == 0 {
 		cfg.MaxSessions = DefaultMaxSessions
+	}
+	if cfg.MaxConcurrentCalls == 0 || cfg.MaxConcurrentCalls > cfg.MaxSessions {
+		cfg.MaxConcurrentCalls = cfg.MaxSessions
 	}
 	if cfg.SessionWaitTimeout <= 0 {
 		cfg.SessionWaitTimeout = DefaultSessionWaitTimeout
@@ -129,6 +145,17 @@ type Module struct {
 	// found lets a missing object of a key used before read as a token fault.
 	found foundKeys
 
+	// oneCall is held by the call in progress when Config.MaxConcurrentCalls is 1. A
+	// sync.Mutex lets a running goroutine take the lock just freed without a hand-off
+	// through the scheduler: at 64 connections on 2 cores that gave about 13% more
+	// decrypt-datakey calls a second than a channel of capacity 1.
+	oneCall    sync.Mutex
+	oneCallSet bool
+	// calls holds one element per call in progress when Config.MaxConcurrentCalls is
+	// between 1 and MaxSessions, and is nil otherwise. Senders blocked on the full
+	// channel proceed in arrival order.
+	calls chan struct{}
+
 	// genMu serialises the creation and destruction of token objects, because SoftHSM2
 	// 2.6.1 fails with CKR_GENERAL_ERROR when C_GenerateKey runs while another session
 	// destroys a token object (seen with parallel create-key calls over the key quota,
@@ -175,6 +202,12 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Module, error) {
 		log: log.With("module", cfg.ModulePath, "token", cfg.TokenLabel),
 	}
 	m.readUnlock = m.mu.RUnlock
+	switch {
+	case cfg.MaxConcurrentCalls == 1:
+		m.oneCallSet = true
+	case cfg.MaxConcurrentCalls < cfg.MaxSessions:
+		m.calls = make(chan struct{}, cfg.MaxConcurrentCalls)
+	}
 
 	if err := m.reconnect(nil); errors.Is(err, ErrPINIncorrect) {
 		return nil, err

@@ -308,9 +308,17 @@ func (m *Module) do(
 	var retriedHandle, retriedSession, retriedToken bool
 
 	for {
-		c, release, err := m.acquire()
-		if err != nil {
+		if err := m.startCall(ctx); err != nil {
 			return err
+		}
+		c, releaseConn, err := m.acquire()
+		if err != nil {
+			m.endCall()
+			return err
+		}
+		release := func() {
+			releaseConn()
+			m.endCall()
 		}
 
 		s, err := c.get(ctx)
@@ -392,4 +400,47 @@ func unavailable(err error) error {
 	}
 
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// startCall waits for a call slot when Config.MaxConcurrentCalls bounds the calls in
+// progress. With a bound above 1 it waits at most until ctx is done or
+// Config.SessionWaitTimeout passes.
+//
+// NOTE: with a bound of 1 the wait cannot be cancelled: it lasts until the calls ahead
+// return, however long the token takes to answer them.
+func (m *Module) startCall(ctx context.Context) error {
+	if m.oneCallSet {
+		m.oneCall.Lock()
+		return nil
+	}
+	if m.calls == nil {
+		return nil
+	}
+	select {
+	case m.calls <- struct{}{}:
+		return nil
+	default:
+	}
+
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, m.cfg.SessionWaitTimeout)
+		defer cancel()
+	}
+	select {
+	case m.calls <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: wait for a token call slot: %w", ErrUnavailable, ctx.Err())
+	}
+}
+
+// endCall frees the slot that startCall took.
+func (m *Module) endCall() {
+	switch {
+	case m.oneCallSet:
+		m.oneCall.Unlock()
+	case m.calls != nil:
+		<-m.calls
+	}
 }

@@ -32,6 +32,7 @@ type config struct {
 	TokenLabel     string `json:"token_label" env:"KMS_TOKEN_LABEL" flag:"token-label" help:"label of the PKCS#11 token to use"`
 	PINFile        string `json:"pin_file" env:"KMS_PIN_FILE" flag:"pin-file" help:"file holding the token user PIN (the PIN itself may come from KMS_PIN, never from a flag)"`
 	MaxSessions    int    `json:"max_sessions" env:"KMS_MAX_SESSIONS" flag:"max-sessions" help:"PKCS#11 sessions in the pool"`
+	MaxTokenCalls  int    `json:"max_token_calls" env:"KMS_MAX_TOKEN_CALLS" flag:"max-token-calls" help:"token calls in progress at once, the rest wait in arrival order; 0: 1 for the embedded SoftHSM2 token, whose operations contend for process-wide locks, and max_sessions for a vendor module"`
 	HSMGeneratesIV bool   `json:"hsm_generates_iv" env:"KMS_HSM_GENERATES_IV" flag:"hsm-generates-iv" help:"let the token choose GCM IVs (HSMs in FIPS mode)"`
 
 	SessionIdleTimeout time.Duration `json:"session_idle_timeout" env:"KMS_SESSION_IDLE_TIMEOUT" flag:"session-idle-timeout" help:"close pooled PKCS#11 sessions idle longer than this; set below the idle limit of the HSM or a firewall on the way; 0 keeps them open"`
@@ -276,6 +277,8 @@ func (c config) validate() error {
 	check(c.DataDir != "", "data_dir: must not be empty")
 	check(c.TokenLabel != "", "token_label: must not be empty")
 	check(c.MaxSessions >= 2 && c.MaxSessions <= 1024, "max_sessions: must be 2 to 1024")
+	check(c.MaxTokenCalls >= 0 && c.MaxTokenCalls <= c.MaxSessions,
+		"max_token_calls: must be 0 to max_sessions (%d)", c.MaxSessions)
 	check(c.SessionIdleTimeout >= 0, "session_idle_timeout: must not be negative")
 	check((c.TLSCert == "") == (c.TLSKey == ""), "tls_cert and tls_key: give both or neither")
 	check(c.KeysPerProject >= 1, "keys_per_project: must be at least 1")

@@ -225,3 +225,21 @@ func TestTrustedProxiesValidation(t *testing.T) {
 		}
 	}
 }
+
+func TestMaxTokenCallsValidation(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		ok   bool
+	}{
+		{[]string{"--max-token-calls", "0"}, true},
+		{[]string{"--max-token-calls", "8"}, true},
+		{[]string{"--max-token-calls", "9"}, false},
+		{[]string{"--max-token-calls", "16", "--max-sessions", "16"}, true},
+		{[]string{"--max-token-calls", "-1"}, false},
+	} {
+		_, err := loadConfig(tc.args, envFrom(nil), io.Discard)
+		if (err == nil) != tc.ok {
+			t.Errorf("%v: error %v, want ok=%v", tc.args, err, tc.ok)
+		}
+	}
+}

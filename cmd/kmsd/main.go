@@ -181,6 +181,7 @@ func tokenConfig(cfg config, getenv func(string) string) (hsm.Config, error) {
 		ModulePath:         cfg.PKCS11Module,
 		TokenLabel:         cfg.TokenLabel,
 		MaxSessions:        cfg.MaxSessions,
+		MaxConcurrentCalls: cfg.MaxTokenCalls,
 		TokenGeneratesIV:   cfg.HSMGeneratesIV,
 		SessionIdleTimeout: cfg.SessionIdleTimeout,
 	}
@@ -192,6 +193,9 @@ func tokenConfig(cfg config, getenv func(string) string) (hsm.Config, error) {
 			return hsm.Config{}, fmt.Errorf("setting up the embedded SoftHSM2 token: %w", err)
 		}
 		hc.ModulePath = setup.ModulePath
+		if hc.MaxConcurrentCalls == 0 {
+			hc.MaxConcurrentCalls = 1 // see hsm.Config.MaxConcurrentCalls
+		}
 		if pinFile == "" {
 			pinFile = setup.PINFile
 		}
