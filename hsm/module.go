@@ -43,10 +43,10 @@ type Config struct {
 	// MaxConcurrentCalls bounds the calls that use the token at once, over all pooled
 	// sessions; further calls wait in arrival order. Zero means MaxSessions, no bound
 	// beyond the pool. SoftHSM2 runs operations under process-wide locks, so concurrent
-	// calls contend instead of overlapping: on a 2-core machine, two goroutines in
-	// BenchmarkOpen took 2.7 times as long per operation as one, and kmsd's p99 latency
-	// at 64 connections fell from about 30 ms to 12 ms with one call at a time. A network
-	// HSM, whose calls wait on round trips, needs them to overlap.
+	// calls contend instead of overlapping. On a 2-core machine, two goroutines in
+	// BenchmarkOpen took 2.7 times as long per operation as one. With one call at a time,
+	// kmsd's p99 latency at 64 connections fell from about 30 ms to 12 ms. A network HSM,
+	// whose calls wait on round trips, needs them to overlap.
 	MaxConcurrentCalls int
 	// MaxKeyCopies is how many session-object copies of keys each pooled session keeps.
 	// The oldest copy is destroyed when a new one needs room. Zero means

@@ -407,7 +407,7 @@ func unavailable(err error) error {
 // Config.SessionWaitTimeout passes.
 //
 // NOTE: with a bound of 1 the wait cannot be cancelled: it lasts until the calls ahead
-// return, however long the token takes to answer them.
+// return, however long the token takes to complete them.
 func (m *Module) startCall(ctx context.Context) error {
 	if m.oneCallSet {
 		m.oneCall.Lock()
