@@ -10,7 +10,8 @@ import (
 )
 
 // errNoTokenIV means Config.TokenGeneratesIV is set but the token left the IV buffer zeroed.
-var errNoTokenIV = errors.New("token did not choose a GCM IV: unset TokenGeneratesIV for it")
+var errNoTokenIV = errors.New("token did not choose a GCM IV: turn off TokenGeneratesIV " +
+	"(kmsd --hsm-generates-iv=false) for this token")
 
 // Seal encrypts plaintext with AES-256-GCM under ref inside the token (C_Encrypt with
 // CKM_AES_GCM). The IV is 12 bytes from C_GenerateRandom, or chosen by the token when

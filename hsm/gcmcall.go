@@ -30,6 +30,15 @@ typedef ck_ulong (*ck_crypt)(ck_ulong session, unsigned char *in, ck_ulong in_le
 	unsigned char *out, ck_ulong *out_len);
 typedef ck_ulong (*ck_generate_random)(ck_ulong session, unsigned char *out, ck_ulong len);
 
+typedef struct {
+	ck_ulong slotID;
+	ck_ulong state;
+	ck_ulong flags;
+	ck_ulong ulDeviceError;
+} ck_session_info;
+
+typedef ck_ulong (*ck_get_session_info)(ck_ulong session, ck_session_info *info);
+
 // CK_FUNCTION_LIST is a CK_VERSION (two bytes) followed by one pointer per function in
 // the order the standard fixes. The indexes below count from C_Initialize at 0.
 typedef struct {
@@ -38,6 +47,7 @@ typedef struct {
 } ck_function_list;
 
 enum {
+	ck_get_session_info_index = 15,
 	ck_encrypt_init_index = 29,
 	ck_encrypt_index = 30,
 	ck_decrypt_init_index = 33,
@@ -53,6 +63,7 @@ typedef struct {
 	ck_crypt_init decrypt_init;
 	ck_crypt decrypt;
 	ck_generate_random generate_random;
+	ck_get_session_info get_session_info;
 } gcm_functions;
 
 // gcm_check_export returns 0 when the library exports no symbol name, or exports it at
@@ -85,8 +96,9 @@ static int gcm_load(const char *path, gcm_functions *f) {
 	f->decrypt_init = (ck_crypt_init)list->functions[ck_decrypt_init_index];
 	f->decrypt = (ck_crypt)list->functions[ck_decrypt_index];
 	f->generate_random = (ck_generate_random)list->functions[ck_generate_random_index];
+	f->get_session_info = (ck_get_session_info)list->functions[ck_get_session_info_index];
 	if (f->encrypt_init == NULL || f->encrypt == NULL || f->decrypt_init == NULL ||
-		f->decrypt == NULL || f->generate_random == NULL) {
+		f->decrypt == NULL || f->generate_random == NULL || f->get_session_info == NULL) {
 		return 4;
 	}
 	if (gcm_check_export(library, "C_EncryptInit", (void *)f->encrypt_init) ||
@@ -97,6 +109,14 @@ static int gcm_load(const char *path, gcm_functions *f) {
 		return 5;
 	}
 	return 0;
+}
+
+// gcm_session_slot returns C_GetSessionInfo's result for session and its slot in *slot.
+static ck_ulong gcm_session_slot(const gcm_functions *f, ck_ulong session, ck_ulong *slot) {
+	ck_session_info info = {0, 0, 0, 0};
+	ck_ulong rv = f->get_session_info(session, &info);
+	*slot = info.slotID;
+	return rv;
 }
 
 // gcm_crypt runs C_EncryptInit and C_Encrypt (encrypt is 1) or C_DecryptInit and
@@ -156,21 +176,40 @@ import (
 // cost about 1 us per operation in BenchmarkOpen on SoftHSM2.
 //
 // The sessions and object handles are those of the pkcs11.Ctx that loaded the same
-// library: one library in a process has one state, whichever list of function pointers
-// a call goes through. gcmCalls is safe for concurrent use on distinct sessions.
+// library. That holds for libraries with one state per process, such as SoftHSM2, but
+// not for proxies such as p11-kit's, whose C_GetFunctionList returns a list with a state
+// of its own at every call, so loadGCMCalls checks it on a session of the pkcs11.Ctx.
+// gcmCalls is safe for concurrent use on distinct sessions.
 type gcmCalls struct {
 	functions C.gcm_functions
 }
 
-// loadGCMCalls returns the one-call GCM functions of the library at path, which a
-// pkcs11.Ctx has loaded already.
-func loadGCMCalls(path string) (*gcmCalls, error) {
+// loadGCMCalls returns the one-call GCM functions of the library at path, which p11 has
+// loaded and initialised. It returns an error when the library's function list cannot
+// be read, or when it does not reach the sessions of p11: a session that p11 opens on
+// slot must be known to the list's C_GetSessionInfo.
+func loadGCMCalls(path string, p11 *pkcs11.Ctx, slot uint) (*gcmCalls, error) {
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
 
 	g := &gcmCalls{}
 	if step := C.gcm_load(cpath, &g.functions); step != 0 {
-		return nil, fmt.Errorf("read the function list of %s: step %d of 4 failed", path, step)
+		return nil, fmt.Errorf("read the function list of %s: step %d of 5 failed", path, step)
+	}
+
+	h, err := p11.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION)
+	if err != nil {
+		return nil, fmt.Errorf("open a session to check the function list: %w", err)
+	}
+	defer func() { _ = p11.CloseSession(h) }()
+	var listedSlot C.ck_ulong
+	if rv := C.gcm_session_slot(&g.functions, C.ck_ulong(h), &listedSlot); rv != 0 {
+		return nil, fmt.Errorf("the function list of %s does not reach the sessions of "+
+			"pkcs11.Ctx: C_GetSessionInfo: %w", path, pkcs11.Error(rv))
+	}
+	if uint(listedSlot) != slot {
+		return nil, fmt.Errorf("the function list of %s reports slot %d for a session "+
+			"on slot %d", path, listedSlot, slot)
 	}
 	return g, nil
 }

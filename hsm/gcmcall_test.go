@@ -100,7 +100,7 @@ func TestGCMCallsMatchMiekg(t *testing.T) {
 }
 
 func TestLoadGCMCallsUnloadedLibrary(t *testing.T) {
-	if _, err := loadGCMCalls("/nonexistent/libpkcs11.so"); err == nil {
+	if _, err := loadGCMCalls("/nonexistent/libpkcs11.so", nil, 0); err == nil {
 		t.Error("loadGCMCalls of a library that is not loaded succeeded")
 	}
 }

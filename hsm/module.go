@@ -302,7 +302,12 @@ func (m *Module) markUp(c *conn) {
 	m.up = true
 	m.lastErr = nil
 	m.lastReason = ""
-	m.log.Info("token connected", "slot", c.slot, "sessions", m.cfg.MaxSessions)
+	if c.gcm == nil {
+		m.log.Info("GCM operations go through miekg/pkcs11, one cgo call per PKCS#11 call",
+			"reason", c.gcmErr.Error())
+	}
+	m.log.Info("token connected", "slot", c.slot, "sessions", m.cfg.MaxSessions,
+		"one_call_gcm", c.gcm != nil)
 }
 
 // acquire returns the current connection, connecting first when there is none. The caller
@@ -435,7 +440,8 @@ func (c *counters) reset() {
 type conn struct {
 	c11      *crypto11.Context
 	p11      *pkcs11.Ctx
-	gcm      *gcmCalls // nil when the library's function list cannot be read
+	gcm      *gcmCalls // nil when the library's function list cannot be used
+	gcmErr   error     // why gcm is nil
 	slot     uint
 	counters *counters
 
@@ -503,13 +509,14 @@ func connect(cfg Config, counters *counters) (*conn, error) {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 
-	// A library whose function list cannot be read gets its GCM operations through
-	// miekg/pkcs11, which works with every library, only slower.
-	gcm, _ := loadGCMCalls(cfg.ModulePath)
+	// A library whose function list cannot be read, or does not reach p11's sessions,
+	// gets its GCM operations through miekg/pkcs11, which works with every library.
+	gcm, gcmErr := loadGCMCalls(cfg.ModulePath, p11, slot)
 	c := &conn{
 		c11:         c11,
 		p11:         p11,
 		gcm:         gcm,
+		gcmErr:      gcmErr,
 		slot:        slot,
 		counters:    counters,
 		pool:        make(chan *session, cfg.MaxSessions),

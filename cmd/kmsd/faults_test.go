@@ -468,3 +468,50 @@ func postSigned(t *testing.T, p *kmsdProcess, op string, body []byte, ak, sk, pr
 	res.Body.Close()
 	return res
 }
+
+// TestKmsdThroughP11KitProxy runs kmsd on a SoftHSM2 token reached through p11-kit's
+// proxy module, whose C_GetFunctionList returns a list with a state of its own at every
+// call. The token layer must notice that such a list does not reach its sessions and
+// keep every GCM operation on miekg/pkcs11.
+func TestKmsdThroughP11KitProxy(t *testing.T) {
+	proxy := "/usr/lib/x86_64-linux-gnu/libp11-kit.so.0"
+	if _, err := os.Stat(proxy); err != nil {
+		t.Skipf("p11-kit's proxy module is not installed: %v", err)
+	}
+	module, err := softhsmsetup.FindModule()
+	if err != nil {
+		t.Skip(err)
+	}
+
+	base := t.TempDir()
+	dataDir := filepath.Join(t.TempDir(), "kms-data")
+	args, env := externalToken(t, base, "proxied", dataDir)
+	args[3] = proxy // the value of --pkcs11-module
+
+	// p11-kit loads the modules listed in the user's configuration directory.
+	home := t.TempDir()
+	modules := filepath.Join(home, ".config", "pkcs11", "modules")
+	if err := os.MkdirAll(modules, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	config := []byte("module: " + module + "\n")
+	if err := os.WriteFile(filepath.Join(modules, "softhsm.module"), config, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	p := launchKmsd(t, args, append(env, "HOME="+home)...)
+	p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
+
+	keyID := keyIDOf(t, kmsctl(t, p, dataDir, "create-key", "--alias", "proxied"))
+	dek := strings.Repeat("cd", 32)
+	enc := decodeJSON(t, kmsctl(t, p, dataDir, "encrypt-datakey", keyID, "--plain-hex", dek))
+	dec := decodeJSON(t, kmsctl(t, p, dataDir, "decrypt-datakey", keyID,
+		"--cipher", enc["cipher_text"].(string), "--length", "32"))
+	if !strings.EqualFold(dec["data_key"].(string), dek) {
+		t.Errorf("data_key = %v, expected %s", dec["data_key"], dek)
+	}
+	if !strings.Contains(p.logs.String(), "one_call_gcm=false") {
+		t.Errorf("kmsd did not log that GCM goes through miekg/pkcs11:\n%s", p.logs.String())
+	}
+	p.stop(t)
+}
