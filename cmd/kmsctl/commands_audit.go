@@ -99,6 +99,9 @@ func runAuditVerify(env *cliEnv, args []string) error {
 	}
 
 	report, err := verifyAuditInput(*in, *database, key)
+	if errors.Is(err, audit.ErrVerification) {
+		printReport(env.stdout, report) // the chains that hold
+	}
 	if err != nil {
 		return err
 	}
@@ -222,7 +225,8 @@ func tailAudit(
 	skip func(store.AuditRecord) bool,
 ) error {
 	positions := map[string]uint64{}
-	if _, err := pollAudit(ctx, src, positions, nil, skip); err != nil {
+	damaged := map[string]bool{}
+	if _, err := pollAudit(ctx, src, positions, damaged, nil, errw, skip); err != nil {
 		return err
 	}
 
@@ -236,7 +240,7 @@ func tailAudit(
 		case <-ticker.C:
 		}
 
-		_, err := pollAudit(ctx, src, positions, w, skip)
+		_, err := pollAudit(ctx, src, positions, damaged, w, errw, skip)
 		switch {
 		case err != nil && !retryableAuditError(err):
 			return err
@@ -262,13 +266,16 @@ func retryableAuditError(err error) bool {
 }
 
 // pollAudit reads the records after positions of every chain, calls skip on each, writes
-// those for which skip returns false to w unless w is nil, and advances positions. It
-// returns the number of records read.
+// those for which skip returns false to w unless w is nil, and advances positions. A
+// chain that turns out damaged is reported once to errw, added to damaged and not read
+// again, so that the other chains are still followed. It returns the number of records
+// read.
 func pollAudit(
 	ctx context.Context,
 	src audit.Source,
 	positions map[string]uint64,
-	w io.Writer,
+	damaged map[string]bool,
+	w, errw io.Writer,
 	skip func(store.AuditRecord) bool,
 ) (int, error) {
 	chains, err := src.ListAuditChains(ctx)
@@ -278,8 +285,13 @@ func pollAudit(
 
 	read := 0
 	for _, c := range chains {
-		for {
+		for !damaged[c.ID] {
 			records, err := src.ListAuditRecords(ctx, c.ID, positions[c.ID], 1000)
+			if errors.Is(err, store.ErrChainFileDamaged) {
+				fmt.Fprintf(errw, "kmsctl: skipping audit chain %s from now on: %v\n", c.ID, err)
+				damaged[c.ID] = true
+				break
+			}
 			if err != nil {
 				return read, err
 			}
@@ -365,7 +377,7 @@ func (a auditClient) ListAuditRecords(
 	}
 	if err := a.c.call(http.MethodGet, auditPagePath("records", chainID, afterSeq, limit), nil,
 		&answer); err != nil {
-		return nil, err
+		return nil, chainReadError(chainID, err)
 	}
 
 	records := make([]store.AuditRecord, 0, len(answer.Records))
@@ -390,7 +402,7 @@ func (a auditClient) ListAuditCheckpoints(
 	}
 	if err := a.c.call(http.MethodGet, auditPagePath("checkpoints", chainID, afterSeq, limit),
 		nil, &answer); err != nil {
-		return nil, err
+		return nil, chainReadError(chainID, err)
 	}
 
 	checkpoints := make([]store.AuditCheckpoint, 0, len(answer.Checkpoints))
@@ -402,6 +414,19 @@ func (a auditClient) ListAuditCheckpoints(
 		checkpoints = append(checkpoints, cp)
 	}
 	return checkpoints, nil
+}
+
+// chainReadError returns kmsd's answer that chain chainID is damaged (500 KMS.0101 to a
+// read of its lines) as a *store.ChainFileError, so that audit.Walk and the tail go on
+// with the other chains, and any other error as it is. The line number is in the
+// message only.
+func chainReadError(chainID string, err error) error {
+	var api *apiError
+	if errors.As(err, &api) && api.Status == http.StatusInternalServerError &&
+		api.Code == "KMS.0101" {
+		return &store.ChainFileError{ChainID: chainID, Reason: api.Message}
+	}
+	return err
 }
 
 func auditPagePath(what, chainID string, afterSeq uint64, limit int) string {

@@ -103,3 +103,53 @@ func TestTailAuditFailures(t *testing.T) {
 		})
 	}
 }
+
+// damagedChainSource lists a damaged chain before the chain of an embedded flakySource.
+type damagedChainSource struct{ *flakySource }
+
+func (d damagedChainSource) ListAuditChains(ctx context.Context) ([]store.AuditChain, error) {
+	chains, err := d.flakySource.ListAuditChains(ctx)
+	return append([]store.AuditChain{{ID: "bad"}}, chains...), err
+}
+
+func (d damagedChainSource) ListAuditRecords(ctx context.Context, chainID string,
+	after uint64, limit int) ([]store.AuditRecord, error) {
+	if chainID == "bad" {
+		return nil, &store.ChainFileError{ChainID: "bad", Line: 2, Reason: "garbage"}
+	}
+	return d.flakySource.ListAuditRecords(ctx, chainID, after, limit)
+}
+
+func TestTailAuditSkipsDamagedChain(t *testing.T) {
+	src := damagedChainSource{&flakySource{}}
+	var out, errOut bytes.Buffer
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+
+	err := tailAudit(ctx, src, &out, &errOut, 10*time.Millisecond,
+		func(store.AuditRecord) bool { return false })
+	if err != nil {
+		t.Fatalf("tailAudit = %v, want it to go on without the damaged chain", err)
+	}
+	if n := strings.Count(errOut.String(), "skipping audit chain bad"); n != 1 {
+		t.Errorf("stderr reports the damaged chain %d times, want once:\n%s", n,
+			errOut.String())
+	}
+	if !strings.Contains(out.String(), `"seq":3,`) {
+		t.Errorf("the records of the intact chain were not printed:\n%s", out.String())
+	}
+}
+
+func TestChainReadErrorMapsDamage(t *testing.T) {
+	damaged := chainReadError("c1", &apiError{Status: http.StatusInternalServerError,
+		Code: "KMS.0101", Message: "audit chain c1 is damaged at line 4"})
+	var chainErr *store.ChainFileError
+	if !errors.As(damaged, &chainErr) || chainErr.ChainID != "c1" {
+		t.Errorf("chainReadError of a 500 KMS.0101 = %v, want a *store.ChainFileError", damaged)
+	}
+
+	unavailable := &apiError{Status: http.StatusServiceUnavailable, Code: "KMS.0102"}
+	if err := chainReadError("c1", unavailable); err != unavailable {
+		t.Errorf("chainReadError of a 503 = %v, want it unchanged", err)
+	}
+}

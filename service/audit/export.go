@@ -170,53 +170,77 @@ func (l Line) Checkpoint() (store.AuditCheckpoint, error) {
 // because a checkpoint is committed with or after the record it covers, so every
 // checkpoint read is matched by a record that the later reads find, even while the
 // trail grows.
+//
+// A chain that cannot be read because it is damaged (a *store.ChainFileError) ends
+// after the lines read before the damage, and Walk goes on with the other chains. It
+// then returns a *Failure for each damaged chain, joined. Any other error, from src or
+// from fn, ends the walk at once.
 func Walk(ctx context.Context, src Source, fn func(Line) error) error {
 	chains, err := src.ListAuditChains(ctx)
 	if err != nil {
 		return err
 	}
 
+	var damaged []error
 	for _, c := range chains {
-		if err := fn(ChainLine(c)); err != nil {
+		err := walkChain(ctx, src, c, fn)
+		var failure *Failure
+		if errors.As(err, &failure) && failure.What == whatDamagedLine {
+			damaged = append(damaged, err)
+			continue
+		}
+		if err != nil {
 			return err
 		}
+	}
+	return errors.Join(damaged...)
+}
 
-		var after uint64
-		for {
-			page, err := src.ListAuditCheckpoints(ctx, c.ID, after, pageSize)
-			if err != nil {
-				return damagedFailure(err)
-			}
-			for _, cp := range page {
-				if err := fn(CheckpointLine(cp)); err != nil {
-					return err
-				}
-				after = cp.Seq
-			}
-			if len(page) < pageSize {
-				break
-			}
+// walkChain calls fn with the lines of chain c, as Walk does. A damaged chain returns
+// a *Failure whose What is whatDamagedLine.
+func walkChain(ctx context.Context, src Source, c store.AuditChain, fn func(Line) error) error {
+	if err := fn(ChainLine(c)); err != nil {
+		return err
+	}
+
+	var after uint64
+	for {
+		page, err := src.ListAuditCheckpoints(ctx, c.ID, after, pageSize)
+		if err != nil {
+			return damagedFailure(err)
 		}
-
-		after = 0
-		for {
-			page, err := src.ListAuditRecords(ctx, c.ID, after, pageSize)
-			if err != nil {
-				return damagedFailure(err)
+		for _, cp := range page {
+			if err := fn(CheckpointLine(cp)); err != nil {
+				return err
 			}
-			for _, r := range page {
-				if err := fn(RecordLine(r)); err != nil {
-					return err
-				}
-				after = r.Seq
-			}
-			if len(page) < pageSize {
-				break
-			}
+			after = cp.Seq
+		}
+		if len(page) < pageSize {
+			break
 		}
 	}
-	return nil
+
+	after = 0
+	for {
+		page, err := src.ListAuditRecords(ctx, c.ID, after, pageSize)
+		if err != nil {
+			return damagedFailure(err)
+		}
+		for _, r := range page {
+			if err := fn(RecordLine(r)); err != nil {
+				return err
+			}
+			after = r.Seq
+		}
+		if len(page) < pageSize {
+			return nil
+		}
+	}
 }
+
+// whatDamagedLine is the Failure.What of a line of a chain file that is not a line of
+// the format.
+const whatDamagedLine = "chain file line"
 
 // damagedFailure returns a *Failure for a damaged line of a chain file, and err itself
 // for any other error.
@@ -225,7 +249,7 @@ func damagedFailure(err error) error {
 	if !errors.As(err, &damaged) {
 		return err
 	}
-	return &Failure{ChainID: damaged.ChainID, What: "chain file line", Seq: uint64(damaged.Line),
+	return &Failure{ChainID: damaged.ChainID, What: whatDamagedLine, Seq: uint64(damaged.Line),
 		Reason: damaged.Reason + " (the file was changed or damaged)"}
 }
 
@@ -234,10 +258,12 @@ func Export(ctx context.Context, src Source, w io.Writer) error {
 	buffered := bufio.NewWriter(w)
 	enc := json.NewEncoder(buffered)
 	err := Walk(ctx, src, func(l Line) error { return enc.Encode(l) })
-	if err != nil {
-		return fmt.Errorf("export audit trail: %w", err)
+
+	// The lines of intact chains are written even when a damaged chain failed.
+	if flushErr := buffered.Flush(); err == nil {
+		err = flushErr
 	}
-	if err := buffered.Flush(); err != nil {
+	if err != nil {
 		return fmt.Errorf("export audit trail: %w", err)
 	}
 	return nil

@@ -217,13 +217,33 @@ func (v *Verifier) Finish() (Report, error) {
 	return v.report, nil
 }
 
-// VerifySource verifies every chain of src with key.
+// VerifySource verifies every chain of src with key. A chain that fails does not stop
+// the others: the report lists the chains that hold, and the error joins one *Failure,
+// the first, for each chain that does not.
 func VerifySource(ctx context.Context, src Source, key *ecdsa.PublicKey) (Report, error) {
-	v := NewVerifier(key)
-	if err := Walk(ctx, src, v.Add); err != nil {
-		return v.report, err
+	chains, err := src.ListAuditChains(ctx)
+	if err != nil {
+		return Report{}, err
 	}
-	return v.Finish()
+
+	v := NewVerifier(key)
+	var failures []error
+	for _, c := range chains {
+		err := walkChain(ctx, src, c, v.Add)
+		if err == nil {
+			err = v.endChain()
+		}
+		var failure *Failure
+		if !errors.As(err, &failure) {
+			if err != nil {
+				return v.report, err
+			}
+			continue
+		}
+		failures = append(failures, err)
+		v.chain = nil // the rest of this chain is not checked
+	}
+	return v.report, errors.Join(failures...)
 }
 
 // VerifyExport verifies the export read from r with key.

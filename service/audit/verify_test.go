@@ -1,10 +1,13 @@
 package audit_test
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -129,4 +132,84 @@ func TestVerifierCheckpointOrder(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDamagedChainFileLeavesOthersReadable checks that one damaged chain file fails
+// verification and export of that chain only: the other chain is still verified and
+// exported whole.
+func TestDamagedChainFileLeavesOthersReadable(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kms.db")
+	st := openSQLite(t, path)
+	tok := openToken(t)
+
+	var chainIDs []string
+	var key *ecdsa.PublicKey
+	for range 2 {
+		trail, err := audit.Open(t.Context(), st, tok, audit.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if key, err = trail.PublicKey(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			err := trail.Record(t.Context(), audit.Record{RequestID: "r",
+				Operation: "gen-random", Status: 200})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := trail.Close(); err != nil {
+			t.Fatal(err)
+		}
+		chainIDs = append(chainIDs, trail.ChainID())
+	}
+	damagedID, intactID := chainIDs[0], chainIDs[1]
+	file := filepath.Join(path+"-audit", damagedID+".jsonl")
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("garbage\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	report, err := audit.VerifySource(t.Context(), st, key)
+	var failure *audit.Failure
+	if !errors.As(err, &failure) || failure.ChainID != damagedID ||
+		failure.What != "chain file line" {
+		t.Errorf("VerifySource error = %v, want a chain file line failure of %s", err,
+			damagedID)
+	}
+	if len(report.Chains) != 1 || report.Chains[0].ChainID != intactID ||
+		report.Chains[0].Records != 3 {
+		t.Errorf("report = %+v, want the intact chain %s with 3 records", report.Chains,
+			intactID)
+	}
+
+	var export bytes.Buffer
+	err = audit.Export(t.Context(), st, &export)
+	if !errors.As(err, &failure) || failure.ChainID != damagedID {
+		t.Errorf("Export error = %v, want a failure of %s", err, damagedID)
+	}
+	if _, err := audit.VerifyExport(bytes.NewReader(intactLines(t, export.Bytes(), intactID)),
+		key); err != nil {
+		t.Errorf("the exported lines of the intact chain do not verify: %v", err)
+	}
+}
+
+// intactLines returns the lines of export that belong to chain id.
+func intactLines(t *testing.T, export []byte, id string) []byte {
+	t.Helper()
+	var out []byte
+	for _, line := range bytes.SplitAfter(export, []byte("\n")) {
+		if bytes.Contains(line, []byte(`"chain_id":"`+id+`"`)) {
+			out = append(out, line...)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatalf("the export has no line of chain %s", id)
+	}
+	return out
 }
