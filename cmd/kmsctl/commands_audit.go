@@ -255,8 +255,8 @@ func tailAudit(
 	}
 }
 
-// retryableAuditError reports whether err may go away by itself: kmsd's 503 answer, or an
-// unavailable store.
+// retryableAuditError reports whether err may go away by itself: a 503 response from
+// kmsd, or an unavailable store.
 func retryableAuditError(err error) bool {
 	var api *apiError
 	if errors.As(err, &api) {
@@ -416,10 +416,10 @@ func (a auditClient) ListAuditCheckpoints(
 	return checkpoints, nil
 }
 
-// chainReadError returns kmsd's answer that chain chainID is damaged (500 KMS.0101 to a
-// read of its lines) as a *store.ChainFileError, so that audit.Walk and the tail go on
-// with the other chains, and any other error as it is. The line number is in the
-// message only.
+// chainReadError converts kmsd's 500 KMS.0101 response to a read of the lines of chain
+// chainID, which kmsd sends for a damaged chain file, into a *store.ChainFileError, so
+// that audit.Walk and the tail go on with the other chains. It returns any other error
+// unchanged. The line number is in the message only.
 func chainReadError(chainID string, err error) error {
 	var api *apiError
 	if errors.As(err, &api) && api.Status == http.StatusInternalServerError &&
