@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // AdminCredentialsFile is the name, inside the data directory, of the file that
@@ -59,7 +60,10 @@ type adminFile struct {
 // When EnsureAdmin generates the secret key, it writes dataDir/admin-credentials.json
 // (mode 0600, fields access_key, secret_key, project_id and domain_id) before storing the
 // credential, so a secret is never stored without the operator being able to read it.
-// It logs the file path, never the secret.
+// An existing file there holds the admin secret of another store (a data directory
+// started with another --database), so it is renamed to
+// admin-credentials.json.replaced-<UTC time> first, and renamed back when storing the
+// new credential fails. It logs the file paths, never the secret.
 //
 // NOTE: two replicas starting at once on an empty shared store can each create an
 // admin credential with generated keys. Start one replica first.
@@ -81,15 +85,23 @@ func (c *Credentials) EnsureAdmin(
 	}
 
 	path := filepath.Join(dataDir, AdminCredentialsFile)
-	if err := writeAdminFile(path, req); err != nil {
+	kept, err := keepAdminFile(path)
+	if err != nil {
 		return Credential{}, err
+	}
+	if err := writeAdminFile(path, req); err != nil {
+		return Credential{}, errors.Join(err, restoreAdminFile(kept, path))
 	}
 
 	created, err := c.createAdmin(ctx, req)
 	if err != nil {
 		// The file names a credential that was never stored. The next start writes it again.
 		_ = os.Remove(path)
-		return Credential{}, err
+		return Credential{}, errors.Join(err, restoreAdminFile(kept, path))
+	}
+	if kept != "" {
+		c.logger.Warn("the data directory had an admin credentials file that this store "+
+			"does not know; it was renamed", "path", kept)
 	}
 
 	c.logger.Info("admin credential generated, secret key written to file",
@@ -204,6 +216,30 @@ func writeAdminFile(path string, req CreateRequest) error {
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("rename %s: %w", path, err)
+	}
+	return nil
+}
+
+// keepAdminFile renames an existing file at path to path.replaced-<UTC time> and returns
+// the new name, or "" when there is no file.
+func keepAdminFile(path string) (string, error) {
+	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	kept := path + ".replaced-" + time.Now().UTC().Format("20060102T150405.000Z")
+	if err := os.Rename(path, kept); err != nil {
+		return "", fmt.Errorf("keep the existing %s: %w", path, err)
+	}
+	return kept, nil
+}
+
+// restoreAdminFile renames kept back to path, when kept is not "".
+func restoreAdminFile(kept, path string) error {
+	if kept == "" {
+		return nil
+	}
+	if err := os.Rename(kept, path); err != nil {
+		return fmt.Errorf("restore %s from %s: %w", path, kept, err)
 	}
 	return nil
 }

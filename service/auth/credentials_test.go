@@ -501,3 +501,54 @@ func TestEnsureAdminRemovesFileWhenStoreFails(t *testing.T) {
 		t.Errorf("stat %s: error = %v, expected the file removed", AdminCredentialsFile, err)
 	}
 }
+
+// TestEnsureAdminKeepsFileOfOtherStore checks that a new store in a data directory whose
+// admin credentials file belongs to another store keeps that file under a new name.
+func TestEnsureAdminKeepsFileOfOtherStore(t *testing.T) {
+	dataDir := t.TempDir()
+	path := filepath.Join(dataDir, AdminCredentialsFile)
+	other := []byte(`{"access_key":"OTHERSTORE","secret_key":"kept"}` + "\n")
+	if err := os.WriteFile(path, other, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	creds, _ := newTestCredentials(t, nil)
+	admin, err := creds.EnsureAdmin(context.Background(), dataDir, AdminEnv{})
+	if err != nil {
+		t.Fatalf("EnsureAdmin: %v", err)
+	}
+
+	written, err := os.ReadFile(path)
+	if err != nil || !bytes.Contains(written, []byte(admin.AccessKey)) {
+		t.Errorf("%s = %s, %v; want the new admin %s", path, written, err, admin.AccessKey)
+	}
+	kept, err := filepath.Glob(path + ".replaced-*")
+	if err != nil || len(kept) != 1 {
+		t.Fatalf("kept files = %v, %v; want one", kept, err)
+	}
+	if data, err := os.ReadFile(kept[0]); err != nil || !bytes.Equal(data, other) {
+		t.Errorf("%s = %s, %v; want the other store's file unchanged", kept[0], data, err)
+	}
+}
+
+func TestEnsureAdminRestoresFileWhenStoreFails(t *testing.T) {
+	dataDir := t.TempDir()
+	path := filepath.Join(dataDir, AdminCredentialsFile)
+	other := []byte(`{"access_key":"OTHERSTORE"}` + "\n")
+	if err := os.WriteFile(path, other, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	creds := NewCredentials(failingStore{}, testToken(t), CredentialsConfig{
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if _, err := creds.EnsureAdmin(context.Background(), dataDir, AdminEnv{}); err == nil {
+		t.Fatal("EnsureAdmin on a failing store succeeded")
+	}
+	if data, err := os.ReadFile(path); err != nil || !bytes.Equal(data, other) {
+		t.Errorf("%s = %s, %v; want the other store's file back", path, data, err)
+	}
+	if kept, _ := filepath.Glob(path + ".replaced-*"); len(kept) != 0 {
+		t.Errorf("kept files = %v, want none after the restore", kept)
+	}
+}
