@@ -15,7 +15,7 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
-	_ "github.com/mattn/go-sqlite3"    // registers the "sqlite3" database/sql driver
+	"github.com/mattn/go-sqlite3"      // also registers the "sqlite3" database/sql driver
 )
 
 // SQLite settings.
@@ -132,7 +132,7 @@ func Open(ctx context.Context, databaseURL string, log *slog.Logger) (*SQLStore,
 		s.files = files
 	}
 
-	if err := s.Ping(ctx); err != nil {
+	if err := s.pingAtStart(ctx); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("open %s store: %w", s.d.name, err)
 	}
@@ -320,6 +320,29 @@ func (s *SQLStore) Ping(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// pingAtStart pings the database. On SQLite it tries again for up to sqliteBusyTimeout
+// while the database is locked: when several processes open a new file at once, setting
+// WAL mode on a connection can fail at once with SQLITE_BUSY instead of waiting for the
+// busy timeout (seen in TestMigrationsConcurrentOpen, about once in 30 runs).
+func (s *SQLStore) pingAtStart(ctx context.Context) error {
+	deadline := time.Now().Add(sqliteBusyTimeout)
+	for {
+		err := s.Ping(ctx)
+		var busy sqlite3.Error
+		locked := errors.As(err, &busy) &&
+			(busy.Code == sqlite3.ErrBusy || busy.Code == sqlite3.ErrLocked)
+		if !locked || s.d.name != "sqlite" || time.Now().After(deadline) {
+			return err
+		}
+
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // Close flushes and closes the chain files, then closes both connection pools. On
