@@ -70,9 +70,19 @@ func runAuditExport(env *cliEnv, args []string) error {
 	if *out == "" {
 		return audit.Export(context.Background(), src, env.stdout)
 	}
-	return writeAtomically(*out, func(f *os.File) error {
-		return audit.Export(context.Background(), src, f)
+
+	// A damaged chain file still leaves the other chains worth keeping: the file is
+	// written with a "damaged" line in place of the rest of that chain, which fails
+	// verification, and the command exits 1.
+	var damaged error
+	err = writeAtomically(*out, func(f *os.File) error {
+		err := audit.Export(context.Background(), src, f)
+		if errors.Is(err, audit.ErrVerification) {
+			damaged, err = err, nil
+		}
+		return err
 	})
+	return errors.Join(err, damaged)
 }
 
 func runAuditVerify(env *cliEnv, args []string) error {
@@ -419,12 +429,18 @@ func (a auditClient) ListAuditCheckpoints(
 // chainReadError converts kmsd's 500 KMS.0101 response to a read of the lines of chain
 // chainID, which kmsd sends for a damaged chain file, into a *store.ChainFileError, so
 // that audit.Walk and the tail go on with the other chains. It returns any other error
-// unchanged. The line number is in the message only.
+// unchanged. The line number is read from kmsd's message, and is 0 when it is not there.
 func chainReadError(chainID string, err error) error {
 	var api *apiError
 	if errors.As(err, &api) && api.Status == http.StatusInternalServerError &&
 		api.Code == "KMS.0101" {
-		return &store.ChainFileError{ChainID: chainID, Reason: api.Message}
+		// kmsd's message reads "audit chain <id> is damaged at line <n> of its chain file".
+		line := 0
+		if _, after, found := strings.Cut(api.Message, " at line "); found {
+			digits, _, _ := strings.Cut(after, " ")
+			line, _ = strconv.Atoi(digits)
+		}
+		return &store.ChainFileError{ChainID: chainID, Line: line, Reason: api.Message}
 	}
 	return err
 }

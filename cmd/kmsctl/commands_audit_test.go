@@ -142,10 +142,13 @@ func TestTailAuditSkipsDamagedChain(t *testing.T) {
 
 func TestChainReadErrorMapsDamage(t *testing.T) {
 	damaged := chainReadError("c1", &apiError{Status: http.StatusInternalServerError,
-		Code: "KMS.0101", Message: "audit chain c1 is damaged at line 4"})
+		Code: "KMS.0101", Message: "audit chain c1 is damaged at line 4 of its chain file; run kmsctl audit verify"})
 	var chainErr *store.ChainFileError
 	if !errors.As(damaged, &chainErr) || chainErr.ChainID != "c1" {
-		t.Errorf("chainReadError of a 500 KMS.0101 = %v, want a *store.ChainFileError", damaged)
+		t.Fatalf("chainReadError of a 500 KMS.0101 = %v, want a *store.ChainFileError", damaged)
+	}
+	if chainErr.Line != 4 {
+		t.Errorf("line = %d, want 4 from the message", chainErr.Line)
 	}
 
 	unavailable := &apiError{Status: http.StatusServiceUnavailable, Code: "KMS.0102"}

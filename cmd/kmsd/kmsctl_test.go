@@ -468,3 +468,50 @@ func tamperExport(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 }
+
+// TestKmsctlAuditExportDamagedChain checks that an export with a damaged chain file
+// still writes the other chains to --out, marks the damaged chain with a "damaged" line
+// that fails verification, and exits 1.
+func TestKmsctlAuditExportDamagedChain(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "kms-data")
+	p := startKmsd(t, dataDir)
+	kmsctl(t, p, dataDir, "gen-random", "--bits", "256")
+	p.stop(t)
+
+	chains, err := filepath.Glob(filepath.Join(dataDir, "kms.db-audit", "*.jsonl"))
+	if err != nil || len(chains) != 1 {
+		t.Fatalf("chain files = %v, %v; want one", chains, err)
+	}
+	damagedID := strings.TrimSuffix(filepath.Base(chains[0]), ".jsonl")
+	f, err := os.OpenFile(chains[0], os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("garbage\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	p = startKmsd(t, dataDir)
+	kmsctl(t, p, dataDir, "gen-random", "--bits", "256")
+	exportPath := filepath.Join(t.TempDir(), "audit.jsonl")
+	r := runKmsctl(t, p, dataDir, nil, "audit", "export", "--out", exportPath)
+	if r.exitCode != 1 {
+		t.Errorf("audit export exit status %d, want 1\n%s%s", r.exitCode, r.stdout, r.stderr)
+	}
+	if !bytes.Contains(r.stderr, []byte(damagedID)) {
+		t.Errorf("audit export error names no damaged chain %s: %s", damagedID, r.stderr)
+	}
+
+	exported, err := os.ReadFile(exportPath)
+	if err != nil {
+		t.Fatalf("audit export wrote no file: %v", err)
+	}
+	if !bytes.Contains(exported, []byte(`"type":"damaged","chain_id":"`+damagedID+`"`)) {
+		t.Errorf("the export has no damaged line for chain %s:\n%s", damagedID, exported)
+	}
+	if n := bytes.Count(exported, []byte(`"type":"record"`)); n < 1 {
+		t.Errorf("the export has %d records of the intact chain, want at least 1", n)
+	}
+	p.stop(t)
+}

@@ -43,10 +43,14 @@ const (
 	LineChain      = "chain"
 	LineCheckpoint = "checkpoint"
 	LineRecord     = "record"
+	// LineDamaged replaces, in an export, the unread lines of a chain whose chain file is
+	// damaged at line Seq, with the reason in Reason. Verification fails on it, so an
+	// export with a damaged chain never verifies.
+	LineDamaged = "damaged"
 )
 
-// Line is one line of an export: a JSON object whose type is LineChain, LineCheckpoint
-// or LineRecord, with the fields of that type. Hashes and signatures are lower-case hex,
+// Line is one line of an export: a JSON object whose type is LineChain, LineCheckpoint,
+// LineRecord or LineDamaged, with the fields of that type. Hashes and signatures are lower-case hex,
 // times are RFC 3339 in UTC with milliseconds.
 type Line struct {
 	Type    string `json:"type"`
@@ -79,6 +83,9 @@ type Line struct {
 	// Checkpoint fields.
 	RecordHash string `json:"record_hash,omitempty"`
 	Signature  string `json:"signature,omitempty"`
+
+	// Damaged chain field.
+	Reason string `json:"reason,omitempty"`
 }
 
 // timeLayout is RFC 3339 with exactly three fractional digits, the precision of the
@@ -172,9 +179,9 @@ func (l Line) Checkpoint() (store.AuditCheckpoint, error) {
 // trail grows.
 //
 // A chain that cannot be read because it is damaged (a *store.ChainFileError) ends
-// after the lines read before the damage, and Walk goes on with the other chains. It
-// then returns a *Failure for each damaged chain, joined. Any other error, from src or
-// from fn, ends the walk at once.
+// with a LineDamaged line after the lines read before the damage, and Walk goes on with
+// the other chains. It then returns a *Failure for each damaged chain, joined. Any other
+// error, from src or from fn, ends the walk at once.
 func Walk(ctx context.Context, src Source, fn func(Line) error) error {
 	chains, err := src.ListAuditChains(ctx)
 	if err != nil {
@@ -187,6 +194,11 @@ func Walk(ctx context.Context, src Source, fn func(Line) error) error {
 		var failure *Failure
 		if errors.As(err, &failure) && failure.What == whatDamagedLine {
 			damaged = append(damaged, err)
+			marker := Line{Type: LineDamaged, ChainID: failure.ChainID, Seq: failure.Seq,
+				Reason: failure.Reason}
+			if err := fn(marker); err != nil {
+				return err
+			}
 			continue
 		}
 		if err != nil {

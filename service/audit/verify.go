@@ -95,6 +95,9 @@ func (v *Verifier) Add(l Line) error {
 			return err
 		}
 		return v.addRecord(r)
+	case LineDamaged:
+		return &Failure{ChainID: l.ChainID, What: whatDamagedLine, Seq: l.Seq,
+			Reason: l.Reason}
 	default:
 		return fmt.Errorf("unknown line type %q", l.Type)
 	}

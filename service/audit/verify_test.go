@@ -197,6 +197,14 @@ func TestDamagedChainFileLeavesOthersReadable(t *testing.T) {
 		key); err != nil {
 		t.Errorf("the exported lines of the intact chain do not verify: %v", err)
 	}
+
+	// The whole export has a damaged line in place of the damaged chain's rest, so it
+	// cannot pass for a complete trail.
+	_, err = audit.VerifyExport(bytes.NewReader(export.Bytes()), key)
+	if !errors.As(err, &failure) || failure.ChainID != damagedID ||
+		failure.What != "chain file line" || failure.Seq == 0 {
+		t.Errorf("VerifyExport of the whole export = %v, want the damaged chain's failure", err)
+	}
 }
 
 // intactLines returns the lines of export that belong to chain id.
