@@ -409,8 +409,14 @@ func (m *Module) Stats() Stats {
 
 // CloseAllSessions calls C_CloseAllSessions on the token's slot, which also ends the
 // login. The pool notices on next use and recovers. It exists so tests can cut sessions
-// under a running Module.
+// under a running Module. It takes a call slot like any token call, because SoftHSM2
+// 2.6.1 can crash (SIGSEGV in C_FindObjectsInit) when C_CloseAllSessions frees a session
+// that another thread is using.
 func (m *Module) CloseAllSessions() error {
+	if err := m.startCall(context.Background()); err != nil {
+		return err
+	}
+	defer m.endCall()
 	c, release, err := m.acquire()
 	if err != nil {
 		return err
@@ -441,7 +447,7 @@ type conn struct {
 	c11      *crypto11.Context
 	p11      *pkcs11.Ctx
 	gcm      *gcmCalls // nil when the library's function list cannot be used
-	gcmErr   error     // why gcm is nil
+	gcmErr   error     // the reason gcm is nil
 	slot     uint
 	counters *counters
 

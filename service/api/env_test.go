@@ -106,8 +106,10 @@ func (e *testEnv) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// One token call at a time, as kmsd runs the embedded SoftHSM2 token.
 	tok, err := hsm.Open(ctx, hsm.Config{
 		ModulePath: e.setup.ModulePath, TokenLabel: e.setup.TokenLabel, PIN: pin,
+		MaxConcurrentCalls: 1,
 	}, log)
 	if err != nil {
 		t.Fatalf("open token: %v", err)
