@@ -236,44 +236,29 @@ func (g *gcmCalls) seal(s pkcs11.SessionHandle, key pkcs11.ObjectHandle,
 }
 
 // decrypt decrypts and authenticates ciphertext into a new slice. A C_Decrypt failure
-// that means the tag did not verify returns ErrDecrypt, as decryptGCM does.
+// that means the tag did not verify returns ErrDecrypt, as decryptGCM does. Other
+// failures are wrapped as decryptGCM wraps them.
 func (g *gcmCalls) decrypt(s pkcs11.SessionHandle, key pkcs11.ObjectHandle,
 	iv, ciphertext, aad []byte) ([]byte, error) {
 	out := make([]byte, len(ciphertext))
-	n, initFailed, err := g.crypt(false, s, key, iv, aad, ciphertext, out)
-	if err != nil && !initFailed && isDecryptFailure(err) {
+	outLen := C.ck_ulong(len(out))
+	var initFailed C.int
+	rv := C.gcm_crypt(&g.functions, 0, C.ck_ulong(s), C.ck_ulong(key),
+		bytePointer(iv), C.ck_ulong(len(iv)), bytePointer(aad), C.ck_ulong(len(aad)),
+		gcmTagBits, bytePointer(ciphertext), C.ck_ulong(len(ciphertext)), bytePointer(out),
+		&outLen, &initFailed)
+	if rv == 0 {
+		return out[:outLen], nil
+	}
+
+	if initFailed != 0 {
+		return nil, fmt.Errorf("C_DecryptInit: %w", pkcs11.Error(rv))
+	}
+	err := fmt.Errorf("C_Decrypt: %w", pkcs11.Error(rv))
+	if isDecryptFailure(err) {
 		return nil, ErrDecrypt
 	}
-	if err != nil {
-		return nil, err
-	}
-	return out[:n], nil
-}
-
-// crypt returns the length of the output written to out, which must hold the whole
-// output, or the PKCS#11 error of the init (initFailed) or of the operation, wrapped as
-// encryptGCM and decryptGCM wrap them.
-func (g *gcmCalls) crypt(encrypt bool, s pkcs11.SessionHandle, key pkcs11.ObjectHandle,
-	iv, aad, in, out []byte) (n int, initFailed bool, err error) {
-	var mode C.int
-	name := "C_Decrypt"
-	if encrypt {
-		mode, name = 1, "C_Encrypt"
-	}
-
-	outLen := C.ck_ulong(len(out))
-	var cInitFailed C.int
-	rv := C.gcm_crypt(&g.functions, mode, C.ck_ulong(s), C.ck_ulong(key),
-		bytePointer(iv), C.ck_ulong(len(iv)), bytePointer(aad), C.ck_ulong(len(aad)),
-		gcmTagBits, bytePointer(in), C.ck_ulong(len(in)), bytePointer(out), &outLen,
-		&cInitFailed)
-	if rv == 0 {
-		return int(outLen), false, nil
-	}
-	if cInitFailed != 0 {
-		name += "Init"
-	}
-	return 0, cInitFailed != 0, fmt.Errorf("%s: %w", name, pkcs11.Error(rv))
+	return nil, err
 }
 
 // bytePointer returns the address of b's first byte. An empty b gets the address of a

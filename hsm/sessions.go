@@ -424,7 +424,7 @@ func unavailable(err error) error {
 // NOTE: with a bound of 1 the wait cannot be cancelled: it lasts until the calls ahead
 // return, however long the token takes to complete them.
 func (m *Module) startCall(ctx context.Context) error {
-	if m.oneCallSet {
+	if m.cfg.MaxConcurrentCalls == 1 {
 		m.oneCall.Lock()
 		return nil
 	}
@@ -453,7 +453,7 @@ func (m *Module) startCall(ctx context.Context) error {
 // endCall frees the slot that startCall took.
 func (m *Module) endCall() {
 	switch {
-	case m.oneCallSet:
+	case m.cfg.MaxConcurrentCalls == 1:
 		m.oneCall.Unlock()
 	case m.calls != nil:
 		<-m.calls

@@ -229,9 +229,14 @@ func (s *SQLStore) auditChainWriter(
 	case len(checkpoints) > 0:
 		chainID = checkpoints[0].ChainID
 	}
-	inFile, err := s.files.has(chainID)
-	if err != nil {
-		return nil, err
+	// The chain this process writes has its writer open already: one map lookup.
+	w := s.files.openWriter(chainID)
+	inFile := w != nil
+	if !inFile {
+		var err error
+		if inFile, err = s.files.has(chainID); err != nil {
+			return nil, err
+		}
 	}
 
 	for _, r := range records {
@@ -246,7 +251,10 @@ func (s *SQLStore) auditChainWriter(
 				"them one chain at a time", chainID, c.ChainID)
 		}
 	}
-	if !inFile {
+	switch {
+	case w != nil:
+		return w, nil
+	case !inFile:
 		return nil, nil
 	}
 	return s.files.writer(chainID)

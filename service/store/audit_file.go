@@ -155,15 +155,19 @@ func (a *auditFiles) path(chainID string) string {
 	return filepath.Join(a.dir, chainID+auditFileSuffix)
 }
 
+// openWriter returns the writer of chainID when this process has it open, else nil.
+func (a *auditFiles) openWriter(chainID string) *chainWriter {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.writers[chainID]
+}
+
 // has reports whether chainID has a chain file.
 func (a *auditFiles) has(chainID string) (bool, error) {
 	if !validChainFileID(chainID) {
 		return false, nil
 	}
-	a.mu.Lock()
-	_, open := a.writers[chainID]
-	a.mu.Unlock()
-	if open {
+	if a.openWriter(chainID) != nil {
 		return true, nil
 	}
 
