@@ -173,12 +173,13 @@ import (
 // in one cgo call on the library's own function pointers, with the mechanism parameters
 // on the C stack. Through miekg/pkcs11 the same work takes about ten cgo calls (C
 // allocations for the parameters, a length query before C_Decrypt, and frees), which
-// cost about 1 us per operation in BenchmarkOpen on SoftHSM2.
+// cost about 1.5 µs per operation in BenchmarkOpen on SoftHSM2.
 //
 // The sessions and object handles are those of the pkcs11.Ctx that loaded the same
-// library. That holds for libraries with one state per process, such as SoftHSM2, but
-// not for proxies such as p11-kit's, whose C_GetFunctionList returns a list with a state
-// of its own at every call, so loadGCMCalls checks it on a session of the pkcs11.Ctx.
+// library. That holds for libraries with one state per process, such as SoftHSM2. It does
+// not hold for proxies such as p11-kit's, whose C_GetFunctionList returns a list with a
+// state of its own at every call, so loadGCMCalls checks the list on a session of the
+// pkcs11.Ctx.
 // gcmCalls is safe for concurrent use on distinct sessions.
 type gcmCalls struct {
 	functions C.gcm_functions

@@ -157,7 +157,7 @@ func startServices(ctx context.Context, c components, sw *handlerSwitch, svcs *s
 	svcs.stopJobs = startJobs(ctx, c.cfg, svc, c.log)
 
 	auditSource, auditKey := auditRoutes(recorder, c.store)
-	// loadConfig has parsed the list once already, so this cannot fail.
+	// loadConfig rejects a list that does not parse, so this cannot fail.
 	proxies, _ := parseTrustedProxies(c.cfg.TrustedProxies)
 	srv := api.New(svc, verifier, c.log, api.Config{
 		MaxBodyBytes:   c.cfg.MaxBodyBytes,

@@ -457,7 +457,7 @@ func verifyDatabase(t *testing.T, path string, key *ecdsa.PublicKey) (audit.Repo
 	return audit.VerifySource(t.Context(), st, key)
 }
 
-// TestAuditExportDamagedChainFile checks that the audit routes answer a damaged chain
+// TestAuditExportDamagedChainFile checks that the audit routes respond to a damaged chain
 // file with the non-retryable 500 KMS.0101 naming the chain and line, not with 503.
 func TestAuditExportDamagedChainFile(t *testing.T) {
 	requireSQLite(t)

@@ -133,9 +133,9 @@ type Trail struct {
 	stopped chan struct{}
 	gap     time.Duration // batchGap; tests lengthen it
 
-	// writeMu is held by whoever commits: the writer goroutine, or a Record call that
-	// finds the queue empty and commits its record itself. It guards the writer state
-	// below.
+	// writeMu is held by the goroutine that commits: the writer goroutine, or a Record
+	// call that finds the queue empty and commits its record itself. It guards the
+	// writer state below.
 	writeMu sync.Mutex
 	// writerHolds is true while the writer goroutine holds records taken off the queue
 	// that are not committed yet. Record does not commit past them.
@@ -265,10 +265,10 @@ func (t *Trail) PublicKey(ctx context.Context) (*ecdsa.PublicKey, error) {
 // millisecond precision.
 //
 // When no record is queued, no commit runs and MaxDelay does not make every batch wait,
-// Record commits r itself. Handing r to the writer goroutine and back costs a lone caller
-// two wake-ups of a sleeping thread, which on the development machines was about half of
-// its audit latency once a commit to a chain file took a few microseconds. Otherwise r
-// joins the writer's next batch.
+// Record commits r itself, because handing r to the writer goroutine and back costs a lone
+// caller two wake-ups of a sleeping thread. On the development machines that was about
+// half of its audit latency once a commit to a chain file took a few microseconds.
+// Otherwise r joins the writer's next batch.
 func (t *Trail) Record(ctx context.Context, r Record) error {
 	p := &pending{record: r, enqueued: time.Now(), done: make(chan error, 1)}
 

@@ -85,23 +85,23 @@ func (c *Credentials) EnsureAdmin(
 	}
 
 	path := filepath.Join(dataDir, AdminCredentialsFile)
-	kept, err := keepAdminFile(path)
+	keptPath, err := keepAdminFile(path)
 	if err != nil {
 		return Credential{}, err
 	}
 	if err := writeAdminFile(path, req); err != nil {
-		return Credential{}, errors.Join(err, restoreAdminFile(kept, path))
+		return Credential{}, errors.Join(err, restoreAdminFile(keptPath, path))
 	}
 
 	created, err := c.createAdmin(ctx, req)
 	if err != nil {
 		// The file names a credential that was never stored. The next start writes it again.
 		_ = os.Remove(path)
-		return Credential{}, errors.Join(err, restoreAdminFile(kept, path))
+		return Credential{}, errors.Join(err, restoreAdminFile(keptPath, path))
 	}
-	if kept != "" {
+	if keptPath != "" {
 		c.logger.Warn("the data directory had an admin credentials file that this store "+
-			"does not know; it was renamed", "path", kept)
+			"does not know; it was renamed", "path", keptPath)
 	}
 
 	c.logger.Info("admin credential generated, secret key written to file",

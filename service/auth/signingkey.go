@@ -11,7 +11,7 @@ import (
 
 // signingKey is a secret key with a pool of HMAC-SHA256 states keyed by it. A warm
 // signingKey verifies a signature without allocating and without computing the HMAC key
-// schedule again: hmac.New hashes the inner and outer key pads on every call, while a
+// schedule again. hmac.New hashes the inner and outer key pads on every call, while a
 // pooled state restores them from the copy crypto/hmac keeps after its first Reset.
 //
 // The pooled states are derived from the secret and are as sensitive as the secret. They

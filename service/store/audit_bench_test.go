@@ -8,8 +8,9 @@ import (
 )
 
 // BenchmarkAppendAuditOne measures one audit write of one record on SQLite, the cost a
-// lone client pays per call: to a chain file (a chain made by CreateAuditChain) and to
-// the audit_records table (where chains of older versions of the store stay).
+// lone client pays per call. It writes to a chain file (a chain made by
+// CreateAuditChain) and to the audit_records table, where chains of older versions of
+// the store stay.
 func BenchmarkAppendAuditOne(b *testing.B) {
 	for _, where := range []string{"file", "table"} {
 		for _, fsync := range []bool{false, true} {

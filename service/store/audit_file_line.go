@@ -11,9 +11,9 @@ import (
 )
 
 // The lines of a chain file are JSON objects with the field names and encodings of the
-// audit export format (package service/audit, type Line): hashes and signatures in
-// lower-case hex, times in RFC 3339 UTC with milliseconds, empty fields left out. Every
-// line starts with its type, its chain id and, for records and checkpoints, its seq, in
+// audit export format (package service/audit, type Line, which this package cannot
+// import). Hashes and signatures are lower-case hex, times RFC 3339 UTC with
+// milliseconds, and empty fields are left out. Every line starts with its type, its chain id and, for records and checkpoints, its seq, in
 // that order, so that a reader can skip lines without decoding them.
 const (
 	fileLineChain      = "chain"
@@ -181,8 +181,8 @@ func appendJSONString(b []byte, s string) []byte {
 }
 
 // lineHead returns the type and seq of a line written by the append functions above,
-// without decoding the line; seq is 0 for a chain line. ok is false for a line of
-// another shape, which the caller then decodes with decodeFileLine.
+// without decoding the line. seq is 0 for a chain line, and ok is false for a line of
+// another shape.
 func lineHead(line []byte) (typ string, seq uint64, ok bool) {
 	rest, found := bytes.CutPrefix(line, []byte(`{"type":"`))
 	if !found {

@@ -305,7 +305,7 @@ func TestChainFileOneWriterProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A second store on the same file stands in for a second process: flock locks are
+	// A second store on the same file plays a second process, because flock locks are
 	// held per open file description.
 	second := openFileStore(t, path)
 	err := second.AppendAudit(ctx, fileRecords("c", 1, 1), nil)

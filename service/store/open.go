@@ -323,7 +323,7 @@ func (s *SQLStore) Ping(ctx context.Context) error {
 }
 
 // pingAtStart pings the database. On SQLite it tries again for up to sqliteBusyTimeout
-// while the database is locked: when several processes open a new file at once, setting
+// while the database is locked. When several processes open a new file at once, setting
 // WAL mode on a connection can fail at once with SQLITE_BUSY instead of waiting for the
 // busy timeout (seen in TestMigrationsConcurrentOpen, about once in 30 runs).
 func (s *SQLStore) pingAtStart(ctx context.Context) error {
