@@ -203,3 +203,44 @@ func waitQueued(t *testing.T, trail *Trail, n int) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestTrailCommitsInlineOnLocalAppends checks when Record calls commit their own records
+// (inline) instead of going through the writer goroutine: only on a store whose appends
+// are local, and only when MaxDelay does not ask every batch to wait.
+func TestTrailCommitsInlineOnLocalAppends(t *testing.T) {
+	tests := []struct {
+		name     string
+		fsync    bool
+		maxDelay time.Duration
+		hide     bool // wrap the store so that it does not implement LocalAuditAppender
+		want     bool
+	}{
+		{"chain file", false, 0, false, true},
+		{"chain file flushed per batch", true, 0, false, false},
+		{"every batch waits", false, time.Millisecond, false, false},
+		{"store without local appends", false, 0, true, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := openBatchStore(t)
+			st.SetAuditFsync(tc.fsync)
+			var audits store.AuditStore = st
+			if tc.hide {
+				audits = struct{ store.AuditStore }{st}
+			}
+			trail, err := Open(t.Context(), audits, unavailableSigner{},
+				Config{MaxDelay: tc.maxDelay})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer trail.Close()
+
+			if trail.inline != tc.want {
+				t.Errorf("inline = %v, want %v", trail.inline, tc.want)
+			}
+			if err := trail.Record(t.Context(), Record{RequestID: "r"}); err != nil {
+				t.Errorf("Record: %v", err)
+			}
+		})
+	}
+}

@@ -157,6 +157,23 @@ func (s *SQLStore) createAuditChainFile(ctx context.Context, op string, c AuditC
 	return nil
 }
 
+// LocalAuditAppender is implemented by audit stores that can tell whether an append to a
+// chain is local work: a copy into a file's page cache, with no network round trip and
+// no flush to disk. audit.Trail then lets each caller append its own record instead of
+// handing it to a batching goroutine.
+type LocalAuditAppender interface {
+	// AuditAppendIsLocal reports whether AppendAudit to chainID is local work.
+	AuditAppendIsLocal(chainID string) bool
+}
+
+var _ LocalAuditAppender = (*SQLStore)(nil)
+
+// AuditAppendIsLocal reports whether chainID is a chain file that this process has open
+// for writing and batches are not flushed one by one (SetAuditFsync(false)).
+func (s *SQLStore) AuditAppendIsLocal(chainID string) bool {
+	return s.files != nil && s.files.openWriter(chainID) != nil && !s.auditFsync.Load()
+}
+
 // AppendAudit appends records and checkpoints in one commit. Record times are
 // truncated to milliseconds, the precision the hash covers; a zero time is rejected
 // because the column cannot hold it.
