@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hsmkms/kms/service/auth"
+	"github.com/hsmkms/kms/service/store"
 	softhsmsetup "github.com/hsmkms/kms/softhsm-setup"
 	"github.com/hsmkms/kms/softhsm-setup/softhsmtest"
 )
@@ -514,4 +515,110 @@ func TestKmsdThroughP11KitProxy(t *testing.T) {
 		t.Errorf("kmsd did not log that GCM goes through miekg/pkcs11:\n%s", p.logs.String())
 	}
 	p.stop(t)
+}
+
+// TestKmsdSIGKILLLosesNoRecord kills kmsd with SIGKILL while clients call it. The audit
+// record of every call that returned 200 must be in the chain file, which the writer had
+// mapped and grown ahead of its lines, and the trail must verify.
+func TestKmsdSIGKILLLosesNoRecord(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "kms-data")
+	p := launchKmsd(t, []string{"--data-dir", dataDir})
+	p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
+	keyID := keyIDOf(t, kmsctl(t, p, dataDir, "create-key", "--alias", "sigkill"))
+	ak, sk, projectID := readAdmin(t, dataDir)
+	keyPath := filepath.Join(t.TempDir(), "audit-key.pem")
+	kmsctl(t, p, dataDir, "audit", "public-key", "--out", keyPath)
+
+	body := []byte(fmt.Sprintf(`{"key_id":%q,"datakey_length":"256"}`, keyID))
+	var (
+		mu        sync.Mutex
+		succeeded []string // request ids of the calls that returned 200
+		wg        sync.WaitGroup
+	)
+	stop := make(chan struct{})
+	for range 8 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				req := signedRequest(t, p, "create-datakey", body, ak, sk, projectID)
+				res, err := http.DefaultClient.Do(req)
+				if err != nil {
+					return // the process is gone
+				}
+				_, _ = io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+				if res.StatusCode == http.StatusOK {
+					mu.Lock()
+					succeeded = append(succeeded, res.Header.Get("X-Request-Id"))
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	time.Sleep(time.Second)
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.cmd.Wait()
+	close(stop)
+	wg.Wait()
+	if len(succeeded) == 0 {
+		t.Fatalf("no call succeeded before the kill; logs:\n%s", p.logs)
+	}
+
+	database := filepath.Join(dataDir, "kms.db")
+	files, err := filepath.Glob(filepath.Join(database+"-audit", "*.jsonl"))
+	if err != nil || len(files) != 1 {
+		t.Fatalf("chain files = %v, %v; want one", files, err)
+	}
+	if data := mustRead(t, files[0]); len(data) == 0 || data[len(data)-1] != 0 {
+		t.Errorf("the killed writer's chain file does not end in zero bytes: the test " +
+			"did not cover a file grown ahead of its lines")
+	}
+
+	r := runKmsctl(t, p, dataDir, nil, "audit", "verify", "--database", database,
+		"--public-key", keyPath)
+	if r.exitCode != 0 {
+		t.Fatalf("kmsctl audit verify after SIGKILL: exit status %d\n%s%s", r.exitCode,
+			r.stdout, r.stderr)
+	}
+
+	st, err := store.Open(t.Context(), database+"?mode=ro", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	chains, err := st.ListAuditChains(t.Context())
+	if err != nil || len(chains) != 1 {
+		t.Fatalf("ListAuditChains = %v, %v; want the chain of the killed kmsd", chains, err)
+	}
+	recorded := map[string]bool{}
+	for after := uint64(0); ; {
+		records, err := st.ListAuditRecords(t.Context(), chains[0].ID, after, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(records) == 0 {
+			break
+		}
+		for _, rec := range records {
+			recorded[rec.RequestID] = true
+		}
+		after = records[len(records)-1].Seq
+	}
+	missing := 0
+	for _, id := range succeeded {
+		if !recorded[id] {
+			missing++
+		}
+	}
+	if missing > 0 {
+		t.Errorf("%d of %d successful calls have no audit record", missing, len(succeeded))
+	}
+	t.Logf("%d calls succeeded before SIGKILL, %d records in the chain", len(succeeded),
+		len(recorded))
 }

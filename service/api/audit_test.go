@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"database/sql"
@@ -464,7 +465,7 @@ func TestAuditExportDamagedChainFile(t *testing.T) {
 	e := newTestEnv(t)
 	e.admin.mustPost(t, "gen-random", map[string]any{"random_data_length": "256"})
 	chainID := e.trail.ChainID()
-	appendLine(t, filepath.Join(e.dbPath+"-audit", chainID+".jsonl"), "garbage")
+	overwriteLine(t, filepath.Join(e.dbPath+"-audit", chainID+".jsonl"), 2, "garbage")
 	e.trailDamaged = true
 
 	project := e.admin.projectID
@@ -480,14 +481,24 @@ func TestAuditExportDamagedChainFile(t *testing.T) {
 }
 
 // appendLine appends line and a newline to the file at path.
-func appendLine(t *testing.T, path, line string) {
+// overwriteLine writes text over the start of line n of the file at path, in place: kmsd
+// reads its own chain file only up to the end of what it wrote.
+func overwriteLine(t *testing.T, path string, n int, text string) {
 	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offset := 0
+	for range n - 1 {
+		offset += bytes.IndexByte(data[offset:], '\n') + 1
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if _, err := f.WriteString(line + "\n"); err != nil {
+	if _, err := f.WriteAt([]byte(text), int64(offset)); err != nil {
 		t.Fatal(err)
 	}
 }

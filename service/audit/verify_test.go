@@ -166,11 +166,17 @@ func TestDamagedChainFileLeavesOthersReadable(t *testing.T) {
 	}
 	damagedID, intactID := chainIDs[0], chainIDs[1]
 	file := filepath.Join(path+"-audit", damagedID+".jsonl")
-	f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND, 0)
+	// The first record line is overwritten in place: the store still has the file open
+	// for appending, and its reads end where its own writes end.
+	data, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.WriteString("garbage\n"); err != nil {
+	f, err := os.OpenFile(file, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("garbage"), int64(bytes.IndexByte(data, '\n')+1)); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()

@@ -215,24 +215,12 @@ func TestChainFileDamagedLine(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "kms.db")
-			s, err := Open(t.Context(), path, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
 			ctx := t.Context()
-			err = s.CreateAuditChain(ctx, AuditChain{ID: "c", StartedAt: fileTestTime})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := s.AppendAudit(ctx, fileRecords("c", 1, 2), nil); err != nil {
-				t.Fatal(err)
-			}
+			path := writeClosedChain(t)
 			file := filepath.Join(path+"-audit", "c.jsonl")
 			appendBytes(t, file, []byte(tc.line+"\n"))
-			s.Close()
 
-			s = openFileStore(t, path)
+			s := openFileStore(t, path)
 			_, recordsErr := s.ListAuditRecords(ctx, "c", 0, 10)
 			_, checkpointsErr := s.ListAuditCheckpoints(ctx, "c", 0, 10)
 			for what, err := range map[string]error{"ListAuditRecords": recordsErr,
@@ -376,15 +364,8 @@ func TestChainFilesAndTableMerge(t *testing.T) {
 }
 
 func TestChainFilesReadOnlyStore(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "kms.db")
-	s := openFileStore(t, path)
+	_, path := openChain(t) // the writer stays open while the read-only store reads
 	ctx := t.Context()
-	if err := s.CreateAuditChain(ctx, AuditChain{ID: "c", StartedAt: fileTestTime}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.AppendAudit(ctx, fileRecords("c", 1, 2), nil); err != nil {
-		t.Fatal(err)
-	}
 
 	ro := openFileStore(t, path+"?mode=ro")
 	records, err := ro.ListAuditRecords(ctx, "c", 0, 10)
@@ -397,9 +378,10 @@ func TestChainFilesReadOnlyStore(t *testing.T) {
 }
 
 // TestChainFileShortWriteCutOff runs itself in a child process whose file size limit
-// (RLIMIT_FSIZE) makes the kernel write only part of a batch, a fault of a full disk
-// that a test cannot otherwise produce without mounting a file system. The batch must
-// fail as a whole and leave no part of a line behind for the next batch.
+// (RLIMIT_FSIZE) makes the kernel refuse to allocate the next mapped region, or write only
+// part of a batch with write(2): faults of a full disk that a test cannot otherwise
+// produce without mounting a file system. The batch must fail as a whole and leave no
+// part of a line behind for the next batch.
 func TestChainFileShortWriteCutOff(t *testing.T) {
 	if dir := os.Getenv("KMS_TEST_SHORT_WRITE_DIR"); dir != "" {
 		shortWriteChild(t, dir)
@@ -419,53 +401,138 @@ func TestChainFileShortWriteCutOff(t *testing.T) {
 }
 
 func shortWriteChild(t *testing.T, dir string) {
-	path := filepath.Join(dir, "kms.db")
+	tests := []struct {
+		name     string
+		noMap    bool // append with write(2), as on a file system without fallocate
+		fileSize func(w *chainWriter) int64
+	}{
+		// The region mapped for the batch cannot be allocated.
+		{"mapped", false, func(w *chainWriter) int64 { return w.mapOff + int64(len(w.m)) }},
+		// The kernel writes only part of the batch.
+		{"write(2)", true, func(w *chainWriter) int64 { return w.size }},
+	}
+	defer func(size int64) { auditFileMapSize = size }(auditFileMapSize)
+	auditFileMapSize = 4096 // the batch below needs the next region
+
+	for _, tc := range tests {
+		path := filepath.Join(dir, tc.name, "kms.db")
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		ctx := t.Context()
+		s, err := Open(ctx, path, nil) // closed below, before the reopen
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateAuditChain(ctx, AuditChain{ID: "c", StartedAt: fileTestTime}); err != nil {
+			t.Fatal(err)
+		}
+		w, err := s.files.writer("c")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.noMap {
+			if err := w.finish(); err != nil {
+				t.Fatal(err)
+			}
+			w.noMap = true
+		}
+		if err := s.AppendAudit(ctx, fileRecords("c", 1, 2), nil); err != nil {
+			t.Fatal(err)
+		}
+		before := tc.fileSize(w)
+
+		var limit syscall.Rlimit
+		if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &limit); err != nil {
+			t.Fatal(err)
+		}
+		saved := limit
+		limit.Cur = uint64(w.size) + 100
+		if !tc.noMap {
+			limit.Cur = uint64(before)
+		}
+		if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &limit); err != nil {
+			t.Skipf("cannot lower RLIMIT_FSIZE: %v", err)
+		}
+		err = s.AppendAudit(ctx, fileRecords("c", 3, 20), nil)
+		if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &saved); err != nil {
+			t.Fatal(err)
+		}
+		if !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("%s: AppendAudit past the file size limit = %v, want ErrUnavailable",
+				tc.name, err)
+		}
+		records, err := s.ListAuditRecords(ctx, "c", 0, 100)
+		if err != nil || len(records) != 2 {
+			t.Fatalf("%s: after the failed batch, ListAuditRecords = %d records, %v; want 2",
+				tc.name, len(records), err)
+		}
+
+		if err := s.AppendAudit(ctx, fileRecords("c", 3, 20), nil); err != nil {
+			t.Fatalf("%s: AppendAudit of the same batch again: %v", tc.name, err)
+		}
+		records, err = s.ListAuditRecords(ctx, "c", 0, 100)
+		if err != nil || len(records) != 22 {
+			t.Fatalf("%s: ListAuditRecords = %d records, %v; want 22", tc.name, len(records),
+				err)
+		}
+
+		// Reopened, the file holds its lines and nothing after them.
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		info, err := os.Stat(filepath.Join(path+"-audit", "c.jsonl"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Size() != w.size {
+			t.Errorf("%s: closed chain file is %d bytes, want its %d bytes of lines",
+				tc.name, info.Size(), w.size)
+		}
+		s = openFileStore(t, path)
+		records, err = s.ListAuditRecords(ctx, "c", 0, 100)
+		if err != nil || len(records) != 22 {
+			t.Fatalf("%s: reopened, ListAuditRecords = %d records, %v; want 22", tc.name,
+				len(records), err)
+		}
+	}
+}
+
+// openChain opens a new store, closed when t ends, with chain c holding records 1 and 2
+// in its chain file. It returns the store and the database path.
+func openChain(t *testing.T) (*SQLStore, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "kms.db")
 	s := openFileStore(t, path)
-	ctx := t.Context()
-	if err := s.CreateAuditChain(ctx, AuditChain{ID: "c", StartedAt: fileTestTime}); err != nil {
+	if err := s.CreateAuditChain(t.Context(), AuditChain{ID: "c", StartedAt: fileTestTime}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.AppendAudit(ctx, fileRecords("c", 1, 2), nil); err != nil {
+	if err := s.AppendAudit(t.Context(), fileRecords("c", 1, 2), nil); err != nil {
 		t.Fatal(err)
 	}
-	file := filepath.Join(path+"-audit", "c.jsonl")
-	before, err := os.Stat(file)
+	return s, path
+}
+
+// writeClosedChain writes chain c with records 1 and 2 to the chain file of a new store
+// and closes the store, so that no writer cuts off what the test appends to the file. It
+// returns the database path.
+func writeClosedChain(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "kms.db")
+	s, err := Open(t.Context(), path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer s.Close()
 
-	var limit syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &limit); err != nil {
-		t.Fatal(err)
+	err = s.CreateAuditChain(t.Context(), AuditChain{ID: "c", StartedAt: fileTestTime})
+	if err == nil {
+		err = s.AppendAudit(t.Context(), fileRecords("c", 1, 2), nil)
 	}
-	saved := limit
-	limit.Cur = uint64(before.Size()) + 100
-	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &limit); err != nil {
-		t.Skipf("cannot lower RLIMIT_FSIZE: %v", err)
-	}
-	err = s.AppendAudit(ctx, fileRecords("c", 3, 5), nil)
-	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &saved); err != nil {
-		t.Fatal(err)
-	}
-	if !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("AppendAudit past the file size limit = %v, want ErrUnavailable", err)
-	}
-	after, err := os.Stat(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if after.Size() != before.Size() {
-		t.Errorf("chain file is %d bytes after the failed batch, want %d", after.Size(),
-			before.Size())
-	}
-
-	if err := s.AppendAudit(ctx, fileRecords("c", 3, 5), nil); err != nil {
-		t.Fatalf("AppendAudit of the same batch again: %v", err)
-	}
-	records, err := s.ListAuditRecords(ctx, "c", 0, 100)
-	if err != nil || len(records) != 7 {
-		t.Fatalf("ListAuditRecords = %d records, %v; want 7", len(records), err)
-	}
+	return path
 }
 
 func appendBytes(t *testing.T, path string, b []byte) {
@@ -477,5 +544,76 @@ func appendBytes(t *testing.T, path string, b []byte) {
 	defer f.Close()
 	if _, err := f.Write(b); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestChainFileZeroBytes checks how readers treat the zero bytes that a writer leaves
+// after its lines in the region it allocated ahead of them. Zero bytes after the last
+// line, or after a partial line, end the chain. Zero bytes with a line after them are
+// damage.
+func TestChainFileZeroBytes(t *testing.T) {
+	tests := []struct {
+		name     string
+		tail     []byte // written after the two records of a closed chain file
+		damaged  bool
+		wantLine int
+	}{
+		{"zero bytes after the last line", make([]byte, 9000), false, 0},
+		{"a partial line, then zero bytes", append([]byte(`{"type":"rec`), make([]byte, 100)...),
+			false, 0},
+		{"zero bytes, then a line", append(make([]byte, 100), []byte("{\"type\":\"x\"}\n")...),
+			true, 4},
+		{"a line with zero bytes in it", []byte("{\"type\":\"record\",\x00\x00\"seq\":3}\n"),
+			true, 4},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			path := writeClosedChain(t)
+			appendBytes(t, filepath.Join(path+"-audit", "c.jsonl"), tc.tail)
+
+			s := openFileStore(t, path)
+			records, err := s.ListAuditRecords(ctx, "c", 0, 10)
+			var damaged *ChainFileError
+			switch {
+			case tc.damaged && !errors.As(err, &damaged):
+				t.Fatalf("ListAuditRecords = %v, want a *ChainFileError", err)
+			case tc.damaged && damaged.Line != tc.wantLine:
+				t.Errorf("damage reported at line %d, want %d", damaged.Line, tc.wantLine)
+			case !tc.damaged && (err != nil || len(records) != 2):
+				t.Errorf("ListAuditRecords = %d records, %v; want 2", len(records), err)
+			}
+
+			// A writer that opens the file goes on after the last complete line.
+			if tc.damaged {
+				return
+			}
+			if err := s.AppendAudit(ctx, fileRecords("c", 3, 1), nil); err != nil {
+				t.Fatalf("AppendAudit after the zero bytes: %v", err)
+			}
+			if records, err = s.ListAuditRecords(ctx, "c", 0, 10); err != nil || len(records) != 3 {
+				t.Errorf("ListAuditRecords after an append = %d records, %v; want 3",
+					len(records), err)
+			}
+		})
+	}
+}
+
+// TestChainFileCutUnderTheWriter cuts a chain file short while its writer has it mapped:
+// the next store to the mapping raises SIGBUS, which must fail that append with
+// ErrUnavailable instead of ending the process.
+func TestChainFileCutUnderTheWriter(t *testing.T) {
+	s, path := openChain(t)
+	ctx := t.Context()
+
+	if err := os.Truncate(filepath.Join(path+"-audit", "c.jsonl"), 0); err != nil {
+		t.Fatal(err)
+	}
+	err := s.AppendAudit(ctx, fileRecords("c", 3, 1), nil)
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("AppendAudit to a file cut short = %v, want ErrUnavailable", err)
+	}
+	if err := s.AppendAudit(ctx, fileRecords("c", 3, 1), nil); err != nil {
+		t.Errorf("AppendAudit after the failed one: %v", err)
 	}
 }

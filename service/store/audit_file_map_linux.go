@@ -1,0 +1,32 @@
+package store
+
+import (
+	"errors"
+	"os"
+	"syscall"
+)
+
+// mapFileRegion allocates the blocks of the region [off, off+length) of f, growing the
+// file to cover it, and maps the region into memory for writing. Allocating first means
+// a store to the mapping never needs a block that the disk cannot give: a full disk
+// fails here with ENOSPC instead of killing the process with SIGBUS on a later store.
+// off must be a multiple of the page size.
+func mapFileRegion(f *os.File, off int64, length int) ([]byte, error) {
+	fd := int(f.Fd())
+	for {
+		err := syscall.Fallocate(fd, 0, off, int64(length))
+		if err == nil {
+			break
+		}
+		if errors.Is(err, syscall.EOPNOTSUPP) {
+			return nil, errMapUnsupported
+		}
+		if !errors.Is(err, syscall.EINTR) {
+			return nil, err
+		}
+	}
+	return syscall.Mmap(fd, off, length, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+}
+
+// unmapFileRegion removes a mapping made by mapFileRegion.
+func unmapFileRegion(m []byte) error { return syscall.Munmap(m) }

@@ -1,0 +1,10 @@
+//go:build !linux
+
+package store
+
+import "os"
+
+// mapFileRegion is not implemented here: chain files are appended with write(2).
+func mapFileRegion(*os.File, int64, int) ([]byte, error) { return nil, errMapUnsupported }
+
+func unmapFileRegion([]byte) error { return nil }
