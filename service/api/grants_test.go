@@ -391,12 +391,26 @@ func TestGrantQuota(t *testing.T) {
 func TestListGrantsPaging(t *testing.T) {
 	e := newTestEnv(t)
 	keyID := e.admin.createKey(t, "paging")
-	var want []string
+	created := map[string]int{} // grant id to i of user<i> and grant-<i>
 	for i := range 3 {
-		want = append(want, e.admin.createGrant(t, keyID, map[string]any{
+		created[e.admin.createGrant(t, keyID, map[string]any{
 			"grantee_principal": fmt.Sprintf("user%d", i), "operations": []string{"describe-key"},
 			"name": fmt.Sprintf("grant-%d", i),
-		}))
+		})] = i
+	}
+
+	// Grants are listed by creation time at millisecond precision, then by id, so
+	// grants created in one millisecond come in id order. The pages must split the
+	// order of the whole list.
+	all := e.admin.mustPost(t, "list-grants", map[string]any{"key_id": keyID, "limit": "10"})
+	want := listedGrantIDs(all)
+	if len(want) != 3 {
+		t.Fatalf("list-grants = %v, want the 3 grants created", want)
+	}
+	for _, id := range want {
+		if _, ok := created[id]; !ok {
+			t.Fatalf("list-grants lists %s, which the test did not create", id)
+		}
 	}
 
 	first := e.admin.mustPost(t, "list-grants", map[string]any{"key_id": keyID, "limit": "2"})
@@ -426,9 +440,11 @@ func TestListGrantsPaging(t *testing.T) {
 		t.Fatalf("last page has %d grants, want 1", len(grants))
 	}
 	entry := grants[0].(map[string]any)
+	i := created[want[2]]
 	wantFields := map[string]any{
-		"key_id": keyID, "grant_id": want[2], "grantee_principal": "user2",
-		"grantee_principal_type": "user", "name": "grant-2", "retiring_principal": "",
+		"key_id": keyID, "grant_id": want[2], "grantee_principal": fmt.Sprintf("user%d", i),
+		"grantee_principal_type": "user", "name": fmt.Sprintf("grant-%d", i),
+		"retiring_principal": "",
 	}
 	for field, value := range wantFields {
 		if entry[field] != value {
