@@ -2,10 +2,13 @@ package api
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
 	"path"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -29,6 +32,47 @@ type Metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	inFlight prometheus.Gauge
+
+	// series maps an operation to its duration series and its status 200 counter, so
+	// that a request does not hash its labels (WithLabelValues). A new operation copies
+	// the map under seriesMu, and readers load it without a lock.
+	series   atomic.Pointer[map[string]*operationSeries]
+	seriesMu sync.Mutex
+}
+
+// operationSeries are the series of one operation that every successful request updates.
+type operationSeries struct {
+	duration prometheus.Observer
+	ok       prometheus.Counter
+}
+
+// seriesOf returns the series of operation, creating them on its first request.
+func (m *Metrics) seriesOf(operation string) *operationSeries {
+	if series := m.series.Load(); series != nil {
+		if s, ok := (*series)[operation]; ok {
+			return s
+		}
+	}
+
+	m.seriesMu.Lock()
+	defer m.seriesMu.Unlock()
+	old := m.series.Load()
+	if old != nil {
+		if s, ok := (*old)[operation]; ok {
+			return s
+		}
+	}
+	series := make(map[string]*operationSeries, 1)
+	if old != nil {
+		maps.Copy(series, *old)
+	}
+	s := &operationSeries{
+		duration: m.duration.WithLabelValues(operation),
+		ok:       m.requests.WithLabelValues(operation, "200"),
+	}
+	series[operation] = s
+	m.series.Store(&series)
+	return s
 }
 
 // NewMetrics registers the HTTP metrics and the key cache counters of svc on reg and
@@ -118,9 +162,13 @@ func (s *Server) measure(next echo.HandlerFunc) echo.HandlerFunc {
 			c.Error(err)
 		}
 
-		operation := operationLabel(c)
-		m.duration.WithLabelValues(operation).Observe(time.Since(start).Seconds())
-		m.requests.WithLabelValues(operation, strconv.Itoa(c.Response().Status)).Inc()
+		series := m.seriesOf(operationLabel(c))
+		series.duration.Observe(time.Since(start).Seconds())
+		if status := c.Response().Status; status == http.StatusOK {
+			series.ok.Inc()
+		} else {
+			m.requests.WithLabelValues(operationLabel(c), strconv.Itoa(status)).Inc()
+		}
 		return nil
 	}
 }
