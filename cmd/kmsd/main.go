@@ -94,6 +94,12 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, log *slo
 	if err != nil {
 		return err
 	}
+	tokenCalls := hsmCfg.MaxConcurrentCalls
+	if tokenCalls == 0 {
+		tokenCalls = cfg.MaxSessions // hsm's default: one call per session
+	}
+	log.Info("Go processors set", "gomaxprocs", addTokenProcs(tokenCalls, getenv),
+		"token_calls", tokenCalls)
 	module, err := hsm.Open(ctx, hsmCfg, log)
 	if err != nil {
 		return fmt.Errorf("opening the PKCS#11 token: %w", err)
