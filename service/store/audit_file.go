@@ -245,6 +245,7 @@ func (a *auditFiles) create(c AuditChain) error {
 		err = syncDir(a.dir)
 	}
 	if err != nil {
+		w.unmap()
 		f.Close()
 		os.Remove(path)
 		return fmt.Errorf("create chain file: %w: %w", ErrUnavailable, err)
@@ -253,6 +254,7 @@ func (a *auditFiles) create(c AuditChain) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.closed {
+		_ = w.finish() // the chain keeps its first line, and the file nothing after it
 		f.Close()
 		return errors.New("the store is closed")
 	}
