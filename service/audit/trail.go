@@ -248,8 +248,13 @@ func newChainID() (string, error) {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16]), nil
 }
 
-// ChainID returns the id of the chain this trail writes.
-func (t *Trail) ChainID() string { return t.chainID }
+// ChainID returns the id of the chain this trail writes. It changes when a chain file is
+// cut short under the trail (see write).
+func (t *Trail) ChainID() string {
+	t.writeMu.Lock()
+	defer t.writeMu.Unlock()
+	return t.chainID
+}
 
 // PublicKey returns the public key that verifies the checkpoints, reading it from the
 // token (and generating the pair) when Open could not.
@@ -492,7 +497,37 @@ func (t *Trail) commit(batch []*pending) {
 // write chains batch onto the end of the chain, adds a checkpoint when one is due and
 // writes both in one commit. enqueued is when the batch's first record arrived. The
 // caller holds writeMu.
+//
+// When another program cut the chain file short (store.ErrChainFileCut), the lines
+// from the cut on are lost and the store appends nothing more to it. The trail then
+// starts a new chain and writes the batch there, so that the records that follow stay
+// readable; verification reports the cut chain.
 func (t *Trail) write(ctx context.Context, batch []Record, enqueued time.Time) error {
+	err := t.writeOnce(ctx, batch, enqueued)
+	if !errors.Is(err, store.ErrChainFileCut) {
+		return err
+	}
+
+	cutID := t.chainID
+	chainID, newErr := newChainID()
+	if newErr == nil {
+		newErr = t.store.CreateAuditChain(ctx, store.AuditChain{ID: chainID, Host: t.cfg.Host})
+	}
+	if newErr != nil {
+		t.log.Error("starting a new audit chain after a cut chain file failed",
+			"chain_id", cutID, "error", newErr)
+		return err
+	}
+	t.log.Error("audit chain file cut short by another program; its records from the cut "+
+		"on are lost, and the trail goes on in a new chain", "chain_id", cutID,
+		"new_chain_id", chainID)
+	t.chainID = chainID
+	t.lastSeq, t.lastHash, t.unsigned, t.resync = 0, nil, 0, false
+	return t.writeOnce(ctx, batch, enqueued)
+}
+
+// writeOnce is one try of write on the current chain.
+func (t *Trail) writeOnce(ctx context.Context, batch []Record, enqueued time.Time) error {
 	if err := t.resyncIfNeeded(ctx); err != nil {
 		return err
 	}
@@ -524,6 +559,9 @@ func (t *Trail) write(ctx context.Context, batch []Record, enqueued time.Time) e
 	}
 
 	if err := t.store.AppendAudit(ctx, records, checkpoints); err != nil {
+		if errors.Is(err, store.ErrChainFileCut) {
+			return err // write starts a new chain
+		}
 		t.resync = true
 		// While the store is down every batch fails: log the first failure and every
 		// 1000th, so that the log does not fill the disk the store may be missing.

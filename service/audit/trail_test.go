@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -167,6 +170,59 @@ func TestTrailInlineCommitsConcurrentCallers(t *testing.T) {
 	}
 	if report.UnsignedRecords() != 0 {
 		t.Errorf("%d records unsigned after Close", report.UnsignedRecords())
+	}
+}
+
+// TestTrailNewChainAfterCut cuts the chain file of a running trail short. The next
+// Record must succeed in a new chain that verifies, and the trail must log the cut: a
+// chain cut at a line end reads as a shorter chain, which verification cannot tell from
+// one that ended there.
+func TestTrailNewChainAfterCut(t *testing.T) {
+	tok := openToken(t)
+	path := filepath.Join(t.TempDir(), "kms.db")
+	st := openSQLite(t, path)
+	var logs lockedBuffer
+	trail, err := audit.Open(t.Context(), st, tok, audit.Config{
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := trail.Record(t.Context(), audit.Record{RequestID: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cutID := trail.ChainID()
+	if err := os.Truncate(filepath.Join(path+"-audit", cutID+".jsonl"), 0); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := trail.Record(t.Context(), audit.Record{RequestID: "after the cut"}); err != nil {
+		t.Fatalf("Record after the cut: %v", err)
+	}
+	newID := trail.ChainID()
+	if newID == cutID {
+		t.Fatalf("the trail still writes chain %s after it was cut", cutID)
+	}
+	if err := trail.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "chain_id="+cutID) ||
+		!strings.Contains(logs.String(), "cut short") {
+		t.Errorf("the log does not report the cut of chain %s:\n%s", cutID, logs.String())
+	}
+
+	records, err := st.ListAuditRecords(t.Context(), newID, 0, 10)
+	if err != nil || len(records) != 1 || records[0].RequestID != "after the cut" {
+		t.Errorf("records of the new chain = %+v, %v; want the record after the cut",
+			records, err)
+	}
+	report := verify(t, st, trail)
+	for _, c := range report.Chains {
+		if c.ChainID == newID && (c.Records != 1 || c.UnsignedTail != 0) {
+			t.Errorf("new chain in the report = %+v, want 1 signed record", c)
+		}
 	}
 }
 

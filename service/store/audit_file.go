@@ -60,7 +60,7 @@ const (
 
 	// auditFileRereads bounds how often a reader reads a line again that has zero bytes
 	// with data after them, because the writer, maybe in another process, was copying
-	// that line. A line that still has them after that is damage.
+	// that line. Zero bytes that stay in place, with data after them, are damage.
 	auditFileRereads = 3
 )
 
@@ -72,6 +72,12 @@ var auditFileMapSize int64 = 4 << 20
 // errMapUnsupported is returned by mapFileRegion when the file system or the operating
 // system cannot allocate and map a region of a file.
 var errMapUnsupported = errors.New("the file system cannot allocate file regions")
+
+// ErrChainFileCut is returned by every append to a chain file after its writer found the
+// file shorter than the lines it wrote: another program cut it short, and the lines
+// from the cut on are lost. The writer appends nothing more, so that the chain stays as
+// the cut left it, and the caller starts a new chain.
+var ErrChainFileCut = errors.New("audit chain file cut short by another program")
 
 // ErrChainFileDamaged is matched by every *ChainFileError.
 var ErrChainFileDamaged = errors.New("audit chain file damaged")
@@ -127,6 +133,8 @@ type chainWriter struct {
 	m      []byte
 	mapOff int64
 	noMap  bool
+	// cut is set when the file was found shorter than the mapped region.
+	cut bool
 
 	lastRecord     AuditRecord // zero Seq when the chain has no record
 	lastCheckpoint uint64
@@ -161,8 +169,87 @@ func openAuditFiles(dir string, readOnly bool, log *slog.Logger) (*auditFiles, e
 		stopSync: make(chan struct{}),
 		syncDone: make(chan struct{}),
 	}
+	if !readOnly {
+		a.trimZeroTails()
+	}
 	go a.syncLoop()
 	return a, nil
+}
+
+// trimZeroTails cuts the zero bytes off the end of every chain file that no process
+// writes, which a writer killed before it could close the file leaves behind: up to
+// auditFileMapSize bytes of allocated disk per file. A file that a live writer holds
+// (flock) is skipped. Failures are logged, because the zero bytes do no harm but the
+// space they take.
+func (a *auditFiles) trimZeroTails() {
+	entries, err := os.ReadDir(a.dir)
+	if err != nil {
+		a.log.Warn("listing audit chain files to trim failed", "dir", a.dir, "error", err)
+		return
+	}
+	for _, e := range entries {
+		id, ok := strings.CutSuffix(e.Name(), auditFileSuffix)
+		if !ok || !e.Type().IsRegular() || !validChainFileID(id) {
+			continue
+		}
+		cut, err := trimZeroTail(a.path(id))
+		if err != nil {
+			a.log.Warn("trimming the zero bytes off an audit chain file failed",
+				"chain_id", id, "error", err)
+			continue
+		}
+		if cut > 0 {
+			a.log.Info("cut the unwritten end off the chain file of a stopped writer",
+				"chain_id", id, "bytes", cut)
+		}
+	}
+}
+
+// trimZeroTail cuts the zero bytes off the end of the file at path, unless a process
+// holds its lock, and returns how many it cut.
+func trimZeroTail(path string) (int64, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		return 0, nil // a live writer
+	}
+	if err != nil {
+		return 0, err
+	}
+
+	info, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	end := info.Size()
+	buf := make([]byte, 64<<10)
+	for end > 0 {
+		start := max(0, end-int64(len(buf)))
+		chunk := buf[:end-start]
+		if _, err := f.ReadAt(chunk, start); err != nil {
+			return 0, err
+		}
+		i := len(chunk) - 1
+		for i >= 0 && chunk[i] == 0 {
+			i--
+		}
+		if i >= 0 {
+			end = start + int64(i) + 1
+			break
+		}
+		end = start
+	}
+	if end == info.Size() {
+		return 0, nil
+	}
+	if err := f.Truncate(end); err != nil {
+		return 0, err
+	}
+	return info.Size() - end, nil
 }
 
 // validChainFileID reports whether id can name a chain file: 1 to 128 letters, digits,
@@ -254,7 +341,7 @@ func (a *auditFiles) create(c AuditChain) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.closed {
-		_ = w.finish() // the chain keeps its first line, and the file nothing after it
+		_, _ = w.finish() // the chain keeps its first line, and the file nothing after it
 		f.Close()
 		return errors.New("the store is closed")
 	}
@@ -354,6 +441,10 @@ func (w *chainWriter) append(records []AuditRecord, checkpoints []AuditCheckpoin
 	flush bool) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+
+	if w.cut {
+		return fmt.Errorf("append to chain file %s: %w", w.path, ErrChainFileCut)
+	}
 
 	lastSeq := w.lastRecord.Seq
 	for _, r := range records {
@@ -456,11 +547,10 @@ func (w *chainWriter) writeMapped(b []byte) error {
 
 	at := w.size - w.mapOff
 	if err := copyLines(w.m[at:at+int64(len(b))], b); err != nil {
-		// The file changed under the mapping (cut short by another program): what was
-		// copied is cut off before the next append, which maps the file again.
+		// The mapping lost its pages: the file was cut short under it.
 		w.unmap()
-		w.damaged = true
-		return fmt.Errorf("write chain file %s: %w: %w", w.path, ErrUnavailable, err)
+		w.cut = true
+		return fmt.Errorf("write chain file %s: %w: %w", w.path, ErrChainFileCut, err)
 	}
 	w.size += int64(len(b))
 	return nil
@@ -480,8 +570,13 @@ func (w *chainWriter) remap(n int) error {
 
 	page := int64(os.Getpagesize())
 	off := w.size / page * page
-	length := max(auditFileMapSize, (w.size-off+int64(n)+page-1)/page*page)
-	m, err := mapFileRegion(w.f, off, int(length))
+	need := (w.size - off + int64(n) + page - 1) / page * page
+	m, err := mapFileRegion(w.f, off, int(max(auditFileMapSize, need)))
+	if (errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EFBIG)) &&
+		need < auditFileMapSize {
+		// A nearly full disk, or a file size limit: allocate only what b needs.
+		m, err = mapFileRegion(w.f, off, int(need))
+	}
 	if errors.Is(err, errMapUnsupported) {
 		return err
 	}
@@ -520,21 +615,41 @@ func copyLines(dst, b []byte) (err error) {
 }
 
 // finish unmaps the file and cuts off the allocated bytes after the last line, so that
-// a closed chain file ends with its last line. The caller flushes the file after it.
-func (w *chainWriter) finish() error {
+// a closed chain file ends with its last line. It returns how many bytes it cut off
+// beyond the allocated region, which another program appended. The caller flushes the
+// file after it.
+func (w *chainWriter) finish() (appended int64, err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 
 	if w.m == nil && !w.damaged {
-		return nil
+		return 0, nil
+	}
+	if info, err := w.f.Stat(); err == nil && w.m != nil {
+		appended = max(0, info.Size()-w.mapOff-int64(len(w.m)))
 	}
 	w.unmap()
 	if err := w.f.Truncate(w.size); err != nil {
-		return fmt.Errorf("cut the allocated end off chain file %s: %w", w.path, err)
+		return 0, fmt.Errorf("cut the allocated end off chain file %s: %w", w.path, err)
 	}
 	w.damaged = false
 	w.dirty = true
-	return nil
+	return appended, nil
+}
+
+// checkCut sets w.cut when the file is shorter than its mapped region. A store to a page
+// past the end of the file raises SIGBUS (see copyLines), but a store past the end
+// within the file's last page is lost without a fault, so flush looks at the length
+// too. The caller holds w.mu.
+func (w *chainWriter) checkCut() {
+	if w.m == nil || w.cut {
+		return
+	}
+	info, err := w.f.Stat()
+	if err == nil && info.Size() < w.mapOff+int64(len(w.m)) {
+		w.unmap()
+		w.cut = true
+	}
 }
 
 // written returns the length of the file's complete lines.
@@ -551,6 +666,7 @@ func (w *chainWriter) flush() error {
 	w.mu.Lock()
 	dirty := w.dirty
 	w.dirty = false
+	w.checkCut()
 	w.mu.Unlock()
 
 	if !dirty {
@@ -624,7 +740,12 @@ func (a *auditFiles) close() error {
 
 	var err error
 	for _, w := range a.writerList() {
-		err = errors.Join(err, w.finish())
+		appended, finishErr := w.finish()
+		if appended > 0 {
+			a.log.Warn("cut off bytes that another program appended to an audit chain file",
+				"path", w.path, "bytes", appended)
+		}
+		err = errors.Join(err, finishErr)
 	}
 	err = errors.Join(err, a.flushAll())
 	a.mu.Lock()
@@ -679,6 +800,9 @@ func readChainHeader(path string) (AuditChain, error) {
 		}
 		return true, nil
 	})
+	if errors.Is(err, ErrChainFileDamaged) {
+		return AuditChain{}, nil // reported when the chain's lines are read
+	}
 	if err != nil {
 		return AuditChain{}, fmt.Errorf("read chain file %s: %w", path, err)
 	}
@@ -876,27 +1000,81 @@ func (a *auditFiles) lastRecord(chainID string) (AuditRecord, error) {
 // writer may have been copying it.
 func scanChainFile(path string, start filePosition, limit int64,
 	fn func(line []byte, end filePosition) (stop bool, err error)) error {
+	id := strings.TrimSuffix(filepath.Base(path), auditFileSuffix)
 	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrPermission) {
+		// As with damage, retrying cannot help, and the other chains stay readable.
+		return damagedLine(id, 1, "the file cannot be read: "+err.Error())
+	}
 	if err != nil {
 		return err
 	}
 	defer f.Close()
 
 	pos := start
-	for reread := 0; ; reread++ {
+	rereads, lastZero := 0, int64(-1)
+	for {
 		zeroAt, err := scanLines(f, &pos, limit, fn)
 		if err != nil || zeroAt < 0 {
 			return err
 		}
-		dataAfter, err := dataAfterZero(f, zeroAt, limit)
-		if err != nil || !dataAfter {
+		tail, err := zeroTailAt(f, zeroAt, limit)
+		switch {
+		case err != nil:
 			return err
+		case tail == zeroTailEnd:
+			return nil
+		case tail == zeroTailFilled:
+			continue // a writer copied a line there meanwhile: read on
 		}
-		if reread == auditFileRereads {
-			id := strings.TrimSuffix(filepath.Base(path), auditFileSuffix)
-			return damagedLine(id, pos.line+1, "zero bytes in the line, with lines after them")
+
+		if zeroAt != lastZero {
+			rereads, lastZero = 0, zeroAt
 		}
+		if rereads == auditFileRereads {
+			return damagedLine(id, pos.line+1, "zero bytes with data after them")
+		}
+		rereads++
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// Kinds of what follows a zero byte of a chain file (zeroTailAt).
+const (
+	zeroTailEnd    = iota // zero bytes to the end: the unwritten part of the file
+	zeroTailFilled        // the byte is no longer zero: a writer copied a line there
+	zeroTailData          // zero bytes, then data: damage, or a copy in progress
+)
+
+// zeroTailAt reads the file from offset at, where an earlier read found a zero byte, to
+// the end of the file, or to limit when it is not negative, and returns which of the
+// zeroTail kinds it found.
+func zeroTailAt(f *os.File, at, limit int64) (int, error) {
+	n := int64(math.MaxInt64 - at)
+	if limit >= 0 {
+		n = max(0, limit-at)
+	}
+	r := io.NewSectionReader(f, at, n)
+	buf := make([]byte, 64<<10)
+	first := true
+	for {
+		k, err := r.Read(buf)
+		for i, c := range buf[:k] {
+			switch {
+			case c == 0:
+			case first && i == 0:
+				return zeroTailFilled, nil
+			default:
+				return zeroTailData, nil
+			}
+		}
+		first = first && k == 0
+		if errors.Is(err, io.EOF) {
+			return zeroTailEnd, nil
+		}
+		if err != nil {
+			return 0, err
+		}
 	}
 }
 
@@ -937,31 +1115,6 @@ func scanLines(f *os.File, pos *filePosition, limit int64,
 		stop, err := fn(bytes.TrimSuffix(line, []byte{'\n'}), *pos)
 		if err != nil || stop {
 			return -1, err
-		}
-	}
-}
-
-// dataAfterZero reports whether the file holds a byte other than zero between offset at
-// and the end of the file, or limit when it is not negative.
-func dataAfterZero(f *os.File, at, limit int64) (bool, error) {
-	n := int64(math.MaxInt64 - at)
-	if limit >= 0 {
-		n = max(0, limit-at)
-	}
-	r := io.NewSectionReader(f, at, n)
-	buf := make([]byte, 64<<10)
-	for {
-		k, err := r.Read(buf)
-		for _, c := range buf[:k] {
-			if c != 0 {
-				return true, nil
-			}
-		}
-		if errors.Is(err, io.EOF) {
-			return false, nil
-		}
-		if err != nil {
-			return false, err
 		}
 	}
 }

@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -414,6 +416,8 @@ func shortWriteChild(t *testing.T, dir string) {
 	defer func(size int64) { auditFileMapSize = size }(auditFileMapSize)
 	auditFileMapSize = 4096 // the batch below needs the next region
 
+	nearlyFullChild(t, dir)
+
 	for _, tc := range tests {
 		path := filepath.Join(dir, tc.name, "kms.db")
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
@@ -432,7 +436,7 @@ func shortWriteChild(t *testing.T, dir string) {
 			t.Fatal(err)
 		}
 		if tc.noMap {
-			if err := w.finish(); err != nil {
+			if _, err := w.finish(); err != nil {
 				t.Fatal(err)
 			}
 			w.noMap = true
@@ -495,6 +499,48 @@ func shortWriteChild(t *testing.T, dir string) {
 			t.Fatalf("%s: reopened, ListAuditRecords = %d records, %v; want 22", tc.name,
 				len(records), err)
 		}
+	}
+}
+
+// nearlyFullChild checks that a writer that cannot allocate a whole region of
+// auditFileMapSize bytes, because of the file size limit here as on a nearly full disk,
+// allocates what a batch needs and goes on appending.
+func nearlyFullChild(t *testing.T, dir string) {
+	defer func(size int64) { auditFileMapSize = size }(auditFileMapSize)
+	auditFileMapSize = 1 << 20
+
+	ctx := t.Context()
+	s := openFileStore(t, filepath.Join(dir, "nearly-full", "kms.db"))
+	if err := s.CreateAuditChain(ctx, AuditChain{ID: "c", StartedAt: fileTestTime}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := s.files.writer("c")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var limit syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &limit); err != nil {
+		t.Fatal(err)
+	}
+	saved := limit
+	limit.Cur = uint64(auditFileMapSize + 64<<10)
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &limit); err != nil {
+		t.Skipf("cannot lower RLIMIT_FSIZE: %v", err)
+	}
+	defer func() {
+		if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &saved); err != nil {
+			t.Fatal(err)
+		}
+	}()
+
+	// Past the first region, each next region of 1 MiB would cross the limit.
+	seq := uint64(1)
+	for w.written() < auditFileMapSize+16<<10 {
+		if err := s.AppendAudit(ctx, fileRecords("c", seq, 10), nil); err != nil {
+			t.Fatalf("nearly full: AppendAudit of records %d to %d: %v", seq, seq+9, err)
+		}
+		seq += 10
 	}
 }
 
@@ -570,10 +616,16 @@ func TestChainFileZeroBytes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := t.Context()
 			path := writeClosedChain(t)
-			appendBytes(t, filepath.Join(path+"-audit", "c.jsonl"), tc.tail)
+			file := filepath.Join(path+"-audit", "c.jsonl")
+			before, err := os.Stat(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			appendBytes(t, file, tc.tail)
 
-			s := openFileStore(t, path)
-			records, err := s.ListAuditRecords(ctx, "c", 0, 10)
+			// Read-only, so that the store does not trim the zero bytes first.
+			ro := openFileStore(t, path+"?mode=ro")
+			records, err := ro.ListAuditRecords(ctx, "c", 0, 10)
 			var damaged *ChainFileError
 			switch {
 			case tc.damaged && !errors.As(err, &damaged):
@@ -584,7 +636,21 @@ func TestChainFileZeroBytes(t *testing.T) {
 				t.Errorf("ListAuditRecords = %d records, %v; want 2", len(records), err)
 			}
 
-			// A writer that opens the file goes on after the last complete line.
+			// A read-write store cuts the zero bytes off, and a writer that opens the
+			// file goes on after the last complete line.
+			s := openFileStore(t, path)
+			after, err := os.Stat(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			zeros := int64(len(tc.tail) - len(bytes.TrimRight(tc.tail, "\x00")))
+			if tc.damaged {
+				zeros = 0 // lines after the zero bytes: nothing to cut
+			}
+			if want := before.Size() + int64(len(tc.tail)) - zeros; after.Size() != want {
+				t.Errorf("the store opened the file of %d bytes and left %d, want %d",
+					before.Size()+int64(len(tc.tail)), after.Size(), want)
+			}
 			if tc.damaged {
 				return
 			}
@@ -599,21 +665,180 @@ func TestChainFileZeroBytes(t *testing.T) {
 	}
 }
 
-// TestChainFileCutUnderTheWriter cuts a chain file short while its writer has it mapped:
-// the next store to the mapping raises SIGBUS, which must fail that append with
-// ErrUnavailable instead of ending the process.
+// TestChainFileCutUnderTheWriter cuts a chain file short while its writer has it mapped.
+// A store past the end of the file raises SIGBUS, which must fail the append instead of
+// ending the process. A store within the file's last page does not fault, so flush finds
+// the cut by the file's length. Either way, every later append fails with
+// ErrChainFileCut and leaves the file as the cut left it.
 func TestChainFileCutUnderTheWriter(t *testing.T) {
+	tests := []struct {
+		name  string
+		cut   func(size int64) int64 // the length the file is cut to
+		flush bool                   // flush before the append, as the writer does every 250 ms
+	}{
+		{"to nothing", func(int64) int64 { return 0 }, false},
+		{"by a few bytes", func(size int64) int64 { return size - 10 }, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, path := openChain(t)
+			ctx := t.Context()
+			file := filepath.Join(path+"-audit", "c.jsonl")
+			w := s.files.openWriter("c")
+
+			length := tc.cut(w.written())
+			if err := os.Truncate(file, length); err != nil {
+				t.Fatal(err)
+			}
+			if tc.flush {
+				if err := s.files.flushAll(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := range 2 {
+				err := s.AppendAudit(ctx, fileRecords("c", 3, 1), nil)
+				if !errors.Is(err, ErrChainFileCut) {
+					t.Fatalf("append %d to a file cut short = %v, want ErrChainFileCut", i+1, err)
+				}
+			}
+			info, err := os.Stat(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Size() != length {
+				t.Errorf("the cut file is %d bytes, want the %d the cut left", info.Size(),
+					length)
+			}
+		})
+	}
+}
+
+// TestChainFileReadWhileWritten reads a chain through a second, read-only store while
+// the first store appends to it, as kmsctl does on a running kmsd's data directory. The
+// reader meets the writer's zero bytes at every end of the written lines, and must never
+// take them for damage.
+func TestChainFileReadWhileWritten(t *testing.T) {
+	const reads = 2000
 	s, path := openChain(t)
+	ro := openFileStore(t, path+"?mode=ro")
 	ctx := t.Context()
 
-	if err := os.Truncate(filepath.Join(path+"-audit", "c.jsonl"), 0); err != nil {
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		for seq := uint64(3); ; seq++ {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			if err := s.AppendAudit(ctx, fileRecords("c", seq, 1), nil); err != nil {
+				done <- err
+				return
+			}
+			time.Sleep(50 * time.Microsecond) // so that the reader keeps up
+		}
+	}()
+	defer func() {
+		close(stop)
+		if err := <-done; err != nil {
+			t.Errorf("AppendAudit: %v", err)
+		}
+	}()
+
+	after := uint64(0)
+	for read := range reads {
+		records, err := ro.ListAuditRecords(ctx, "c", after, 1<<20)
+		if err != nil {
+			t.Fatalf("read %d: ListAuditRecords while the writer appends: %v", read, err)
+		}
+		for _, r := range records {
+			if r.Seq != after+1 {
+				t.Fatalf("read %d: record %d follows record %d", read, r.Seq, after)
+			}
+			after = r.Seq
+		}
+	}
+	t.Logf("%d reads saw %d records", reads, after)
+}
+
+// TestChainFileDamagedFirstLine checks that a chain file whose first line is damaged
+// is still listed with the other chains, and that only its own reads fail.
+func TestChainFileDamagedFirstLine(t *testing.T) {
+	path := writeClosedChain(t)
+	s := openFileStore(t, path)
+	ctx := t.Context()
+	if err := s.CreateAuditChain(ctx, AuditChain{ID: "d", StartedAt: fileTestTime}); err != nil {
 		t.Fatal(err)
 	}
-	err := s.AppendAudit(ctx, fileRecords("c", 3, 1), nil)
-	if !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("AppendAudit to a file cut short = %v, want ErrUnavailable", err)
+
+	f, err := os.OpenFile(filepath.Join(path+"-audit", "c.jsonl"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := s.AppendAudit(ctx, fileRecords("c", 3, 1), nil); err != nil {
-		t.Errorf("AppendAudit after the failed one: %v", err)
+	if _, err := f.WriteAt([]byte{0, 0, 0, 0}, 10); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	chains, err := s.ListAuditChains(ctx)
+	if err != nil {
+		t.Fatalf("ListAuditChains with a damaged first line: %v", err)
+	}
+	var ids []string
+	for _, c := range chains {
+		ids = append(ids, c.ID)
+	}
+	sort.Strings(ids)
+	if fmt.Sprint(ids) != "[c d]" {
+		t.Errorf("ListAuditChains lists %v, want c and d", ids)
+	}
+	_, err = s.ListAuditRecords(ctx, "c", 0, 10)
+	var damaged *ChainFileError
+	if !errors.As(err, &damaged) || damaged.Line != 1 {
+		t.Errorf("ListAuditRecords of the damaged chain = %v, want damage at line 1", err)
+	}
+	if _, err := s.ListAuditRecords(ctx, "d", 0, 10); err != nil {
+		t.Errorf("ListAuditRecords of the intact chain: %v", err)
+	}
+}
+
+// TestChainFileAppendedByOthersCut appends to a chain file that a store writes: the
+// store does not read those bytes, cuts them off when it closes, and logs that it did.
+func TestChainFileAppendedByOthersCut(t *testing.T) {
+	var logs bytes.Buffer
+	path := filepath.Join(t.TempDir(), "kms.db")
+	s, err := Open(t.Context(), path, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	err = s.CreateAuditChain(ctx, AuditChain{ID: "c", StartedAt: fileTestTime})
+	if err == nil {
+		err = s.AppendAudit(ctx, fileRecords("c", 1, 2), nil)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(path+"-audit", "c.jsonl")
+	appendBytes(t, file, []byte(`{"type":"record","chain_id":"c","seq":3}`+"\n"))
+
+	if records, err := s.ListAuditRecords(ctx, "c", 0, 10); err != nil || len(records) != 2 {
+		t.Errorf("ListAuditRecords = %d records, %v; want the 2 the store wrote",
+			len(records), err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "another program appended") {
+		t.Errorf("the log does not report the bytes cut off:\n%s", logs.String())
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(data, []byte(`"seq":3`)) || bytes.IndexByte(data, 0) >= 0 {
+		t.Errorf("the closed chain file keeps bytes after its lines:\n%q", data)
 	}
 }
