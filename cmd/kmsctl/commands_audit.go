@@ -239,6 +239,9 @@ func tailAudit(
 	if _, err := pollAudit(ctx, src, positions, damaged, nil, errw, skip); err != nil {
 		return err
 	}
+	// Reading past a long trail takes seconds, and records written meanwhile are skipped
+	// with it. The message marks where printing starts.
+	fmt.Fprintln(errw, "kmsctl: following the audit trail; new records are printed from now on")
 
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
