@@ -38,9 +38,13 @@ var runtimeProcs = runtime.GOMAXPROCS(0)
 // code) stays with it. The runtime's monitor takes the P back only from a call that has
 // run for more than one of its ticks, at least 20 us (Go's runtime/proc.go, retake). A
 // SoftHSM2 call takes about 10 us, so while the embedded token serves a call, one P
-// fewer runs Go code. With one P more, decrypt-datakey at 64 connections on a 2-core machine served
-// 4 to 8% more calls a second, at a p99 of 9 to 12 ms instead of 15 ms (alternating
+// fewer runs Go code. One P more gave 4 to 8% more decrypt-datakey calls a second at 64
+// connections on a 2-core machine, and a p99 of 9 to 12 ms instead of 15 ms (alternating
 // kmsbench runs with GOMAXPROCS 2, 3 and 4).
+//
+// NOTE: measured with the embedded SoftHSM2 token only. A network HSM's calls take
+// milliseconds, so the monitor retakes their Ps, and the extra Ps (up to max_sessions)
+// may only add context switches there. Set GOMAXPROCS to opt out.
 func addTokenProcs(tokenCalls int, getenv func(string) string) int {
 	if getenv("GOMAXPROCS") != "" {
 		return runtime.GOMAXPROCS(0)
