@@ -1,0 +1,205 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"strings"
+	"syscall"
+)
+
+// trimZeroTails cuts the zero bytes off the end of every chain file that no process
+// writes, which a writer killed before it could close the file leaves behind: up to
+// auditFileMapSize bytes of allocated disk per file. A file that a live writer holds
+// (flock) is skipped. Failures are logged, because the zero bytes do no harm but the
+// space they take.
+func (a *auditFiles) trimZeroTails() {
+	entries, err := os.ReadDir(a.dir)
+	if err != nil {
+		a.log.Warn("listing audit chain files to trim failed", "dir", a.dir, "error", err)
+		return
+	}
+	for _, e := range entries {
+		id, ok := strings.CutSuffix(e.Name(), auditFileSuffix)
+		if !ok || !e.Type().IsRegular() || !validChainFileID(id) {
+			continue
+		}
+		cut, err := trimZeroTail(a.path(id))
+		if err != nil {
+			a.log.Warn("trimming the zero bytes off an audit chain file failed",
+				"chain_id", id, "error", err)
+			continue
+		}
+		if cut > 0 {
+			a.log.Info("cut the unwritten end off the chain file of a stopped writer",
+				"chain_id", id, "bytes", cut)
+		}
+	}
+}
+
+// trimZeroTail cuts the zero bytes off the end of the file at path, unless a process
+// holds its lock, and returns how many it cut.
+func trimZeroTail(path string) (int64, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		return 0, nil // a live writer
+	}
+	if err != nil {
+		return 0, err
+	}
+
+	info, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	end := info.Size()
+	buf := make([]byte, 64<<10)
+	for end > 0 {
+		start := max(0, end-int64(len(buf)))
+		chunk := buf[:end-start]
+		if _, err := f.ReadAt(chunk, start); err != nil {
+			return 0, err
+		}
+		i := len(chunk) - 1
+		for i >= 0 && chunk[i] == 0 {
+			i--
+		}
+		if i >= 0 {
+			end = start + int64(i) + 1
+			break
+		}
+		end = start
+	}
+	if end == info.Size() {
+		return 0, nil
+	}
+	if err := f.Truncate(end); err != nil {
+		return 0, err
+	}
+	return info.Size() - end, nil
+}
+
+// writeMapped copies b into the mapped region, mapping the next region first when b does
+// not fit. A line is complete once its newline is there, so the copy stores the newline
+// last. Another processor may still see the stores out of order. A reader that sees the
+// newline before the bytes ahead of it finds zero bytes in the line and reads it again
+// (auditFileRereads).
+func (w *chainWriter) writeMapped(b []byte) error {
+	if w.damaged || w.m == nil || w.size+int64(len(b)) > w.mapOff+int64(len(w.m)) {
+		if err := w.remap(len(b)); err != nil {
+			return err
+		}
+	}
+
+	at := w.size - w.mapOff
+	if err := copyLines(w.m[at:at+int64(len(b))], b); err != nil {
+		// The mapping lost its pages: the file was cut short under it.
+		w.unmap()
+		w.cut = true
+		return fmt.Errorf("write chain file %s: %w: %w", w.path, ErrChainFileCut, err)
+	}
+	w.size += int64(len(b))
+	return nil
+}
+
+// remap maps the region of the file that starts at the page of w.size and holds at least
+// n more bytes, after cutting off a partial line when the writer is damaged.
+func (w *chainWriter) remap(n int) error {
+	w.unmap()
+	if w.damaged {
+		if err := w.f.Truncate(w.size); err != nil {
+			return fmt.Errorf("cut a partial line off chain file %s: %w: %w", w.path,
+				ErrUnavailable, err)
+		}
+		w.damaged = false
+	}
+
+	page := int64(os.Getpagesize())
+	off := w.size / page * page
+	need := (w.size - off + int64(n) + page - 1) / page * page
+	m, err := mapFileRegion(w.f, off, int(max(auditFileMapSize, need)))
+	if (errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EFBIG)) &&
+		need < auditFileMapSize {
+		// A nearly full disk, or a file size limit: allocate only what b needs.
+		m, err = mapFileRegion(w.f, off, int(need))
+	}
+	if errors.Is(err, errMapUnsupported) {
+		return err
+	}
+	if err != nil {
+		// Allocating may have grown the file: cut it back before the next try.
+		w.damaged = true
+		return fmt.Errorf("map chain file %s: %w: %w", w.path, ErrUnavailable, err)
+	}
+	w.m, w.mapOff = m, off
+	return nil
+}
+
+// unmap removes the mapping, if any. The file keeps its length.
+func (w *chainWriter) unmap() {
+	if w.m != nil {
+		_ = unmapFileRegion(w.m) // fails only for a range that is not a mapping
+		w.m = nil
+	}
+}
+
+// copyLines copies b, which ends with a newline, to dst, the newline last. A store to a
+// mapping of a file that another program cut short raises SIGBUS, which is returned as
+// an error instead of ending the process.
+func copyLines(dst, b []byte) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("store to the mapped file failed: %v", r)
+		}
+	}()
+
+	n := len(b) - 1
+	copy(dst[:n], b[:n])
+	dst[n] = b[n]
+	return nil
+}
+
+// finish unmaps the file and cuts off the allocated bytes after the last line, so that
+// a closed chain file ends with its last line. It returns how many bytes it cut off
+// beyond the allocated region, which another program appended. The caller flushes the
+// file after it.
+func (w *chainWriter) finish() (appended int64, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+
+	if w.m == nil && !w.damaged {
+		return 0, nil
+	}
+	if info, err := w.f.Stat(); err == nil && w.m != nil {
+		appended = max(0, info.Size()-w.mapOff-int64(len(w.m)))
+	}
+	w.unmap()
+	if err := w.f.Truncate(w.size); err != nil {
+		return 0, fmt.Errorf("cut the allocated end off chain file %s: %w", w.path, err)
+	}
+	w.damaged = false
+	w.dirty = true
+	return appended, nil
+}
+
+// checkCut sets w.cut when the file is shorter than its mapped region. A store to a page
+// past the end of the file raises SIGBUS (see copyLines), but a store past the end
+// within the file's last page is lost without a fault, so flush looks at the length
+// too. The caller holds w.mu.
+func (w *chainWriter) checkCut() {
+	if w.m == nil || w.cut {
+		return
+	}
+	info, err := w.f.Stat()
+	if err == nil && info.Size() < w.mapOff+int64(len(w.m)) {
+		w.unmap()
+		w.cut = true
+	}
+}
