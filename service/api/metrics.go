@@ -162,12 +162,13 @@ func (s *Server) measure(next echo.HandlerFunc) echo.HandlerFunc {
 			c.Error(err)
 		}
 
-		series := m.seriesOf(operationLabel(c))
+		operation := operationLabel(c)
+		series := m.seriesOf(operation)
 		series.duration.Observe(time.Since(start).Seconds())
 		if status := c.Response().Status; status == http.StatusOK {
 			series.ok.Inc()
 		} else {
-			m.requests.WithLabelValues(operationLabel(c), strconv.Itoa(status)).Inc()
+			m.requests.WithLabelValues(operation, strconv.Itoa(status)).Inc()
 		}
 		return nil
 	}

@@ -59,8 +59,8 @@ const (
 )
 
 // auditFileMapSize is the length of the region of a chain file that a writer maps at a
-// time, in bytes: about half a second of records at 20,000 a second. It counts in kmsd's
-// resident set while mapped. It is a variable so that tests can make regions small.
+// time, in bytes: about a third of a second of decrypt-datakey records (about 600 bytes
+// each) at 20,000 a second. It counts in kmsd's resident set while mapped. It is a variable so that tests can make regions small.
 var auditFileMapSize int64 = 4 << 20
 
 // errMapUnsupported is returned by mapFileRegion when the file system or the operating
@@ -68,8 +68,8 @@ var auditFileMapSize int64 = 4 << 20
 var errMapUnsupported = errors.New("the file system cannot allocate file regions")
 
 // ErrChainFileCut is returned by every append to a chain file after its writer found the
-// file shorter than the lines it wrote: another program cut it short, and the lines
-// from the cut on are lost. The writer appends nothing more, so that the chain stays as
+// file shorter than its mapped region. Another program cut it short, and the lines from
+// the cut on, if it reached any, are lost. The writer appends nothing more, so that the chain stays as
 // the cut left it, and the caller starts a new chain.
 var ErrChainFileCut = errors.New("audit chain file cut short by another program")
 
@@ -122,8 +122,9 @@ type chainWriter struct {
 
 	// m maps the region of the file from mapOff, allocated on disk, that appends are
 	// copied into. While m is set, the file is longer than size and its bytes after size
-	// are zero. m is nil before the first append and after a failed copy. noMap makes
-	// appends use write(2), after mapFileRegion returned errMapUnsupported.
+	// are zero. m is nil before the first append, after a failed remap and once the file
+	// is cut. noMap makes appends use write(2), after mapFileRegion returned
+	// errMapUnsupported.
 	m      []byte
 	mapOff int64
 	noMap  bool

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
-	"strings"
 	"syscall"
 )
 
@@ -15,16 +14,12 @@ import (
 // (flock) is skipped. Failures are logged, because the zero bytes do no harm but the
 // space they take.
 func (a *auditFiles) trimZeroTails() {
-	entries, err := os.ReadDir(a.dir)
+	ids, err := a.chainFileIDs()
 	if err != nil {
 		a.log.Warn("listing audit chain files to trim failed", "dir", a.dir, "error", err)
 		return
 	}
-	for _, e := range entries {
-		id, ok := strings.CutSuffix(e.Name(), auditFileSuffix)
-		if !ok || !e.Type().IsRegular() || !validChainFileID(id) {
-			continue
-		}
+	for _, id := range ids {
 		cut, err := trimZeroTail(a.path(id))
 		if err != nil {
 			a.log.Warn("trimming the zero bytes off an audit chain file failed",
@@ -126,7 +121,7 @@ func (w *chainWriter) remap(n int) error {
 	m, err := mapFileRegion(w.f, off, int(max(auditFileMapSize, need)))
 	if (errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EFBIG)) &&
 		need < auditFileMapSize {
-		// A nearly full disk, or a file size limit: allocate only what b needs.
+		// A nearly full disk, or a file size limit: allocate only what the n bytes need.
 		m, err = mapFileRegion(w.f, off, int(need))
 	}
 	if errors.Is(err, errMapUnsupported) {
@@ -144,7 +139,8 @@ func (w *chainWriter) remap(n int) error {
 // unmap removes the mapping, if any. The file keeps its length.
 func (w *chainWriter) unmap() {
 	if w.m != nil {
-		_ = unmapFileRegion(w.m) // fails only for a range that is not a mapping
+		// munmap(2) fails only for an invalid range, and w.m is the range mmap returned.
+		_ = unmapFileRegion(w.m)
 		w.m = nil
 	}
 }

@@ -17,7 +17,7 @@ import (
 
 // chains returns the chain of every chain file, read from its header line, in no order.
 func (a *auditFiles) chains() ([]AuditChain, error) {
-	entries, err := os.ReadDir(a.dir)
+	ids, err := a.chainFileIDs()
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -26,11 +26,7 @@ func (a *auditFiles) chains() ([]AuditChain, error) {
 	}
 
 	var chains []AuditChain
-	for _, e := range entries {
-		id, ok := strings.CutSuffix(e.Name(), auditFileSuffix)
-		if !ok || !e.Type().IsRegular() || !validChainFileID(id) {
-			continue
-		}
+	for _, id := range ids {
 		c, err := readChainHeader(a.path(id))
 		if err != nil {
 			return nil, err
@@ -39,6 +35,22 @@ func (a *auditFiles) chains() ([]AuditChain, error) {
 		chains = append(chains, c)
 	}
 	return chains, nil
+}
+
+// chainFileIDs returns the chain ids of the chain files in the directory, in no order.
+func (a *auditFiles) chainFileIDs() ([]string, error) {
+	entries, err := os.ReadDir(a.dir)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, e := range entries {
+		id, ok := strings.CutSuffix(e.Name(), auditFileSuffix)
+		if ok && e.Type().IsRegular() && validChainFileID(id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
 }
 
 // readChainHeader returns the chain of the file's first line, or a chain with only
@@ -249,13 +261,13 @@ func (a *auditFiles) lastRecord(chainID string) (AuditRecord, error) {
 }
 
 // scanChainFile calls fn with each complete line of the file from position start, newline
-// removed, and the position after it, until fn returns stop or an error, or until the end
-// of the written lines: the end of the file, the offset limit when it is not negative, or
-// the first zero byte. A writer grows the file ahead of its lines (see writeMapped), and
-// the bytes there stay zero until written; JSON lines hold no zero byte. Zero bytes with
-// data after them are damage (a page lost in a power loss, say), reported as a
-// *ChainFileError once the line has been read again auditFileRereads times, since a
-// writer may have been copying it.
+// removed, and the position after it. It stops when fn returns stop or an error, or at
+// the end of the written lines. That end is the end of the file, the offset limit when it
+// is not negative, or the first zero byte. A writer grows the file ahead of its lines
+// (see writeMapped), and the bytes there stay zero until written, while JSON lines
+// contain no zero byte. Zero bytes with data after them are damage (a page lost in a
+// power loss, say). They are reported as a *ChainFileError once the line has been read
+// again auditFileRereads times, because a writer may have been copying it.
 func scanChainFile(path string, start filePosition, limit int64,
 	fn func(line []byte, end filePosition) (stop bool, err error)) error {
 	id := strings.TrimSuffix(filepath.Base(path), auditFileSuffix)
@@ -308,11 +320,7 @@ const (
 // the end of the file, or to limit when it is not negative, and returns which of the
 // zeroTail kinds it found.
 func zeroTailAt(f *os.File, at, limit int64) (int, error) {
-	n := int64(math.MaxInt64 - at)
-	if limit >= 0 {
-		n = max(0, limit-at)
-	}
-	r := io.NewSectionReader(f, at, n)
+	r := sectionTo(f, at, limit)
 	buf := make([]byte, 64<<10)
 	first := true
 	for {
@@ -340,11 +348,7 @@ func zeroTailAt(f *os.File, at, limit int64) (int, error) {
 // given to fn. It returns the offset of the first zero byte it met, or -1.
 func scanLines(f *os.File, pos *filePosition, limit int64,
 	fn func(line []byte, end filePosition) (stop bool, err error)) (int64, error) {
-	n := int64(math.MaxInt64 - pos.offset)
-	if limit >= 0 {
-		n = max(0, limit-pos.offset)
-	}
-	r := bufio.NewReaderSize(io.NewSectionReader(f, pos.offset, n), 64<<10)
+	r := bufio.NewReaderSize(sectionTo(f, pos.offset, limit), 64<<10)
 
 	var long []byte // a line longer than the reader's buffer
 	for {
@@ -375,6 +379,16 @@ func scanLines(f *os.File, pos *filePosition, limit int64,
 			return -1, err
 		}
 	}
+}
+
+// sectionTo returns a reader of f from offset from to the end of the file, or to offset
+// limit when it is not negative.
+func sectionTo(f *os.File, from, limit int64) *io.SectionReader {
+	n := int64(math.MaxInt64 - from)
+	if limit >= 0 {
+		n = max(0, limit-from)
+	}
+	return io.NewSectionReader(f, from, n)
 }
 
 // sortChains orders chains by start time, then id.
