@@ -472,7 +472,7 @@ func (w *chainWriter) flush() error {
 	if !dirty {
 		return nil
 	}
-	if err := fdatasync(w.f); err != nil {
+	if err := fdatasyncInBackground(w.f); err != nil {
 		w.mu.Lock()
 		w.dirty = true
 		w.mu.Unlock()
