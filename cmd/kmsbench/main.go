@@ -41,6 +41,8 @@ func main() {
 	fs.StringVar(&opts.ops, "ops", "decrypt-datakey,create-datakey,encrypt-datakey,encrypt-data",
 		"comma-separated operations to measure")
 	fs.StringVar(&opts.kmsdArgs, "kmsd-args", "", "extra kmsd flags, space-separated")
+	fs.StringVar(&opts.kmsdEnv, "kmsd-env", "",
+		"extra environment variables of kmsd only, NAME=value space-separated (GOMAXPROCS=1)")
 	fs.StringVar(&opts.database, "database", "", "kmsd --database (default: SQLite in the data directory)")
 	fs.IntVar(&opts.replicas, "replicas", 1, "kmsd replicas sharing the token and --database (more than 1 needs a postgres:// --database); the load is split evenly over them")
 	fs.StringVar(&opts.profile, "cpu-profile", "", "write a CPU profile of kmsd during its first loaded run to this file")
@@ -72,6 +74,7 @@ type options struct {
 	skipCeiling bool
 	ops         string
 	kmsdArgs    string
+	kmsdEnv     string
 	database    string
 	profile     string
 	replicas    int

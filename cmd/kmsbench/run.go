@@ -348,7 +348,7 @@ func runBenchmark(ctx context.Context, o options) (bool, error) {
 	if o.kmsdArgs != "" {
 		args = append(args, strings.Fields(o.kmsdArgs)...)
 	}
-	kmsd, err := startProcess(o.kmsd, args, nil, "/readyz", kmsdAddr)
+	kmsd, err := startProcess(o.kmsd, args, strings.Fields(o.kmsdEnv), "/readyz", kmsdAddr)
 	if err != nil {
 		return false, err
 	}
@@ -368,7 +368,7 @@ func runBenchmark(ctx context.Context, o options) (bool, error) {
 		if o.kmsdArgs != "" {
 			replicaArgs = append(replicaArgs, strings.Fields(o.kmsdArgs)...)
 		}
-		replica, err := startProcess(o.kmsd, replicaArgs, nil, "/readyz", addr)
+		replica, err := startProcess(o.kmsd, replicaArgs, strings.Fields(o.kmsdEnv), "/readyz", addr)
 		if err != nil {
 			return false, err
 		}

@@ -98,8 +98,10 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, log *slo
 	if tokenCalls == 0 {
 		tokenCalls = cfg.MaxSessions // hsm's default: one call per session
 	}
-	log.Info("Go processors set", "gomaxprocs", addTokenProcs(tokenCalls, getenv),
-		"token_calls", tokenCalls)
+	procs := addTokenProcs(tokenCalls, getenv)
+	governed := getenv("GOMAXPROCS") == "" && procs > 1
+	log.Info("Go processors set", "gomaxprocs", procs, "token_calls", tokenCalls,
+		"one_while_idle", governed)
 	module, err := hsm.Open(ctx, hsmCfg, log)
 	if err != nil {
 		return fmt.Errorf("opening the PKCS#11 token: %w", err)
@@ -145,7 +147,23 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, log *slo
 		}, sw, svcs)
 	}()
 
-	err = listenAndServe(ctx, cfg, sw, clients, startErr, log)
+	var handler http.Handler = sw
+	if governed {
+		governor := newProcGovernor(procs, log)
+		handler = governor.handler(sw)
+		governorCtx, stopGovernor := context.WithCancel(ctx)
+		governorDone := make(chan struct{})
+		go func() {
+			defer close(governorDone)
+			governor.run(governorCtx)
+		}()
+		defer func() {
+			stopGovernor()
+			<-governorDone
+		}()
+	}
+
+	err = listenAndServe(ctx, cfg, handler, clients, startErr, log)
 
 	// Stop start-up and wait for it, then stop what it started, before the deferred
 	// closes of the store and the token.
