@@ -14,7 +14,7 @@ mkdir -p bin
 go build -o bin/kmsd ./cmd/kmsd
 go build -o bin/kmsbench ./cmd/kmsbench
 
-bin/kmsbench --kmsd bin/kmsd --duration "$duration" --ops decrypt-datakey --skip-single --skip-ceiling &
+bin/kmsbench --kmsd bin/kmsd --duration "$duration" --rounds 1 --ops decrypt-datakey --skip-single --skip-ceiling &
 bench=$!
 
 start=$(date +%s)

@@ -33,7 +33,10 @@ func main() {
 	fs := flag.NewFlagSet("kmsbench", flag.ExitOnError)
 	opts := options{}
 	fs.StringVar(&opts.kmsd, "kmsd", "bin/kmsd", "path of the kmsd binary to measure")
-	fs.DurationVar(&opts.duration, "duration", 15*time.Second, "length of each wrk run")
+	fs.DurationVar(&opts.duration, "duration", 15*time.Second,
+		"load time of each server per operation and connection count, split over the rounds")
+	fs.IntVar(&opts.rounds, "rounds", 3,
+		"wrk runs per server that alternate between the ceiling and kmsd, each of duration/rounds in whole seconds")
 	fs.IntVar(&opts.connections, "connections", 64, "wrk connections of the loaded runs")
 	fs.IntVar(&opts.threads, "threads", 2, "wrk threads of the loaded runs")
 	fs.BoolVar(&opts.skipSingle, "skip-single", false, "skip the 1-connection runs")
@@ -47,6 +50,10 @@ func main() {
 	fs.IntVar(&opts.replicas, "replicas", 1, "kmsd replicas sharing the token and --database (more than 1 needs a postgres:// --database); the load is split evenly over them")
 	fs.StringVar(&opts.profile, "cpu-profile", "", "write a CPU profile of kmsd during its first loaded run to this file")
 	_ = fs.Parse(os.Args[1:])
+	if opts.rounds < 1 {
+		fmt.Fprintf(os.Stderr, "kmsbench: invalid --rounds %d: want 1 or more\n", opts.rounds)
+		os.Exit(2)
+	}
 
 	if _, err := exec.LookPath("wrk"); err != nil {
 		fmt.Fprintln(os.Stderr, "kmsbench: wrk is missing: install it with apt-get install wrk")
@@ -68,6 +75,7 @@ func main() {
 type options struct {
 	kmsd        string
 	duration    time.Duration
+	rounds      int
 	connections int
 	threads     int
 	skipSingle  bool

@@ -200,6 +200,8 @@ type result struct {
 	// CPUPerReq is the server's CPU time (user and system) per completed request, in
 	// microseconds. It is steadier than req/s on a shared machine, for comparing builds.
 	CPUPerReq float64 `json:"-"`
+
+	latency latencyHistogram // from the HIST line of the wrk script
 }
 
 func (r result) rps() float64 { return float64(r.Requests) / (float64(r.DurationUS) / 1e6) }
@@ -226,16 +228,31 @@ func runWrk(sr signedRequest, host, expect string, threads, conns int, d time.Du
 		return result{}, fmt.Errorf("wrk: %v\n%s", err, out)
 	}
 
+	var r result
+	found := false
 	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(nil, 64<<20) // the HIST line lists every distinct latency value
 	for sc.Scan() {
 		line := sc.Text()
 		if rest, ok := strings.CutPrefix(line, "BENCH "); ok {
-			var r result
-			err := json.Unmarshal([]byte(rest), &r)
-			return r, err
+			if err := json.Unmarshal([]byte(rest), &r); err != nil {
+				return result{}, fmt.Errorf("invalid wrk result line: %w", err)
+			}
+			found = true
+		}
+		if rest, ok := strings.CutPrefix(line, "HIST"); ok {
+			if r.latency, err = parseHistogram(rest); err != nil {
+				return result{}, err
+			}
 		}
 	}
-	return result{}, fmt.Errorf("wrk printed no result line:\n%s", out)
+	if err := sc.Err(); err != nil {
+		return result{}, fmt.Errorf("read wrk output: %w", err)
+	}
+	if !found || r.latency == nil {
+		return result{}, fmt.Errorf("wrk printed no result and histogram lines:\n%.2000s", out)
+	}
+	return r, nil
 }
 
 func luaString(s string) string {
@@ -266,6 +283,12 @@ function done(summary, latency, requests)
     summary.requests, summary.duration, summary.errors.connect, summary.errors.read,
     summary.errors.write, summary.errors.status, summary.errors.timeout, f, c,
     latency:percentile(50), latency:percentile(99), latency:percentile(99.9)))
+  local hist = {}
+  for i = 1, #latency do
+    local value, count = latency(i)
+    hist[#hist + 1] = string.format("%d:%d", value, count)
+  end
+  io.write("HIST ", table.concat(hist, " "), "\n")
 end
 `)
 	return b.String()
@@ -392,54 +415,77 @@ func runBenchmark(ctx context.Context, o options) (bool, error) {
 
 	var rows []row
 	ok := true
-	measure := func(w workload, conns, threads int) error {
-		targets := []struct{ name, host, expect string }{
-			{"ceiling", ceilAddr, w.ceilExpect}, {"kmsd", kmsdAddr, w.kmsdExpect},
+	type target struct{ name, host, expect string }
+	roundLen := roundLength(o.duration, o.rounds)
+
+	// runOnce loads one target for one round and returns the result and the CPU time of
+	// the target's process in clock ticks.
+	runOnce := func(w workload, t target, conns, threads int) (result, int64, error) {
+		var profiled chan error
+		if t.name == "kmsd" && pprofAddr != "" {
+			profiled = make(chan error, 1)
+			go func(addr string) { profiled <- captureProfile(addr, o.profile, roundLen) }(pprofAddr)
+			pprofAddr = "" // only the first loaded round
 		}
+		pid := ceiling.cmd.Process.Pid
+		if t.name == "kmsd" {
+			pid = kmsd.cmd.Process.Pid
+		}
+
+		var r result
+		var err error
+		ticks := cpuTicks(pid)
+		if t.name == "kmsd" && len(replicaAddrs) > 1 {
+			r, err = runWrkSplit(creds, w, replicaAddrs, t.expect, threads, conns, roundLen)
+		} else {
+			r, err = runWrk(sign(creds, t.host, w.op, w.body), t.host, t.expect, threads, conns,
+				roundLen)
+		}
+		used := cpuTicks(pid) - ticks
+
+		if profiled != nil {
+			if perr := <-profiled; perr != nil {
+				fmt.Fprintln(os.Stderr, "kmsbench: CPU profile:", perr)
+			}
+		}
+		return r, used, err
+	}
+
+	// measure loads the ceiling and kmsd in turns, o.rounds times each, so that both see
+	// the same drift of the machine's speed, and merges the rounds of each.
+	measure := func(w workload, conns, threads int) error {
+		targets := []target{{"ceiling", ceilAddr, w.ceilExpect}, {"kmsd", kmsdAddr, w.kmsdExpect}}
 		if o.skipCeiling {
 			targets = targets[1:]
 		}
-		for _, target := range targets {
-			sr := sign(creds, target.host, w.op, w.body)
-			var profiled chan error
-			if target.name == "kmsd" && pprofAddr != "" {
-				profiled = make(chan error, 1)
-				go func(addr string) { profiled <- captureProfile(addr, o.profile, o.duration) }(pprofAddr)
-				pprofAddr = "" // only the first loaded run
-			}
-			var r result
-			var err error
-			pid := ceiling.cmd.Process.Pid
-			if target.name == "kmsd" {
-				pid = kmsd.cmd.Process.Pid
-			}
-			ticks := cpuTicks(pid)
-			if target.name == "kmsd" && len(replicaAddrs) > 1 {
-				r, err = runWrkSplit(creds, w, replicaAddrs, target.expect, threads, conns, o.duration)
-			} else {
-				r, err = runWrk(sr, target.host, target.expect, threads, conns, o.duration)
-			}
-			if profiled != nil {
-				if perr := <-profiled; perr != nil {
-					fmt.Fprintln(os.Stderr, "kmsbench: CPU profile:", perr)
+		runs := make([][]result, len(targets))
+		ticks := make([]int64, len(targets))
+		for range o.rounds {
+			for i, t := range targets {
+				r, used, err := runOnce(w, t, conns, threads)
+				if err != nil {
+					return err
 				}
+				runs[i] = append(runs[i], r)
+				ticks[i] += used
 			}
-			if err != nil {
-				return err
-			}
+		}
+
+		for i, t := range targets {
+			r := combine(runs[i], false)
 			if r.Requests > 0 && len(replicaAddrs) <= 1 {
-				used := float64(cpuTicks(pid)-ticks) / clockTicksPerSecond
+				used := float64(ticks[i]) / clockTicksPerSecond
 				r.CPUPerReq = used * 1e6 / float64(r.Requests)
 			}
-			if target.name == "kmsd" {
+			if t.name == "kmsd" {
 				r.RSSKiB = rssKiB(kmsd.cmd.Process.Pid)
 			}
 			if r.failed() > 0 || r.Checked == 0 {
 				ok = false
 			}
-			rows = append(rows, row{w.op, target.name, conns, r})
+			rows = append(rows, row{w.op, t.name, conns, r})
 			fmt.Fprintf(os.Stderr, "%-16s %-8s c=%-3d %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  failures %d\n",
-				w.op, target.name, conns, r.rps(), r.P50/1000, r.P99/1000, r.failed())
+				w.op, t.name, conns, r.rps(), r.P50/1000, r.P99/1000, r.failed())
 		}
 		return nil
 	}
@@ -555,21 +601,10 @@ func runWrkSplit(creds adminCredentials, w workload, hosts []string, expect stri
 		<-done
 	}
 
-	var sum result
-	for i, r := range results {
-		if errs[i] != nil {
-			return result{}, errs[i]
+	for _, err := range errs {
+		if err != nil {
+			return result{}, err
 		}
-		sum.Requests += r.Requests
-		sum.DurationUS = max(sum.DurationUS, r.DurationUS)
-		sum.Connect += r.Connect
-		sum.Read += r.Read
-		sum.Write += r.Write
-		sum.Status += r.Status
-		sum.Timeout += r.Timeout
-		sum.Failures += r.Failures
-		sum.Checked += r.Checked
-		sum.P50, sum.P99, sum.P999 = max(sum.P50, r.P50), max(sum.P99, r.P99), max(sum.P999, r.P999)
 	}
-	return sum, nil
+	return combine(results, true), nil
 }
