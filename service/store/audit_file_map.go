@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -8,11 +9,12 @@ import (
 	"syscall"
 )
 
-// trimZeroTails cuts the zero bytes off the end of every chain file that no process
-// writes, which a writer killed before it could close the file leaves behind: up to
-// auditFileMapSize bytes of allocated disk per file. A file that a live writer holds
-// (flock) is skipped. Failures are logged, because the zero bytes do no harm but the
-// space they take.
+// trimZeroTails cuts the unwritten end off every chain file that no process writes,
+// which a writer killed before it could close the file leaves behind: up to
+// auditFileMapSize bytes of allocated disk per file, and a line it was copying when it
+// was killed (see trimZeroTail). A file that a live writer holds (flock) is skipped.
+// Failures are logged, and the store opens all the same: verification then reports the
+// file's unfinished line as damage.
 func (a *auditFiles) trimZeroTails() {
 	ids, err := a.chainFileIDs()
 	if err != nil {
@@ -33,8 +35,14 @@ func (a *auditFiles) trimZeroTails() {
 	}
 }
 
-// trimZeroTail cuts the zero bytes off the end of the file at path, unless a process
-// holds its lock, and returns how many it cut.
+// trimZeroTail cuts the unwritten end off the chain file at path, unless a process holds
+// its lock, and returns how many bytes it cut. The unwritten end is the zero bytes of the
+// allocated region and any line that a killed writer left without its newline. Such a
+// line can hold zero bytes with data after them, because a copy into the mapping need
+// not store its bytes in order, and a batch of several lines can be cut short anywhere.
+// So the file is cut after the last newline that comes before the first zero byte of its
+// last mapped region. No caller was told that such a line was recorded: an append
+// returns only after its whole batch, newlines included, is in the file.
 func trimZeroTail(path string) (int64, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
@@ -53,7 +61,54 @@ func trimZeroTail(path string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	end := info.Size()
+	size := info.Size()
+	end, err := unwrittenEnd(f, size)
+	if err != nil {
+		return 0, err
+	}
+	if end == size {
+		return 0, nil
+	}
+	if err := f.Truncate(end); err != nil {
+		return 0, err
+	}
+	return size - end, nil
+}
+
+// unwrittenEnd returns the length of the complete lines at the start of the chain file f
+// of the given size. A file that ends with a newline is complete, because a writer
+// stores the newline that ends a batch after the rest of the batch. Otherwise it is the
+// offset after the last newline before the first zero byte of the last auditFileMapSize
+// bytes and one page (a region starts up to a page before its first line).
+func unwrittenEnd(f *os.File, size int64) (int64, error) {
+	if size == 0 {
+		return 0, nil
+	}
+	last := make([]byte, 1)
+	if _, err := f.ReadAt(last, size-1); err != nil {
+		return 0, err
+	}
+	if last[0] == '\n' {
+		return size, nil
+	}
+
+	from := max(0, size-auditFileMapSize-int64(os.Getpagesize()))
+	tail := make([]byte, size-from)
+	if _, err := f.ReadAt(tail, from); err != nil {
+		return 0, err
+	}
+	if z := bytes.IndexByte(tail, 0); z >= 0 {
+		tail = tail[:z]
+	}
+	if nl := bytes.LastIndexByte(tail, '\n'); nl >= 0 {
+		return from + int64(nl) + 1, nil
+	}
+	return lastNewlineBefore(f, from)
+}
+
+// lastNewlineBefore returns the offset after the last newline of f before offset end, or
+// 0 when there is none.
+func lastNewlineBefore(f *os.File, end int64) (int64, error) {
 	buf := make([]byte, 64<<10)
 	for end > 0 {
 		start := max(0, end-int64(len(buf)))
@@ -61,23 +116,12 @@ func trimZeroTail(path string) (int64, error) {
 		if _, err := f.ReadAt(chunk, start); err != nil {
 			return 0, err
 		}
-		i := len(chunk) - 1
-		for i >= 0 && chunk[i] == 0 {
-			i--
-		}
-		if i >= 0 {
-			end = start + int64(i) + 1
-			break
+		if nl := bytes.LastIndexByte(chunk, '\n'); nl >= 0 {
+			return start + int64(nl) + 1, nil
 		}
 		end = start
 	}
-	if end == info.Size() {
-		return 0, nil
-	}
-	if err := f.Truncate(end); err != nil {
-		return 0, err
-	}
-	return info.Size() - end, nil
+	return 0, nil
 }
 
 // writeMapped copies b into the mapped region, mapping the next region first when b does
