@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime"
+	"runtime/metrics"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,9 +18,29 @@ const (
 	procsQuietTicks = 4
 )
 
+// procsRunnable is the count of goroutines waiting for a P at which the governor raises
+// GOMAXPROCS. On one P, handlers that never block run one after the other, so a second
+// request is never in progress however many clients wait: the waiting shows as runnable
+// goroutines instead. A lone client leaves at most about two runnable (its connection's
+// goroutines), and kmsd's periodic jobs (audit flush, WAL checkpoint, this governor) one
+// each, so 4 is above what a lone client and a coinciding job make.
+const procsRunnable = 4
+
+const runnableMetric = "/sched/goroutines/runnable:goroutines"
+
+// runnableGoroutines returns the goroutines that are ready to run and wait for a P.
+func runnableGoroutines() int {
+	sample := []metrics.Sample{{Name: runnableMetric}}
+	metrics.Read(sample)
+	if sample[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return int(sample[0].Value.Uint64())
+}
+
 // procGovernor runs the Go scheduler on one P (a processor's right to run Go code) while
 // kmsd serves at most one request at a time, and on high Ps as soon as a second request
-// is in progress.
+// is in progress or goroutines queue for the P (procsRunnable).
 //
 // With several Ps and a single client, each request wakes idle threads. net/http starts
 // a goroutine per request to watch the connection, and the runtime wakes the thread of
@@ -40,7 +61,8 @@ const (
 // raise it, one change at a time.
 type procGovernor struct {
 	high     int
-	setProcs func(int) // runtime.GOMAXPROCS outside tests
+	setProcs func(int)  // runtime.GOMAXPROCS outside tests
+	runnable func() int // runnableGoroutines outside tests
 	log      *slog.Logger
 
 	inFlight atomic.Int64
@@ -52,7 +74,12 @@ type procGovernor struct {
 }
 
 func newProcGovernor(high int, log *slog.Logger) *procGovernor {
-	return &procGovernor{high: high, setProcs: func(n int) { runtime.GOMAXPROCS(n) }, log: log}
+	return &procGovernor{
+		high:     high,
+		setProcs: func(n int) { runtime.GOMAXPROCS(n) },
+		runnable: runnableGoroutines,
+		log:      log,
+	}
 }
 
 // handler counts the requests that next serves as in progress.
@@ -64,7 +91,8 @@ func (g *procGovernor) handler(next http.Handler) http.Handler {
 	})
 }
 
-// begin counts a request as in progress and raises GOMAXPROCS if it is the second.
+// begin counts a request as in progress. On one P, it raises GOMAXPROCS if the request
+// is the second in progress or if procsRunnable goroutines wait to run.
 func (g *procGovernor) begin() {
 	n := g.inFlight.Add(1)
 	for {
@@ -74,7 +102,7 @@ func (g *procGovernor) begin() {
 		}
 	}
 
-	if n > 1 && g.low.Load() {
+	if g.low.Load() && (n > 1 || g.runnable() >= procsRunnable) {
 		g.raise()
 	}
 }
@@ -113,11 +141,13 @@ func (g *procGovernor) lower() {
 }
 
 // tick takes the peak of requests in progress since the last tick, and lowers
-// GOMAXPROCS after procsQuietTicks quiet ticks in a row. It raises GOMAXPROCS if a
-// second request came in while it was being lowered.
+// GOMAXPROCS after procsQuietTicks quiet ticks in a row. A tick is busy if it saw a
+// second request in progress or procsRunnable goroutines waiting to run. A busy tick
+// raises GOMAXPROCS if it is low, which catches a request that came in while it was being
+// lowered.
 func (g *procGovernor) tick() {
 	peak := g.peak.Swap(g.inFlight.Load())
-	if peak > 1 {
+	if peak > 1 || g.runnable() >= procsRunnable {
 		g.quiet = 0
 		if g.low.Load() {
 			g.raise()

@@ -9,9 +9,11 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -20,8 +22,9 @@ import (
 // applied.
 type recordedProcs struct {
 	*procGovernor
-	mu  sync.Mutex
-	set []int
+	waiting atomic.Int64 // what runnable returns
+	mu      sync.Mutex
+	set     []int
 }
 
 func newRecordedProcs(high int) *recordedProcs {
@@ -31,6 +34,7 @@ func newRecordedProcs(high int) *recordedProcs {
 		defer r.mu.Unlock()
 		r.set = append(r.set, n)
 	}
+	r.runnable = func() int { return int(r.waiting.Load()) }
 	return r
 }
 
@@ -130,6 +134,44 @@ func TestProcGovernor(t *testing.T) {
 			want: "[1]",
 		},
 		{
+			name: "waiting goroutines raise",
+			run: func(g *recordedProcs) {
+				g.ticks(procsQuietTicks)
+				g.waiting.Store(procsRunnable)
+				g.begin()
+				g.end()
+			},
+			want: "[1 3]",
+		},
+		{
+			name: "few waiting goroutines do not raise",
+			run: func(g *recordedProcs) {
+				g.ticks(procsQuietTicks)
+				g.waiting.Store(procsRunnable - 1)
+				g.begin()
+				g.end()
+				g.tick()
+			},
+			want: "[1]",
+		},
+		{
+			name: "waiting goroutines keep it high",
+			run: func(g *recordedProcs) {
+				g.waiting.Store(procsRunnable)
+				g.ticks(2 * procsQuietTicks)
+			},
+			want: "[]",
+		},
+		{
+			name: "waiting goroutines at a tick raise",
+			run: func(g *recordedProcs) {
+				g.ticks(procsQuietTicks)
+				g.waiting.Store(procsRunnable)
+				g.tick()
+			},
+			want: "[1 3]",
+		},
+		{
 			name: "lower skipped with two requests in progress",
 			run: func(g *recordedProcs) {
 				g.inFlight.Store(2)
@@ -199,6 +241,29 @@ func TestProcGovernorConcurrentRequests(t *testing.T) {
 	// change after lowering is one raise.
 	if got := g.changes(); got != "[1]" && got != "[1 3]" {
 		t.Errorf("GOMAXPROCS changes = %s, want [1] or [1 3]", got)
+	}
+}
+
+func TestRunnableGoroutines(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for range 2 * procsRunnable {
+		wg.Go(func() {
+			for !stop.Load() {
+				runtime.Gosched()
+			}
+		})
+	}
+	runtime.Gosched() // let them start; on one P they then wait behind this goroutine
+
+	got := runnableGoroutines()
+	stop.Store(true)
+	wg.Wait()
+	if got < procsRunnable {
+		t.Errorf("runnableGoroutines = %d with %d goroutines yielding on one P, want at least %d",
+			got, 2*procsRunnable, procsRunnable)
 	}
 }
 
@@ -280,6 +345,46 @@ func TestKmsdOneProcWhileIdle(t *testing.T) {
 	second.Close()
 	waitGomaxprocs(t, p, 1)
 	p.stop(t)
+}
+
+// TestKmsdRaisesUnderFastRequests loads kmsd with health checks, whose handler never
+// blocks: on one P they run one after the other, so only the goroutines that wait for the
+// P show the load.
+func TestKmsdRaisesUnderFastRequests(t *testing.T) {
+	p := startKmsd(t, t.TempDir())
+	m := gomaxprocsLog.FindStringSubmatch(p.logs.String())
+	if m == nil {
+		t.Fatalf("no \"Go processors set\" line in the logs:\n%s", p.logs)
+	}
+	if m[2] != "true" {
+		t.Skipf("kmsd runs on one processor only: %s", m[0])
+	}
+	high, _ := strconv.Atoi(m[1])
+	waitGomaxprocs(t, p, 1)
+
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	url := "http://" + p.addr + "/healthz"
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32}}
+	defer client.CloseIdleConnections()
+	for range 32 {
+		wg.Go(func() {
+			for !stop.Load() {
+				res, err := client.Get(url)
+				if err != nil {
+					continue
+				}
+				io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+			}
+		})
+	}
+	defer func() {
+		stop.Store(true)
+		wg.Wait()
+	}()
+
+	waitGomaxprocs(t, p, high)
 }
 
 func TestKmsdGOMAXPROCSFromEnvironment(t *testing.T) {
