@@ -68,7 +68,7 @@ func (h latencyHistogram) percentile(p float64) float64 {
 
 // combine merges wrk runs into one result: counts add up, latency histograms merge, and
 // the percentiles are taken from the merged histogram. Runs in sequence add their
-// durations; runs at the same time (concurrent) last as long as the longest.
+// durations, and runs at the same time (concurrent) last as long as the longest.
 func combine(runs []result, concurrent bool) result {
 	var sum result
 	merged := latencyHistogram{}

@@ -20,7 +20,7 @@ const (
 
 // procsRunnable is the count of goroutines waiting for a P at which the governor raises
 // GOMAXPROCS. On one P, handlers that never block run one after the other, so a second
-// request is never in progress however many clients wait: the waiting shows as runnable
+// request is rarely in progress however many clients wait. The waiting shows as runnable
 // goroutines instead. A lone client leaves at most about two runnable (its connection's
 // goroutines), and kmsd's periodic jobs (audit flush, WAL checkpoint, this governor) one
 // each, so 4 is above what a lone client and a coinciding job make.
@@ -30,8 +30,9 @@ const runnableMetric = "/sched/goroutines/runnable:goroutines"
 
 // runnableGoroutines returns the goroutines that are ready to run and wait for a P.
 func runnableGoroutines() int {
-	sample := []metrics.Sample{{Name: runnableMetric}}
-	metrics.Read(sample)
+	var sample [1]metrics.Sample
+	sample[0].Name = runnableMetric
+	metrics.Read(sample[:])
 	if sample[0].Value.Kind() != metrics.KindUint64 {
 		return 0
 	}
@@ -39,8 +40,8 @@ func runnableGoroutines() int {
 }
 
 // procGovernor runs the Go scheduler on one P (a processor's right to run Go code) while
-// kmsd serves at most one request at a time, and on high Ps as soon as a second request
-// is in progress or goroutines queue for the P (procsRunnable).
+// kmsd serves at most one request at a time. It goes back to high Ps as soon as a second
+// request is in progress or goroutines queue for the P (procsRunnable).
 //
 // With several Ps and a single client, each request wakes idle threads. net/http starts
 // a goroutine per request to watch the connection, and the runtime wakes the thread of

@@ -324,8 +324,10 @@ func startSlowRequest(t *testing.T, p *kmsdProcess) net.Conn {
 
 var gomaxprocsLog = regexp.MustCompile(`msg="Go processors set" gomaxprocs=(\d+) .*one_while_idle=(true|false)`)
 
-func TestKmsdOneProcWhileIdle(t *testing.T) {
-	p := startKmsd(t, t.TempDir())
+// governedProcs returns the GOMAXPROCS that kmsd's start-up log line names, and skips
+// the test when kmsd does not lower it while idle.
+func governedProcs(t *testing.T, p *kmsdProcess) int {
+	t.Helper()
 	m := gomaxprocsLog.FindStringSubmatch(p.logs.String())
 	if m == nil {
 		t.Fatalf("no \"Go processors set\" line in the logs:\n%s", p.logs)
@@ -333,7 +335,16 @@ func TestKmsdOneProcWhileIdle(t *testing.T) {
 	if m[2] != "true" {
 		t.Skipf("kmsd runs on one processor only: %s", m[0])
 	}
-	high, _ := strconv.Atoi(m[1])
+	high, err := strconv.Atoi(m[1])
+	if err != nil {
+		t.Fatalf("invalid gomaxprocs in %q: %v", m[0], err)
+	}
+	return high
+}
+
+func TestKmsdOneProcWhileIdle(t *testing.T) {
+	p := startKmsd(t, t.TempDir())
+	high := governedProcs(t, p)
 
 	waitGomaxprocs(t, p, 1)
 
@@ -352,14 +363,7 @@ func TestKmsdOneProcWhileIdle(t *testing.T) {
 // P show the load.
 func TestKmsdRaisesUnderFastRequests(t *testing.T) {
 	p := startKmsd(t, t.TempDir())
-	m := gomaxprocsLog.FindStringSubmatch(p.logs.String())
-	if m == nil {
-		t.Fatalf("no \"Go processors set\" line in the logs:\n%s", p.logs)
-	}
-	if m[2] != "true" {
-		t.Skipf("kmsd runs on one processor only: %s", m[0])
-	}
-	high, _ := strconv.Atoi(m[1])
+	high := governedProcs(t, p)
 	waitGomaxprocs(t, p, 1)
 
 	var stop atomic.Bool

@@ -9,10 +9,10 @@ import (
 	"syscall"
 )
 
-// trimZeroTails cuts the unwritten end off every chain file that no process writes,
-// which a writer killed before it could close the file leaves behind: up to
-// auditFileMapSize bytes of allocated disk per file, and a line it was copying when it
-// was killed (see trimZeroTail). A file that a live writer holds (flock) is skipped.
+// trimZeroTails cuts the unwritten end off every chain file that no process writes. A
+// writer killed before it could close its file leaves up to auditFileMapSize bytes of
+// allocated disk there, and the line it was copying when it was killed (see
+// trimZeroTail). A file that a live writer holds (flock) is skipped.
 // Failures are logged, and the store opens all the same: verification then reports the
 // file's unfinished line as damage.
 func (a *auditFiles) trimZeroTails() {
@@ -41,7 +41,7 @@ func (a *auditFiles) trimZeroTails() {
 // line can hold zero bytes with data after them, because a copy into the mapping need
 // not store its bytes in order, and a batch of several lines can be cut short anywhere.
 // So the file is cut after the last newline that comes before the first zero byte of its
-// last mapped region. No caller was told that such a line was recorded: an append
+// last mapped region. No caller got a success for such a line, because an append
 // returns only after its whole batch, newlines included, is in the file.
 func trimZeroTail(path string) (int64, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)

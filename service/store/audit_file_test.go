@@ -597,9 +597,9 @@ func appendBytes(t *testing.T, path string, b []byte) {
 // after its lines in the region it allocated ahead of them, and what a read-write store
 // cuts off at open. Zero bytes after the last line, or after a partial line, end the
 // chain. Zero bytes with data after them are damage to a reader. At open, a file that
-// does not end with a newline loses everything after its last complete line: a killed
-// writer's zero bytes and the line or batch it was copying, whose bytes a copy into the
-// mapping may have stored in any order.
+// does not end with a newline loses everything after its last complete line. That is a
+// killed writer's zero bytes and the line or batch it was copying, whose bytes a copy
+// into the mapping may have stored in any order.
 func TestChainFileZeroBytes(t *testing.T) {
 	tests := []struct {
 		name     string
