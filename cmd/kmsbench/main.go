@@ -46,6 +46,10 @@ func main() {
 	fs.StringVar(&opts.kmsdArgs, "kmsd-args", "", "extra kmsd flags, space-separated")
 	fs.StringVar(&opts.kmsdEnv, "kmsd-env", "",
 		"extra environment variables of kmsd only, NAME=value space-separated (GOMAXPROCS=1)")
+	fs.StringVar(&opts.against, "against", "",
+		"path of another kmsd build that takes the ceiling's place, to compare two builds with alternating rounds")
+	fs.StringVar(&opts.againstEnv, "against-env", "",
+		"extra environment variables of the --against kmsd only, NAME=value space-separated")
 	fs.StringVar(&opts.database, "database", "", "kmsd --database (default: SQLite in the data directory)")
 	fs.IntVar(&opts.replicas, "replicas", 1, "kmsd replicas sharing the token and --database (more than 1 needs a postgres:// --database); the load is split evenly over them")
 	fs.StringVar(&opts.profile, "cpu-profile", "", "write a CPU profile of kmsd during its first loaded run to this file")
@@ -83,6 +87,8 @@ type options struct {
 	ops         string
 	kmsdArgs    string
 	kmsdEnv     string
+	against     string
+	againstEnv  string
 	database    string
 	profile     string
 	replicas    int

@@ -333,31 +333,83 @@ func rssKiB(pid int) int64 {
 	return 0
 }
 
+// kmsdServer is one started kmsd with the credentials and workloads of its data directory.
+type kmsdServer struct {
+	proc      *process
+	creds     adminCredentials
+	workloads []workload
+}
+
+// startKmsd starts bin on a fresh data directory under the embedded default, with extra
+// flags and environment, and prepares the workloads of ops on it. The caller removes
+// dataDir after stopping the process.
+func startKmsd(bin, dataDir string, args, env []string, ops string) (*kmsdServer, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	args = append([]string{"--data-dir", dataDir, "--listen", addr, "--log-level", "warn"},
+		args...)
+	proc, err := startProcess(bin, args, env, "/readyz", addr)
+	if err != nil {
+		return nil, err
+	}
+
+	k := &kmsdServer{proc: proc}
+	raw, err := os.ReadFile(filepath.Join(dataDir, "admin-credentials.json"))
+	if err == nil {
+		err = json.Unmarshal(raw, &k.creds)
+	}
+	if err == nil {
+		k.workloads, err = prepareWorkloads(k.creds, addr, strings.Split(ops, ","))
+	}
+	if err != nil {
+		proc.stop()
+		return nil, err
+	}
+	return k, nil
+}
+
 func runBenchmark(ctx context.Context, o options) (bool, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return false, err
+	var base *process // the ceiling, or the kmsd of --against
+	var baseServer *kmsdServer
+	baseName := "ceiling"
+	if o.against != "" {
+		baseName = "against"
+		dataDir, err := os.MkdirTemp("", "kmsbench-against-")
+		if err != nil {
+			return false, err
+		}
+		defer os.RemoveAll(dataDir)
+		baseServer, err = startKmsd(o.against, dataDir, strings.Fields(o.kmsdArgs),
+			strings.Fields(o.againstEnv), o.ops)
+		if err != nil {
+			return false, fmt.Errorf("--against: %w", err)
+		}
+		base = baseServer.proc
+	} else {
+		self, err := os.Executable()
+		if err != nil {
+			return false, err
+		}
+		ceilAddr, err := freeAddr()
+		if err != nil {
+			return false, err
+		}
+		base, err = startProcess(self, []string{"ceiling", "--listen", ceilAddr}, nil, "/",
+			ceilAddr)
+		if err != nil {
+			return false, err
+		}
 	}
-	ceilAddr, err := freeAddr()
-	if err != nil {
-		return false, err
-	}
-	ceiling, err := startProcess(self, []string{"ceiling", "--listen", ceilAddr}, nil, "/", ceilAddr)
-	if err != nil {
-		return false, err
-	}
-	defer ceiling.stop()
+	defer base.stop()
 
 	dataDir, err := os.MkdirTemp("", "kmsbench-data-")
 	if err != nil {
 		return false, err
 	}
 	defer os.RemoveAll(dataDir)
-	kmsdAddr, err := freeAddr()
-	if err != nil {
-		return false, err
-	}
-	args := []string{"--data-dir", dataDir, "--listen", kmsdAddr, "--log-level", "warn"}
+	var args []string
 	pprofAddr := ""
 	if o.profile != "" {
 		if pprofAddr, err = freeAddr(); err != nil {
@@ -368,13 +420,12 @@ func runBenchmark(ctx context.Context, o options) (bool, error) {
 	if o.database != "" {
 		args = append(args, "--database", o.database)
 	}
-	if o.kmsdArgs != "" {
-		args = append(args, strings.Fields(o.kmsdArgs)...)
-	}
-	kmsd, err := startProcess(o.kmsd, args, strings.Fields(o.kmsdEnv), "/readyz", kmsdAddr)
+	args = append(args, strings.Fields(o.kmsdArgs)...)
+	server, err := startKmsd(o.kmsd, dataDir, args, strings.Fields(o.kmsdEnv), o.ops)
 	if err != nil {
 		return false, err
 	}
+	kmsd, kmsdAddr, creds := server.proc, server.proc.addr, server.creds
 	defer kmsd.stop()
 
 	if o.replicas > 1 && !strings.HasPrefix(o.database, "postgres") {
@@ -399,47 +450,38 @@ func runBenchmark(ctx context.Context, o options) (bool, error) {
 		replicaAddrs = append(replicaAddrs, addr)
 	}
 
-	var creds adminCredentials
-	raw, err := os.ReadFile(filepath.Join(dataDir, "admin-credentials.json"))
-	if err != nil {
-		return false, err
-	}
-	if err := json.Unmarshal(raw, &creds); err != nil {
-		return false, err
-	}
-
-	workloads, err := prepareWorkloads(creds, kmsdAddr, strings.Split(o.ops, ","))
-	if err != nil {
-		return false, err
-	}
-
 	var rows []row
 	ok := true
-	type target struct{ name, host, expect string }
+	// target is one server of a round: its process, and the request of the operation on
+	// it and the text that every correct response contains.
+	type target struct {
+		name   string
+		proc   *process
+		creds  adminCredentials
+		w      workload
+		expect string
+	}
 	roundLen := roundLength(o.duration, o.rounds)
 
 	// runOnce loads one target for one round and returns the result and the CPU time of
 	// the target's process in clock ticks.
-	runOnce := func(w workload, t target, conns, threads int) (result, int64, error) {
+	runOnce := func(t target, conns, threads int) (result, int64, error) {
 		var profiled chan error
 		if t.name == "kmsd" && pprofAddr != "" {
 			profiled = make(chan error, 1)
 			go func(addr string) { profiled <- captureProfile(addr, o.profile, roundLen) }(pprofAddr)
 			pprofAddr = "" // only the first loaded round
 		}
-		pid := ceiling.cmd.Process.Pid
-		if t.name == "kmsd" {
-			pid = kmsd.cmd.Process.Pid
-		}
+		pid := t.proc.cmd.Process.Pid
 
 		var r result
 		var err error
 		ticks := cpuTicks(pid)
 		if t.name == "kmsd" && len(replicaAddrs) > 1 {
-			r, err = runWrkSplit(creds, w, replicaAddrs, t.expect, threads, conns, roundLen)
+			r, err = runWrkSplit(t.creds, t.w, replicaAddrs, t.expect, threads, conns, roundLen)
 		} else {
-			r, err = runWrk(sign(creds, t.host, w.op, w.body), t.host, t.expect, threads, conns,
-				roundLen)
+			r, err = runWrk(sign(t.creds, t.proc.addr, t.w.op, t.w.body), t.proc.addr, t.expect,
+				threads, conns, roundLen)
 		}
 		used := cpuTicks(pid) - ticks
 
@@ -451,10 +493,19 @@ func runBenchmark(ctx context.Context, o options) (bool, error) {
 		return r, used, err
 	}
 
-	// measure loads the ceiling and kmsd in turns, o.rounds times each, so that both see
-	// the same drift of the machine's speed, and merges the rounds of each.
-	measure := func(w workload, conns, threads int) error {
-		targets := []target{{"ceiling", ceilAddr, w.ceilExpect}, {"kmsd", kmsdAddr, w.kmsdExpect}}
+	// measure loads the base (the ceiling or the --against build) and kmsd in turns,
+	// o.rounds times each, so that both see the same drift of the machine's speed, and
+	// merges the rounds of each. i is the index of the operation in the workloads.
+	measure := func(i, conns, threads int) error {
+		w := server.workloads[i]
+		targets := []target{
+			{name: baseName, proc: base, w: w, expect: w.ceilExpect},
+			{name: "kmsd", proc: kmsd, creds: creds, w: w, expect: w.kmsdExpect},
+		}
+		if baseServer != nil {
+			bw := baseServer.workloads[i]
+			targets[0].creds, targets[0].w, targets[0].expect = baseServer.creds, bw, bw.kmsdExpect
+		}
 		if o.skipCeiling {
 			targets = targets[1:]
 		}
@@ -462,7 +513,7 @@ func runBenchmark(ctx context.Context, o options) (bool, error) {
 		ticks := make([]int64, len(targets))
 		for range o.rounds {
 			for i, t := range targets {
-				r, used, err := runOnce(w, t, conns, threads)
+				r, used, err := runOnce(t, conns, threads)
 				if err != nil {
 					return err
 				}
@@ -490,16 +541,19 @@ func runBenchmark(ctx context.Context, o options) (bool, error) {
 		return nil
 	}
 
-	for _, w := range workloads {
+	for i, w := range server.workloads {
+		if baseServer != nil && w.unavailable == "" {
+			w.unavailable = baseServer.workloads[i].unavailable
+		}
 		if w.unavailable != "" {
 			fmt.Fprintf(os.Stderr, "%s: skipped, kmsd does not serve it: %s\n", w.op, w.unavailable)
 			continue
 		}
-		if err := measure(w, o.connections, o.threads); err != nil {
+		if err := measure(i, o.connections, o.threads); err != nil {
 			return false, err
 		}
 		if !o.skipSingle {
-			if err := measure(w, 1, 1); err != nil {
+			if err := measure(i, 1, 1); err != nil {
 				return false, err
 			}
 		}
@@ -507,7 +561,7 @@ func runBenchmark(ctx context.Context, o options) (bool, error) {
 
 	printTable(rows, func(op string, conns int) (result, bool) {
 		for _, r := range rows {
-			if r.op == op && r.conns == conns && r.target == "ceiling" {
+			if r.op == op && r.conns == conns && r.target == baseName {
 				return r.r, true
 			}
 		}
