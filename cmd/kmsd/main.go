@@ -271,6 +271,15 @@ func listenAndServe(
 		ConnState:         clients.track,
 	}
 
+	// See hangups.go: the per-request read that notices a client hanging up is skipped
+	// where no wait in a request depends on the network.
+	skipHangups := skipsHangupRead(cfg)
+	if skipHangups {
+		ln = hangupListener{ln}
+		hs.Handler = skipHangupRead(h)
+		hs.ConnContext = hangupConnContext
+	}
+
 	served := make(chan error, 1)
 	go func() {
 		if cfg.TLSCert != "" {
@@ -279,7 +288,8 @@ func listenAndServe(
 		}
 		served <- hs.Serve(ln)
 	}()
-	log.Info("kmsd serving", "address", ln.Addr().String(), "tls", cfg.TLSCert != "")
+	log.Info("kmsd serving", "address", ln.Addr().String(), "tls", cfg.TLSCert != "",
+		"watch_hangups", !skipHangups)
 
 	select {
 	case err := <-served:
