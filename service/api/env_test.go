@@ -40,6 +40,9 @@ type testEnv struct {
 	trail *audit.Trail
 	// auditStore, when set, wraps the store that the trail writes to, to inject faults.
 	auditStore func(store.AuditStore) store.AuditStore
+	// serviceStore, when set, wraps the store that the service reads and writes, to
+	// inject faults.
+	serviceStore func(store.Store) store.Store
 	// auditConfig configures the trail of every start; its Logger is set by start.
 	auditConfig audit.Config
 	svc         *service.Service
@@ -122,7 +125,11 @@ func (e *testEnv) start() {
 	e.token, e.store = tok, st
 	e.creds = auth.NewCredentials(st, tok, auth.CredentialsConfig{Logger: log})
 	verifier := auth.NewVerifier(e.creds, auth.VerifierConfig{Logger: log})
-	svc := service.New(tok, st, log, e.svcConfig)
+	var svcStore store.Store = st
+	if e.serviceStore != nil {
+		svcStore = e.serviceStore(st)
+	}
+	svc := service.New(tok, svcStore, log, e.svcConfig)
 	e.svc = svc
 	var auditStore store.AuditStore = st
 	if e.auditStore != nil {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"time"
@@ -64,7 +65,12 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	st := stateOf(c)
 	if errors.Is(err, errClientClosed) {
+		st.clientClosed = true
 		c.Response().Status = statusClientClosed
+		return
+	}
+	if errors.Is(err, context.Canceled) && clientGone(c) {
+		s.closeForGoneClient(c, st, err)
 		return
 	}
 
@@ -95,6 +101,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if st.op != "" && !st.audited {
 		aerr := s.record(c, st, status, detail.Code)
 		if errors.Is(aerr, errClientClosed) {
+			st.clientClosed = true
 			c.Response().Status = statusClientClosed
 			return
 		}
@@ -111,6 +118,26 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if err := c.JSON(status, errorBody{detail}); err != nil {
 		s.log.Warn("writing an error response failed", "request_id", st.id, "error", err)
 	}
+}
+
+// closeForGoneClient ends a call that failed because its client hung up, which made
+// net/http cancel the request's context while the store or the token served it. It is
+// no internal error: the call is logged at INFO, audited with statusClientClosed, counted
+// under that status, and ends with the connection closed.
+func (s *Server) closeForGoneClient(c echo.Context, st *requestState, err error) {
+	if st.op == "" {
+		st.op = s.operationOf(c)
+	}
+	s.log.Info("client disconnected before the call finished", "request_id", st.id,
+		"operation", st.op, "error", err)
+
+	if st.op != "" && !st.audited {
+		if aerr := s.record(c, st, statusClientClosed, ""); aerr != nil {
+			s.logFailure(st, http.StatusServiceUnavailable, service.CodeUnavailable, aerr)
+		}
+	}
+	st.clientClosed = true
+	c.Response().Status = statusClientClosed
 }
 
 func (s *Server) logFailure(st *requestState, status int, code string, err error) {

@@ -123,10 +123,17 @@ func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 // serveHTTP gives every request an id (echoed in X-Request-Id) and a state, then lets
 // echo serve it. The state travels in the request context rather than as an echo
 // middleware and context value, which echo would allocate anew for every request.
+//
+// A call whose client hung up gets no response: the connection is closed instead, so
+// that a client that only shut down its sending side reads no success that did not
+// happen. net/http would otherwise send 200 with an empty body.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	st := newRequestState(r.Context())
 	w.Header().Set("X-Request-Id", st.id)
 	s.echo.ServeHTTP(w, r.WithContext(&st.ctx))
+	if st.clientClosed {
+		panic(http.ErrAbortHandler) // closes the connection and logs nothing
+	}
 }
 
 // ipExtractor returns how echo's RealIP finds a call's source address: the connection's
@@ -199,6 +206,9 @@ type requestState struct {
 	version   uint32
 	sequence  string
 	audited   bool
+	// clientClosed is set when the call ended because its client hung up: serveHTTP then
+	// closes the connection without a response.
+	clientClosed bool
 	// authz collects the grants that allowed the call, for the audit record.
 	authz service.Authorization
 	// out is the response body that an opHandler encoded itself (see encodedBody), in a
@@ -398,7 +408,13 @@ func (s *Server) record(c echo.Context, st *requestState, status int, code strin
 		ErrorCode:  code,
 		Sequence:   st.sequence,
 	}
-	if err := s.cfg.Audit.Record(c.Request().Context(), r); err != nil {
+	ctx := c.Request().Context()
+	if status == statusClientClosed {
+		// The record of a call whose client left is still written, within the trail's
+		// own write timeout.
+		ctx = context.WithoutCancel(ctx)
+	}
+	if err := s.cfg.Audit.Record(ctx, r); err != nil {
 		if clientGone(c) {
 			// Not an audit failure: the client closed the connection, so nothing is sent.
 			s.log.Info("client disconnected before the audit record was written",
