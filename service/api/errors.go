@@ -16,12 +16,9 @@ import (
 var errAuditUnavailable = &service.Error{Code: service.CodeUnavailable,
 	Message: "the audit trail is unavailable; retry later"}
 
-// errClientClosed ends a call whose client disconnected before it got a response. Nothing
-// is written, and the metrics count it under statusClientClosed rather than as a 503.
-var errClientClosed = errors.New("client closed the connection")
-
-// statusClientClosed is the status recorded in the metrics for errClientClosed, the
-// 499 that nginx logs for the same case. No client ever receives it.
+// statusClientClosed is the status that the audit trail and the metrics record for a
+// call that failed because its client hung up, the 499 that nginx logs for the same
+// case. No client ever receives it.
 const statusClientClosed = 499
 
 // statusOf returns the HTTP status for a KMS error code. Huawei's clients expect 400 for
@@ -64,11 +61,6 @@ func (s *Server) handleError(err error, c echo.Context) {
 		return
 	}
 	st := stateOf(c)
-	if errors.Is(err, errClientClosed) {
-		st.clientClosed = true
-		c.Response().Status = statusClientClosed
-		return
-	}
 	if errors.Is(err, context.Canceled) && clientGone(c) {
 		s.closeForGoneClient(c, st, err)
 		return
@@ -99,13 +91,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	s.logFailure(st, status, detail.Code, err)
 	if st.op != "" && !st.audited {
-		aerr := s.record(c, st, status, detail.Code)
-		if errors.Is(aerr, errClientClosed) {
-			st.clientClosed = true
-			c.Response().Status = statusClientClosed
-			return
-		}
-		if aerr != nil {
+		if aerr := s.record(c, st, status, detail.Code); aerr != nil {
 			status, detail = http.StatusServiceUnavailable,
 				errorDetail{service.CodeUnavailable, errAuditUnavailable.Message}
 			s.logFailure(st, status, detail.Code, aerr)
@@ -128,8 +114,12 @@ func (s *Server) closeForGoneClient(c echo.Context, st *requestState, err error)
 	if st.op == "" {
 		st.op = s.operationOf(c)
 	}
+	cause := err
+	if se := (*service.Error)(nil); errors.As(err, &se) && se.Err != nil {
+		cause = se.Err // not the KMS code, which says internal error
+	}
 	s.log.Info("client disconnected before the call finished", "request_id", st.id,
-		"operation", st.op, "error", err)
+		"operation", st.op, "error", cause)
 
 	if st.op != "" && !st.audited {
 		if aerr := s.record(c, st, statusClientClosed, ""); aerr != nil {

@@ -408,19 +408,10 @@ func (s *Server) record(c echo.Context, st *requestState, status int, code strin
 		ErrorCode:  code,
 		Sequence:   st.sequence,
 	}
-	ctx := c.Request().Context()
-	if status == statusClientClosed {
-		// The record of a call whose client left is still written, within the trail's
-		// own write timeout.
-		ctx = context.WithoutCancel(ctx)
-	}
+	// The record is written even when the client has hung up: the call's work is done,
+	// so the trail must show it. The trail bounds its own wait.
+	ctx := context.WithoutCancel(c.Request().Context())
 	if err := s.cfg.Audit.Record(ctx, r); err != nil {
-		if clientGone(c) {
-			// Not an audit failure: the client closed the connection, so nothing is sent.
-			s.log.Info("client disconnected before the audit record was written",
-				"request_id", st.id, "operation", st.op, "error", err)
-			return errClientClosed
-		}
 		// The caller logs the 503 as a failed request, within the error log's budget.
 		return fmt.Errorf("%w: %w", errAuditUnavailable, err)
 	}

@@ -163,7 +163,12 @@ func decodeHex(field, code, s string) ([]byte, error) {
 		return nil, service.Errorf(service.CodeMissingParameter, "%s is missing", field)
 	}
 	b, err := hex.DecodeString(s)
-	if err != nil {
+	var invalid hex.InvalidByteError
+	switch {
+	case errors.As(err, &invalid):
+		return nil, service.Errorf(code, "%s contains %q, which is not a hexadecimal digit",
+			field, rune(invalid))
+	case err != nil:
 		return nil, service.Errorf(code, "%s must be an even number of hexadecimal digits", field)
 	}
 	return b, nil

@@ -2,9 +2,12 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/hsmkms/kms/service"
 )
 
 // TestAppendJSONMatchesEncodingJSON checks that the hand-written encoders write what
@@ -58,4 +61,33 @@ func FuzzFoldName(f *testing.F) {
 				same, fold)
 		}
 	})
+}
+
+func TestDecodeHexErrors(t *testing.T) {
+	tests := []struct {
+		name, value, wantCode, wantMessage string
+	}{
+		{"empty", "", service.CodeMissingParameter, "cipher_text is missing"},
+		{"odd length", "ABC", service.CodeInvalidCipherText,
+			"cipher_text must be an even number of hexadecimal digits"},
+		{"letter past F", "ABCG", service.CodeInvalidCipherText,
+			`cipher_text contains 'G', which is not a hexadecimal digit`},
+		{"two invalid letters", "ZZ", service.CodeInvalidCipherText,
+			`cipher_text contains 'Z', which is not a hexadecimal digit`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := decodeHex("cipher_text", service.CodeInvalidCipherText, tt.value)
+			var se *service.Error
+			if !errors.As(err, &se) {
+				t.Fatalf("decodeHex(%q) = %v, want a *service.Error", tt.value, err)
+			}
+			if se.Code != tt.wantCode {
+				t.Errorf("code %s, want %s", se.Code, tt.wantCode)
+			}
+			if se.Message != tt.wantMessage {
+				t.Errorf("message %q, want %q", se.Message, tt.wantMessage)
+			}
+		})
+	}
 }

@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"crypto"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -243,4 +244,37 @@ func TestTrailCommitsInlineOnLocalAppends(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRecordWaitWithoutDeadlineIsBounded checks that a caller whose context has no
+// deadline, as the API's records of finished calls have, stops waiting for a commit that
+// does not end after twice WriteTimeout.
+func TestRecordWaitWithoutDeadlineIsBounded(t *testing.T) {
+	gated := &gatedStore{AuditStore: openBatchStore(t), entered: make(chan struct{}),
+		release: make(chan struct{})}
+	trail, err := Open(t.Context(), gated, unavailableSigner{}, Config{
+		WriteTimeout: 100 * time.Millisecond, CheckpointInterval: time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan error, 1)
+	go func() { first <- trail.Record(context.Background(), Record{RequestID: "held"}) }()
+	<-gated.entered
+
+	queued := make(chan error, 1)
+	go func() { queued <- trail.Record(context.Background(), Record{RequestID: "queued"}) }()
+	select {
+	case err := <-queued:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Record behind a held commit returned %v, want context.DeadlineExceeded",
+				err)
+		}
+	case <-time.After(time.Minute): // without the bound it never returns
+		t.Error("Record behind a held commit did not return within a minute")
+	}
+
+	close(gated.release)
+	<-first
+	_ = trail.Close()
 }

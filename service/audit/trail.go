@@ -276,7 +276,7 @@ func (t *Trail) PublicKey(ctx context.Context) (*ecdsa.PublicKey, error) {
 // Record commits r, alone or in a batch with the records of concurrent calls, and
 // returns when the commit is done. It returns the store's error when that commit failed,
 // ErrClosed after Close, and ctx's error when ctx ends first. In that last case the record
-// may still be committed later. A zero r.Time is set to now; times are kept at
+// may still be committed later. A ctx without a deadline ends after twice WriteTimeout. A zero r.Time is set to now; times are kept at
 // millisecond precision.
 //
 // On a store that appends locally (store.LocalAuditAppender, a chain file) with MaxDelay
@@ -292,6 +292,15 @@ func (t *Trail) PublicKey(ctx context.Context) (*ecdsa.PublicKey, error) {
 func (t *Trail) Record(ctx context.Context, r Record) error {
 	if t.inline {
 		return t.recordInline(r)
+	}
+
+	// The API records a finished call with a context that its client's hang-up does not
+	// cancel. So a wait without a deadline is bounded here, by the commit in progress and
+	// the one that takes r, each of which gives up after WriteTimeout.
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 2*t.cfg.WriteTimeout)
+		defer cancel()
 	}
 
 	p := &pending{record: r, enqueued: time.Now(), done: make(chan error, 1)}

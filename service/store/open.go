@@ -406,7 +406,10 @@ func (s *SQLStore) inTx(
 	}
 
 	if err := fn(tx); err != nil {
-		if rbErr := tx.Rollback(); rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) {
+		// A cancelled context makes database/sql roll the transaction back and pgx
+		// close the connection, so a failed Rollback is expected then.
+		rbErr := tx.Rollback()
+		if rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) && ctx.Err() == nil {
 			s.log.Warn("transaction rollback failed", "op", op, "err", rbErr)
 		}
 		return s.d.wrap(op, err)
