@@ -51,8 +51,9 @@ const (
 // data key.
 var ceilingCipherHex = strings.Repeat("AB", dataKeyCiphertextOverhead+32)
 
-// ceilingRequestID stands in for the X-Request-Id header that kmsd sends with every
-// response (32 hex digits), so that the responses of both servers have the same size.
+// ceilingRequestID is a fixed value for the X-Request-Id header that kmsd sends with
+// every response (32 hex digits), so that the responses of both servers have the same
+// size.
 const ceilingRequestID = "0123456789abcdef0123456789abcdef"
 
 func ceilingHandler(c echo.Context) error {

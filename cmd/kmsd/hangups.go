@@ -18,9 +18,9 @@ import (
 // In kmsd that read costs more than in most servers. During the handler's token call, a
 // cgo call, another processor takes the new goroutine and runs it on another thread, so
 // the read becomes a system call, a wait in the poller and two wake-ups per request.
-// Without it, decrypt-datakey at 64 connections served 0 to 6% more requests per second
-// (4% on average over five `kmsbench --against` runs of 8 alternating rounds on a 2-core
-// machine; docs/benchmarks.md).
+// Without it, decrypt-datakey at 64 connections served 0 to 6% more requests per second,
+// 4% on average over five `kmsbench --against` runs of 8 alternating rounds on a 2-core
+// machine (docs/benchmarks.md).
 //
 // The cancelled context matters only to a request that waits on the network, where it
 // lets a caller who gave up free the request. On the embedded store no wait in a request

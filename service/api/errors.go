@@ -114,9 +114,12 @@ func (s *Server) closeForGoneClient(c echo.Context, st *requestState, err error)
 	if st.op == "" {
 		st.op = s.operationOf(c)
 	}
+	// Log the store's or token's error rather than the KMS.0101 "internal error" that
+	// the service wrapped it in.
 	cause := err
-	if se := (*service.Error)(nil); errors.As(err, &se) && se.Err != nil {
-		cause = se.Err // not the KMS code, which says internal error
+	var se *service.Error
+	if errors.As(err, &se) && se.Err != nil {
+		cause = se.Err
 	}
 	s.log.Info("client disconnected before the call finished", "request_id", st.id,
 		"operation", st.op, "error", cause)

@@ -165,9 +165,12 @@ func decodeHex(field, code, s string) ([]byte, error) {
 	b, err := hex.DecodeString(s)
 	var invalid hex.InvalidByteError
 	switch {
-	case errors.As(err, &invalid):
+	case errors.As(err, &invalid) && invalid < utf8.RuneSelf:
 		return nil, service.Errorf(code, "%s contains %q, which is not a hexadecimal digit",
 			field, rune(invalid))
+	case errors.As(err, &invalid):
+		return nil, service.Errorf(code, "%s contains the byte 0x%02X, which is not a "+
+			"hexadecimal digit", field, byte(invalid))
 	case err != nil:
 		return nil, service.Errorf(code, "%s must be an even number of hexadecimal digits", field)
 	}

@@ -74,6 +74,8 @@ func TestDecodeHexErrors(t *testing.T) {
 			`cipher_text contains 'G', which is not a hexadecimal digit`},
 		{"two invalid letters", "ZZ", service.CodeInvalidCipherText,
 			`cipher_text contains 'Z', which is not a hexadecimal digit`},
+		{"non-ASCII byte", "AB\xc3\xa9", service.CodeInvalidCipherText,
+			"cipher_text contains the byte 0xC3, which is not a hexadecimal digit"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
