@@ -24,8 +24,10 @@ const (
 // DataKeyInput is a create-datakey or create-datakey-without-plaintext request.
 type DataKeyInput struct {
 	KeyRef string // key id or "alias/<key_alias>"
-	// Bits is datakey_length; 0 when absent. It wins over Spec when both are given.
-	Bits int
+	// Bits is datakey_length, used when BitsSet, and it wins over Spec when both are
+	// given. An explicit 0 is out of range, not a request for the default size.
+	Bits    int
+	BitsSet bool
 	// Spec is the data key key_spec: AES_128, AES_256, HMAC_256, HMAC_384, HMAC_512, or
 	// empty.
 	Spec    string
@@ -53,8 +55,8 @@ var dataKeySpecBits = map[string]int{
 }
 
 // DataKeyBits resolves datakey_length and key_spec into a size in bits.
-func DataKeyBits(bits int, spec string) (int, error) {
-	if bits != 0 {
+func DataKeyBits(bits int, bitsSet bool, spec string) (int, error) {
+	if bitsSet {
 		if bits < MinDataKeyBits || bits > MaxDataKeyBits || bits%8 != 0 {
 			return 0, Errorf(CodeInvalidDataKeyBits,
 				"datakey_length must be a multiple of 8 from 8 to 8192 bits")
@@ -80,7 +82,7 @@ func (s *Service) CreateDataKey(ctx context.Context, p auth.Principal, in DataKe
 		op = "create-datakey-without-plaintext"
 	}
 
-	bits, err := DataKeyBits(in.Bits, in.Spec)
+	bits, err := DataKeyBits(in.Bits, in.BitsSet, in.Spec)
 	if err != nil {
 		return DataKeyOutput{}, err
 	}

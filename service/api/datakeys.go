@@ -102,13 +102,13 @@ func (s *Server) createDataKeyCommon(c echo.Context, st *requestState, withPlain
 	if err != nil {
 		return nil, err
 	}
-	bits, _, err := req.DataKeyLength.int("datakey_length", service.CodeInvalidDataKeyBits)
+	bits, bitsSet, err := req.DataKeyLength.int("datakey_length", service.CodeInvalidDataKeyBits)
 	if err != nil {
 		return nil, err
 	}
 
 	out, err := s.svc.CreateDataKey(c.Request().Context(), st.principal, service.DataKeyInput{
-		KeyRef: req.KeyID, Bits: bits, Spec: req.KeySpec, Binding: b,
+		KeyRef: req.KeyID, Bits: bits, BitsSet: bitsSet, Spec: req.KeySpec, Binding: b,
 	}, withPlaintext)
 	if err != nil {
 		return nil, err

@@ -348,6 +348,10 @@ func TestCreateDataKeySizes(t *testing.T) {
 		{"datakey_length 7", map[string]any{"datakey_length": "7"}, 0},
 		{"datakey_length 8200", map[string]any{"datakey_length": "8200"}, 0},
 		{"datakey_length 12", map[string]any{"datakey_length": "12"}, 0},
+		{"datakey_length 0 is not the default", map[string]any{"datakey_length": "0"}, 0},
+		{"datakey_length 0 as a JSON number", map[string]any{"datakey_length": 0}, 0},
+		{"datakey_length -256", map[string]any{"datakey_length": -256}, 0},
+		{"empty datakey_length takes the default", map[string]any{"datakey_length": ""}, 32},
 		{"datakey_length not a number", map[string]any{"datakey_length": "many"}, 0},
 		{"unknown key_spec", map[string]any{"key_spec": "AES_512"}, 0},
 	}
