@@ -502,3 +502,46 @@ func overwriteLine(t *testing.T, path string, n int, text string) {
 		t.Fatal(err)
 	}
 }
+
+func TestRecordedKeyID(t *testing.T) {
+	valid := "alias/" + strings.Repeat("k", 255)
+	tests := []struct {
+		name string
+		id   string
+		want string
+	}{
+		{"empty", "", ""},
+		{"key id", "0d0466b0-e727-4d9c-b35d-f84bb474a37f", "0d0466b0-e727-4d9c-b35d-f84bb474a37f"},
+		{"longest alias kept whole", valid, valid},
+		{"one byte over is cut", valid + "x", valid + "...(262 bytes)"},
+		// "é" is two bytes that straddle the cut, so the cut drops both.
+		{"cut at a rune boundary", strings.Repeat("a", 260) + "é" + "zz",
+			strings.Repeat("a", 260) + "...(264 bytes)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := recordedKeyID(tt.id); got != tt.want {
+				t.Errorf("recordedKeyID(%d bytes) = %q, want %q", len(tt.id), got, tt.want)
+			}
+		})
+	}
+}
+
+func TestAuditRecordCutsLongKeyID(t *testing.T) {
+	e := newTestEnv(t)
+	long := strings.Repeat("x", 10000)
+
+	r := e.admin.post(t, "create-datakey", map[string]any{"key_id": long})
+	if r.Status != http.StatusBadRequest {
+		t.Fatalf("create-datakey with a 10,000-byte key_id: status %d, want 400", r.Status)
+	}
+
+	records := chainRecords(t, e)
+	if len(records) != 1 {
+		t.Fatalf("trail contains %d records, want 1", len(records))
+	}
+	want := strings.Repeat("x", maxRecordedKeyIDLength) + "...(10000 bytes)"
+	if got := records[0].KeyID; got != want {
+		t.Errorf("recorded key_id has %d bytes, want %d: %.40q", len(got), len(want), got)
+	}
+}

@@ -136,7 +136,7 @@ func (s *Server) closeForGoneClient(c echo.Context, st *requestState, err error)
 func (s *Server) logFailure(st *requestState, status int, code string, err error) {
 	attrs := []any{"request_id", st.id, "operation", st.op, "status", status, "error_code", code}
 	if st.keyID != "" {
-		attrs = append(attrs, "key_id", st.keyID)
+		attrs = append(attrs, "key_id", recordedKeyID(st.keyID))
 	}
 	if status >= 500 {
 		ok, suppressed := s.errorLog.allow(time.Now())

@@ -18,9 +18,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
@@ -389,6 +391,27 @@ func (s *Server) op(name string, h opHandler) echo.HandlerFunc {
 	}
 }
 
+// maxRecordedKeyIDLength is the length in bytes of the longest key reference that can be
+// valid: "alias/" and a 255-character key alias. A longer key_id is invalid whatever it
+// contains, so audit records and log lines keep only this much of it (recordedKeyID).
+// Without the cut, any signed client could write up to the body limit into the trail on
+// every call.
+const maxRecordedKeyIDLength = len("alias/") + 255
+
+// recordedKeyID returns id, or for an id longer than maxRecordedKeyIDLength its first
+// bytes up to that length at a UTF-8 boundary followed by its length in bytes.
+func recordedKeyID(id string) string {
+	if len(id) <= maxRecordedKeyIDLength {
+		return id
+	}
+
+	cut := maxRecordedKeyIDLength
+	for cut > 0 && !utf8.RuneStart(id[cut]) {
+		cut--
+	}
+	return id[:cut] + "...(" + strconv.Itoa(len(id)) + " bytes)"
+}
+
 // record writes the audit record of the call. A failure becomes a 503 error, so that
 // nothing is released without a durable record.
 func (s *Server) record(c echo.Context, st *requestState, status int, code string) error {
@@ -401,7 +424,7 @@ func (s *Server) record(c echo.Context, st *requestState, status int, code strin
 		ProjectID:  st.principal.ProjectID,
 		SourceIP:   c.RealIP(),
 		Operation:  st.op,
-		KeyID:      st.keyID,
+		KeyID:      recordedKeyID(st.keyID),
 		KeyVersion: st.version,
 		GrantID:    strings.Join(st.authz.GrantIDs, ","),
 		Status:     status,
