@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/miekg/pkcs11"
 )
@@ -88,6 +89,50 @@ func BenchmarkOpen(b *testing.B) {
 				_, err := m.Open(ctx, ref, sealed.IV, sealed.Ciphertext, aad)
 				return err
 			})
+		})
+	}
+}
+
+// BenchmarkOpenAfterGap measures one Open after the calling thread paused, as a server
+// with one client pauses between requests. "sleep" lets the processor go idle and
+// "spin" keeps it busy for the same 100 µs. The us/open metric times the Open calls
+// alone. ns/op includes the gap, and time.Sleep may sleep longer than asked.
+func BenchmarkOpenAfterGap(b *testing.B) {
+	m := openTestModule(b, nil)
+	ref := KeyRef{KeyID: "bench-gap", Version: 1}
+	generateTestKey(b, m, ref)
+	ctx := context.Background()
+	aad := []byte("ciphertext header and encryption context")
+
+	sealed, err := m.Seal(ctx, ref, dataKey, aad)
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	const gap = 100 * time.Microsecond
+	for _, tt := range []struct {
+		name  string
+		pause func()
+	}{
+		{"none", func() {}},
+		{"sleep", func() { time.Sleep(gap) }},
+		{"spin", func() {
+			for start := time.Now(); time.Since(start) < gap; {
+			}
+		}},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			var opening time.Duration
+			for b.Loop() {
+				tt.pause()
+
+				start := time.Now()
+				if _, err := m.Open(ctx, ref, sealed.IV, sealed.Ciphertext, aad); err != nil {
+					b.Fatal(err)
+				}
+				opening += time.Since(start)
+			}
+			b.ReportMetric(float64(opening.Microseconds())/float64(b.N), "us/open")
 		})
 	}
 }
