@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"net/http"
-	"sync/atomic"
 
 	"github.com/hsmkms/kms/service/store"
 )
@@ -31,7 +30,8 @@ import (
 // network, the read stays, so that a hung database does not hold requests whose callers
 // have gone.
 //
-// NOTE: over TLS the read is crypto/tls's, which hangupConn cannot tell apart; it stays.
+// NOTE: over TLS the read is crypto/tls's, which plainConn (plainconn.go) cannot tell
+// apart, so it stays.
 
 // skipsHangupRead reports whether kmsd ends net/http's hang-up read at once: on the
 // embedded store and without TLS.
@@ -39,59 +39,24 @@ func skipsHangupRead(cfg config) bool {
 	return cfg.TLSCert == "" && !store.IsPostgresURL(cfg.DatabaseURL)
 }
 
-// hangupListener wraps the TCP connections it accepts in hangupConns.
-type hangupListener struct{ net.Listener }
+// plainConnKey is the context key of a connection's plainConn.
+type plainConnKey struct{}
 
-// Accept returns the next connection, wrapped when it is a TCP connection.
-func (l hangupListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	if tc, ok := c.(*net.TCPConn); ok {
-		return &hangupConn{TCPConn: tc}, nil
-	}
-	return c, nil
-}
-
-// hangupConn is a TCP connection that ends net/http's hang-up read with no data while a
-// handler serves a request on it.
-type hangupConn struct {
-	*net.TCPConn
-
-	// serving is set by skipHangupRead's handler from its start to its end.
-	serving atomic.Bool
-}
-
-// Read reads from the connection, except that a one-byte read while a handler serves a
-// request returns 0 bytes and no error at once. While a handler runs, net/http reads
-// the connection only for that read and for a body of known length, which it reads
-// through a 4 KiB buffer with reads that ask for the whole buffer or more.
-func (c *hangupConn) Read(p []byte) (int, error) {
-	if len(p) == 1 && c.serving.Load() {
-		return 0, nil
-	}
-	return c.TCPConn.Read(p)
-}
-
-// hangupConnKey is the context key of a connection's hangupConn.
-type hangupConnKey struct{}
-
-// hangupConnContext is the http.Server.ConnContext hook that lets the handlers of
+// plainConnContext is the http.Server.ConnContext hook that lets the handlers of
 // skipHangupRead find their connection.
-func hangupConnContext(ctx context.Context, c net.Conn) context.Context {
-	if hc, ok := c.(*hangupConn); ok {
-		return context.WithValue(ctx, hangupConnKey{}, hc)
+func plainConnContext(ctx context.Context, c net.Conn) context.Context {
+	if hc, ok := c.(*plainConn); ok {
+		return context.WithValue(ctx, plainConnKey{}, hc)
 	}
 	return ctx
 }
 
-// skipHangupRead returns h with net/http's hang-up read ended at once on the hangupConns
+// skipHangupRead returns h with net/http's hang-up read ended at once on the plainConns
 // of the server, from the start to the end of each request that has a Content-Length.
 // A chunked body is read with reads of any length, so there the read stays.
 func skipHangupRead(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hc, _ := r.Context().Value(hangupConnKey{}).(*hangupConn)
+		hc, _ := r.Context().Value(plainConnKey{}).(*plainConn)
 		if hc == nil || r.ContentLength < 0 {
 			h.ServeHTTP(w, r)
 			return

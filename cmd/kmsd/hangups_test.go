@@ -13,8 +13,8 @@ import (
 )
 
 // tcpPair returns the two ends of a loopback TCP connection, the server end wrapped as
-// hangupListener wraps it.
-func tcpPair(t *testing.T) (client net.Conn, server *hangupConn) {
+// plainListener wraps it.
+func tcpPair(t *testing.T) (client net.Conn, server *plainConn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -27,12 +27,12 @@ func tcpPair(t *testing.T) (client net.Conn, server *hangupConn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { client.Close() })
-	accepted, err := hangupListener{ln}.Accept()
+	accepted, err := plainListener{ln}.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { accepted.Close() })
-	return client, accepted.(*hangupConn)
+	return client, accepted.(*plainConn)
 }
 
 func TestHangupConnRead(t *testing.T) {
@@ -116,9 +116,9 @@ func hangupServer(t *testing.T, skip bool, wait time.Duration) (addr string,
 	}
 	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	if skip {
-		ln = hangupListener{ln}
+		ln = plainListener{ln}
 		hs.Handler = skipHangupRead(h)
-		hs.ConnContext = hangupConnContext
+		hs.ConnContext = plainConnContext
 	}
 	go func() { _ = hs.Serve(ln) }()
 	t.Cleanup(func() { _ = hs.Close() })

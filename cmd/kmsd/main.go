@@ -271,13 +271,18 @@ func listenAndServe(
 		ConnState:         clients.track,
 	}
 
+	// See plainconn.go: over plain HTTP, requests that net/http cannot parse get the
+	// API's JSON errors.
+	if cfg.TLSCert == "" {
+		ln = plainListener{ln}
+	}
+
 	// See hangups.go: the per-request read that notices a client hanging up is skipped
 	// where no wait in a request depends on the network.
 	skipHangups := skipsHangupRead(cfg)
 	if skipHangups {
-		ln = hangupListener{ln}
 		hs.Handler = skipHangupRead(h)
-		hs.ConnContext = hangupConnContext
+		hs.ConnContext = plainConnContext
 	}
 
 	served := make(chan error, 1)

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"net"
+	"sync/atomic"
+
+	"github.com/hsmkms/kms/service/api"
+)
+
+// plainListener wraps the TCP connections it accepts in plainConns. kmsd uses it whenever
+// it serves plain HTTP.
+//
+// NOTE: with TLS, net/http writes its own error responses through crypto/tls, below
+// which the bytes are encrypted, so those responses stay net/http's plain text.
+type plainListener struct{ net.Listener }
+
+// Accept returns the next connection, wrapped when it is a TCP connection.
+func (l plainListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		return &plainConn{TCPConn: tc}, nil
+	}
+	return c, nil
+}
+
+// plainConn is a TCP connection of the plain-HTTP server. It sends the API's JSON errors
+// in response to requests that net/http cannot parse (Write), and it ends net/http's
+// hang-up read with no data while a handler serves a request on it (Read, hangups.go).
+type plainConn struct {
+	*net.TCPConn
+
+	// serving is set by skipHangupRead's handler from its start to its end. It stays
+	// false where kmsd keeps the hang-up read.
+	serving atomic.Bool
+}
+
+// Read reads from the connection, except that a one-byte read while a handler serves a
+// request returns 0 bytes and no error at once. While a handler runs, net/http reads
+// the connection only for that read and for a body of known length, which it reads
+// through a 4 KiB buffer with reads that ask for the whole buffer or more.
+func (c *plainConn) Read(p []byte) (int, error) {
+	if len(p) == 1 && c.serving.Load() {
+		return 0, nil
+	}
+	return c.TCPConn.Read(p)
+}
+
+// Write writes p to the connection. When p is one of net/http's own plain-text error
+// responses, to a request it could not parse, Write sends the API's JSON error with a KMS
+// code instead (api.ProtocolErrorResponse) and reports p as written.
+func (c *plainConn) Write(p []byte) (int, error) {
+	// Responses of handlers are mostly 2xx, so one byte spares them the full check.
+	const statusDigit = len("HTTP/1.1 ")
+	if len(p) > statusDigit && p[statusDigit] != '2' {
+		if resp, ok := api.ProtocolErrorResponse(p); ok {
+			if _, err := c.TCPConn.Write(resp); err != nil {
+				return 0, err
+			}
+			return len(p), nil
+		}
+	}
+	return c.TCPConn.Write(p)
+}
