@@ -114,6 +114,15 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 		return config{}, err
 	}
 	if fs.NArg() > 0 {
+		previous := ""
+		if i := len(args) - fs.NArg() - 1; i >= 0 {
+			previous = args[i]
+		}
+		_, err := strconv.ParseBool(fs.Arg(0))
+		if err == nil && strings.HasPrefix(previous, "-") && !strings.Contains(previous, "=") {
+			return config{}, fmt.Errorf("unexpected argument %q: give the boolean flag %s its "+
+				"value with =, as in %s=%s", fs.Arg(0), previous, previous, fs.Arg(0))
+		}
 		return config{}, fmt.Errorf("unexpected argument %q: kmsd takes only flags", fs.Arg(0))
 	}
 
@@ -174,7 +183,9 @@ func applyEnv(cfg *config, getenv func(string) string) error {
 }
 
 // registerFlags defines one flag per config field. Flags are parsed as strings and
-// applied after the environment, so that a flag always wins.
+// applied after the environment, so that a flag always wins. A boolean field's flag
+// alone means true, and it takes a value only with "=" (--audit-fsync=false), as in Go's
+// flag package.
 func registerFlags(fs *flag.FlagSet) func(*config) error {
 	values := map[string]*string{}
 	fields := fieldsByTag("flag")
@@ -188,7 +199,14 @@ func registerFlags(fs *flag.FlagSet) func(*config) error {
 	for _, name := range names {
 		f := fields[name]
 		usage := fmt.Sprintf("%s (env %s)", f.field.Tag.Get("help"), f.field.Tag.Get("env"))
-		values[name] = fs.String(name, "", usage+defaultNote(f.value(&def)))
+		usage += defaultNote(f.value(&def))
+		if f.field.Type.Kind() == reflect.Bool {
+			value := &boolFlag{}
+			fs.Var(value, name, usage)
+			values[name] = &value.text
+			continue
+		}
+		values[name] = fs.String(name, "", usage)
 	}
 
 	return func(cfg *config) error {
@@ -205,6 +223,16 @@ func registerFlags(fs *flag.FlagSet) func(*config) error {
 		return err
 	}
 }
+
+// boolFlag is the flag.Value of a boolean field. It keeps the text for setField, which
+// reports an invalid value with the field's name.
+type boolFlag struct{ text string }
+
+func (b *boolFlag) String() string     { return b.text }
+func (b *boolFlag) Set(s string) error { b.text = s; return nil }
+
+// IsBoolFlag makes the flag package accept the flag without a value, as "true".
+func (b *boolFlag) IsBoolFlag() bool { return true }
 
 func defaultNote(v reflect.Value) string {
 	if v.IsZero() {
@@ -357,6 +385,17 @@ func maskURL(s string) string {
 
 // parseTrustedProxies parses a comma-separated list of IP addresses and CIDR networks.
 // An address stands for the network of that one address.
+// trustsEveryAddress reports whether networks include a network of prefix length 0, such
+// as 0.0.0.0/0 or ::/0, which makes every client a trusted proxy.
+func trustsEveryAddress(networks []*net.IPNet) bool {
+	for _, network := range networks {
+		if ones, _ := network.Mask.Size(); ones == 0 {
+			return true
+		}
+	}
+	return false
+}
+
 func parseTrustedProxies(list string) ([]*net.IPNet, error) {
 	var networks []*net.IPNet
 	for _, item := range strings.Split(list, ",") {

@@ -226,6 +226,69 @@ func TestTrustedProxiesValidation(t *testing.T) {
 	}
 }
 
+func TestBooleanFlags(t *testing.T) {
+	tests := []struct {
+		name      string
+		args      []string
+		wantFsync bool
+		wantLevel string
+		wantError string // empty for success
+	}{
+		{"alone means true", []string{"--audit-fsync", "--log-level", "warn"}, true, "warn", ""},
+		{"value after =", []string{"--audit-fsync=false", "--log-level", "warn"}, false, "warn", ""},
+		{"true after =", []string{"--audit-fsync=true"}, true, "info", ""},
+		{"value after a space", []string{"--audit-fsync", "false"}, false, "",
+			"give the boolean flag --audit-fsync its value with =, as in --audit-fsync=false"},
+		{"invalid value", []string{"--audit-fsync=maybe"}, false, "",
+			`flag --audit-fsync: invalid boolean "maybe"`},
+		{"stray word", []string{"--log-level", "warn", "extra"}, false, "",
+			`unexpected argument "extra": kmsd takes only flags`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := loadConfig(tt.args, envFrom(nil), io.Discard)
+			if tt.wantError != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantError) {
+					t.Fatalf("error %v, want one containing %q", err, tt.wantError)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.AuditFsync != tt.wantFsync {
+				t.Errorf("audit_fsync %v, want %v", cfg.AuditFsync, tt.wantFsync)
+			}
+			if cfg.LogLevel != tt.wantLevel {
+				t.Errorf("log_level %q, want %q", cfg.LogLevel, tt.wantLevel)
+			}
+		})
+	}
+}
+
+func TestTrustsEveryAddress(t *testing.T) {
+	tests := []struct {
+		value string
+		want  bool
+	}{
+		{"", false},
+		{"10.0.0.0/8, 127.0.0.1", false},
+		{"0.0.0.0/1", false},
+		{"0.0.0.0/0", true},
+		{"::/0", true},
+		{"10.0.0.0/8,0.0.0.0/0", true},
+	}
+	for _, tt := range tests {
+		networks, err := parseTrustedProxies(tt.value)
+		if err != nil {
+			t.Fatalf("parseTrustedProxies(%q): %v", tt.value, err)
+		}
+		if got := trustsEveryAddress(networks); got != tt.want {
+			t.Errorf("trustsEveryAddress(%q) = %v, want %v", tt.value, got, tt.want)
+		}
+	}
+}
+
 func TestMaxTokenCallsValidation(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
