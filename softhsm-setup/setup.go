@@ -12,10 +12,12 @@ package softhsmsetup
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/miekg/pkcs11"
@@ -61,6 +63,16 @@ func FindModule() (string, error) {
 		strings.Join(ModulePaths, ", "))
 }
 
+// ErrTokenMissing is returned by Ensure for a token that the data directory held before
+// and no longer holds, for example after its token directory was deleted.
+var ErrTokenMissing = errors.New("the token of this data directory is missing")
+
+// knownTokensFile, in the data directory, is a JSON array of the labels of the tokens that
+// Ensure initialised or found there. Ensure initialises a token only when its label is not
+// listed, so that a lost token is reported instead of replaced by an empty one that holds
+// none of the keys the store names.
+const knownTokensFile = "known-tokens.json"
+
 // pinLength is the byte count behind each generated PIN, which base64 encodes as 24 characters.
 const pinLength = 18
 
@@ -71,7 +83,11 @@ const pinLength = 18
 //   - random SO and user PINs in dataDir/so-pin and dataDir/user-pin (mode 0600), written
 //     before the token is initialised so that a crash cannot lose them,
 //   - the token itself, initialised in-process through PKCS#11 because softhsm2-util takes
-//     PINs only as arguments (visible in ps) or from a terminal.
+//     PINs only as arguments (visible in ps) or from a terminal,
+//   - dataDir/known-tokens.json, which lists label once the token exists.
+//
+// A token that known-tokens.json lists but the token directory does not hold is not
+// initialised again: Ensure returns an error that wraps ErrTokenMissing.
 //
 // Ensure sets SOFTHSM2_CONF in the process environment. Call it before hsm.Open.
 func Ensure(dataDir, label string) (Setup, error) {
@@ -113,14 +129,71 @@ func Ensure(dataDir, label string) (Setup, error) {
 		return Setup{}, err
 	}
 	if found {
+		if err := recordKnownToken(dataDir, label); err != nil {
+			return Setup{}, err
+		}
 		return setup, nil
+	}
+
+	known, err := knownTokens(dataDir)
+	if err != nil {
+		return Setup{}, err
+	}
+	if slices.Contains(known, label) {
+		return Setup{}, fmt.Errorf("%w: token %q was initialised in %s before and is not "+
+			"there now. Restore that directory from a backup, because a new token would hold "+
+			"none of the keys that the store names. To start over instead, move %s away",
+			ErrTokenMissing, label, filepath.Join(dataDir, "tokens"), dataDir)
 	}
 
 	if err := InitToken(conf, label, soPIN, userPIN); err != nil {
 		return Setup{}, err
 	}
+	if err := recordKnownToken(dataDir, label); err != nil {
+		return Setup{}, err
+	}
 
 	return setup, nil
+}
+
+// knownTokens returns the labels that dataDir/known-tokens.json lists, or none when the
+// file does not exist.
+func knownTokens(dataDir string) ([]string, error) {
+	path := filepath.Join(dataDir, knownTokensFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+
+	var labels []string
+	if err := json.Unmarshal(b, &labels); err != nil {
+		return nil, fmt.Errorf("%s is not a JSON array of token labels: %w", path, err)
+	}
+	return labels, nil
+}
+
+// recordKnownToken adds label to dataDir/known-tokens.json unless it is listed already.
+func recordKnownToken(dataDir, label string) error {
+	labels, err := knownTokens(dataDir)
+	if err != nil {
+		return err
+	}
+	if slices.Contains(labels, label) {
+		return nil
+	}
+
+	b, err := json.Marshal(append(labels, label))
+	if err != nil {
+		return fmt.Errorf("encode the known token labels: %w", err)
+	}
+	path := filepath.Join(dataDir, knownTokensFile)
+	if err := writeFileAtomic(path, append(b, '\n')); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }
 
 // writeConf creates dataDir and its token directory and writes softhsm2.conf, returning its

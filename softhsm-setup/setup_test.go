@@ -1,8 +1,10 @@
 package softhsmsetup
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -83,6 +85,47 @@ func TestEnsureFirstRun(t *testing.T) {
 
 	if err := InitToken(setup.ConfPath, "second", "so-pin-0123456789", "x-0123456789"); err == nil {
 		t.Error("InitToken accepted a label that exists")
+	}
+
+	// A lost token directory is reported instead of filled with a new, empty token.
+	if err := os.RemoveAll(filepath.Join(dataDir, "tokens")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Ensure(dataDir, "kms"); !errors.Is(err, ErrTokenMissing) {
+		t.Fatalf("Ensure after the token directory was deleted: %v, want ErrTokenMissing", err)
+	}
+	if n := countTokens(t, setup.ModulePath, "kms"); n != 0 {
+		t.Errorf("%d tokens labelled kms after the token directory was deleted, want 0", n)
+	}
+}
+
+func TestKnownTokens(t *testing.T) {
+	dataDir := t.TempDir()
+
+	labels, err := knownTokens(dataDir)
+	if err != nil || len(labels) != 0 {
+		t.Fatalf("knownTokens of a new directory = %v, %v, want none", labels, err)
+	}
+
+	for _, label := range []string{"kms", "other", "kms"} {
+		if err := recordKnownToken(dataDir, label); err != nil {
+			t.Fatalf("recordKnownToken(%q): %v", label, err)
+		}
+	}
+	labels, err = knownTokens(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"kms", "other"}; !slices.Equal(labels, want) {
+		t.Errorf("knownTokens = %q, want %q", labels, want)
+	}
+	checkMode(t, filepath.Join(dataDir, knownTokensFile), 0o600)
+
+	if err := os.WriteFile(filepath.Join(dataDir, knownTokensFile), []byte("kms"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := knownTokens(dataDir); err == nil {
+		t.Error("knownTokens accepted a file that is not a JSON array")
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -213,4 +214,35 @@ func readSecret(t *testing.T, dataDir string) string {
 		t.Fatalf("admin-credentials.json: %v", err)
 	}
 	return f.SecretKey
+}
+
+// TestKmsdRefusesLostToken deletes the embedded token directory of a data directory that
+// kmsd used, and checks that kmsd then stops with a message instead of starting on a new
+// token that holds none of the stored keys.
+func TestKmsdRefusesLostToken(t *testing.T) {
+	dataDir := t.TempDir()
+	p := startKmsd(t, dataDir)
+	p.stop(t)
+
+	if err := os.RemoveAll(filepath.Join(dataDir, "tokens")); err != nil {
+		t.Fatal(err)
+	}
+	bin := build(t, "github.com/hsmkms/kms/cmd/kmsd", "kmsd")
+	// A kmsd that started anyway serves until the context ends it.
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "--data-dir", dataDir, "--listen", freeAddr(t))
+	out, err := cmd.CombinedOutput()
+	if err == nil || ctx.Err() != nil {
+		t.Fatalf("kmsd started without its token; output:\n%s", out)
+	}
+	if !strings.Contains(string(out), "Restore that directory from a backup") {
+		t.Errorf("kmsd output does not say to restore the token directory:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "tokens")); err == nil {
+		entries, _ := os.ReadDir(filepath.Join(dataDir, "tokens"))
+		if len(entries) != 0 {
+			t.Errorf("kmsd created %d entries in the deleted token directory", len(entries))
+		}
+	}
 }

@@ -226,10 +226,16 @@ func TestKmsdNotReadyWithTokenOfAnotherStore(t *testing.T) {
 	ak, sk, projectID := readAdmin(t, dataDir)
 	p.stop(t)
 
-	// With its token directory empty, kmsd initialises a fresh token there.
+	// With its token directory empty, and no record that the data directory held a
+	// token, kmsd initialises a fresh token there. (With the record, which every start
+	// writes, it refuses to start instead: TestKmsdRefusesLostToken.) A data directory
+	// from before the record existed is in this state.
 	tokens := filepath.Join(dataDir, "tokens")
 	old := filepath.Join(t.TempDir(), "old-tokens")
 	if err := os.Rename(tokens, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dataDir, "known-tokens.json")); err != nil {
 		t.Fatal(err)
 	}
 	p = launchKmsd(t, []string{"--data-dir", dataDir})
