@@ -72,7 +72,8 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 //
 // A token that is missing or unusable at start does not stop serve: kmsd serves, /readyz
 // and KMS calls answer 503, and the admin credential is created in the background once
-// the token is back. A wrong PIN or a module path that is not a PKCS#11 library does.
+// the token is back. A wrong PIN, a module path that is not a PKCS#11 library, or an
+// embedded token that the data directory held before and lost (softhsmsetup.Ensure) does.
 func serve(ctx context.Context, cfg config, getenv func(string) string, log *slog.Logger) error {
 	log.Info("kmsd starting", cfg.logValues()...)
 
