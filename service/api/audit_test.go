@@ -545,3 +545,35 @@ func TestAuditRecordCutsLongKeyID(t *testing.T) {
 		t.Errorf("recorded key_id has %d bytes, want %d: %.40q", len(got), len(want), got)
 	}
 }
+
+func TestAuditRecordNamesKeyOfFailedCall(t *testing.T) {
+	e := newTestEnv(t)
+	const unknown = "11111111-2222-4333-8444-555555555555"
+
+	tests := []struct {
+		operation string
+		body      map[string]any
+	}{
+		{"describe-key", map[string]any{"key_id": unknown}},
+		{"create-grant", map[string]any{"key_id": unknown, "grantee_principal": "user-1",
+			"operations": []string{"decrypt-datakey"}}},
+		{"revoke-grant", map[string]any{"key_id": unknown, "grant_id": strings.Repeat("a", 64)}},
+		{"list-grants", map[string]any{"key_id": unknown}},
+		{"create-datakey", map[string]any{"key_id": unknown}},
+	}
+	for _, tt := range tests {
+		if r := e.admin.post(t, tt.operation, tt.body); r.Status != http.StatusBadRequest {
+			t.Fatalf("%s of an unknown key: status %d, want 400: %s", tt.operation, r.Status, r.Raw)
+		}
+	}
+
+	records := chainRecords(t, e)
+	if len(records) != len(tests) {
+		t.Fatalf("trail contains %d records, want %d", len(records), len(tests))
+	}
+	for i, tt := range tests {
+		if got := records[i].KeyID; got != unknown {
+			t.Errorf("%s record: key_id %q, want %q", tt.operation, got, unknown)
+		}
+	}
+}

@@ -43,6 +43,7 @@ func (s *Server) createGrant(c echo.Context, st *requestState) (any, error) {
 		return nil, err
 	}
 
+	st.keyID = req.KeyID // the key as sent, replaced by its id on success
 	g, err := s.svc.CreateGrant(c.Request().Context(), st.principal, service.CreateGrantInput{
 		KeyRef:            req.KeyID,
 		Grantee:           req.GranteePrincipal,
@@ -88,6 +89,7 @@ func (s *Server) deleteGrant(
 		return nil, err
 	}
 
+	st.keyID = req.KeyID // the key as sent, replaced by its id on success
 	g, err := remove(c.Request().Context(), st.principal, req.KeyID, req.GrantID)
 	if err != nil {
 		return nil, err
@@ -131,6 +133,7 @@ func (s *Server) listGrants(c echo.Context, st *requestState) (any, error) {
 		return nil, err
 	}
 
+	st.keyID = in.KeyRef // the key as sent, replaced by its id when a grant names it
 	res, err := s.svc.ListGrants(c.Request().Context(), st.principal, in)
 	if err != nil {
 		return nil, err

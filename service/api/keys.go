@@ -114,6 +114,9 @@ func (s *Server) describeKey(c echo.Context, st *requestState) (any, error) {
 		return nil, err
 	}
 
+	// The audit record names the key as sent when the call fails, and by id when it
+	// succeeds, also for an alias.
+	st.keyID = req.KeyID
 	k, err := s.svc.DescribeKey(c.Request().Context(), st.principal, req.KeyID)
 	if err != nil {
 		return nil, err
