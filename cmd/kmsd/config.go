@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -385,12 +387,72 @@ func maskURL(s string) string {
 
 // parseTrustedProxies parses a comma-separated list of IP addresses and CIDR networks.
 // An address stands for the network of that one address.
-// trustsEveryAddress reports whether networks include a network of prefix length 0, such
-// as 0.0.0.0/0 or ::/0, which makes every client a trusted proxy.
+// trustsEveryAddress reports whether networks together cover every IPv4 or every IPv6
+// address, which makes every client of that family a trusted proxy. It matches addresses
+// as net.IPNet.Contains does: an IPv4-mapped network such as ::ffff:0.0.0.0/96 covers
+// IPv4 addresses, and ::/0 covers IPv6 addresses only. Networks that cover a family only
+// together, such as 0.0.0.0/1 and 128.0.0.0/1, count too.
 func trustsEveryAddress(networks []*net.IPNet) bool {
+	var v4, v6 []addressRange
 	for _, network := range networks {
-		if ones, _ := network.Mask.Size(); ones == 0 {
-			return true
+		// The same reduction as net.IPNet.Contains: an IPv4 or IPv4-mapped network is
+		// matched against IPv4 addresses with the last 32 bits of its mask.
+		ip, mask := network.IP, network.Mask
+		if v4 := ip.To4(); v4 != nil {
+			ip = v4
+			if len(mask) == net.IPv6len {
+				mask = mask[12:]
+			}
+		}
+		addr, ok := netip.AddrFromSlice(ip)
+		ones, bits := mask.Size()
+		if !ok || bits != 8*len(ip) {
+			continue // a mask that is not a prefix, which parseTrustedProxies never makes
+		}
+		prefix, err := addr.Prefix(ones)
+		if err != nil {
+			continue
+		}
+		r := prefixRange(prefix)
+		if prefix.Addr().Is4() {
+			v4 = append(v4, r)
+		} else {
+			v6 = append(v6, r)
+		}
+	}
+	return coversFamily(v4, netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255})) ||
+		coversFamily(v6, netip.IPv6Unspecified(), netip.AddrFrom16([16]byte{
+			255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255}))
+}
+
+// addressRange is the closed range of addresses from first to last.
+type addressRange struct{ first, last netip.Addr }
+
+// prefixRange returns the first and the last address of p.
+func prefixRange(p netip.Prefix) addressRange {
+	first := p.Masked().Addr()
+	b := first.AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	last, _ := netip.AddrFromSlice(b)
+	return addressRange{first: first, last: last}
+}
+
+// coversFamily reports whether the union of ranges runs from first to last without a gap.
+func coversFamily(ranges []addressRange, first, last netip.Addr) bool {
+	slices.SortFunc(ranges, func(a, b addressRange) int { return a.first.Compare(b.first) })
+
+	next := first // the lowest address not covered so far
+	for _, r := range ranges {
+		if r.first.Compare(next) > 0 {
+			return false
+		}
+		if r.last.Compare(next) >= 0 {
+			if r.last == last {
+				return true
+			}
+			next = r.last.Next()
 		}
 	}
 	return false

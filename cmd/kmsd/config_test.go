@@ -268,24 +268,47 @@ func TestBooleanFlags(t *testing.T) {
 
 func TestTrustsEveryAddress(t *testing.T) {
 	tests := []struct {
+		name  string
 		value string
 		want  bool
 	}{
-		{"", false},
-		{"10.0.0.0/8, 127.0.0.1", false},
-		{"0.0.0.0/1", false},
-		{"0.0.0.0/0", true},
-		{"::/0", true},
-		{"10.0.0.0/8,0.0.0.0/0", true},
+		{"empty", "", false},
+		{"private networks", "10.0.0.0/8, 127.0.0.1", false},
+		{"half of IPv4", "0.0.0.0/1", false},
+		{"every IPv4 address", "0.0.0.0/0", true},
+		{"every IPv6 address", "::/0", true},
+		{"one network of several", "10.0.0.0/8,0.0.0.0/0", true},
+		{"IPv4-mapped network of every IPv4 address", "::ffff:0.0.0.0/96", true},
+		{"two halves of IPv4", "0.0.0.0/1,128.0.0.0/1", true},
+		{"two halves of IPv6", "::/1,8000::/1", true},
+		{"halves with a gap", "0.0.0.0/2,128.0.0.0/1", false},
+		{"every IPv4 address but the last", "0.0.0.0/1,128.0.0.0/2,192.0.0.0/3,224.0.0.0/4," +
+			"240.0.0.0/5,248.0.0.0/6,252.0.0.0/7,254.0.0.0/8,255.0.0.0/9,255.128.0.0/10," +
+			"255.192.0.0/11,255.224.0.0/12,255.240.0.0/13,255.248.0.0/14,255.252.0.0/15," +
+			"255.254.0.0/16,255.255.0.0/17,255.255.128.0/18,255.255.192.0/19," +
+			"255.255.224.0/20,255.255.240.0/21,255.255.248.0/22,255.255.252.0/23," +
+			"255.255.254.0/24,255.255.255.0/25,255.255.255.128/26,255.255.255.192/27," +
+			"255.255.255.224/28,255.255.255.240/29,255.255.255.248/30," +
+			"255.255.255.252/31,255.255.255.254", false},
+		{"same plus the last address", "0.0.0.0/1,128.0.0.0/2,192.0.0.0/3,224.0.0.0/4," +
+			"240.0.0.0/5,248.0.0.0/6,252.0.0.0/7,254.0.0.0/8,255.0.0.0/9,255.128.0.0/10," +
+			"255.192.0.0/11,255.224.0.0/12,255.240.0.0/13,255.248.0.0/14,255.252.0.0/15," +
+			"255.254.0.0/16,255.255.0.0/17,255.255.128.0/18,255.255.192.0/19," +
+			"255.255.224.0/20,255.255.240.0/21,255.255.248.0/22,255.255.252.0/23," +
+			"255.255.254.0/24,255.255.255.0/25,255.255.255.128/26,255.255.255.192/27," +
+			"255.255.255.224/28,255.255.255.240/29,255.255.255.248/30," +
+			"255.255.255.252/31,255.255.255.254,255.255.255.255", true},
 	}
 	for _, tt := range tests {
-		networks, err := parseTrustedProxies(tt.value)
-		if err != nil {
-			t.Fatalf("parseTrustedProxies(%q): %v", tt.value, err)
-		}
-		if got := trustsEveryAddress(networks); got != tt.want {
-			t.Errorf("trustsEveryAddress(%q) = %v, want %v", tt.value, got, tt.want)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			networks, err := parseTrustedProxies(tt.value)
+			if err != nil {
+				t.Fatalf("parseTrustedProxies(%q): %v", tt.value, err)
+			}
+			if got := trustsEveryAddress(networks); got != tt.want {
+				t.Errorf("trustsEveryAddress(%q) = %v, want %v", tt.value, got, tt.want)
+			}
+		})
 	}
 }
 

@@ -160,8 +160,8 @@ func startServices(ctx context.Context, c components, sw *handlerSwitch, svcs *s
 	// loadConfig rejects a list that does not parse, so this cannot fail.
 	proxies, _ := parseTrustedProxies(c.cfg.TrustedProxies)
 	if trustsEveryAddress(proxies) {
-		c.log.Warn("trusted_proxies includes every address, so any client can set the "+
-			"source address that the audit trail records through X-Forwarded-For",
+		c.log.Warn("trusted_proxies covers every IPv4 or every IPv6 address, so any client "+
+			"can set the source address that the audit trail records through X-Forwarded-For",
 			"trusted_proxies", c.cfg.TrustedProxies)
 	}
 	srv := api.New(svc, verifier, c.log, api.Config{
