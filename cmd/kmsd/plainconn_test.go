@@ -70,6 +70,12 @@ func TestPlainConnUnparsedRequestKMSCodes(t *testing.T) {
 			400, "KMS.0201"},
 		{"gzip transfer encoding",
 			"POST / HTTP/1.1\r\nHost: kms\r\nTransfer-Encoding: gzip\r\n\r\n", 400, "KMS.0201"},
+		{"chunked given twice",
+			"POST / HTTP/1.1\r\nHost: kms\r\nTransfer-Encoding: chunked\r\n" +
+				"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "KMS.0201"},
+		{"unknown expectation",
+			"POST / HTTP/1.1\r\nHost: kms\r\nExpect: foo\r\nContent-Length: 2\r\n\r\n{}",
+			417, "KMS.0201"},
 		{"malformed request line", "GARBAGE\r\n\r\n", 400, "KMS.0201"},
 		{"missing Host", "GET / HTTP/1.1\r\n\r\n", 400, "KMS.0201"},
 		{"HTTP/2.0 request line", "GET / HTTP/2.0\r\nHost: kms\r\n\r\n", 400, "KMS.0201"},

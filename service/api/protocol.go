@@ -12,12 +12,15 @@ import (
 // net/http rejects a request that it cannot parse itself, before any handler runs, by
 // writing a plain-text response straight to the connection (conn.serve in net/http's
 // server.go). Each such response is one write of the status line, exactly these headers
-// and a short text.
+// and a short text. It rejects an Expect header other than 100-continue with an empty 417
+// response (sendExpectationFailed), which no kmsd handler sends.
 const (
-	netHTTPStatusPrefix   = "HTTP/1.1 "
-	netHTTPErrorHeaders   = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
-	netHTTPUnsupportedTE  = "Unsupported transfer encoding"
-	protocolErrorFallback = "the request is not valid HTTP/1.1"
+	netHTTPStatusPrefix      = "HTTP/1.1 "
+	netHTTPErrorHeaders      = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
+	netHTTPUnsupportedTE     = "Unsupported transfer encoding"
+	netHTTPExpectationFailed = "HTTP/1.1 417 Expectation Failed\r\n"
+	protocolErrorFallback    = "the request is not valid HTTP/1.1"
+	netHTTPEmptyResponseEnd  = "\r\nContent-Length: 0\r\n\r\n"
 )
 
 // ProtocolErrorResponse returns the response that kmsd sends in place of raw, when raw is
@@ -25,8 +28,9 @@ const (
 // replacement carries a KMS error code in the JSON shape of every other error:
 //
 //   - 431 (request headers larger than the server's limit) stays 431, with KMS.0203;
-//   - 501 (a Transfer-Encoding other than chunked) becomes 400 with KMS.0201, because
-//     the client can send the same body with Content-Length or chunked instead;
+//   - 501 (a Transfer-Encoding other than one chunked) becomes 400 with KMS.0201,
+//     because the client can send the same body with Content-Length or chunked instead;
+//   - 417 (an Expect header other than 100-continue) stays 417, with KMS.0201;
 //   - every other status, such as a malformed request line, a duplicate Content-Length
 //     or a protocol version other than HTTP/1.x, becomes 400 with KMS.0201, and the
 //     message keeps net/http's reason where it gives one.
@@ -38,16 +42,26 @@ func ProtocolErrorResponse(raw []byte) ([]byte, bool) {
 	if !bytes.HasPrefix(raw, []byte(netHTTPStatusPrefix)) {
 		return nil, false
 	}
-	statusLine, text, found := bytes.Cut(raw, []byte(netHTTPErrorHeaders))
-	if !found || len(statusLine) < len(netHTTPStatusPrefix)+3 {
-		return nil, false
-	}
-	code, err := strconv.Atoi(string(statusLine[len(netHTTPStatusPrefix) : len(netHTTPStatusPrefix)+3]))
-	if err != nil || code < 400 {
-		return nil, false
+
+	var status int
+	var detail errorDetail
+	if bytes.HasPrefix(raw, []byte(netHTTPExpectationFailed)) &&
+		bytes.HasSuffix(raw, []byte(netHTTPEmptyResponseEnd)) {
+		status, detail = http.StatusExpectationFailed, errorDetail{Code: service.CodeInvalidURL,
+			Message: "Expect values other than 100-continue are not supported"}
+	} else {
+		statusLine, text, found := bytes.Cut(raw, []byte(netHTTPErrorHeaders))
+		if !found || len(statusLine) < len(netHTTPStatusPrefix)+3 {
+			return nil, false
+		}
+		digits := statusLine[len(netHTTPStatusPrefix) : len(netHTTPStatusPrefix)+3]
+		code, err := strconv.Atoi(string(digits))
+		if err != nil || code < 400 {
+			return nil, false
+		}
+		status, detail = protocolError(code, statusLine, text)
 	}
 
-	status, detail := protocolError(code, statusLine, text)
 	body, err := json.Marshal(errorBody{Error: detail})
 	if err != nil {
 		return nil, false // json.Marshal fails only for types that errorBody does not use
@@ -73,7 +87,7 @@ func protocolError(code int, statusLine, text []byte) (int, errorDetail) {
 			Message: "the request headers are larger than the server accepts"}
 	case code == http.StatusNotImplemented && string(text) == netHTTPUnsupportedTE:
 		return http.StatusBadRequest, errorDetail{Code: service.CodeInvalidURL,
-			Message: "Transfer-Encoding values other than chunked are not supported, " +
+			Message: "Transfer-Encoding must be absent or a single chunked, " +
 				"so send the body with Content-Length or chunked"}
 	}
 

@@ -31,7 +31,10 @@ func TestProtocolErrorResponse(t *testing.T) {
 			"505 HTTP Version Not Supported: unsupported protocol version"),
 			400, "KMS.0201", "the request is not valid HTTP/1.1: unsupported protocol version"},
 		{"transfer encoding", netHTTPError("501 Not Implemented", "Unsupported transfer encoding"),
-			400, "KMS.0201", "Transfer-Encoding values other than chunked are not supported"},
+			400, "KMS.0201", "Transfer-Encoding must be absent or a single chunked"},
+		{"expectation failed", "HTTP/1.1 417 Expectation Failed\r\nConnection: close\r\n" +
+			"Date: Sat, 05 Dec 2026 08:00:00 GMT\r\nContent-Length: 0\r\n\r\n",
+			417, "KMS.0201", "Expect values other than 100-continue are not supported"},
 		{"headers too large", netHTTPError("431 Request Header Fields Too Large",
 			"431 Request Header Fields Too Large"),
 			431, "KMS.0203", "the request headers are larger than the server accepts"},
