@@ -3,11 +3,13 @@ package store
 import (
 	"bytes"
 	"encoding/hex"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
 	"unicode/utf8"
+
+	"github.com/hsmkms/kms/service/internal/jsonscan"
 )
 
 // The lines of a chain file are JSON objects with the field names and encodings of the
@@ -263,14 +265,108 @@ func lineHead(line []byte) (typ string, seq uint64, ok bool) {
 
 // decodeFileLine decodes one line, newline excluded. It rejects unknown fields, so that
 // a line of another format is reported instead of read with fields missing.
+//
+// It reads with jsonscan instead of encoding/json, which took half of the CPU time of
+// `kmsctl audit verify`. It is stricter than encoding/json only for lines that the
+// append functions never write: names must match in case, and a name given twice or a
+// null value is rejected.
 func decodeFileLine(line []byte) (fileLine, error) {
 	var l fileLine
-	dec := json.NewDecoder(bytes.NewReader(line))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&l); err != nil {
+	var seen uint32 // fileLineFieldBits of the fields decoded so far
+	err := jsonscan.Object(line, func(name string, raw []byte) error {
+		bit := fileLineFieldBits[name]
+		if seen&bit != 0 {
+			return fmt.Errorf("field %q given twice", name)
+		}
+		seen |= bit
+		return l.decodeField(name, raw)
+	})
+	if err != nil {
 		return fileLine{}, err
 	}
 	return l, nil
+}
+
+// jsonString decodes raw, a JSON value that jsonscan.Object checked, when it is a string.
+func jsonString(raw []byte) (string, error) {
+	if len(raw) < 2 || raw[0] != '"' {
+		return "", errors.New("not a string")
+	}
+	return jsonscan.String(raw)
+}
+
+// fileLineFieldBits gives each JSON name of fileLine a bit of its own.
+var fileLineFieldBits = func() map[string]uint32 {
+	names := []string{"type", "chain_id", "started_at", "host", "seq", "time", "request_id",
+		"access_key", "user_id", "project_id", "source_ip", "operation", "key_id",
+		"key_version", "grant_id", "status", "error_code", "sequence", "prev_hash", "hash",
+		"record_hash", "signature"}
+	bits := make(map[string]uint32, len(names))
+	for i, name := range names {
+		bits[name] = 1 << i
+	}
+	return bits
+}()
+
+// decodeField sets the field of l named name from its raw JSON value.
+func (l *fileLine) decodeField(name string, raw []byte) error {
+	var err error
+	switch name {
+	case "type":
+		l.Type, err = jsonString(raw)
+	case "chain_id":
+		l.ChainID, err = jsonString(raw)
+	case "started_at":
+		l.StartedAt, err = jsonString(raw)
+	case "host":
+		l.Host, err = jsonString(raw)
+	case "seq":
+		l.Seq, err = strconv.ParseUint(string(raw), 10, 64)
+	case "time":
+		l.Time, err = jsonString(raw)
+	case "request_id":
+		l.RequestID, err = jsonString(raw)
+	case "access_key":
+		l.AccessKey, err = jsonString(raw)
+	case "user_id":
+		l.UserID, err = jsonString(raw)
+	case "project_id":
+		l.ProjectID, err = jsonString(raw)
+	case "source_ip":
+		l.SourceIP, err = jsonString(raw)
+	case "operation":
+		l.Operation, err = jsonString(raw)
+	case "key_id":
+		l.KeyID, err = jsonString(raw)
+	case "key_version":
+		var v uint64
+		v, err = strconv.ParseUint(string(raw), 10, 32)
+		l.KeyVersion = uint32(v)
+	case "grant_id":
+		l.GrantID, err = jsonString(raw)
+	case "status":
+		var v int64
+		v, err = strconv.ParseInt(string(raw), 10, 0)
+		l.Status = int(v)
+	case "error_code":
+		l.ErrorCode, err = jsonString(raw)
+	case "sequence":
+		l.Sequence, err = jsonString(raw)
+	case "prev_hash":
+		l.PrevHash, err = jsonString(raw)
+	case "hash":
+		l.Hash, err = jsonString(raw)
+	case "record_hash":
+		l.RecordHash, err = jsonString(raw)
+	case "signature":
+		l.Signature, err = jsonString(raw)
+	default:
+		return fmt.Errorf("unknown field %q", name)
+	}
+	if err != nil {
+		return fmt.Errorf("field %q: %w", name, err)
+	}
+	return nil
 }
 
 func (l fileLine) chain() (AuditChain, error) {
