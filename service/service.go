@@ -212,6 +212,10 @@ func (s *Service) lookupKey(ctx context.Context, projectID, ref string) (store.K
 		return store.Key{}, Errorf(CodeMissingParameter, "key_id is missing")
 	}
 
+	if len(ref) > MaxKeyRefLength {
+		return store.Key{}, Errorf(CodeInvalidKeyID,
+			"key_id is not a valid key id or alias: it is longer than %d bytes", MaxKeyRefLength)
+	}
 	if _, ok := cutAliasRef(ref); ok {
 		return s.lookupAliasRef(ctx, projectID, ref)
 	}
@@ -247,6 +251,10 @@ func (s *Service) lookupKeyID(ctx context.Context, projectID, ref string) (store
 	s.putCached(k)
 	return k, nil
 }
+
+// MaxKeyRefLength is the length in bytes of the longest key reference that can be valid:
+// "alias/" and a 255-character alias. A key id is 36 bytes.
+const MaxKeyRefLength = len(aliasPrefix) + 255
 
 // cutAliasRef accepts "alias/<key_alias>" in place of a key id, as the data-key
 // operations of the API do.

@@ -429,3 +429,29 @@ func TestDataKeysConcurrent(t *testing.T) {
 		t.Error(msg)
 	}
 }
+
+func TestKeyReferenceLength(t *testing.T) {
+	e := newTestEnv(t)
+	longest := "alias/" + strings.Repeat("a", 255)
+
+	tests := []struct {
+		name        string
+		keyID       string
+		wantMessage string
+	}{
+		{"longest alias reference", longest, "does not exist"},
+		{"one byte longer", longest + "a", "longer than 261 bytes"},
+		{"long key id", strings.Repeat("0", 10000), "longer than 261 bytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := e.admin.post(t, "create-datakey", map[string]any{"key_id": tt.keyID})
+			if r.Status != http.StatusBadRequest || r.code() != "KMS.0205" {
+				t.Fatalf("status %d code %q, want 400 KMS.0205", r.Status, r.code())
+			}
+			if !strings.Contains(string(r.Raw), tt.wantMessage) {
+				t.Errorf("message %s does not contain %q", r.Raw, tt.wantMessage)
+			}
+		})
+	}
+}

@@ -391,12 +391,11 @@ func (s *Server) op(name string, h opHandler) echo.HandlerFunc {
 	}
 }
 
-// maxRecordedKeyIDLength is the length in bytes of the longest key reference that can be
-// valid: "alias/" and a 255-character key alias. A longer key_id is invalid whatever it
-// contains, so audit records and log lines keep only this much of it (recordedKeyID).
-// Without the cut, any signed client could write up to the body limit into the trail on
-// every call.
-const maxRecordedKeyIDLength = len("alias/") + 255
+// maxRecordedKeyIDLength is the length of the longest key reference that can be valid.
+// A longer key_id is invalid whatever it contains, so audit records and log lines keep
+// only this much of it (recordedKeyID). Without the cut, any signed client could write up
+// to the body limit into the trail on every call.
+const maxRecordedKeyIDLength = service.MaxKeyRefLength
 
 // recordedKeyID returns id, or for an id longer than maxRecordedKeyIDLength its first
 // bytes up to that length at a UTF-8 boundary followed by its length in bytes.
