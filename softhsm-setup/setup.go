@@ -121,12 +121,15 @@ func Ensure(dataDir, label string) (Setup, error) {
 		return Setup{}, fmt.Errorf("set SOFTHSM2_CONF: %w", err)
 	}
 
+	tokens := filepath.Join(dataDir, "tokens")
 	found, err := withLibrary(module, func(p11 *pkcs11.Ctx) (bool, error) {
 		_, ok, err := findToken(p11, label)
 		return ok, err
 	})
 	if err != nil {
-		return Setup{}, err
+		// SoftHSM2 reports a token directory that it cannot read as CKR_GENERAL_ERROR.
+		return Setup{}, fmt.Errorf("%w (check that this user can read and write %s)", err,
+			tokens)
 	}
 	if found {
 		if err := recordKnownToken(dataDir, label); err != nil {
@@ -140,10 +143,15 @@ func Ensure(dataDir, label string) (Setup, error) {
 		return Setup{}, err
 	}
 	if slices.Contains(known, label) {
+		if entries, err := os.ReadDir(tokens); err == nil && len(entries) > 0 {
+			return Setup{}, fmt.Errorf("%w: SoftHSM2 finds no token %q in %s, which is not "+
+				"empty. Check that this user can read the files there, or restore the "+
+				"directory from a backup", ErrTokenMissing, label, tokens)
+		}
 		return Setup{}, fmt.Errorf("%w: token %q was initialised in %s before and is not "+
 			"there now. Restore that directory from a backup, because a new token would hold "+
 			"none of the keys that the store names. To start over instead, move %s away",
-			ErrTokenMissing, label, filepath.Join(dataDir, "tokens"), dataDir)
+			ErrTokenMissing, label, tokens, dataDir)
 	}
 
 	if err := InitToken(conf, label, soPIN, userPIN); err != nil {
@@ -170,7 +178,8 @@ func knownTokens(dataDir string) ([]string, error) {
 
 	var labels []string
 	if err := json.Unmarshal(b, &labels); err != nil {
-		return nil, fmt.Errorf("%s is not a JSON array of token labels: %w", path, err)
+		return nil, fmt.Errorf("%s is not a JSON array of token labels, such as [\"kms\"]: "+
+			"correct it, or delete it if the token directory is intact: %w", path, err)
 	}
 	return labels, nil
 }

@@ -97,6 +97,17 @@ func TestEnsureFirstRun(t *testing.T) {
 	if n := countTokens(t, setup.ModulePath, "kms"); n != 0 {
 		t.Errorf("%d tokens labelled kms after the token directory was deleted, want 0", n)
 	}
+
+	// Files that SoftHSM2 cannot read as the token get a message about them instead.
+	junk := filepath.Join(dataDir, "tokens", "unreadable")
+	if err := os.WriteFile(junk, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Ensure(dataDir, "kms")
+	if !errors.Is(err, ErrTokenMissing) || !strings.Contains(err.Error(), "which is not empty") {
+		t.Errorf("Ensure with a token directory that holds no token: %v, want ErrTokenMissing "+
+			"saying the directory is not empty", err)
+	}
 }
 
 func TestKnownTokens(t *testing.T) {
