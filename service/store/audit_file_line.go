@@ -404,6 +404,43 @@ func (l fileLine) record() (AuditRecord, error) {
 	}, nil
 }
 
+// isCanonical reports whether line, newline excluded, is byte for byte the line that the
+// append functions write for the fields that l decoded from it. A line that decodes to
+// the same fields but differs in escaping, spacing, field order, letter case of its hex,
+// or an added field that no line of its type has, is not. The fields a line hashes could
+// be the same in such a line, so the hash chain alone would not show the change.
+// scratch, when not nil, is reused for the line it builds.
+func (l fileLine) isCanonical(line []byte, scratch *[]byte) bool {
+	var want []byte
+	if scratch != nil {
+		want = (*scratch)[:0]
+		defer func() { *scratch = want }()
+	}
+	switch l.Type {
+	case fileLineChain:
+		c, err := l.chain()
+		if err != nil {
+			return false
+		}
+		want = appendChainLine(want, c)
+	case fileLineRecord:
+		r, err := l.record()
+		if err != nil {
+			return false
+		}
+		want = appendRecordLine(want, r)
+	case fileLineCheckpoint:
+		c, err := l.checkpoint()
+		if err != nil {
+			return false
+		}
+		want = appendCheckpointLine(want, c)
+	default:
+		return false
+	}
+	return bytes.Equal(bytes.TrimSuffix(want, []byte("\n")), line)
+}
+
 func (l fileLine) checkpoint() (AuditCheckpoint, error) {
 	recordHash, err := hex.DecodeString(l.RecordHash)
 	if err != nil {

@@ -121,14 +121,25 @@ func (a *auditFiles) page(chainID, kind string, afterSeq uint64, limit int,
 		end = w.written()
 	}
 
+	// A checkpoint line follows the record line it signs. Record lines up to afterSeq
+	// come before start, because start is the file's start or the end of an earlier page.
+	highestRecord := afterSeq
+	var scratch []byte // the line isCanonical builds, reused
 	n, last, lastEnd := 0, afterSeq, filePosition{offset: -1}
 	err := scanChainFile(path, start, end, func(line []byte, end filePosition) (bool, error) {
 		typ, seq, decoded, err := classifyLine(chainID, line, end.line)
 		if err != nil {
 			return true, err
 		}
+		if typ == fileLineRecord {
+			highestRecord = max(highestRecord, seq)
+		}
 		if typ != kind || seq <= afterSeq {
 			return false, nil
+		}
+		if typ == fileLineCheckpoint && seq > highestRecord {
+			return true, damagedLine(chainID, end.line, fmt.Sprintf(
+				"checkpoint %d comes before the line of record %d", seq, seq))
 		}
 
 		if decoded == nil {
@@ -141,6 +152,14 @@ func (a *auditFiles) page(chainID, kind string, afterSeq uint64, limit int,
 		if decoded.Seq != seq {
 			return true, damagedLine(chainID, end.line, "the seq is not where a line "+
 				"written by kmsd has it")
+		}
+		if decoded.ChainID != chainID {
+			return true, damagedLine(chainID, end.line, fmt.Sprintf(
+				"the line belongs to chain %q", decoded.ChainID))
+		}
+		if !decoded.isCanonical(line, &scratch) {
+			return true, damagedLine(chainID, end.line,
+				"the line is not in the exact form kmsd writes for its fields")
 		}
 		seq, err = add(*decoded)
 		if err != nil {
@@ -193,6 +212,9 @@ func classifyLine(chainID string, line []byte, n int) (typ string, seq uint64,
 		}
 		if err == nil {
 			_, err = l.chain()
+		}
+		if err == nil && !l.isCanonical(line, nil) {
+			err = errors.New("the line is not in the exact form kmsd writes for its fields")
 		}
 		if err != nil {
 			return "", 0, nil, damagedLine(chainID, n, err.Error())

@@ -846,3 +846,76 @@ func TestChainFileAppendedByOthersCut(t *testing.T) {
 		t.Errorf("the closed chain file keeps bytes after its lines:\n%q", data)
 	}
 }
+
+// TestChainFileNonCanonicalLine changes lines of a chain file in ways that keep every
+// hashed field as it was, and checks that the reader reports each change as damage.
+func TestChainFileNonCanonicalLine(t *testing.T) {
+	records := fileRecords("c", 1, 2)
+	records[0].Hash = bytes.Repeat([]byte{0xab}, 32)
+	records[1].KeyID = "a<b" // written as a\u003cb, as encoding/json writes it
+	chain := string(appendChainLine(nil, AuditChain{ID: "c", StartedAt: fileTestTime}))
+	first := strings.TrimSuffix(string(appendRecordLine(nil, records[0])), "\n")
+	second := strings.TrimSuffix(string(appendRecordLine(nil, records[1])), "\n")
+	checkpoint := strings.TrimSuffix(string(appendCheckpointLine(nil, AuditCheckpoint{
+		ChainID: "c", Seq: 2, RecordHash: records[1].Hash, Signature: []byte{0x30}})), "\n")
+	withField := func(line, field string) string {
+		return strings.TrimSuffix(line, "}") + "," + field + "}"
+	}
+
+	tests := []struct {
+		name      string
+		lines     []string // after the chain line
+		wantLine  int      // the damaged line, 0 for none
+		inRecords bool     // ListAuditRecords reports it, else ListAuditCheckpoints
+	}{
+		{"untouched", []string{first, second, checkpoint}, 0, true},
+		{"field of a chain line in a record", []string{withField(first, `"host":"vm"`), second,
+			checkpoint}, 2, true},
+		{"explicit empty field", []string{withField(first, `"grant_id":""`), second,
+			checkpoint}, 2, true},
+		{"escape removed", []string{first, strings.Replace(second, `\u003c`, "<", 1),
+			checkpoint}, 3, true},
+		{"space after the object", []string{first + " ", second, checkpoint}, 2, true},
+		{"carriage return", []string{first + "\r", second, checkpoint}, 2, true},
+		{"upper-case hex", []string{strings.Replace(first, "abab", "ABAB", 1), second,
+			checkpoint}, 2, true},
+		{"line of another chain", []string{first,
+			strings.Replace(second, `"chain_id":"c"`, `"chain_id":"d"`, 1), checkpoint}, 3, true},
+		{"checkpoint before its record", []string{first, checkpoint, second}, 3, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := writeClosedChain(t)
+			file := filepath.Join(path+"-audit", "c.jsonl")
+			text := chain + strings.Join(tt.lines, "\n") + "\n"
+			if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+
+			s := openFileStore(t, path)
+			_, recordsErr := s.ListAuditRecords(t.Context(), "c", 0, 10)
+			_, checkpointsErr := s.ListAuditCheckpoints(t.Context(), "c", 0, 10)
+			err, other := checkpointsErr, recordsErr
+			if tt.inRecords {
+				err, other = recordsErr, checkpointsErr
+			}
+			if other != nil {
+				t.Errorf("the other listing failed too: %v", other)
+			}
+			if tt.wantLine == 0 {
+				if err != nil {
+					t.Errorf("untouched chain file: %v", err)
+				}
+				return
+			}
+			var damaged *ChainFileError
+			if !errors.As(err, &damaged) {
+				t.Fatalf("got %v, want a *ChainFileError", err)
+			}
+			if damaged.Line != tt.wantLine {
+				t.Errorf("damage reported on line %d (%s), want line %d", damaged.Line,
+					damaged.Reason, tt.wantLine)
+			}
+		})
+	}
+}
