@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -127,7 +128,8 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, log *slo
 	// The token can be missing at start, so everything that needs it starts in the
 	// background while HTTP already serves /healthz, /readyz and /metrics.
 	sw := &handlerSwitch{}
-	sw.set(startingHandler(registry, token, cfg.MetricsListen == ""))
+	tokenMismatch := &atomic.Bool{}
+	sw.set(startingHandler(registry, token, tokenMismatch, cfg.MetricsListen == ""))
 	if cfg.MetricsListen != "" && cfg.MetricsListen != "off" {
 		stopMetrics, err := serveMetrics(cfg.MetricsListen, registry, log)
 		if err != nil {
@@ -144,7 +146,7 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, log *slo
 	go func() {
 		startErr <- startServices(startCtx, components{
 			cfg: cfg, getenv: getenv, log: log, registry: registry, token: token, store: st,
-			clients: clients,
+			clients: clients, tokenMismatch: tokenMismatch,
 		}, sw, svcs)
 	}()
 

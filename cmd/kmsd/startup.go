@@ -40,10 +40,16 @@ func (s *handlerSwitch) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	(*s.current.Load()).ServeHTTP(w, r)
 }
 
+// reasonTokenMismatch is the /readyz reason while the token does not match the store.
+const reasonTokenMismatch = "token does not match the store"
+
 // startingHandler serves while the token is not usable yet: /healthz returns 200,
-// /readyz returns 503 with the reason "token unavailable" or "starting", /metrics serves
-// registry, and every other path returns 503 with the retryable KMS.0102 error body.
-func startingHandler(registry *prometheus.Registry, token hsm.Token, metricsHere bool) http.Handler {
+// /readyz returns 503 with the reason "token unavailable", reasonTokenMismatch while
+// mismatch is set, or "starting", /metrics serves registry, and every other path returns
+// 503 with the retryable KMS.0102 error body.
+func startingHandler(
+	registry *prometheus.Registry, token hsm.Token, mismatch *atomic.Bool, metricsHere bool,
+) http.Handler {
 	mux := http.NewServeMux()
 
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -53,6 +59,8 @@ func startingHandler(registry *prometheus.Registry, token hsm.Token, metricsHere
 		reason := api.ErrStarting.Error()
 		if err := token.Ping(r.Context()); err != nil {
 			reason = api.ErrTokenNotReady.Error()
+		} else if mismatch.Load() {
+			reason = reasonTokenMismatch
 		}
 		w.Header().Set("Retry-After", "1")
 		writeJSON(w, http.StatusServiceUnavailable,
@@ -109,6 +117,8 @@ type components struct {
 	store    *store.SQLStore
 	// clients counts the open client connections of the API listener.
 	clients *connCounter
+	// tokenMismatch is set while the token does not match the store, for /readyz.
+	tokenMismatch *atomic.Bool
 }
 
 // startServices waits until the token is usable and matches the store, then opens the
@@ -123,7 +133,7 @@ func startServices(ctx context.Context, c components, sw *handlerSwitch, svcs *s
 	if err := waitForToken(ctx, c.token, c.log); err != nil {
 		return err
 	}
-	if err := waitForTokenForStore(ctx, c.token, c.store, c.log); err != nil {
+	if err := waitForTokenForStore(ctx, c.token, c.store, c.tokenMismatch, c.log); err != nil {
 		return err
 	}
 
@@ -252,11 +262,13 @@ func checkTokenForStore(ctx context.Context, token hsm.Token, st store.Store) er
 // It logs a mismatch once as an error and other failures once per message, because
 // kmsd keeps checking: a token directory moved back in place fixes a mismatch.
 func waitForTokenForStore(
-	ctx context.Context, token hsm.Token, st store.Store, log *slog.Logger,
+	ctx context.Context, token hsm.Token, st store.Store, mismatch *atomic.Bool,
+	log *slog.Logger,
 ) error {
 	lastMessage := ""
 	return retry(ctx, func(attempt int) error {
 		err := checkTokenForStore(ctx, token, st)
+		mismatch.Store(errors.Is(err, errTokenMismatch))
 		if err == nil {
 			if attempt > 1 {
 				log.Info("token matches the store, starting the service", "attempts", attempt)

@@ -244,8 +244,10 @@ func TestKmsdNotReadyWithTokenOfAnotherStore(t *testing.T) {
 		return strings.Contains(p.logs.String(), mismatch)
 	})
 
-	if status, body := p.get("/readyz"); status != http.StatusServiceUnavailable {
-		t.Errorf("/readyz with the fresh token: status %d %s, expected 503", status, body)
+	if status, body := p.get("/readyz"); status != http.StatusServiceUnavailable ||
+		!strings.Contains(body, reasonTokenMismatch) {
+		t.Errorf("/readyz with the fresh token: status %d %s, expected 503 with the reason %q",
+			status, body, reasonTokenMismatch)
 	}
 	res := postSigned(t, p, "list-keys", []byte(`{}`), ak, sk, projectID)
 	if res.StatusCode != http.StatusServiceUnavailable {
