@@ -139,7 +139,7 @@ func (a *auditFiles) page(chainID, kind string, afterSeq uint64, limit int,
 		}
 		if typ == fileLineCheckpoint && seq > highestRecord {
 			return true, damagedLine(chainID, end.line, fmt.Sprintf(
-				"checkpoint %d comes before the line of record %d", seq, seq))
+				"no line of record %d comes before checkpoint %d", seq, seq))
 		}
 
 		if decoded == nil {
