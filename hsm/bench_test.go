@@ -43,15 +43,32 @@ func runEachParallelism(b *testing.B, op func() error) {
 	}
 }
 
+// benchAAD is the additional authenticated data of the benchmarks.
+var benchAAD = []byte("ciphertext header and encryption context")
+
+// sealedTestKey opens a module on a fresh token, generates the key keyID there and
+// returns the module, the key and dataKey sealed under it with benchAAD.
+func sealedTestKey(b *testing.B, keyID string) (*Module, KeyRef, Sealed) {
+	b.Helper()
+
+	m := openTestModule(b, nil)
+	ref := KeyRef{KeyID: keyID, Version: 1}
+	generateTestKey(b, m, ref)
+	sealed, err := m.Seal(context.Background(), ref, dataKey, benchAAD)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return m, ref, sealed
+}
+
 func BenchmarkSeal(b *testing.B) {
 	m := openTestModule(b, nil)
 	ref := KeyRef{KeyID: "bench-seal", Version: 1}
 	generateTestKey(b, m, ref)
 	ctx := context.Background()
-	aad := []byte("ciphertext header and encryption context")
 
 	runEachParallelism(b, func() error {
-		_, err := m.Seal(ctx, ref, dataKey, aad)
+		_, err := m.Seal(ctx, ref, dataKey, benchAAD)
 		return err
 	})
 }
@@ -63,30 +80,21 @@ func BenchmarkSealRandom(b *testing.B) {
 	ref := KeyRef{KeyID: "bench-seal-random", Version: 1}
 	generateTestKey(b, m, ref)
 	ctx := context.Background()
-	aad := []byte("ciphertext header and encryption context")
 
 	runEachParallelism(b, func() error {
-		_, _, err := m.SealRandom(ctx, ref, len(dataKey), aad)
+		_, _, err := m.SealRandom(ctx, ref, len(dataKey), benchAAD)
 		return err
 	})
 }
 
 func BenchmarkOpen(b *testing.B) {
-	m := openTestModule(b, nil)
-	ref := KeyRef{KeyID: "bench-open", Version: 1}
-	generateTestKey(b, m, ref)
+	m, ref, sealed := sealedTestKey(b, "bench-open")
 	ctx := context.Background()
-	aad := []byte("ciphertext header and encryption context")
-
-	sealed, err := m.Seal(ctx, ref, dataKey, aad)
-	if err != nil {
-		b.Fatal(err)
-	}
 
 	for _, goroutines := range []int{1, 2, 4, 8} {
 		b.Run(fmt.Sprintf("goroutines=%d", goroutines), func(b *testing.B) {
 			runGoroutines(b, goroutines, func() error {
-				_, err := m.Open(ctx, ref, sealed.IV, sealed.Ciphertext, aad)
+				_, err := m.Open(ctx, ref, sealed.IV, sealed.Ciphertext, benchAAD)
 				return err
 			})
 		})
@@ -98,16 +106,8 @@ func BenchmarkOpen(b *testing.B) {
 // "spin" keeps it busy for the same 100 µs. The us/open metric times the Open calls
 // alone. ns/op includes the gap, and time.Sleep may sleep longer than asked.
 func BenchmarkOpenAfterGap(b *testing.B) {
-	m := openTestModule(b, nil)
-	ref := KeyRef{KeyID: "bench-gap", Version: 1}
-	generateTestKey(b, m, ref)
+	m, ref, sealed := sealedTestKey(b, "bench-gap")
 	ctx := context.Background()
-	aad := []byte("ciphertext header and encryption context")
-
-	sealed, err := m.Seal(ctx, ref, dataKey, aad)
-	if err != nil {
-		b.Fatal(err)
-	}
 
 	const gap = 100 * time.Microsecond
 	for _, tt := range []struct {
@@ -127,7 +127,7 @@ func BenchmarkOpenAfterGap(b *testing.B) {
 				tt.pause()
 
 				start := time.Now()
-				if _, err := m.Open(ctx, ref, sealed.IV, sealed.Ciphertext, aad); err != nil {
+				if _, err := m.Open(ctx, ref, sealed.IV, sealed.Ciphertext, benchAAD); err != nil {
 					b.Fatal(err)
 				}
 				opening += time.Since(start)
@@ -140,16 +140,8 @@ func BenchmarkOpenAfterGap(b *testing.B) {
 // BenchmarkRawDecrypt is the floor under Open: a bare C_DecryptInit and C_Decrypt loop on
 // one session, with the token object and with a session copy of the same key.
 func BenchmarkRawDecrypt(b *testing.B) {
-	m := openTestModule(b, nil)
-	ref := KeyRef{KeyID: "bench-raw", Version: 1}
-	generateTestKey(b, m, ref)
+	m, ref, sealed := sealedTestKey(b, "bench-raw")
 	ctx := context.Background()
-	aad := []byte("ciphertext header and encryption context")
-
-	sealed, err := m.Seal(ctx, ref, dataKey, aad)
-	if err != nil {
-		b.Fatal(err)
-	}
 
 	c, release, err := m.acquire()
 	if err != nil {
@@ -180,7 +172,7 @@ func BenchmarkRawDecrypt(b *testing.B) {
 	} {
 		b.Run(tt.name, func(b *testing.B) {
 			for b.Loop() {
-				_, err := decryptGCM(c.p11, s.handle, tt.key, sealed.IV, sealed.Ciphertext, aad)
+				_, err := decryptGCM(c.p11, s.handle, tt.key, sealed.IV, sealed.Ciphertext, benchAAD)
 				if err != nil {
 					b.Fatal(err)
 				}

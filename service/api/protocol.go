@@ -62,9 +62,11 @@ func ProtocolErrorResponse(raw []byte) ([]byte, bool) {
 		status, detail = protocolError(code, statusLine, text)
 	}
 
+	// errorBody has only string fields, for which json.Marshal cannot fail, so the error
+	// branch only keeps net/http's response if that ever changes.
 	body, err := json.Marshal(errorBody{Error: detail})
 	if err != nil {
-		return nil, false // json.Marshal fails only for types that errorBody does not use
+		return nil, false
 	}
 
 	out := make([]byte, 0, 128+len(body))

@@ -404,41 +404,16 @@ func (l fileLine) record() (AuditRecord, error) {
 	}, nil
 }
 
-// isCanonical reports whether line, newline excluded, is byte for byte the line that the
-// append functions write for the fields that l decoded from it. A line that decodes to
-// the same fields but differs in escaping, spacing, field order, letter case of its hex,
-// or an added field that no line of its type has, is not. The fields a line hashes could
-// be the same in such a line, so the hash chain alone would not show the change.
-// scratch, when not nil, is reused for the line it builds.
-func (l fileLine) isCanonical(line []byte, scratch *[]byte) bool {
-	var want []byte
-	if scratch != nil {
-		want = (*scratch)[:0]
-		defer func() { *scratch = want }()
-	}
-	switch l.Type {
-	case fileLineChain:
-		c, err := l.chain()
-		if err != nil {
-			return false
-		}
-		want = appendChainLine(want, c)
-	case fileLineRecord:
-		r, err := l.record()
-		if err != nil {
-			return false
-		}
-		want = appendRecordLine(want, r)
-	case fileLineCheckpoint:
-		c, err := l.checkpoint()
-		if err != nil {
-			return false
-		}
-		want = appendCheckpointLine(want, c)
-	default:
-		return false
-	}
-	return bytes.Equal(bytes.TrimSuffix(want, []byte("\n")), line)
+// errNotWrittenForm reports a line that decodes to fields of its type but is not byte for
+// byte the line that the append functions write for them: other escaping, spacing, field
+// order or letter case of its hex, or a field that lines of its type do not have. Its
+// hashed fields may be unchanged, so the hash chain alone would not show the change.
+var errNotWrittenForm = errors.New("the line is not in the exact form kmsd writes for its fields")
+
+// isWrittenForm reports whether line, newline excluded, equals written, a line that an
+// append function built, newline included.
+func isWrittenForm(written, line []byte) bool {
+	return bytes.Equal(bytes.TrimSuffix(written, []byte("\n")), line)
 }
 
 func (l fileLine) checkpoint() (AuditCheckpoint, error) {

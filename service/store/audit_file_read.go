@@ -82,10 +82,16 @@ func readChainHeader(path string) (AuditChain, error) {
 // records returns up to limit records of the chain after afterSeq, in seq order.
 func (a *auditFiles) records(chainID string, afterSeq uint64, limit int) ([]AuditRecord, error) {
 	var records []AuditRecord
-	err := a.page(chainID, fileLineRecord, afterSeq, limit, func(l fileLine) (uint64, error) {
+	var written []byte // the line of the last record rebuilt, reused
+	err := a.page(chainID, fileLineRecord, afterSeq, limit, func(l fileLine, line []byte) (
+		uint64, error) {
 		r, err := l.record()
 		if err != nil {
 			return 0, err
+		}
+		written = appendRecordLine(written[:0], r)
+		if !isWrittenForm(written, line) {
+			return 0, errNotWrittenForm
 		}
 		records = append(records, r)
 		return r.Seq, nil
@@ -97,10 +103,14 @@ func (a *auditFiles) records(chainID string, afterSeq uint64, limit int) ([]Audi
 func (a *auditFiles) checkpoints(chainID string, afterSeq uint64, limit int) (
 	[]AuditCheckpoint, error) {
 	var checkpoints []AuditCheckpoint
-	err := a.page(chainID, fileLineCheckpoint, afterSeq, limit, func(l fileLine) (uint64, error) {
+	err := a.page(chainID, fileLineCheckpoint, afterSeq, limit, func(l fileLine, line []byte) (
+		uint64, error) {
 		c, err := l.checkpoint()
 		if err != nil {
 			return 0, err
+		}
+		if !isWrittenForm(appendCheckpointLine(nil, c), line) {
+			return 0, errNotWrittenForm
 		}
 		checkpoints = append(checkpoints, c)
 		return c.Seq, nil
@@ -108,11 +118,12 @@ func (a *auditFiles) checkpoints(chainID string, afterSeq uint64, limit int) (
 	return checkpoints, err
 }
 
-// page calls add for up to limit lines of kind with seq above afterSeq, in file order,
-// which is seq order. It starts at the position where an earlier page ended, when one
-// ended at afterSeq, so that reading a chain page by page reads the file once.
+// page calls add with the decoded fields and the bytes of up to limit lines of kind with
+// seq above afterSeq, in file order, which is seq order. It starts at the position where
+// an earlier page ended, when one ended at afterSeq, so that reading a chain page by page
+// reads the file once.
 func (a *auditFiles) page(chainID, kind string, afterSeq uint64, limit int,
-	add func(fileLine) (uint64, error)) error {
+	add func(l fileLine, line []byte) (uint64, error)) error {
 	start := a.cursor(cursorKey{chainID, kind, afterSeq})
 	path := a.path(chainID)
 	end := int64(-1)
@@ -124,7 +135,6 @@ func (a *auditFiles) page(chainID, kind string, afterSeq uint64, limit int,
 	// A checkpoint line follows the record line it signs. Record lines up to afterSeq
 	// come before start, because start is the file's start or the end of an earlier page.
 	highestRecord := afterSeq
-	var scratch []byte // the line isCanonical builds, reused
 	n, last, lastEnd := 0, afterSeq, filePosition{offset: -1}
 	err := scanChainFile(path, start, end, func(line []byte, end filePosition) (bool, error) {
 		typ, seq, decoded, err := classifyLine(chainID, line, end.line)
@@ -157,11 +167,7 @@ func (a *auditFiles) page(chainID, kind string, afterSeq uint64, limit int,
 			return true, damagedLine(chainID, end.line, fmt.Sprintf(
 				"the line belongs to chain %q", decoded.ChainID))
 		}
-		if !decoded.isCanonical(line, &scratch) {
-			return true, damagedLine(chainID, end.line,
-				"the line is not in the exact form kmsd writes for its fields")
-		}
-		seq, err = add(*decoded)
+		seq, err = add(*decoded, line)
 		if err != nil {
 			return true, damagedLine(chainID, end.line, err.Error())
 		}
@@ -210,11 +216,12 @@ func classifyLine(chainID string, line []byte, n int) (typ string, seq uint64,
 		if err == nil && l.Type != fileLineChain {
 			err = errors.New("the type is not the first field")
 		}
+		var c AuditChain
 		if err == nil {
-			_, err = l.chain()
+			c, err = l.chain()
 		}
-		if err == nil && !l.isCanonical(line, nil) {
-			err = errors.New("the line is not in the exact form kmsd writes for its fields")
+		if err == nil && !isWrittenForm(appendChainLine(nil, c), line) {
+			err = errNotWrittenForm
 		}
 		if err != nil {
 			return "", 0, nil, damagedLine(chainID, n, err.Error())
