@@ -13,6 +13,11 @@ import (
 // PIN after a few failed logins.
 var ErrPINIncorrect = errors.New("token rejected the user PIN")
 
+// ErrTokenAmbiguous is wrapped by the error of a connection attempt that found more than one
+// token with the configured label. No login is tried then. The Module keeps retrying, so it
+// connects once all but one of those tokens are relabelled or removed.
+var ErrTokenAmbiguous = errors.New("token label is not unique")
+
 // ckrAEADDecryptFailed is CKR_AEAD_DECRYPT_FAILED from PKCS#11 3.0, which miekg/pkcs11 v1.1.2
 // does not define.
 const ckrAEADDecryptFailed = pkcs11.Error(0x00000035)

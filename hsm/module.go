@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -253,11 +254,8 @@ func (m *Module) reconnect(old *conn) error {
 		m.counters.reset()
 	}
 
-	if m.pinRejected {
-		return fmt.Errorf("%w: %w", ErrUnavailable, m.lastErr)
-	}
-	if time.Now().Before(m.nextAttempt) {
-		return fmt.Errorf("%w: %w", ErrUnavailable, m.lastErr)
+	if m.pinRejected || time.Now().Before(m.nextAttempt) {
+		return m.unavailableErr()
 	}
 
 	c, err := connect(m.cfg, &m.counters)
@@ -274,6 +272,15 @@ func (m *Module) reconnect(old *conn) error {
 	m.conn = c
 	m.markUp(c)
 	return nil
+}
+
+// unavailableErr returns the error of the last failed attempt to connect, wrapping
+// ErrUnavailable once.
+func (m *Module) unavailableErr() error {
+	if errors.Is(m.lastErr, ErrUnavailable) {
+		return m.lastErr
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, m.lastErr)
 }
 
 // markDown records and logs why the token is unavailable, once per change of state or
@@ -471,10 +478,26 @@ type conn struct {
 // connect configures crypto11 (C_Initialize, token by label, C_Login), then opens the second
 // miekg context for the pooled sessions.
 func connect(cfg Config, counters *counters) (*conn, error) {
+	connectMu.Lock()
+	defer connectMu.Unlock()
+
+	// crypto11 logs in to the first token that carries the label. Where two do, that
+	// login could go to the wrong token and count against its PIN retries, so the label
+	// is checked before any login, and crypto11 then selects the token by its serial.
+	serial, err := probeToken(cfg.ModulePath, cfg.TokenLabel)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	selectLabel := cfg.TokenLabel
+	if serial != "" {
+		selectLabel = ""
+	}
+
 	c11, err := crypto11.Configure(&crypto11.Config{
-		Path:       cfg.ModulePath,
-		TokenLabel: cfg.TokenLabel,
-		Pin:        cfg.PIN,
+		Path:        cfg.ModulePath,
+		TokenSerial: serial,
+		TokenLabel:  selectLabel,
+		Pin:         cfg.PIN,
 		// crypto11 keeps one of these as its logged-in persistent session.
 		MaxSessions: max(cfg.MaxSessions, 2),
 		// The standard 96-bit IV, in case crypto11's AEAD is ever used.
@@ -504,7 +527,10 @@ func connect(cfg Config, counters *counters) (*conn, error) {
 		return nil, fmt.Errorf("%w: C_Initialize: %w", ErrUnavailable, err)
 	}
 
-	slot, err := findSlot(p11, cfg.TokenLabel)
+	slot, info, err := findSlot(p11, cfg.TokenLabel)
+	if err == nil && serial != "" && strings.TrimRight(info.SerialNumber, " ") != serial {
+		err = fmt.Errorf("the token labelled %q changed while connecting", cfg.TokenLabel)
+	}
 	if err != nil {
 		p11.Destroy()
 		_ = c11.Close()
@@ -536,24 +562,72 @@ func connect(cfg Config, counters *counters) (*conn, error) {
 	return c, nil
 }
 
-// findSlot returns the slot holding the token labelled label.
-func findSlot(p11 *pkcs11.Ctx, label string) (uint, error) {
-	slots, err := p11.GetSlotList(true)
-	if err != nil {
-		return 0, fmt.Errorf("C_GetSlotList: %w", err)
+// connectMu serializes connect in the process. probeToken may initialise the library
+// for a moment, and crypto11.Configure fails while another context holds it initialised.
+var connectMu sync.Mutex
+
+// probeToken returns the serial number of the one token labelled label in the library
+// at path, without logging in. It initialises the library for the probe unless the
+// process already did, and then finalises it again.
+func probeToken(path, label string) (string, error) {
+	p11 := pkcs11.New(path)
+	if p11 == nil {
+		return "", fmt.Errorf("load PKCS#11 module %q", path)
+	}
+	defer p11.Destroy()
+
+	err := p11.Initialize()
+	if err == nil {
+		defer func() { _ = p11.Finalize() }()
+	} else if !errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
+		return "", fmt.Errorf("C_Initialize: %w", err)
 	}
 
+	_, info, err := findSlot(p11, label)
+	if err != nil {
+		return "", err
+	}
+
+	return strings.TrimRight(info.SerialNumber, " "), nil
+}
+
+// findSlot returns the slot holding the token labelled label and its token information.
+// It fails when no token or more than one token carries the label: with two, kmsd could
+// not tell which one holds its keys.
+func findSlot(p11 *pkcs11.Ctx, label string) (uint, pkcs11.TokenInfo, error) {
+	slots, err := p11.GetSlotList(true)
+	if err != nil {
+		return 0, pkcs11.TokenInfo{}, fmt.Errorf("C_GetSlotList: %w", err)
+	}
+
+	var found []uint
+	var infos []pkcs11.TokenInfo
 	for _, slot := range slots {
 		info, err := p11.GetTokenInfo(slot)
 		if err != nil {
 			continue
 		}
 		if strings.TrimRight(info.Label, " ") == label {
-			return slot, nil
+			found = append(found, slot)
+			infos = append(infos, info)
 		}
 	}
 
-	return 0, fmt.Errorf("no token labelled %q in %d slots", label, len(slots))
+	switch len(found) {
+	case 0:
+		return 0, pkcs11.TokenInfo{}, fmt.Errorf("no token labelled %q in %d slots", label,
+			len(slots))
+	case 1:
+		return found[0], infos[0], nil
+	}
+
+	serials := make([]string, len(infos))
+	for i, info := range infos {
+		serials[i] = strconv.Quote(strings.TrimRight(info.SerialNumber, " "))
+	}
+	return 0, pkcs11.TokenInfo{}, fmt.Errorf("%w: %d tokens are labelled %q (serial numbers %s): "+
+		"relabel or remove all but the token that holds the keys", ErrTokenAmbiguous,
+		len(found), label, strings.Join(serials, ", "))
 }
 
 // close closes the pooled sessions, then crypto11's context, which calls C_Finalize when it

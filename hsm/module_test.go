@@ -6,11 +6,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hsmkms/kms/softhsm-setup/softhsmtest"
+	"github.com/miekg/pkcs11"
 )
 
 func TestOpenInvalidModulePath(t *testing.T) {
@@ -141,6 +143,123 @@ func TestMissingTokenThenInitialised(t *testing.T) {
 		t.Error("the reconnection was not logged")
 	}
 	if strings.Contains(logs.String(), pin) {
+		t.Error("log contains the PIN")
+	}
+}
+
+// tokenSlots loads module, initialises it unless the process already did, and calls fn
+// with the context and its slots with a token. It finalises only what it initialised.
+func tokenSlots(t *testing.T, module string, fn func(p11 *pkcs11.Ctx, slots []uint)) {
+	t.Helper()
+
+	p11 := pkcs11.New(module)
+	if p11 == nil {
+		t.Fatalf("load %s", module)
+	}
+	defer p11.Destroy()
+	if err := p11.Initialize(); err == nil {
+		defer func() { _ = p11.Finalize() }()
+	} else if !errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
+		t.Fatalf("C_Initialize: %v", err)
+	}
+
+	slots, err := p11.GetSlotList(true)
+	if err != nil {
+		t.Fatalf("C_GetSlotList: %v", err)
+	}
+	fn(p11, slots)
+}
+
+// initTokenUnchecked initialises SoftHSM2's free token with label even when another
+// token carries it already, which softhsm-setup refuses to do, and returns its serial
+// number.
+func initTokenUnchecked(t *testing.T, module, label, soPIN string) string {
+	t.Helper()
+
+	serial := ""
+	tokenSlots(t, module, func(p11 *pkcs11.Ctx, slots []uint) {
+		for _, slot := range slots {
+			info, err := p11.GetTokenInfo(slot)
+			if err != nil || info.Flags&pkcs11.CKF_TOKEN_INITIALIZED != 0 {
+				continue
+			}
+			if err := p11.InitToken(slot, soPIN, label); err != nil {
+				t.Fatalf("C_InitToken: %v", err)
+			}
+			// SoftHSM2 gives the token its serial number at C_InitToken and keeps the
+			// slot id until the next C_Initialize.
+			info, err = p11.GetTokenInfo(slot)
+			if err != nil {
+				t.Fatalf("C_GetTokenInfo: %v", err)
+			}
+			serial = strings.TrimRight(info.SerialNumber, " ")
+			return
+		}
+		t.Fatal("SoftHSM2 offers no free token")
+	})
+
+	return serial
+}
+
+// relabelToken initialises the token with serial number serial again under label.
+func relabelToken(t *testing.T, module, serial, label, soPIN string) {
+	t.Helper()
+
+	tokenSlots(t, module, func(p11 *pkcs11.Ctx, slots []uint) {
+		for _, slot := range slots {
+			info, err := p11.GetTokenInfo(slot)
+			if err != nil || strings.TrimRight(info.SerialNumber, " ") != serial {
+				continue
+			}
+			if err := p11.InitToken(slot, soPIN, label); err != nil {
+				t.Fatalf("C_InitToken: %v", err)
+			}
+			return
+		}
+		t.Fatalf("no token with serial number %s", serial)
+	})
+}
+
+func TestTwoTokensWithOneLabel(t *testing.T) {
+	cfg, setup := testConfig(t)
+	cfg.ReconnectInterval = time.Nanosecond
+	const soPIN = "stray-so-pin-0123"
+	stray := initTokenUnchecked(t, setup.ModulePath, setup.TokenLabel, soPIN)
+	logs := &syncBuffer{}
+
+	m, err := Open(context.Background(), cfg, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatalf("Open with two tokens of one label: %v", err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+
+	ctx := context.Background()
+	err = m.Ping(ctx)
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, ErrTokenAmbiguous) {
+		t.Fatalf("Ping returned %v, expected ErrUnavailable and ErrTokenAmbiguous", err)
+	}
+	for _, want := range []string{"2 tokens are labelled", strconv.Quote(stray)} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not contain %q", err, want)
+		}
+	}
+	if m.Stats().Connected {
+		t.Error("Stats reports a connection while the label names two tokens")
+	}
+	if !strings.Contains(logs.String(), "2 tokens are labelled") {
+		t.Errorf("the reason was not logged:\n%s", logs)
+	}
+
+	relabelToken(t, setup.ModulePath, stray, "stray-"+setup.TokenLabel, soPIN)
+	if err := m.Ping(ctx); err != nil {
+		t.Fatalf("Ping after the other token was relabelled: %v", err)
+	}
+	ref := KeyRef{KeyID: "unique", Version: 1}
+	generateTestKey(t, m, ref)
+	if _, err := m.Seal(ctx, ref, []byte("data"), nil); err != nil {
+		t.Errorf("Seal after the other token was relabelled: %v", err)
+	}
+	if strings.Contains(logs.String(), cfg.PIN) {
 		t.Error("log contains the PIN")
 	}
 }
