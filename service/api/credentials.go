@@ -163,9 +163,8 @@ func (s *Server) changeCredential(action string) opHandler {
 }
 
 // checkNotLastOperatorAdmin rejects deleting the last admin credential of the operator
-// project. kmsd takes the operator project from the oldest admin credential at start, so
-// deleting the last one would hand cross-project credential management to the next
-// oldest admin, which may belong to another project.
+// project, which would leave no one able to manage other projects' credentials until
+// the next start of kmsd creates a new admin credential in that project.
 //
 // NOTE: two concurrent deletes of the last two operator admins can both pass this check.
 func (s *Server) checkNotLastOperatorAdmin(ctx context.Context, target auth.Credential) error {

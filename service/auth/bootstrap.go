@@ -50,12 +50,18 @@ type adminFile struct {
 	DomainID  string `json:"domain_id"`
 }
 
-// EnsureAdmin creates the first admin credential when no credential with RoleAdmin
-// exists, enabled or not, and returns the bootstrap admin credential, whose project is
-// the operator project. When admins exist, that is the oldest one by creation time (then
-// by access key), so every start returns the same one. The access and secret keys come from env when both are set, and are
-// generated otherwise. Missing project and domain ids are generated as 32 lower-case hex
-// digits, like Huawei's.
+// EnsureAdmin returns the bootstrap admin credential: the oldest admin credential of the
+// operator project (by creation time, then by access key), enabled or not. The operator
+// project's admins manage the credentials of every project.
+//
+// The store records the operator project once (store.CredentialStore.RecordOperatorProject)
+// and keeps it, so deleting the first admin credential never hands that role to an admin
+// of another project. On a store without the record, the project of the oldest admin
+// credential is recorded, which is the project kmsd took before the record existed. When
+// the operator project has no admin credential (on a new store, or after every admin of
+// the project was deleted), EnsureAdmin creates one in that project. The access and
+// secret keys come from env when both are set, and are generated otherwise. Missing
+// project and domain ids are generated as 32 lower-case hex digits, like Huawei's.
 //
 // When EnsureAdmin generates the secret key, it writes dataDir/admin-credentials.json
 // (mode 0600, fields access_key, secret_key, project_id and domain_id) before storing the
@@ -66,15 +72,70 @@ type adminFile struct {
 // new credential fails. It logs the file paths, never the secret.
 //
 // NOTE: two replicas starting at once on an empty shared store can each create an
-// admin credential with generated keys. Start one replica first.
+// admin credential with generated keys. Both agree on the operator project, the first
+// one recorded, but the other replica's admin may then belong to another project.
+// Start one replica first.
 func (c *Credentials) EnsureAdmin(
 	ctx context.Context, dataDir string, env AdminEnv,
 ) (Credential, error) {
-	existing, found, err := c.findAdmin(ctx)
-	if err != nil || found {
-		return existing, err
+	operator, recorded, err := c.store.OperatorProject(ctx)
+	if err != nil {
+		return Credential{}, fmt.Errorf("find admin credential: %w", err)
 	}
 
+	existing, found, err := c.findAdmin(ctx, operator)
+	if err != nil {
+		return Credential{}, err
+	}
+	if found {
+		if !recorded {
+			return c.recordOperator(ctx, existing)
+		}
+		return existing, nil
+	}
+
+	if recorded {
+		if env.ProjectID != "" && env.ProjectID != operator {
+			return Credential{}, fmt.Errorf("%w: %s is %s, but the store's operator project "+
+				"is %s", ErrInvalidCredential, EnvProjectID, env.ProjectID, operator)
+		}
+		env.ProjectID = operator
+	}
+
+	created, err := c.createFirstAdmin(ctx, dataDir, env)
+	if err != nil {
+		return Credential{}, err
+	}
+	return c.recordOperator(ctx, created)
+}
+
+// recordOperator records the project of admin as the operator project unless one is
+// recorded already, and returns the bootstrap admin of the recorded project.
+func (c *Credentials) recordOperator(ctx context.Context, admin Credential) (Credential, error) {
+	operator, err := c.store.RecordOperatorProject(ctx, admin.ProjectID)
+	if err != nil {
+		return Credential{}, fmt.Errorf("record operator project: %w", err)
+	}
+	if operator == admin.ProjectID {
+		return admin, nil
+	}
+
+	// Another replica recorded its own admin's project first.
+	existing, found, err := c.findAdmin(ctx, operator)
+	if err != nil {
+		return Credential{}, err
+	}
+	if !found {
+		return Credential{}, fmt.Errorf("the operator project %s has no admin credential",
+			operator)
+	}
+	return existing, nil
+}
+
+// createFirstAdmin creates an admin credential from env, as EnsureAdmin describes.
+func (c *Credentials) createFirstAdmin(
+	ctx context.Context, dataDir string, env AdminEnv,
+) (Credential, error) {
 	req, err := c.adminRequest(ctx, env)
 	if err != nil {
 		return Credential{}, err
@@ -109,7 +170,9 @@ func (c *Credentials) EnsureAdmin(
 	return created, nil
 }
 
-func (c *Credentials) findAdmin(ctx context.Context) (Credential, bool, error) {
+// findAdmin returns the oldest admin credential of project, or of any project when project
+// is empty.
+func (c *Credentials) findAdmin(ctx context.Context, project string) (Credential, bool, error) {
 	credentials, err := c.List(ctx)
 	if err != nil {
 		return Credential{}, false, fmt.Errorf("find admin credential: %w", err)
@@ -119,7 +182,7 @@ func (c *Credentials) findAdmin(ctx context.Context) (Credential, bool, error) {
 	var oldest Credential
 	found := false
 	for _, credential := range credentials {
-		if credential.Role != RoleAdmin {
+		if credential.Role != RoleAdmin || (project != "" && credential.ProjectID != project) {
 			continue
 		}
 		if !found || credential.CreatedAt.Before(oldest.CreatedAt) {
@@ -167,7 +230,7 @@ func (c *Credentials) adminRequest(ctx context.Context, env AdminEnv) (CreateReq
 func (c *Credentials) createAdmin(ctx context.Context, req CreateRequest) (Credential, error) {
 	created, _, err := c.Create(ctx, req)
 	if errors.Is(err, ErrAccessKeyExists) {
-		existing, found, findErr := c.findAdmin(ctx)
+		existing, found, findErr := c.findAdmin(ctx, req.ProjectID)
 		if findErr == nil && found {
 			return existing, nil
 		}

@@ -120,3 +120,45 @@ func (s *SQLStore) checkOneRow(op string, res sql.Result, err error) error {
 	}
 	return nil
 }
+
+// operatorProjectSetting is the settings row that names the operator project.
+const operatorProjectSetting = "operator_project_id"
+
+// OperatorProject returns the recorded operator project, and false when none is recorded.
+func (s *SQLStore) OperatorProject(ctx context.Context) (string, bool, error) {
+	var project string
+	err := s.read.QueryRowContext(ctx, s.d.rebind("SELECT value FROM settings WHERE name = ?"),
+		operatorProjectSetting).Scan(&project)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, s.d.wrap("get operator project", err)
+	}
+	return project, true, nil
+}
+
+// RecordOperatorProject records projectID as the operator project unless one is recorded
+// already, and returns the recorded one. It reads back through the write connection, so
+// the value it returns is the committed one even where reads go to other connections.
+func (s *SQLStore) RecordOperatorProject(ctx context.Context, projectID string) (string, error) {
+	const op = "record operator project"
+	if projectID == "" {
+		return "", fmt.Errorf("%s: the project id is empty", op)
+	}
+
+	_, err := s.write.ExecContext(ctx, s.d.rebind(
+		"INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"),
+		operatorProjectSetting, projectID)
+	if err != nil {
+		return "", s.d.wrap(op, err)
+	}
+
+	var recorded string
+	err = s.write.QueryRowContext(ctx, s.d.rebind("SELECT value FROM settings WHERE name = ?"),
+		operatorProjectSetting).Scan(&recorded)
+	if err != nil {
+		return "", s.d.wrap(op, err)
+	}
+	return recorded, nil
+}

@@ -14,7 +14,8 @@ import (
 
 // migrationFiles contains one directory per dialect, named like the dialect, of files
 // named <version>_<name>.sql. Versions are unique and start at 1. Each concern owns its
-// version number (0002 lifecycle, 0003 aliases and tags, 0004 grants, 0005 audit), so a
+// version number (0002 lifecycle, 0003 aliases and tags, 0004 grants, 0005 audit,
+// 0006 settings), so a
 // build may lack a version below one that it has. A lower version that arrives later is
 // still applied, because pending compares sets of versions. A migration only adds
 // (tables, columns, indexes): it never drops or rewrites data, so an older build keeps

@@ -220,4 +220,13 @@ type CredentialStore interface {
 
 	// DeleteCredential deletes a credential.
 	DeleteCredential(ctx context.Context, accessKey string) error
+
+	// OperatorProject returns the recorded operator project, whose admins manage the
+	// credentials of every project, and false when none is recorded.
+	OperatorProject(ctx context.Context) (string, bool, error)
+
+	// RecordOperatorProject records projectID as the operator project unless one is
+	// recorded already, and returns the recorded one. The record is never changed, so
+	// concurrent callers all get the first value stored.
+	RecordOperatorProject(ctx context.Context, projectID string) (string, error)
 }
