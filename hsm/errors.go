@@ -18,6 +18,11 @@ var ErrPINIncorrect = errors.New("token rejected the user PIN")
 // connects once all but one of those tokens are relabelled or removed.
 var ErrTokenAmbiguous = errors.New("token label is not unique")
 
+// ErrTokenReplaced is wrapped by the error of a connection attempt that found, under the
+// configured label, a token with another serial number than the one pinned by
+// Module.PinToken. No login is tried then, and the Module keeps retrying.
+var ErrTokenReplaced = errors.New("token replaced")
+
 // ckrAEADDecryptFailed is CKR_AEAD_DECRYPT_FAILED from PKCS#11 3.0, which miekg/pkcs11 v1.1.2
 // does not define.
 const ckrAEADDecryptFailed = pkcs11.Error(0x00000035)

@@ -140,6 +140,9 @@ type Module struct {
 	lastErr     error
 	nextAttempt time.Time
 	pinRejected bool
+	// pinnedSerial is the serial number that a new connection's token must have
+	// (PinToken), or empty.
+	pinnedSerial string
 	// generation counts the connections made since Open; the current one has this number.
 	generation uint64
 
@@ -258,7 +261,7 @@ func (m *Module) reconnect(old *conn) error {
 		return m.unavailableErr()
 	}
 
-	c, err := connect(m.cfg, &m.counters)
+	c, err := connect(m.cfg, &m.counters, m.pinnedSerial)
 	if err != nil {
 		m.nextAttempt = time.Now().Add(m.cfg.ReconnectInterval)
 		m.pinRejected = errors.Is(err, ErrPINIncorrect)
@@ -272,6 +275,31 @@ func (m *Module) reconnect(old *conn) error {
 	m.conn = c
 	m.markUp(c)
 	return nil
+}
+
+// PinToken binds the Module to the token it is connected to. Later connections then
+// accept only a token with the same serial number, so that another token put in its
+// place under the same label and PIN is not used. kmsd pins the token once it has found
+// that the token matches its store. A token that reports no serial number cannot be
+// pinned, and PinToken then only checks the connection. It returns an error wrapping
+// ErrUnavailable when no token is connected.
+func (m *Module) PinToken() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+
+	if m.conn == nil {
+		return fmt.Errorf("%w: pin the token: no token is connected", ErrUnavailable)
+	}
+	m.pinnedSerial = m.conn.serial
+	return nil
+}
+
+// UnpinToken undoes PinToken.
+func (m *Module) UnpinToken() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+
+	m.pinnedSerial = ""
 }
 
 // unavailableErr returns the error of the last failed attempt to connect, wrapping
@@ -452,6 +480,7 @@ type conn struct {
 	gcm      *gcmCalls // nil when the library's function list cannot be used
 	gcmErr   error     // the reason gcm is nil
 	slot     uint
+	serial   string // the token's serial number, empty when the token reports none
 	counters *counters
 
 	// generation numbers this connection among those of its Module, from 1.
@@ -477,7 +506,9 @@ type conn struct {
 
 // connect configures crypto11 (C_Initialize, token by label, C_Login), then opens the second
 // miekg context for the pooled sessions.
-func connect(cfg Config, counters *counters) (*conn, error) {
+//
+// pinned is the serial number that the token must have (Module.PinToken), or empty.
+func connect(cfg Config, counters *counters, pinned string) (*conn, error) {
 	connectMu.Lock()
 	defer connectMu.Unlock()
 
@@ -487,6 +518,11 @@ func connect(cfg Config, counters *counters) (*conn, error) {
 	serial, err := probeToken(cfg.ModulePath, cfg.TokenLabel)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	if pinned != "" && serial != pinned {
+		return nil, fmt.Errorf("%w: %w: the token labelled %q has serial number %q, not %q "+
+			"as when kmsd started; put that token back, or restart kmsd to use this one",
+			ErrUnavailable, ErrTokenReplaced, cfg.TokenLabel, serial, pinned)
 	}
 	selectLabel := cfg.TokenLabel
 	if serial != "" {
@@ -546,6 +582,7 @@ func connect(cfg Config, counters *counters) (*conn, error) {
 		gcm:         gcm,
 		gcmErr:      gcmErr,
 		slot:        slot,
+		serial:      serial,
 		counters:    counters,
 		pool:        make(chan *session, cfg.MaxSessions),
 		waitTimeout: cfg.SessionWaitTimeout,

@@ -145,8 +145,8 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, log *slo
 	startErr := make(chan error, 1)
 	go func() {
 		startErr <- startServices(startCtx, components{
-			cfg: cfg, getenv: getenv, log: log, registry: registry, token: token, store: st,
-			clients: clients, tokenMismatch: tokenMismatch,
+			cfg: cfg, getenv: getenv, log: log, registry: registry, token: token,
+			pin: module, store: st, clients: clients, tokenMismatch: tokenMismatch,
 		}, sw, svcs)
 	}()
 

@@ -114,7 +114,9 @@ type components struct {
 	log      *slog.Logger
 	registry *prometheus.Registry
 	token    hsm.Token
-	store    *store.SQLStore
+	// pin binds the token once it matches the store (hsm.Module.PinToken).
+	pin   tokenPinner
+	store *store.SQLStore
 	// clients counts the open client connections of the API listener.
 	clients *connCounter
 	// tokenMismatch is set while the token does not match the store, for /readyz.
@@ -133,7 +135,7 @@ func startServices(ctx context.Context, c components, sw *handlerSwitch, svcs *s
 	if err := waitForToken(ctx, c.token, c.log); err != nil {
 		return err
 	}
-	if err := waitForTokenForStore(ctx, c.token, c.store, c.tokenMismatch, c.log); err != nil {
+	if err := waitForTokenForStore(ctx, c.token, c.pin, c.store, c.tokenMismatch, c.log); err != nil {
 		return err
 	}
 
@@ -258,16 +260,39 @@ func checkTokenForStore(ctx context.Context, token hsm.Token, st store.Store) er
 	return nil
 }
 
-// waitForTokenForStore returns once checkTokenForStore passes, or with ctx's error.
-// It logs a mismatch once as an error and other failures once per message, because
-// kmsd keeps checking: a token directory moved back in place fixes a mismatch.
+// tokenPinner binds a token connection to the token it reached (hsm.Module).
+type tokenPinner interface {
+	PinToken() error
+	UnpinToken()
+}
+
+// checkAndPinToken checks the token against the store, pins it, and checks again, so
+// that the token pinned is one that matched even if a reconnect came in between.
+func checkAndPinToken(ctx context.Context, token hsm.Token, pin tokenPinner, st store.Store) error {
+	if err := checkTokenForStore(ctx, token, st); err != nil {
+		return err
+	}
+	if err := pin.PinToken(); err != nil {
+		return err
+	}
+	if err := checkTokenForStore(ctx, token, st); err != nil {
+		pin.UnpinToken()
+		return err
+	}
+	return nil
+}
+
+// waitForTokenForStore returns once the token matches the store, and then pins it (see
+// checkAndPinToken), or returns with ctx's error. It logs a mismatch once as an error and
+// other failures once per message, because kmsd keeps checking: a token directory moved
+// back in place fixes a mismatch.
 func waitForTokenForStore(
-	ctx context.Context, token hsm.Token, st store.Store, mismatch *atomic.Bool,
-	log *slog.Logger,
+	ctx context.Context, token hsm.Token, pin tokenPinner, st store.Store,
+	mismatch *atomic.Bool, log *slog.Logger,
 ) error {
 	lastMessage := ""
 	return retry(ctx, func(attempt int) error {
-		err := checkTokenForStore(ctx, token, st)
+		err := checkAndPinToken(ctx, token, pin, st)
 		mismatch.Store(errors.Is(err, errTokenMismatch))
 		if err == nil {
 			if attempt > 1 {

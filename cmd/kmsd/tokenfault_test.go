@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -276,6 +277,105 @@ func TestKmsdNotReadyWithTokenOfAnotherStore(t *testing.T) {
 	p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
 	if res := postSigned(t, p, "list-keys", []byte(`{}`), ak, sk, projectID); res.StatusCode != http.StatusOK {
 		t.Errorf("list-keys with the old token back: status %d, expected 200", res.StatusCode)
+	}
+	p.stop(t)
+}
+
+// initStrayToken initialises a SoftHSM2 token labelled kms with the user PIN of
+// dataDir's embedded token, in a token directory of its own, and returns that directory.
+// It runs softhsm2-util, from the same Debian package as the library.
+func initStrayToken(t *testing.T, dataDir string) string {
+	t.Helper()
+
+	pin, err := os.ReadFile(filepath.Join(dataDir, "user-pin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens")
+	if err := os.Mkdir(tokens, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "softhsm2.conf")
+	text := "directories.tokendir = " + tokens + "\nobjectstore.backend = file\n"
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	cmd := exec.Command("softhsm2-util", "--init-token", "--free", "--label", "kms",
+		"--so-pin", "stray-so-pin-1234", "--pin", strings.TrimSpace(string(pin)))
+	cmd.Env = append(os.Environ(), "SOFTHSM2_CONF="+conf)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("softhsm2-util --init-token: %v\n%s", err, out)
+	}
+	return tokens
+}
+
+// TestKmsdRefusesReplacedToken puts another token, with the same label and PIN, in the
+// place of the embedded token while kmsd serves. kmsd must not use it: calls get 503
+// KMS.0102 and no key is made in it. With the first token back, the data keys made
+// before decrypt again.
+func TestKmsdRefusesReplacedToken(t *testing.T) {
+	if _, err := exec.LookPath("softhsm2-util"); err != nil {
+		t.Skip("softhsm2-util is not installed")
+	}
+	dataDir := filepath.Join(t.TempDir(), "kms-data")
+	p := launchKmsd(t, []string{"--data-dir", dataDir})
+	p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
+	keyID := keyIDOf(t, kmsctl(t, p, dataDir, "create-key", "--alias", "token-swap"))
+	ak, sk, projectID := readAdmin(t, dataDir)
+	c := dataKeyClient{p: p, ak: ak, sk: sk, projectID: projectID, keyID: keyID}
+	plain, cipher, status, code := c.createDataKey(t)
+	if status != http.StatusOK {
+		t.Fatalf("create-datakey before the swap: status %d %s", status, code)
+	}
+
+	stray := initStrayToken(t, dataDir)
+	connects := strings.Count(p.logs.String(), "token connected")
+	tokens := filepath.Join(dataDir, "tokens")
+	away := filepath.Join(t.TempDir(), "tokens-away")
+	if err := os.Rename(tokens, away); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(stray, tokens); err != nil {
+		t.Fatal(err)
+	}
+
+	waitUntil(t, p, "the replaced token reported in the log", func() bool {
+		_, _, _, _ = c.createDataKey(t)
+		return strings.Contains(p.logs.String(), "token replaced")
+	})
+	if status, _ := p.get("/readyz"); status != http.StatusServiceUnavailable {
+		t.Errorf("/readyz with the other token: status %d, expected 503", status)
+	}
+	for range 3 {
+		if _, _, status, code := c.createDataKey(t); status != http.StatusServiceUnavailable ||
+			code != "KMS.0102" {
+			t.Errorf("create-datakey with the other token: %d %s, expected 503 KMS.0102",
+				status, code)
+		}
+	}
+	res := postSigned(t, p, "create-key", []byte(`{"key_alias":"in-other-token"}`), ak, sk,
+		projectID)
+	if res.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("create-key with the other token: status %d, expected 503", res.StatusCode)
+	}
+	if n := strings.Count(p.logs.String(), "token connected"); n != connects {
+		t.Errorf("kmsd connected %d times with the other token in place:\n%s",
+			n-connects, p.logs)
+	}
+
+	if err := os.Rename(tokens, stray); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(away, tokens); err != nil {
+		t.Fatal(err)
+	}
+	p.waitFor(t, "/readyz", http.StatusOK, 60*time.Second)
+	got, status, code := c.decryptDataKey(t, cipher)
+	if status != http.StatusOK || !strings.EqualFold(got, plain) {
+		t.Errorf("decrypt-datakey with the first token back: status %d %s, plaintext match %t",
+			status, code, strings.EqualFold(got, plain))
 	}
 	p.stop(t)
 }
