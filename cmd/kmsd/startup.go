@@ -16,6 +16,7 @@ import (
 	"github.com/hsmkms/kms/hsm"
 	"github.com/hsmkms/kms/service"
 	"github.com/hsmkms/kms/service/api"
+	"github.com/hsmkms/kms/service/audit"
 	"github.com/hsmkms/kms/service/auth"
 	"github.com/hsmkms/kms/service/store"
 )
@@ -188,7 +189,10 @@ func startServices(ctx context.Context, c components, sw *handlerSwitch, svcs *s
 		Metrics:           httpMetrics,
 		MetricsElsewhere:  c.cfg.MetricsListen != "",
 		Ready: func(ctx context.Context) error {
-			return checkReady(ctx, c.token, c.store)
+			if err := checkReady(ctx, c.token, c.store); err != nil {
+				return err
+			}
+			return checkAuditReady(recorder)
 		},
 	})
 	sw.set(srv.Handler())
@@ -207,6 +211,19 @@ func checkReady(ctx context.Context, token hsm.Token, st store.Store) error {
 		return fmt.Errorf("%w: %w", api.ErrStoreNotReady, err)
 	}
 
+	return nil
+}
+
+// checkAuditReady returns an error wrapping api.ErrAuditNotReady while recorder reports a
+// recent failed write (audit.Trail.Healthy). A recorder without that report is ready.
+func checkAuditReady(recorder audit.Recorder) error {
+	health, ok := recorder.(interface{ Healthy() error })
+	if !ok {
+		return nil
+	}
+	if err := health.Healthy(); err != nil {
+		return fmt.Errorf("%w: %w", api.ErrAuditNotReady, err)
+	}
 	return nil
 }
 

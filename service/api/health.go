@@ -23,6 +23,9 @@ var (
 	ErrTokenNotReady = errors.New("token unavailable")
 	// ErrStoreNotReady means the metadata store cannot be used.
 	ErrStoreNotReady = errors.New("store unavailable")
+	// ErrAuditNotReady means the audit trail failed to write records, so every call
+	// would get 503.
+	ErrAuditNotReady = errors.New("audit trail unavailable")
 )
 
 // readyTimeout bounds one readiness check, below the usual 10 s probe timeout of
@@ -86,6 +89,8 @@ func readinessReason(err error) string {
 		return ErrTokenNotReady.Error()
 	case errors.Is(err, ErrStoreNotReady):
 		return ErrStoreNotReady.Error()
+	case errors.Is(err, ErrAuditNotReady):
+		return ErrAuditNotReady.Error()
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timed out"
 	default:

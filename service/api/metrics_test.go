@@ -255,6 +255,8 @@ func TestReadyzReasonCategories(t *testing.T) {
 		{"starting", fmt.Errorf("%w: admin credential pending", ErrStarting), 503, "starting"},
 		{"store", fmt.Errorf("%w: dial tcp 10.1.2.3:5432: refused", ErrStoreNotReady), 503,
 			"store unavailable"},
+		{"audit", fmt.Errorf("%w: write failed 1ms ago", ErrAuditNotReady), 503,
+			"audit trail unavailable"},
 		{"timeout", context.DeadlineExceeded, 503, "timed out"},
 		{"uncategorised", fmt.Errorf("secret detail /etc/kms"), 503, "not ready"},
 	}

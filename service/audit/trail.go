@@ -157,6 +157,10 @@ type Trail struct {
 	lastBatch        int  // records in the last committed batch, 0 after a failed one
 	writeFailures    int  // batch writes failed in a row, for logging once per outage
 	signFailures     int  // checkpoint signatures failed in a row, for logging once per outage
+
+	// failedAt is when the last write of records failed, in Unix nanoseconds, or 0 when
+	// the last write succeeded. Healthy reads it without writeMu.
+	failedAt atomic.Int64
 }
 
 var _ Recorder = (*Trail)(nil)
@@ -512,6 +516,37 @@ func (t *Trail) commit(batch []*pending) {
 // starts a new chain and writes the batch there, so that the records that follow stay
 // readable; verification reports the cut chain.
 func (t *Trail) write(ctx context.Context, batch []Record, enqueued time.Time) error {
+	err := t.writeNewChainIfCut(ctx, batch, enqueued)
+	if err != nil {
+		t.failedAt.Store(time.Now().UnixNano())
+	} else if t.failedAt.Load() != 0 {
+		t.failedAt.Store(0)
+	}
+	return err
+}
+
+// UnhealthyFor is how long Healthy reports a failed write of records when no write has
+// succeeded since. A kmsd that its load balancer took out of service receives no calls,
+// so its trail writes nothing that could succeed: after this time, /readyz lets calls in
+// again to find out whether the trail works.
+const UnhealthyFor = 10 * time.Second
+
+// Healthy returns an error when the last write of records failed less than UnhealthyFor
+// ago, and nil otherwise. It is safe for concurrent use.
+func (t *Trail) Healthy() error {
+	failed := t.failedAt.Load()
+	if failed == 0 {
+		return nil
+	}
+	if since := time.Since(time.Unix(0, failed)); since < UnhealthyFor {
+		return fmt.Errorf("the last write of audit records failed %s ago",
+			since.Round(time.Millisecond))
+	}
+	return nil
+}
+
+// writeNewChainIfCut is write without the record of its outcome.
+func (t *Trail) writeNewChainIfCut(ctx context.Context, batch []Record, enqueued time.Time) error {
 	err := t.writeOnce(ctx, batch, enqueued)
 	if !errors.Is(err, store.ErrChainFileCut) {
 		return err
