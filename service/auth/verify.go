@@ -113,8 +113,10 @@ func (cfg VerifierConfig) withDefaults() VerifierConfig {
 //
 // The body hash is the SHA-256 of body unless X-Sdk-Content-Sha256 is present. That
 // header may hold UNSIGNED-PAYLOAD only when Content-Type is present and is neither JSON
-// nor BSON, which is when the SDK sends it. Any other value must equal the hex SHA-256 of
-// body.
+// nor BSON, which is when the SDK sends it, and only for an empty body: every API call
+// that has a body reads it as JSON, so an unsigned body would let anyone who can alter
+// the request in transit change what a signed call does. Any other value must equal the
+// hex SHA-256 of body.
 //
 // Errors wrap the sentinel errors of this package (see Message for client wording).
 // Failures after the access key was found (bad date, bad signature) count towards the
@@ -268,6 +270,10 @@ func receivedPayloadHash(header http.Header, body []byte) (string, error) {
 	if declared == UnsignedPayload {
 		if !unsignedPayloadAllowed(header.Get("Content-Type")) {
 			return "", fmt.Errorf("%w: %s is accepted only for content types other than JSON and BSON",
+				ErrSignatureMismatch, UnsignedPayload)
+		}
+		if len(body) != 0 {
+			return "", fmt.Errorf("%w: %s is accepted only for an empty body; sign the body",
 				ErrSignatureMismatch, UnsignedPayload)
 		}
 		return declared, nil

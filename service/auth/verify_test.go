@@ -334,7 +334,12 @@ func TestVerifyContentSHA256Header(t *testing.T) {
 			declared:    hashPayload([]byte("{}")),
 			wantErr:     ErrSignatureMismatch,
 		},
-		{name: "unsigned octet stream", contentType: "application/octet-stream", declared: UnsignedPayload},
+		{
+			name:        "unsigned octet stream with a body",
+			contentType: "application/octet-stream",
+			declared:    UnsignedPayload,
+			wantErr:     ErrSignatureMismatch,
+		},
 		{
 			name:        "unsigned json",
 			contentType: "application/json;charset=UTF-8",
@@ -368,15 +373,27 @@ func TestVerifyContentSHA256Header(t *testing.T) {
 	}
 }
 
-func TestVerifyUnsignedPayloadIgnoresBody(t *testing.T) {
-	f := newVerifierFixture(t, VerifierConfig{})
-	client := clientRequest(t, http.MethodPost, "http://kms.example.com/v1.0/pid/kms/upload",
-		map[string]string{"Content-Type": "application/octet-stream", HeaderContentSHA256: UnsignedPayload},
-		"first")
-	Sign(client, []byte("first"), testAK, testSK, testNow)
+// TestVerifyUnsignedPayload checks that UNSIGNED-PAYLOAD passes for an empty body only:
+// a body that the signature does not cover could be swapped in transit.
+func TestVerifyUnsignedPayload(t *testing.T) {
+	f := newVerifierFixture(t, VerifierConfig{MaxFailures: 100})
+	headers := map[string]string{"Content-Type": "application/octet-stream",
+		HeaderContentSHA256: UnsignedPayload}
 
-	if _, err := f.verify(toServer(client, "/v1.0/pid/kms/upload", "second"), "second"); err != nil {
-		t.Errorf("Verify with another unsigned body: %v", err)
+	empty := clientRequest(t, http.MethodPost, "http://kms.example.com/v1.0/pid/kms/upload",
+		headers, "")
+	Sign(empty, nil, testAK, testSK, testNow)
+	if _, err := f.verify(toServer(empty, "/v1.0/pid/kms/upload", ""), ""); err != nil {
+		t.Errorf("Verify of an unsigned empty body: %v", err)
+	}
+
+	swapped := clientRequest(t, http.MethodPost, "http://kms.example.com/v1.0/pid/kms/upload",
+		headers, "first")
+	Sign(swapped, []byte("first"), testAK, testSK, testNow)
+	_, err := f.verify(toServer(swapped, "/v1.0/pid/kms/upload", "second"), "second")
+	if !errors.Is(err, ErrSignatureMismatch) {
+		t.Errorf("Verify of an unsigned body swapped in transit: %v, expected %v", err,
+			ErrSignatureMismatch)
 	}
 }
 
