@@ -9,9 +9,11 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/hsmkms/kms/service"
 	"github.com/hsmkms/kms/service/audit"
+	"github.com/hsmkms/kms/service/store"
 )
 
 // config is every setting of kmsd. Each field has a flag, a KMS_* environment variable
@@ -103,6 +106,20 @@ func defaultConfig() config {
 	}
 }
 
+// usageText is the start of the usage that -h and --help print, before the flags.
+const usageText = `Usage: kmsd [flags]
+
+kmsd is the key management server. With no flags it runs the embedded default: a
+SoftHSM2 token and a SQLite file in ./kms-data, serving on 127.0.0.1:8080.
+
+Every setting is a flag, a KMS_* environment variable and a key of the JSON file named
+by --config. A flag wins over the environment, which wins over the file. A boolean flag
+alone means true, and it takes a value only with "=", as in --audit=false. Flags start
+with - or --.
+
+Flags:
+`
+
 // loadConfig applies the config file, the environment and the flags over the defaults,
 // in that order, and validates the result.
 func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -110,6 +127,10 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 
 	fs := flag.NewFlagSet("kmsd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageText)
+		fs.PrintDefaults()
+	}
 	configFile := fs.String("config", getenv("KMS_CONFIG"), "optional JSON config file (env KMS_CONFIG)")
 	set := registerFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -294,6 +315,11 @@ func setField(v reflect.Value, text string) error {
 	return nil
 }
 
+// maxTokenLabelBytes is the size of the label field of PKCS#11's CK_TOKEN_INFO. A longer
+// label is cut to 32 bytes when a token is initialised, and a lookup by the whole label
+// then finds no token.
+const maxTokenLabelBytes = 32
+
 func (c config) validate() error {
 	var errs []error
 	check := func(ok bool, format string, args ...any) {
@@ -306,6 +332,9 @@ func (c config) validate() error {
 	check(err == nil, "listen: %q is not host:port", c.Listen)
 	check(c.DataDir != "", "data_dir: must not be empty")
 	check(c.TokenLabel != "", "token_label: must not be empty")
+	check(len(c.TokenLabel) <= maxTokenLabelBytes,
+		"token_label: %q is %d bytes, longer than the %d bytes of a PKCS#11 token label",
+		c.TokenLabel, len(c.TokenLabel), maxTokenLabelBytes)
 	check(c.MaxSessions >= 2 && c.MaxSessions <= 1024, "max_sessions: must be 2 to 1024")
 	check(c.MaxTokenCalls >= 0 && c.MaxTokenCalls <= c.MaxSessions,
 		"max_token_calls: must be 0 to max_sessions (%d)", c.MaxSessions)
@@ -346,8 +375,8 @@ func (c config) validate() error {
 
 // logValues returns every setting, by its config file key, for the start-up log line.
 // No setting holds a secret: the PIN and the admin secret key are only ever read from
-// files or the environment and are not part of config. The database URL can hold a
-// password, which is masked.
+// files or the environment and are not part of config. The database URL can hold
+// passwords, which maskURL masks.
 func (c config) logValues() []any {
 	v := reflect.ValueOf(c)
 	t := v.Type()
@@ -368,21 +397,87 @@ func (c config) logValues() []any {
 	return values
 }
 
-// maskURL hides the password of a postgres:// URL.
+// maskedValue replaces each secret of a database URL in logs and error messages.
+const maskedValue = "xxxxx"
+
+// maskURL returns the database URL s with its secrets replaced by maskedValue: the
+// password of the userinfo, and the value of every query parameter whose key is
+// secret-bearing (isSecretKey). A libpq keyword/value connection string, which the store
+// rejects, gets the same values masked. The masking errs towards hiding too much. In a
+// URL with a password, everything from the password to the last "@" is masked, so that
+// a password with an unencoded "@", "/" or "?" stays hidden, as does the host when a
+// query value contains "@".
 func maskURL(s string) string {
 	scheme, rest, ok := strings.Cut(s, "://")
 	if !ok {
-		return s
+		if store.IsKeywordValueString(s) {
+			return maskKeywordValues(s)
+		}
+		// A SQLite path, with SQLite URI parameters after "?".
+		path, query, hasQuery := strings.Cut(s, "?")
+		if !hasQuery {
+			return s
+		}
+		return path + "?" + maskQuery(query)
 	}
-	at := strings.LastIndexByte(rest, '@')
-	if at < 0 {
-		return s
+
+	// The userinfo ends at the last "@". Query masking starts after the masked password,
+	// so that a "?" inside the password is not taken for the start of the query.
+	queryFrom := 0
+	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
+		if colon := strings.IndexByte(rest[:at], ':'); colon >= 0 {
+			rest = rest[:colon+1] + maskedValue + rest[at:]
+			queryFrom = colon + 1 + len(maskedValue)
+		}
 	}
-	user, _, hasPassword := strings.Cut(rest[:at], ":")
-	if !hasPassword {
-		return s
+	if q := strings.IndexByte(rest[queryFrom:], '?'); q >= 0 {
+		q += queryFrom
+		rest = rest[:q+1] + maskQuery(rest[q+1:])
 	}
-	return scheme + "://" + user + ":xxxxx" + rest[at:]
+	return scheme + "://" + rest
+}
+
+// maskQuery masks the value of each secret-bearing parameter of a URL query, keeping the
+// rest of the query as written.
+func maskQuery(query string) string {
+	params := strings.Split(query, "&")
+	for i, param := range params {
+		key, _, hasValue := strings.Cut(param, "=")
+		name, err := url.QueryUnescape(key)
+		if err != nil {
+			name = key
+		}
+		if hasValue && isSecretKey(name) {
+			params[i] = key + "=" + maskedValue
+		}
+	}
+	return strings.Join(params, "&")
+}
+
+// keywordValuePair matches one keyword = value pair of a libpq connection string. The
+// value is single-quoted, with \' and \\ inside, or runs to the next white space. A
+// quoted value without its closing quote runs to the end.
+var keywordValuePair = regexp.MustCompile(
+	`([A-Za-z_][A-Za-z0-9_]*)(\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)`)
+
+// maskKeywordValues masks the value of each secret-bearing keyword of a libpq
+// keyword/value connection string.
+func maskKeywordValues(s string) string {
+	return keywordValuePair.ReplaceAllStringFunc(s, func(pair string) string {
+		m := keywordValuePair.FindStringSubmatch(pair)
+		if !isSecretKey(m[1]) {
+			return pair
+		}
+		return m[1] + m[2] + maskedValue
+	})
+}
+
+// isSecretKey reports whether a connection parameter named key can carry a secret:
+// names that contain "pass" (password, sslpassword, passwd, and go-sqlite3's _auth_pass)
+// or "secret", in any case. passfile, a path, is masked too, which loses nothing secret.
+func isSecretKey(key string) bool {
+	key = strings.ToLower(key)
+	return strings.Contains(key, "pass") || strings.Contains(key, "secret")
 }
 
 // parseTrustedProxies parses a comma-separated list of IP addresses and CIDR networks.

@@ -87,10 +87,79 @@ func TestConfigFileUnknownSetting(t *testing.T) {
 	}
 }
 
-func TestMaskURL(t *testing.T) {
-	got := maskURL("postgres://kms:s3cret@db:5432/kms")
-	if strings.Contains(got, "s3cret") {
-		t.Fatalf("maskURL left the password: %s", got)
+func TestConfigMaskDatabaseURL(t *testing.T) {
+	tests := []struct {
+		name    string
+		url     string
+		want    string
+		secrets []string // substrings that must not remain
+	}{
+		{"userinfo password", "postgres://kms:s3cret@db:5432/kms",
+			"postgres://kms:xxxxx@db:5432/kms", []string{"s3cret"}},
+		{"password parameter", "postgres://postgres:PW@127.0.0.1:5432/db?sslmode=disable&password=PW2",
+			"postgres://postgres:xxxxx@127.0.0.1:5432/db?sslmode=disable&password=xxxxx",
+			[]string{"PW@", "PW2"}},
+		{"password parameter without userinfo", "postgresql://db/kms?password=PW2&user=kms",
+			"postgresql://db/kms?password=xxxxx&user=kms", []string{"PW2"}},
+		{"sslpassword parameter", "postgres://kms@db/kms?sslkey=/k.pem&sslpassword=KEYPW",
+			"postgres://kms@db/kms?sslkey=/k.pem&sslpassword=xxxxx", []string{"KEYPW"}},
+		{"key containing secret", "postgres://db/kms?client_secret=CS&Password=UP",
+			"postgres://db/kms?client_secret=xxxxx&Password=xxxxx", []string{"CS", "UP"}},
+		{"percent-encoded key", "postgres://db/kms?pass%77ord=ENC",
+			"postgres://db/kms?pass%77ord=xxxxx", []string{"ENC"}},
+		{"password with unencoded @ ? and /", "postgres://kms:a@b?c/d@db/kms?password=QP",
+			"postgres://kms:xxxxx@db/kms?password=xxxxx", []string{"a@b", "c/d", "QP"}},
+		{"@ in a query value", "postgres://kms@db/kms?password=QP&application_name=a@b",
+			"postgres://kms@db/kms?password=xxxxx&application_name=a@b", []string{"QP"}},
+		{"no secret", "postgres://kms@db:5432/kms?sslmode=require",
+			"postgres://kms@db:5432/kms?sslmode=require", nil},
+		{"SQLite path", "kms-data/kms.db", "kms-data/kms.db", nil},
+		{"SQLite parameters", "file:kms.db?mode=rwc&_auth_pass=AP",
+			"file:kms.db?mode=rwc&_auth_pass=xxxxx", []string{"AP"}},
+		{"keyword/value string", "host=db user=kms password=KV dbname=kms",
+			"host=db user=kms password=xxxxx dbname=kms", []string{"KV"}},
+		{"keyword/value quoted", "host=db password = 'a b\\' c' sslpassword=SP",
+			"host=db password = xxxxx sslpassword=xxxxx", []string{"a b", "c'", "SP"}},
+		{"keyword/value unterminated quote", "password='open to the end",
+			"password=xxxxx", []string{"open"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := maskURL(tt.url)
+			if got != tt.want {
+				t.Errorf("maskURL(%q) = %q, want %q", tt.url, got, tt.want)
+			}
+			for _, secret := range tt.secrets {
+				if strings.Contains(got, secret) {
+					t.Errorf("maskURL(%q) = %q, still contains %q", tt.url, got, secret)
+				}
+			}
+		})
+	}
+}
+
+func TestConfigTokenLabelLength(t *testing.T) {
+	tests := []struct {
+		label     string
+		wantError string // empty for success
+	}{
+		{strings.Repeat("k", 32), ""},
+		{strings.Repeat("k", 33), "longer than the 32 bytes of a PKCS#11 token label"},
+		// 11 characters of 3 bytes each: 33 bytes.
+		{strings.Repeat("鍵", 11), "is 33 bytes"},
+	}
+	for _, tt := range tests {
+		_, err := loadConfig([]string{"--token-label", tt.label}, envFrom(nil), io.Discard)
+		if tt.wantError == "" {
+			if err != nil {
+				t.Errorf("--token-label of %d bytes: %v", len(tt.label), err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.wantError) {
+			t.Errorf("--token-label of %d bytes: error %v, want one containing %q",
+				len(tt.label), err, tt.wantError)
+		}
 	}
 }
 
@@ -180,7 +249,7 @@ func TestLoadConfigRejectsBadValues(t *testing.T) {
 
 func TestConfigLogValuesListEverySetting(t *testing.T) {
 	cfg := defaultConfig()
-	cfg.DatabaseURL = "postgres://kms:s3cret@127.0.0.1:5432/kms"
+	cfg.DatabaseURL = "postgres://kms:s3cret@127.0.0.1:5432/kms?password=s3cret2"
 
 	values := cfg.logValues()
 	logged := map[string]any{}
@@ -194,7 +263,7 @@ func TestConfigLogValuesListEverySetting(t *testing.T) {
 		}
 	}
 	if got := logged["database_url"].(string); strings.Contains(got, "s3cret") {
-		t.Errorf("database_url logged with its password: %s", got)
+		t.Errorf("database_url logged with a password: %s", got)
 	}
 	if got := logged["shutdown_timeout"]; got != "15s" {
 		t.Errorf("shutdown_timeout logged as %v, want 15s", got)

@@ -5,8 +5,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -99,8 +103,11 @@ var _ Store = (*SQLStore)(nil)
 // Anything else is the path of a SQLite file, optionally prefixed with "sqlite:",
 // "sqlite://" or "file:", and optionally followed by "?" and SQLite URI parameters (for
 // example mode=ro). The path is taken literally, not percent-decoded. The file is
-// created when missing. The path ":memory:" opens a private in-memory database on a
-// single connection.
+// created with mode 0600 when missing, unless mode=ro or mode=rw forbids it, and an
+// existing file that group or others may read or write is logged as a warning. The path
+// ":memory:" opens a private in-memory database on a single connection. A libpq
+// keyword/value connection string ("host=db password=...") is rejected rather than taken
+// for a file name.
 //
 // A nil log discards log records. Open fails with ErrUnavailable when the database cannot
 // be reached.
@@ -109,12 +116,19 @@ func Open(ctx context.Context, databaseURL string, log *slog.Logger) (*SQLStore,
 		log = slog.New(slog.DiscardHandler)
 	}
 
+	if IsKeywordValueString(databaseURL) {
+		// The string is left out of the error because it can contain a password.
+		return nil, errors.New("open store: the database URL is a keyword/value connection " +
+			"string, which is not supported: write it as a postgres:// URL, or start a " +
+			"SQLite path that contains \"=\" with ./ or sqlite:")
+	}
+
 	var s *SQLStore
 	var err error
 	if IsPostgresURL(databaseURL) {
 		s, err = openPostgres(databaseURL)
 	} else {
-		s, err = openSQLite(databaseURL)
+		s, err = openSQLite(databaseURL, log)
 	}
 	if err != nil {
 		return nil, err
@@ -144,6 +158,17 @@ func Open(ctx context.Context, databaseURL string, log *slog.Logger) (*SQLStore,
 
 	log.Info("store opened", "backend", s.d.name)
 	return s, nil
+}
+
+// keywordValueString matches the start of a libpq keyword/value connection string.
+var keywordValueString = regexp.MustCompile(`^\s*[A-Za-z_][A-Za-z0-9_]*\s*=`)
+
+// IsKeywordValueString reports whether databaseURL is a libpq keyword/value connection
+// string, such as "host=db password=secret", which Open rejects. A SQLite path whose
+// first element contains "=" looks the same, and is accepted when it starts with "./" or
+// "sqlite:".
+func IsKeywordValueString(databaseURL string) bool {
+	return keywordValueString.MatchString(databaseURL)
 }
 
 // IsPostgresURL reports whether databaseURL names a PostgreSQL database, which Open
@@ -197,13 +222,18 @@ func cutMaxConns(databaseURL string) (string, int, error) {
 	return u.String(), n, nil
 }
 
-func openSQLite(databaseURL string) (*SQLStore, error) {
+func openSQLite(databaseURL string, log *slog.Logger) (*SQLStore, error) {
 	path, params, err := parseSQLiteURL(databaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite store: %w", err)
 	}
 
 	inMemory := path == ":memory:" || params.Get("mode") == "memory"
+	if !inMemory {
+		if err := prepareSQLiteFile(path, params.Get("mode"), log); err != nil {
+			return nil, fmt.Errorf("open sqlite store: %w", err)
+		}
+	}
 
 	writeParams := cloneValues(params)
 	if !inMemory {
@@ -272,7 +302,46 @@ func openSQLite(databaseURL string) (*SQLStore, error) {
 		readOnly: params.Get("mode") == "ro"}, nil
 }
 
+// sqliteFileMode is the mode of a new SQLite database file. SQLite creates the -wal and
+// -shm files of a database with the mode of the database file.
+const sqliteFileMode = 0o600
+
+// prepareSQLiteFile creates the database file at path with sqliteFileMode, so that
+// SQLite, which would create it with mode 0644 less the umask, finds it in place. With
+// mode (the URL's mode parameter) ro or rw SQLite never creates the file, and neither
+// does prepareSQLiteFile. An existing file keeps its mode, and a warning is logged when
+// group or others may read or write it.
+func prepareSQLiteFile(path, mode string, log *slog.Logger) error {
+	if mode != "ro" && mode != "rw" {
+		// The chain files' directory beside the file is created with mode 0700 too, so a
+		// missing parent directory is created as it would be for them.
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return fmt.Errorf("create the database file's directory: %w", err)
+		}
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, sqliteFileMode)
+		if err == nil {
+			return f.Close()
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("create the database file: %w", err)
+		}
+	}
+
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil // SQLite reports a missing or unreadable file when it opens it
+	}
+	if perm := info.Mode().Perm(); perm&0o066 != 0 {
+		log.Warn("the SQLite database file is readable or writable by group or others, "+
+			"so run chmod 600 on it and on its -wal and -shm files",
+			"path", path, "mode", fmt.Sprintf("%#o", perm))
+	}
+	return nil
+}
+
 // parseSQLiteURL splits a SQLite database URL into the file path and its parameters.
+// Its errors leave the URL out, because a mistyped postgres:// URL becomes a SQLite URL
+// that can contain a password.
 func parseSQLiteURL(databaseURL string) (string, url.Values, error) {
 	rest := databaseURL
 	for _, prefix := range []string{"sqlite://", "sqlite:", "file:"} {
@@ -289,7 +358,7 @@ func parseSQLiteURL(databaseURL string) (string, url.Values, error) {
 
 	params, err := url.ParseQuery(query)
 	if err != nil {
-		return "", nil, fmt.Errorf("parse parameters of SQLite URL %q: %w", databaseURL, err)
+		return "", nil, fmt.Errorf("parse the parameters of the SQLite database URL: %w", err)
 	}
 	return path, params, nil
 }

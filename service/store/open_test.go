@@ -322,3 +322,45 @@ func TestOpenPostgresMaxConns(t *testing.T) {
 		t.Fatalf("Ping: %v", err)
 	}
 }
+
+func TestOpenRejectsKeywordValueString(t *testing.T) {
+	// Not parallel: t.Chdir changes the working directory of the process, where a
+	// keyword/value string taken for a relative SQLite path would be created.
+	dir := t.TempDir()
+	t.Chdir(dir)
+
+	for _, dsn := range []string{
+		"host=127.0.0.1 user=kms password=KVSECRET dbname=kms",
+		"  password = 'KVSECRET' host=db",
+	} {
+		_, err := store.Open(t.Context(), dsn, nil)
+		if err == nil || !strings.Contains(err.Error(), "keyword/value connection string") {
+			t.Errorf("Open(keyword/value string) error = %v, want one naming the form", err)
+		}
+		if err != nil && strings.Contains(err.Error(), "KVSECRET") {
+			t.Errorf("Open error contains the password: %v", err)
+		}
+	}
+
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		t.Errorf("Open created %q in the working directory", e.Name())
+	}
+}
+
+func TestOpenSQLiteURLErrorOmitsURL(t *testing.T) {
+	t.Parallel()
+
+	// A mistyped scheme makes this PostgreSQL URL a SQLite path with bad parameters.
+	_, err := store.Open(t.Context(),
+		"postgress://kms:URLSECRET@db/kms?password=URLSECRET&x=%zz", nil)
+	if err == nil {
+		t.Fatal("Open accepted an invalid SQLite URL")
+	}
+	if strings.Contains(err.Error(), "URLSECRET") {
+		t.Errorf("Open error contains the password: %v", err)
+	}
+}
