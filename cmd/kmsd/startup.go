@@ -333,12 +333,14 @@ func waitForTokenForStore(
 
 // ensureAdmin creates the first admin credential, retrying failures, and returns the
 // bootstrap admin credential. It logs the first failure and each change of its message,
-// and the attempt count on success.
+// and the attempt count on success. An invalid credential in the environment (an error
+// wrapping auth.ErrInvalidCredential) is returned at once, which ends kmsd.
 func ensureAdmin(
 	ctx context.Context, creds *auth.Credentials, dataDir string, env auth.AdminEnv,
 	log *slog.Logger,
 ) (auth.Credential, error) {
 	var admin auth.Credential
+	var invalid error
 	lastMessage := ""
 	err := retry(ctx, func(attempt int) error {
 		var err error
@@ -346,6 +348,11 @@ func ensureAdmin(
 		if err == nil {
 			log.Info("admin credential ready", "access_key", admin.AccessKey,
 				"operator_project_id", admin.ProjectID, "attempts", attempt)
+			return nil
+		}
+		if errors.Is(err, auth.ErrInvalidCredential) {
+			// The settings are wrong, so trying again cannot succeed.
+			invalid = err
 			return nil
 		}
 
@@ -356,6 +363,11 @@ func ensureAdmin(
 		}
 		return err
 	})
+	if invalid != nil {
+		return auth.Credential{}, fmt.Errorf("the admin credential of %s, %s and %s is "+
+			"invalid: %w", auth.EnvAdminAccessKey, auth.EnvAdminSecretKey, auth.EnvProjectID,
+			invalid)
+	}
 	return admin, err
 }
 

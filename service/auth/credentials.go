@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hsmkms/kms/hsm"
 	"github.com/hsmkms/kms/service/store"
@@ -33,6 +34,14 @@ const (
 	maxSecretLength = 256
 )
 
+// Rules for a caller-chosen secret key, which otherwise could be far easier to guess
+// than a generated one (40 characters from 62, about 238 bits). They reject short keys and
+// keys such as 40 copies of one letter, but cannot tell a random key from a long word.
+const (
+	minSecretLength   = 32 // characters
+	minSecretDistinct = 10 // distinct characters
+)
+
 // Credential describes one access key pair, without its secret key.
 type Credential struct {
 	Principal
@@ -49,8 +58,9 @@ type CreateRequest struct {
 	DomainID  string
 	// Role is one of the Role constants.
 	Role string
-	// AccessKey and SecretKey import an existing pair. Leave both empty to generate a
-	// 20-character access key and a 40-character secret key from the token RNG.
+	// AccessKey and SecretKey import an existing pair. A chosen SecretKey needs at least
+	// 32 characters, 10 of them distinct. Leave both empty to generate a 20-character
+	// access key and a 40-character secret key from the token RNG.
 	AccessKey string
 	SecretKey string
 }
@@ -216,7 +226,32 @@ func validateRequest(req CreateRequest) error {
 		return fmt.Errorf("%w: secret key is longer than %d bytes", ErrInvalidCredential,
 			maxSecretLength)
 	}
+	if req.SecretKey != "" {
+		return validateChosenSecret(req.SecretKey)
+	}
 	return nil
+}
+
+// validateChosenSecret rejects a caller-chosen secret key shorter than minSecretLength
+// characters or with fewer than minSecretDistinct distinct characters. Its errors wrap
+// ErrInvalidCredential and never contain the secret key or its length.
+func validateChosenSecret(secret string) error {
+	advice := fmt.Sprintf("Choose a random secret key of at least %d characters, or "+
+		"leave access key and secret key empty to have both generated", minSecretLength)
+	if utf8.RuneCountInString(secret) < minSecretLength {
+		return fmt.Errorf("%w: secret key is shorter than %d characters. %s",
+			ErrInvalidCredential, minSecretLength, advice)
+	}
+
+	distinct := make(map[rune]bool, minSecretDistinct)
+	for _, r := range secret {
+		distinct[r] = true
+		if len(distinct) >= minSecretDistinct {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: secret key has fewer than %d distinct characters. %s",
+		ErrInvalidCredential, minSecretDistinct, advice)
 }
 
 // validID reports whether id is 1 to 64 characters of A-Z a-z 0-9 _ -, which covers

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -97,13 +98,80 @@ func TestCredentialsCreateRejects(t *testing.T) {
 	}
 }
 
+// chosenSecret returns a caller-chosen secret key that passes validateChosenSecret,
+// distinct for each tag.
+func chosenSecret(tag string) string {
+	return tag + "-q7Kd2LmX9pRt4vWz8bNc1sYh6jFg3aEu"
+}
+
+func TestCredentialsCreateRejectsWeakSecret(t *testing.T) {
+	tests := []struct {
+		name    string
+		secret  string
+		wantErr string // empty when the secret key is accepted
+	}{
+		{"one character", "%", "shorter than 32 characters"},
+		{"31 characters", chosenSecret("")[:31], "shorter than 32 characters"},
+		{"40 copies of one letter", strings.Repeat("a", 40), "fewer than 10 distinct characters"},
+		{"nine distinct characters", strings.Repeat("abcdefghi", 5), "fewer than 10 distinct characters"},
+		// 31 characters of 2 bytes each are 62 bytes, but still too few characters.
+		{"31 two-byte characters", strings.Repeat("éèêëàâîïôû", 3) + "ç",
+			"shorter than 32 characters"},
+		{"32 characters, ten distinct", strings.Repeat("abcdefghij", 3) + "ab", ""},
+		{"40 random characters", testSK, ""},
+	}
+	creds, _ := newTestCredentials(t, nil)
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, secret, err := creds.Create(context.Background(), CreateRequest{
+				ProjectID: "pid", DomainID: "did", Role: RoleReadOnly,
+				AccessKey: fmt.Sprintf("CHOSEN%d", i), SecretKey: tt.secret,
+			})
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Create: %v", err)
+				}
+				if secret != tt.secret {
+					t.Error("Create returned another secret key than the chosen one")
+				}
+				return
+			}
+
+			if !errors.Is(err, ErrInvalidCredential) {
+				t.Fatalf("Create error = %v, expected %v", err, ErrInvalidCredential)
+			}
+			if !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("Create error = %q, expected one containing %q", err, tt.wantErr)
+			}
+			if strings.Contains(err.Error(), tt.secret) {
+				t.Errorf("Create error %q contains the secret key", err)
+			}
+		})
+	}
+}
+
+// TestGeneratedSecretsPassChosenSecretRules checks that the rules for chosen secret keys
+// would accept the generated ones, which skip them.
+func TestGeneratedSecretsPassChosenSecretRules(t *testing.T) {
+	creds, _ := newTestCredentials(t, nil)
+	for range 200 {
+		secret, err := creds.randomString(context.Background(), alphanumeric, secretKeyLength)
+		if err != nil {
+			t.Fatalf("randomString: %v", err)
+		}
+		if err := validateChosenSecret(secret); err != nil {
+			t.Fatalf("a generated secret key fails the rules: %v", err)
+		}
+	}
+}
+
 func TestCredentialsCreateDuplicate(t *testing.T) {
 	creds, _ := newTestCredentials(t, nil)
-	importCredential(t, creds, "DUPLICATE", "secret-1")
+	importCredential(t, creds, "DUPLICATE", chosenSecret("1"))
 
 	_, _, err := creds.Create(context.Background(), CreateRequest{
 		ProjectID: "pid", DomainID: "did", Role: RoleReadOnly,
-		AccessKey: "DUPLICATE", SecretKey: "secret-2",
+		AccessKey: "DUPLICATE", SecretKey: chosenSecret("2"),
 	})
 	if !errors.Is(err, ErrAccessKeyExists) {
 		t.Errorf("Create error = %v, expected %v", err, ErrAccessKeyExists)
@@ -113,8 +181,8 @@ func TestCredentialsCreateDuplicate(t *testing.T) {
 func TestCredentialsSealedSecretBoundToAccessKey(t *testing.T) {
 	ctx := context.Background()
 	creds, st := newTestCredentials(t, nil)
-	importCredential(t, creds, "VICTIM", "victim-secret")
-	importCredential(t, creds, "ATTACKER", "attacker-secret")
+	importCredential(t, creds, "VICTIM", chosenSecret("victim"))
+	importCredential(t, creds, "ATTACKER", chosenSecret("attacker"))
 
 	// Copy the victim's sealed secret into a new row under another access key, as a
 	// database writer without the token could.
@@ -137,8 +205,8 @@ func TestCredentialsSealedSecretBoundToAccessKey(t *testing.T) {
 func TestCredentialsList(t *testing.T) {
 	ctx := context.Background()
 	creds, _ := newTestCredentials(t, nil)
-	importCredential(t, creds, "BKEY", "secret-b")
-	importCredential(t, creds, "AKEY", "secret-a")
+	importCredential(t, creds, "BKEY", chosenSecret("b"))
+	importCredential(t, creds, "AKEY", chosenSecret("a"))
 
 	list, err := creds.List(ctx)
 	if err != nil {
@@ -157,7 +225,7 @@ func TestCredentialsList(t *testing.T) {
 	if err != nil {
 		t.Fatalf("marshal list: %v", err)
 	}
-	for _, secret := range []string{"secret-a", "secret-b"} {
+	for _, secret := range []string{chosenSecret("a"), chosenSecret("b")} {
 		if bytes.Contains(encoded, []byte(secret)) {
 			t.Errorf("List output contains secret %q", secret)
 		}
@@ -167,7 +235,7 @@ func TestCredentialsList(t *testing.T) {
 func TestCredentialsDisableEnableDelete(t *testing.T) {
 	ctx := context.Background()
 	creds, _ := newTestCredentials(t, nil)
-	importCredential(t, creds, "LIFECYCLE", "secret")
+	importCredential(t, creds, "LIFECYCLE", chosenSecret("lifecycle"))
 
 	if _, _, err := creds.Lookup(ctx, "LIFECYCLE"); err != nil {
 		t.Fatalf("Lookup: %v", err)
@@ -273,7 +341,7 @@ func TestCredentialsCacheBound(t *testing.T) {
 		Clock:    clock.Now,
 		Logger:   slog.New(slog.DiscardHandler),
 	})
-	importCredential(t, replicaA, "SHARED", "secret")
+	importCredential(t, replicaA, "SHARED", chosenSecret("shared"))
 
 	if _, _, err := replicaB.Lookup(ctx, "SHARED"); err != nil {
 		t.Fatalf("Lookup on replica B: %v", err)
@@ -302,7 +370,7 @@ func TestCredentialsCacheCapacity(t *testing.T) {
 		Logger:    slog.New(slog.DiscardHandler),
 	})
 	for _, ak := range []string{"CACHE1", "CACHE2", "CACHE3"} {
-		importCredential(t, creds, ak, "secret-"+ak)
+		importCredential(t, creds, ak, chosenSecret(ak))
 		if _, _, err := creds.Lookup(ctx, ak); err != nil {
 			t.Fatalf("Lookup %s: %v", ak, err)
 		}
@@ -372,7 +440,7 @@ func TestEnsureAdminFromEnvironment(t *testing.T) {
 	env := AdminEnvFromGetenv(func(name string) string {
 		return map[string]string{
 			EnvAdminAccessKey: "ADMINKEY",
-			EnvAdminSecretKey: "admin-secret",
+			EnvAdminSecretKey: chosenSecret("admin"),
 			EnvProjectID:      "0a1b2c3d4e5f60718293a4b5c6d7e8f9",
 			EnvDomainID:       "f9e8d7c6b5a4938271605f4e3d2c1b0a",
 		}[name]
@@ -394,8 +462,34 @@ func TestEnsureAdminFromEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Lookup admin: %v", err)
 	}
-	if string(secret) != "admin-secret" {
+	if string(secret) != chosenSecret("admin") {
 		t.Error("stored secret key differs from KMS_ADMIN_SECRET_KEY")
+	}
+}
+
+func TestEnsureAdminRejectsWeakSecret(t *testing.T) {
+	ctx := context.Background()
+	creds, _ := newTestCredentials(t, nil)
+	dataDir := t.TempDir()
+	weak := strings.Repeat("A", 40)
+
+	_, err := creds.EnsureAdmin(ctx, dataDir, AdminEnv{AccessKey: "ADMINKEY", SecretKey: weak})
+	if !errors.Is(err, ErrInvalidCredential) {
+		t.Fatalf("EnsureAdmin error = %v, expected %v", err, ErrInvalidCredential)
+	}
+	if strings.Contains(err.Error(), weak) {
+		t.Errorf("EnsureAdmin error %q contains the secret key", err)
+	}
+
+	list, err := creds.List(ctx)
+	if err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	if len(list) != 0 {
+		t.Errorf("store holds %d credentials, expected none", len(list))
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, AdminCredentialsFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stat %s: error = %v, expected no file", AdminCredentialsFile, err)
 	}
 }
 
@@ -408,7 +502,7 @@ func TestEnsureAdminKeepsExisting(t *testing.T) {
 	if err != nil {
 		t.Fatalf("first EnsureAdmin: %v", err)
 	}
-	second, err := creds.EnsureAdmin(ctx, dataDir, AdminEnv{AccessKey: "OTHER", SecretKey: "other"})
+	second, err := creds.EnsureAdmin(ctx, dataDir, AdminEnv{AccessKey: "OTHER", SecretKey: chosenSecret("other")})
 	if err != nil {
 		t.Fatalf("second EnsureAdmin: %v", err)
 	}
@@ -434,7 +528,7 @@ func TestEnsureAdminReturnsOldestAdmin(t *testing.T) {
 	dataDir := t.TempDir()
 
 	bootstrap, err := creds.EnsureAdmin(ctx, dataDir, AdminEnv{
-		AccessKey: "ZZZBOOTSTRAP", SecretKey: "bootstrap-secret", ProjectID: "operator",
+		AccessKey: "ZZZBOOTSTRAP", SecretKey: chosenSecret("bootstrap"), ProjectID: "operator",
 		DomainID: "domain",
 	})
 	if err != nil {
@@ -444,7 +538,7 @@ func TestEnsureAdminReturnsOldestAdmin(t *testing.T) {
 	clock.Advance(time.Minute)
 	_, _, err = creds.Create(ctx, CreateRequest{
 		ProjectID: "tenant", DomainID: "domain", Role: RoleAdmin,
-		AccessKey: "AAALATER", SecretKey: "later-secret",
+		AccessKey: "AAALATER", SecretKey: chosenSecret("later"),
 	})
 	if err != nil {
 		t.Fatalf("create later admin: %v", err)

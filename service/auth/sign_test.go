@@ -198,7 +198,7 @@ func TestVerifyReferenceVectors(t *testing.T) {
 		t.Run(vector.name, func(t *testing.T) {
 			clock := newFakeClock(mustParseDate(t, vector.date))
 			creds, _ := newTestCredentials(t, clock)
-			created := importCredential(t, creds, vector.ak, vector.sk)
+			created := storeCredential(t, creds, vector.ak, vector.sk)
 			verifier := NewVerifier(creds, VerifierConfig{Clock: clock.Now})
 
 			req := serverRequest(vector.method, vector.url, vector.headers, vector.body)

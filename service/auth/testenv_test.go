@@ -131,3 +131,31 @@ func importCredential(t *testing.T, creds *Credentials, ak, sk string) Credentia
 	}
 	return created
 }
+
+// storeCredential stores the pair (ak, sk) with the crypto-user role without the checks
+// of Create, for the signature reference vectors, whose secret keys Create rejects as
+// too weak.
+func storeCredential(t *testing.T, creds *Credentials, ak, sk string) Credential {
+	t.Helper()
+
+	ctx := context.Background()
+	sealed, err := creds.seal(ctx, ak, []byte(sk))
+	if err != nil {
+		t.Fatalf("seal secret key of %s: %v", ak, err)
+	}
+	now := creds.clock().UTC()
+	row := store.Credential{
+		AccessKey:    ak,
+		SealedSecret: sealed,
+		UserID:       "user" + ak,
+		ProjectID:    "pid",
+		DomainID:     "did",
+		Role:         RoleCryptoUser,
+		CreatedAt:    now,
+		UpdatedAt:    now,
+	}
+	if err := creds.store.PutCredential(ctx, row); err != nil {
+		t.Fatalf("store credential %s: %v", ak, err)
+	}
+	return credentialFromRow(row)
+}
