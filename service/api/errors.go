@@ -175,8 +175,7 @@ func (a *authFailure) Error() string { return "authentication failed: " + a.err.
 func (a *authFailure) Unwrap() error { return a.err }
 
 func (s *Server) answerAuthFailure(c echo.Context, st *requestState, a *authFailure) {
-	s.log.Info("authentication failed", "request_id", st.id, "source_ip", c.RealIP(),
-		"reason", a.err)
+	s.authFailures.write(c, st, a.err)
 	if st.op == "" {
 		st.op = s.operationOf(c)
 	}

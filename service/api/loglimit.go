@@ -38,3 +38,72 @@ func (l *logLimiter) allow(now time.Time) (ok bool, suppressed int64) {
 	suppressed, l.suppressed = l.suppressed, 0
 	return true, suppressed
 }
+
+// authFailureLinesPerSecond is the budget of "authentication failed" lines of a Server.
+// Anyone who reaches the server can make every request fail authentication, so without
+// a budget a flood of unsigned requests writes a log line for each.
+const authFailureLinesPerSecond = 10
+
+// summaryLimiter caps log lines at limit per second, like logLimiter, and reports the
+// lines it suppressed in a summary once the second in which they were suppressed is
+// over. The summary is written even when no line follows, as at the end of a flood. It
+// is safe for concurrent use.
+type summaryLimiter struct {
+	limit int
+	// summarize writes the summary line of suppressed lines.
+	summarize func(suppressed int64)
+	// now and afterFunc are time.Now and time.AfterFunc, replaced in tests.
+	now       func() time.Time
+	afterFunc func(d time.Duration, f func())
+
+	mu          sync.Mutex
+	windowStart time.Time
+	logged      int
+	suppressed  int64
+	// summaryDue is set while a call of flush is scheduled.
+	summaryDue bool
+}
+
+func newSummaryLimiter(limit int, summarize func(suppressed int64)) *summaryLimiter {
+	return &summaryLimiter{
+		limit:     limit,
+		summarize: summarize,
+		now:       time.Now,
+		afterFunc: func(d time.Duration, f func()) { time.AfterFunc(d, f) },
+	}
+}
+
+// allow reports whether a line may be logged now. A line that may not is counted for
+// the summary, which is scheduled for the end of the current second.
+func (l *summaryLimiter) allow() bool {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+
+	if now.Sub(l.windowStart) >= time.Second {
+		l.windowStart, l.logged = now, 0
+	}
+	if l.logged < l.limit {
+		l.logged++
+		return true
+	}
+
+	l.suppressed++
+	if !l.summaryDue {
+		l.summaryDue = true
+		l.afterFunc(l.windowStart.Add(time.Second).Sub(now), l.flush)
+	}
+	return false
+}
+
+// flush writes the summary of the lines suppressed since the last one.
+func (l *summaryLimiter) flush() {
+	l.mu.Lock()
+	suppressed := l.suppressed
+	l.suppressed, l.summaryDue = 0, false
+	l.mu.Unlock()
+
+	if suppressed > 0 {
+		l.summarize(suppressed)
+	}
+}

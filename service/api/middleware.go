@@ -3,6 +3,8 @@ package api
 import (
 	"errors"
 	"io"
+	"log/slog"
+	"net/http"
 	"runtime"
 
 	"github.com/labstack/echo/v4"
@@ -98,6 +100,53 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		return next(c)
 	}
+}
+
+// authFailureLog writes the "authentication failed" lines of a Server, at most
+// authFailureLinesPerSecond of them, and a summary line of those it suppressed.
+type authFailureLog struct {
+	log     *slog.Logger
+	limiter *summaryLimiter
+}
+
+func newAuthFailureLog(log *slog.Logger) *authFailureLog {
+	l := &authFailureLog{log: log}
+	l.limiter = newSummaryLimiter(authFailureLinesPerSecond, func(suppressed int64) {
+		l.log.Warn("authentication failures not logged because they exceeded the log limit",
+			"suppressed", suppressed, "limit_per_second", authFailureLinesPerSecond)
+	})
+	return l
+}
+
+// write logs the authentication failure of the request in c with its reason, unless the
+// budget of the current second is spent. The line names the access key of the
+// Authorization header when the header parses, or of the lock. Neither the reason nor
+// the access key contains a secret key (the auth package keeps secrets out of its
+// errors), and the signature is never logged.
+func (l *authFailureLog) write(c echo.Context, st *requestState, reason error) {
+	if !l.limiter.allow() {
+		return
+	}
+
+	attrs := []any{"request_id", st.id, "source_ip", c.RealIP()}
+	if accessKey := failedAccessKey(c.Request(), reason); accessKey != "" {
+		attrs = append(attrs, "access_key", accessKey)
+	}
+	l.log.Info("authentication failed", append(attrs, "reason", reason)...)
+}
+
+// failedAccessKey returns the access key of a request that failed authentication with
+// reason, or "" when the Authorization header does not parse.
+func failedAccessKey(r *http.Request, reason error) string {
+	var locked *auth.LockedError
+	if errors.As(reason, &locked) {
+		return locked.AccessKey
+	}
+	parsed, err := auth.ParseAuthorization(r.Header.Get("Authorization"))
+	if err != nil {
+		return ""
+	}
+	return parsed.AccessKey
 }
 
 // verifyError separates authentication failures (401) from failures of the credential

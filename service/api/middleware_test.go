@@ -1,9 +1,19 @@
 package api
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/labstack/echo/v4"
 
 	"github.com/hsmkms/kms/hsm"
 	"github.com/hsmkms/kms/service"
@@ -47,5 +57,200 @@ func TestVerifyErrorClassifies(t *testing.T) {
 				t.Errorf("message = %q, want %q", se.Message, tt.wantMessage)
 			}
 		})
+	}
+}
+
+// manualClock is the clock and timer of a summaryLimiter under test: time moves only by
+// advance, and a scheduled function runs only when advance passes its time.
+type manualClock struct {
+	mu      sync.Mutex
+	now     time.Time
+	pending []scheduledCall
+}
+
+type scheduledCall struct {
+	at time.Time
+	f  func()
+}
+
+func (c *manualClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *manualClock) AfterFunc(d time.Duration, f func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pending = append(c.pending, scheduledCall{at: c.now.Add(d), f: f})
+}
+
+// advance moves the clock by d and runs the functions that are due.
+func (c *manualClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	var due []func()
+	notDue := c.pending[:0]
+	for _, call := range c.pending {
+		if call.at.After(c.now) {
+			notDue = append(notDue, call)
+			continue
+		}
+		due = append(due, call.f)
+	}
+	c.pending = notDue
+	c.mu.Unlock()
+
+	for _, f := range due {
+		f()
+	}
+}
+
+func TestSummaryLimiterReportsSuppressed(t *testing.T) {
+	clock := &manualClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	var summaries []int64
+	l := newSummaryLimiter(2, func(n int64) { summaries = append(summaries, n) })
+	l.now, l.afterFunc = clock.Now, clock.AfterFunc
+
+	steps := []struct {
+		name          string
+		advance       time.Duration
+		wantAllowed   bool
+		wantSummaries []int64 // after the step
+	}{
+		{"first line", 0, true, nil},
+		{"second line", 100 * time.Millisecond, true, nil},
+		{"third line in the same second", 100 * time.Millisecond, false, nil},
+		{"fourth line in the same second", 700 * time.Millisecond, false, nil},
+		{"next second: summary of two, then a line", 100 * time.Millisecond, true, []int64{2}},
+		{"second line of the new second", 0, true, []int64{2}},
+		{"third line of the new second", 0, false, []int64{2}},
+	}
+	for _, step := range steps {
+		clock.advance(step.advance)
+		if got := l.allow(); got != step.wantAllowed {
+			t.Errorf("%s: allowed = %v, want %v", step.name, got, step.wantAllowed)
+		}
+		if fmt.Sprint(summaries) != fmt.Sprint(step.wantSummaries) {
+			t.Errorf("%s: summaries = %v, want %v", step.name, summaries, step.wantSummaries)
+		}
+	}
+
+	// No line follows, and the summary of the last one still comes at the end of its
+	// second.
+	clock.advance(999 * time.Millisecond)
+	if fmt.Sprint(summaries) != "[2]" {
+		t.Errorf("summaries before the end of the second = %v, want [2]", summaries)
+	}
+	clock.advance(time.Millisecond)
+	if fmt.Sprint(summaries) != "[2 1]" {
+		t.Errorf("summaries after the end of the second = %v, want [2 1]", summaries)
+	}
+}
+
+func TestAuthFailureLogCapsFlood(t *testing.T) {
+	var logs bytes.Buffer
+	failures := newAuthFailureLog(slog.New(slog.NewTextHandler(&logs, nil)))
+	clock := &manualClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	failures.limiter.now, failures.limiter.afterFunc = clock.Now, clock.AfterFunc
+
+	const signature = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	req := httptest.NewRequest(http.MethodPost, "/v1.0/x/kms/list-keys", strings.NewReader("{}"))
+	req.Header.Set("Authorization", "SDK-HMAC-SHA256 Access=FLOODKEY, "+
+		"SignedHeaders=x-sdk-date, Signature="+signature)
+	c := echo.New().NewContext(req, httptest.NewRecorder())
+	st := &requestState{id: "0123456789abcdef0123456789abcdef"}
+	reason := fmt.Errorf("%w for access key FLOODKEY", auth.ErrSignatureMismatch)
+
+	const flood = 100 * authFailureLinesPerSecond
+	for range flood {
+		failures.write(c, st, reason)
+	}
+	clock.advance(time.Second)
+
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) != authFailureLinesPerSecond+1 {
+		t.Fatalf("logged %d lines for %d failures, want %d and a summary:\n%s",
+			len(lines), flood, authFailureLinesPerSecond, logs.String())
+	}
+	for _, line := range lines[:authFailureLinesPerSecond] {
+		for _, want := range []string{`msg="authentication failed"`, "access_key=FLOODKEY",
+			`reason="signature mismatch for access key FLOODKEY"`, "request_id=" + st.id} {
+			if !strings.Contains(line, want) {
+				t.Errorf("line has no %s: %s", want, line)
+			}
+		}
+		if strings.Contains(line, signature) {
+			t.Errorf("line contains the signature: %s", line)
+		}
+	}
+	summary := lines[authFailureLinesPerSecond]
+	wantSuppressed := fmt.Sprintf("suppressed=%d", flood-authFailureLinesPerSecond)
+	if !strings.Contains(summary, "level=WARN") || !strings.Contains(summary, wantSuppressed) {
+		t.Errorf("summary line = %s, want a warning with %s", summary, wantSuppressed)
+	}
+}
+
+func TestFailedAccessKey(t *testing.T) {
+	const signature = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	tests := []struct {
+		name          string
+		authorization string
+		reason        error
+		want          string
+	}{
+		{"parsed header", "SDK-HMAC-SHA256 Access=AK1, SignedHeaders=x-sdk-date, Signature=" +
+			signature, auth.ErrSignatureMismatch, "AK1"},
+		{"missing header", "", auth.ErrMalformedHeader, ""},
+		{"header that does not parse", "SDK-HMAC-SHA256 Access=AK1, Signature=zz",
+			auth.ErrMalformedHeader, ""},
+		{"locked access key", "", &auth.LockedError{AccessKey: "LOCKED1"}, "LOCKED1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodPost, "/", nil)
+			if tt.authorization != "" {
+				req.Header.Set("Authorization", tt.authorization)
+			}
+			if got := failedAccessKey(req, tt.reason); got != tt.want {
+				t.Errorf("failedAccessKey = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// unknownKeys is a CredentialSource without credentials.
+type unknownKeys struct{}
+
+func (unknownKeys) Lookup(_ context.Context, accessKey string) (auth.Principal, []byte, error) {
+	return auth.Principal{}, nil, fmt.Errorf("%w: %s", auth.ErrUnknownAccessKey, accessKey)
+}
+
+// TestAuthFailureFloodThroughServer sends a flood of unsigned requests, as wrk did, and
+// checks that the log gets at most the budget of lines per second, not one per request.
+func TestAuthFailureFloodThroughServer(t *testing.T) {
+	var logs syncBuffer
+	s := New(nil, auth.NewVerifier(unknownKeys{}, auth.VerifierConfig{}),
+		slog.New(slog.NewTextHandler(&logs, nil)), Config{})
+
+	const flood = 50 * authFailureLinesPerSecond
+	start := time.Now()
+	for range flood {
+		req := httptest.NewRequest(http.MethodPost, "/v1.0/x/kms/list-keys", strings.NewReader("{}"))
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		if rec.Code != http.StatusUnauthorized {
+			t.Fatalf("status %d, want 401", rec.Code)
+		}
+	}
+	seconds := int(time.Since(start)/time.Second) + 1
+
+	logged := strings.Count(logs.String(), `msg="authentication failed"`)
+	if logged > seconds*authFailureLinesPerSecond {
+		t.Errorf("logged %d lines for %d failures in under %d s, want at most %d per second",
+			logged, flood, seconds, authFailureLinesPerSecond)
+	}
+	if logged == 0 {
+		t.Error("logged no authentication failure")
 	}
 }

@@ -87,6 +87,8 @@ type Server struct {
 
 	// errorLog caps the "request failed" lines of 5xx responses.
 	errorLog logLimiter
+	// authFailures writes the "authentication failed" lines of 401 responses, capped.
+	authFailures *authFailureLog
 }
 
 // New builds the echo server and registers every route.
@@ -109,7 +111,7 @@ func New(svc *service.Service, verifier *auth.Verifier, log *slog.Logger, cfg Co
 	e.IPExtractor = ipExtractor(cfg.TrustedProxies)
 	e.HidePort = true
 	s := &Server{echo: e, svc: svc, verifier: verifier, log: log, cfg: cfg,
-		errorLog: logLimiter{limit: errorLinesPerSecond}}
+		errorLog: logLimiter{limit: errorLinesPerSecond}, authFailures: newAuthFailureLog(log)}
 	e.HTTPErrorHandler = s.handleError
 
 	s.routeOps = map[string]string{}
