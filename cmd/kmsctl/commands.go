@@ -24,7 +24,7 @@ func runCreateKey(env *cliEnv, args []string) error {
 
 	var out map[string]any
 	body := map[string]any{"key_alias": *alias, "key_description": *desc}
-	if err := env.client.call(http.MethodPost, "kms/create-key", body, &out); err != nil {
+	if err := env.call(http.MethodPost, "kms/create-key", body, &out); err != nil {
 		return err
 	}
 	return printJSON(env.stdout, out)
@@ -36,7 +36,7 @@ func runDescribeKey(env *cliEnv, args []string) error {
 		return err
 	}
 	var out map[string]any
-	if err := env.client.call(http.MethodPost, "kms/describe-key", map[string]any{"key_id": pos[0]}, &out); err != nil {
+	if err := env.call(http.MethodPost, "kms/describe-key", map[string]any{"key_id": pos[0]}, &out); err != nil {
 		return err
 	}
 	return printJSON(env.stdout, out)
@@ -58,7 +58,7 @@ func runListKeys(env *cliEnv, args []string) error {
 		}
 	}
 	var out map[string]any
-	if err := env.client.call(http.MethodPost, "kms/list-keys", body, &out); err != nil {
+	if err := env.call(http.MethodPost, "kms/list-keys", body, &out); err != nil {
 		return err
 	}
 	return printJSON(env.stdout, out)
@@ -98,7 +98,7 @@ func runCreateDataKey(env *cliEnv, args []string) error {
 	body := map[string]any{"key_id": pos[0], "datakey_length": strconv.Itoa(*bits)}
 	addBinding(body, ctx, *aad)
 	var out map[string]any
-	if err := env.client.call(http.MethodPost, op, body, &out); err != nil {
+	if err := env.call(http.MethodPost, op, body, &out); err != nil {
 		return err
 	}
 	return printJSON(env.stdout, out)
@@ -125,7 +125,7 @@ func runEncryptDataKey(env *cliEnv, args []string) error {
 	}
 	addBinding(body, ctx, *aad)
 	var out map[string]any
-	if err := env.client.call(http.MethodPost, "kms/encrypt-datakey", body, &out); err != nil {
+	if err := env.call(http.MethodPost, "kms/encrypt-datakey", body, &out); err != nil {
 		return err
 	}
 	return printJSON(env.stdout, out)
@@ -148,7 +148,7 @@ func runDecryptDataKey(env *cliEnv, args []string) error {
 		"datakey_cipher_length": strconv.Itoa(*length)}
 	addBinding(body, ctx, *aad)
 	var out map[string]any
-	if err := env.client.call(http.MethodPost, "kms/decrypt-datakey", body, &out); err != nil {
+	if err := env.call(http.MethodPost, "kms/decrypt-datakey", body, &out); err != nil {
 		return err
 	}
 	return printJSON(env.stdout, out)
@@ -171,7 +171,7 @@ func runEncryptFile(env *cliEnv, args []string) error {
 		PlainText  string `json:"plain_text"`
 		CipherText string `json:"cipher_text"`
 	}
-	if err := env.client.call(http.MethodPost, "kms/create-datakey", body, &dk); err != nil {
+	if err := env.call(http.MethodPost, "kms/create-datakey", body, &dk); err != nil {
 		return err
 	}
 	dek, err := hex.DecodeString(dk.PlainText)
@@ -215,7 +215,7 @@ func runDecryptFile(env *cliEnv, args []string) error {
 	var dk struct {
 		DataKey string `json:"data_key"`
 	}
-	if err := env.client.call(http.MethodPost, "kms/decrypt-datakey", body, &dk); err != nil {
+	if err := env.call(http.MethodPost, "kms/decrypt-datakey", body, &dk); err != nil {
 		return err
 	}
 	dek, err := hex.DecodeString(dk.DataKey)
@@ -255,6 +255,9 @@ func runCredentials(env *cliEnv, args []string) error {
 		return usageError{"credentials needs create, list, disable, enable or delete"}
 	}
 	sub, args := args[0], args[1:]
+	if isHelpFlag(sub) {
+		return helpRequest{}
+	}
 
 	switch sub {
 	case "create":
@@ -268,13 +271,16 @@ func runCredentials(env *cliEnv, args []string) error {
 		}
 		var out map[string]any
 		body := map[string]any{"role": *role, "project_id": *project, "domain_id": *domain, "user_id": *user}
-		if err := env.client.call(http.MethodPost, "kms-admin/credentials", body, &out); err != nil {
+		if err := env.call(http.MethodPost, "kms-admin/credentials", body, &out); err != nil {
 			return err
 		}
 		return printJSON(env.stdout, out)
 	case "list":
+		if _, err := parse(flag.NewFlagSet("credentials list", flag.ContinueOnError), args, 0); err != nil {
+			return err
+		}
 		var out map[string]any
-		if err := env.client.call(http.MethodGet, "kms-admin/credentials", nil, &out); err != nil {
+		if err := env.call(http.MethodGet, "kms-admin/credentials", nil, &out); err != nil {
 			return err
 		}
 		return printJSON(env.stdout, out)
@@ -287,7 +293,7 @@ func runCredentials(env *cliEnv, args []string) error {
 		if sub == "delete" {
 			method, path = http.MethodDelete, "kms-admin/credentials/"+pos[0]
 		}
-		return env.client.call(method, path, nil, nil)
+		return env.call(method, path, nil, nil)
 	default:
 		return usageError{fmt.Sprintf("unknown credentials command %q", sub)}
 	}

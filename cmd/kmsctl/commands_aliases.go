@@ -47,14 +47,14 @@ func runCreateAlias(env *cliEnv, args []string) error {
 // runDeleteAliases deletes one or more aliases of a key in one request, all or none.
 func runDeleteAliases(env *cliEnv, args []string) error {
 	fs := flag.NewFlagSet("delete-alias", flag.ContinueOnError)
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() < 2 {
 		return usageError{"expected a key and at least one alias"}
 	}
 	body := map[string]any{"key_id": fs.Arg(0), "aliases": fs.Args()[1:]}
-	return env.client.call(http.MethodDelete, "kms/aliases", body, nil)
+	return env.call(http.MethodDelete, "kms/aliases", body, nil)
 }
 
 func runListAliases(env *cliEnv, args []string) error {
@@ -78,7 +78,7 @@ func runListAliases(env *cliEnv, args []string) error {
 	}
 
 	var out []map[string]any
-	if err := env.client.call(http.MethodGet, path, nil, &out); err != nil {
+	if err := env.call(http.MethodGet, path, nil, &out); err != nil {
 		return err
 	}
 	return printJSON(env.stdout, out)
@@ -96,7 +96,7 @@ func runAssociateAlias(env *cliEnv, args []string) error {
 // callPrintingJSON sends a request and prints the JSON response.
 func callPrintingJSON(env *cliEnv, method, path string, body any) error {
 	var out map[string]any
-	if err := env.client.call(method, path, body, &out); err != nil {
+	if err := env.call(method, path, body, &out); err != nil {
 		return err
 	}
 	return printJSON(env.stdout, out)

@@ -30,7 +30,6 @@ func init() {
 			"tail [--interval DURATION]",
 		runAudit,
 	}
-	mayRunWithoutCredentials["audit"] = true
 }
 
 func runAudit(env *cliEnv, args []string) error {
@@ -38,6 +37,9 @@ func runAudit(env *cliEnv, args []string) error {
 		return usageError{"audit needs export, verify, public-key or tail"}
 	}
 	sub, args := args[0], args[1:]
+	if isHelpFlag(sub) {
+		return helpRequest{}
+	}
 
 	switch sub {
 	case "export":
@@ -454,14 +456,6 @@ func auditPagePath(what, chainID string, afterSeq uint64, limit int) string {
 	q.Set("after", strconv.FormatUint(afterSeq, 10))
 	q.Set("limit", strconv.Itoa(limit))
 	return "kms-admin/audit/" + what + "?" + q.Encode()
-}
-
-// requireClient returns the client, or why there is none (no credentials).
-func (env *cliEnv) requireClient() (*client, error) {
-	if env.client == nil {
-		return nil, errors.Join(errors.New("this command calls kmsd"), env.clientErr)
-	}
-	return env.client, nil
 }
 
 // withReadOnlyMode adds mode=ro to a SQLite URL that sets no mode.

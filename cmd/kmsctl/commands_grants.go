@@ -46,7 +46,7 @@ func runCreateGrant(env *cliEnv, args []string) error {
 	}
 
 	var out map[string]any
-	if err := env.client.call(http.MethodPost, "kms/create-grant", body, &out); err != nil {
+	if err := env.call(http.MethodPost, "kms/create-grant", body, &out); err != nil {
 		return err
 	}
 	return printJSON(env.stdout, out)
@@ -63,7 +63,7 @@ func runListGrants(env *cliEnv, args []string) error {
 	body := pageBody(*limit, *marker)
 	body["key_id"] = pos[0]
 	var out map[string]any
-	if err := env.client.call(http.MethodPost, "kms/list-grants", body, &out); err != nil {
+	if err := env.call(http.MethodPost, "kms/list-grants", body, &out); err != nil {
 		return err
 	}
 	return printJSON(env.stdout, out)
@@ -78,7 +78,7 @@ func runListRetirableGrants(env *cliEnv, args []string) error {
 
 	var out map[string]any
 	body := pageBody(*limit, *marker)
-	if err := env.client.call(http.MethodPost, "kms/list-retirable-grants", body, &out); err != nil {
+	if err := env.call(http.MethodPost, "kms/list-retirable-grants", body, &out); err != nil {
 		return err
 	}
 	return printJSON(env.stdout, out)
@@ -95,7 +95,7 @@ func runDeleteGrant(op string) func(env *cliEnv, args []string) error {
 
 		body := map[string]any{"key_id": pos[0], "grant_id": pos[1]}
 		var out map[string]any
-		if err := env.client.call(http.MethodPost, "kms/"+op, body, &out); err != nil {
+		if err := env.call(http.MethodPost, "kms/"+op, body, &out); err != nil {
 			return err
 		}
 		return printJSON(env.stdout, out)

@@ -31,7 +31,7 @@ func runCreateTag(env *cliEnv, args []string) error {
 		return err
 	}
 	body := map[string]any{"tag": parseTag(pos[1])}
-	return env.client.call(http.MethodPost, "kms/"+url.PathEscape(pos[0])+"/tags", body, nil)
+	return env.call(http.MethodPost, "kms/"+url.PathEscape(pos[0])+"/tags", body, nil)
 }
 
 func runDeleteTag(env *cliEnv, args []string) error {
@@ -42,13 +42,13 @@ func runDeleteTag(env *cliEnv, args []string) error {
 	// The tag key is one path segment, so "/", ":" and non-ASCII characters are
 	// percent-encoded.
 	path := "kms/" + url.PathEscape(pos[0]) + "/tags/" + url.PathEscape(pos[1])
-	return env.client.call(http.MethodDelete, path, nil, nil)
+	return env.call(http.MethodDelete, path, nil, nil)
 }
 
 func runBatchTags(env *cliEnv, args []string) error {
 	fs := flag.NewFlagSet("batch-tags", flag.ContinueOnError)
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() < 3 {
 		return usageError{"expected a key, create or delete, and at least one tag"}
@@ -59,7 +59,7 @@ func runBatchTags(env *cliEnv, args []string) error {
 		tags = append(tags, parseTag(arg))
 	}
 	body := map[string]any{"action": fs.Arg(1), "tags": tags}
-	return env.client.call(http.MethodPost, "kms/"+url.PathEscape(fs.Arg(0))+"/tags/action",
+	return env.call(http.MethodPost, "kms/"+url.PathEscape(fs.Arg(0))+"/tags/action",
 		body, nil)
 }
 

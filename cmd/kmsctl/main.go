@@ -29,21 +29,39 @@ var commands = map[string]command{
 	"decrypt-datakey": {"decrypt-datakey KEY --cipher HEX [--length BYTES] [--context k=v]... [--aad TEXT]", runDecryptDataKey},
 	"encrypt-file":    {"encrypt-file KEY IN OUT [--context k=v]...", runEncryptFile},
 	"decrypt-file":    {"decrypt-file IN OUT", runDecryptFile},
-	"credentials":     {"credentials create|list|disable|enable|delete ...", runCredentials},
+	"credentials": {"credentials create [--role ROLE] [--project ID] [--domain ID] " +
+		"[--user ID] | list | disable|enable|delete ACCESS_KEY", runCredentials},
 }
 
-// cliEnv is what every command gets: a client and the output stream.
+// cliEnv is what every command gets: the client of kmsd and the output streams.
+//
+// Every command starts without credentials too, so that --help and the forms that never
+// call kmsd (audit verify reads a file or a database) work without them. A command calls
+// kmsd through call or requireClient, which then return why there is no client.
 type cliEnv struct {
 	client *client
 	stdout io.Writer
 	stderr io.Writer
-	// clientErr is why client is nil, for commands in mayRunWithoutCredentials.
+	// clientErr is why client is nil: no credentials, or an unreadable --ca-file.
 	clientErr error
 }
 
-// mayRunWithoutCredentials lists the commands that start without credentials, because
-// some of their forms never call kmsd (audit verify reads a file or a database).
-var mayRunWithoutCredentials = map[string]bool{}
+// requireClient returns the client, or why there is none.
+func (env *cliEnv) requireClient() (*client, error) {
+	if env.client == nil {
+		return nil, fmt.Errorf("this command calls kmsd: %w", env.clientErr)
+	}
+	return env.client, nil
+}
+
+// call sends a request to kmsd as client.call does, or returns why there is no client.
+func (env *cliEnv) call(method, path string, body, out any) error {
+	c, err := env.requireClient()
+	if err != nil {
+		return err
+	}
+	return c.call(method, path, body, out)
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
@@ -57,8 +75,15 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	credsPath := fs.String("credentials", defaultCredentialsPath(getenv),
 		"credentials JSON file, used when KMS_ACCESS_KEY is not set (env KMS_CREDENTIALS_FILE)")
 	caFile := fs.String("ca-file", getenv("KMS_CA_FILE"), "PEM CA certificate for an HTTPS endpoint (env KMS_CA_FILE)")
-	fs.Usage = func() { usage(stderr, fs) }
+	// run writes the usage itself: to stdout for -h and --help, to stderr after the error
+	// message of an invalid flag.
+	fs.Usage = func() {}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			usage(stdout, fs)
+			return 0
+		}
+		usage(stderr, fs)
 		return 2
 	}
 	if fs.NArg() == 0 {
@@ -78,13 +103,14 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	if err == nil {
 		env.client, err = newClient(*endpoint, *caFile, creds)
 	}
-	if err != nil && !mayRunWithoutCredentials[fs.Arg(0)] {
-		fmt.Fprintf(stderr, "kmsctl: %v\n", err)
-		return 1
-	}
 	env.clientErr = err
 
 	if err := cmd.run(env, fs.Args()[1:]); err != nil {
+		var help helpRequest
+		if errors.As(err, &help) {
+			printCommandHelp(stdout, cmd, help.flags)
+			return 0
+		}
 		fmt.Fprintf(stderr, "kmsctl %s: %v\n", fs.Arg(0), err)
 		var usageErr usageError
 		if errors.As(err, &usageErr) {
@@ -107,8 +133,30 @@ func usage(w io.Writer, fs *flag.FlagSet) {
 	for _, name := range names {
 		fmt.Fprintf(w, "  %s\n", commands[name].usage)
 	}
-	fmt.Fprintln(w, "\nglobal flags:")
+	fmt.Fprintln(w, "\nglobal flags, given before COMMAND:")
+	fs.SetOutput(w)
 	fs.PrintDefaults()
+	fmt.Fprintln(w, "\nkmsctl COMMAND --help lists the flags of a command.")
+}
+
+// printCommandHelp writes the usage of cmd and the flags of flags, the flag set of the
+// command or subcommand that got -h or --help. flags is nil for a command that was given
+// --help in place of a subcommand.
+func printCommandHelp(w io.Writer, cmd command, flags *flag.FlagSet) {
+	fmt.Fprintf(w, "usage: kmsctl %s\n", cmd.usage)
+	if flags != nil {
+		defined := 0
+		flags.VisitAll(func(*flag.Flag) { defined++ })
+		if defined == 0 {
+			fmt.Fprintf(w, "\nkmsctl %s takes no flags.\n", flags.Name())
+		} else {
+			fmt.Fprintf(w, "\nflags of kmsctl %s:\n", flags.Name())
+			flags.SetOutput(w)
+			flags.PrintDefaults()
+		}
+	}
+	fmt.Fprintln(w, "\nThe global flags --endpoint, --credentials and --ca-file go before the "+
+		"command; kmsctl --help lists them.")
 }
 
 func envOr(getenv func(string) string, name, def string) string {
@@ -122,6 +170,21 @@ func envOr(getenv func(string) string, name, def string) string {
 type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
+
+// helpRequest is the error of a command given -h or --help, for which run prints the
+// command's usage and the flags of flags (see printCommandHelp).
+type helpRequest struct{ flags *flag.FlagSet }
+
+func (helpRequest) Error() string { return "help requested" }
+
+// isHelpFlag reports whether arg is one of the flags that request help.
+func isHelpFlag(arg string) bool {
+	switch arg {
+	case "-h", "-help", "--h", "--help":
+		return true
+	}
+	return false
+}
 
 // contextFlag collects repeated --context k=v flags into an encryption context.
 type contextFlag map[string]string
@@ -138,13 +201,13 @@ func (c contextFlag) Set(v string) error {
 }
 
 // parse parses a command's flags, allowing them before and after positional
-// arguments, and checks the number of positional arguments.
+// arguments, and checks the number of positional arguments. Errors are those of
+// parseFlags, or a usageError for a wrong number of positional arguments.
 func parse(fs *flag.FlagSet, args []string, positional int) ([]string, error) {
-	fs.SetOutput(io.Discard)
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, usageError{err.Error()}
+		if err := parseFlags(fs, args); err != nil {
+			return nil, err
 		}
 		if fs.NArg() == 0 {
 			break
@@ -156,6 +219,20 @@ func parse(fs *flag.FlagSet, args []string, positional int) ([]string, error) {
 		return nil, usageError{fmt.Sprintf("expected %d arguments, got %d", positional, len(pos))}
 	}
 	return pos, nil
+}
+
+// parseFlags parses the flags at the start of args with fs. It returns a helpRequest
+// for -h or --help and a usageError for an invalid flag, and writes nothing.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return helpRequest{flags: fs}
+	}
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	return nil
 }
 
 // printJSONLine writes v as one line of JSON.

@@ -4,8 +4,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -27,12 +29,21 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
-// run starts kmsd and blocks until SIGINT or SIGTERM. It returns the exit status.
-func run(args []string, getenv func(string) string, stderr io.Writer) int {
-	cfg, err := loadConfig(args, getenv, stderr)
+// run starts kmsd and blocks until SIGINT or SIGTERM. It returns the exit status. With
+// -h or --help it writes the usage to stdout and returns 0 without starting.
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	// The flag package writes the usage for -h and --help, and an error message with the
+	// usage for an invalid flag. Only the first goes to stdout.
+	var flagOutput bytes.Buffer
+	cfg, err := loadConfig(args, getenv, &flagOutput)
+	if errors.Is(err, flag.ErrHelp) {
+		_, _ = stdout.Write(flagOutput.Bytes())
+		return 0
+	}
+	_, _ = stderr.Write(flagOutput.Bytes())
 	if err != nil {
 		fmt.Fprintf(stderr, "kmsd: invalid configuration: %v\n", err)
 		return 2

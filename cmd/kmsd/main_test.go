@@ -246,3 +246,56 @@ func TestKmsdRefusesLostToken(t *testing.T) {
 		}
 	}
 }
+
+func TestHelpFlagPrintsUsage(t *testing.T) {
+	for _, helpFlag := range []string{"-h", "-help", "--help"} {
+		t.Run(helpFlag, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run([]string{helpFlag}, envFrom(nil), &stdout, &stderr)
+			if code != 0 {
+				t.Errorf("kmsd %s exited with %d, want 0; stderr:\n%s", helpFlag, code, stderr.String())
+			}
+			for _, want := range []string{"Usage: kmsd [flags]", "-listen", "KMS_LISTEN", "-token-label"} {
+				if !strings.Contains(stdout.String(), want) {
+					t.Errorf("kmsd %s printed no %q to stdout:\n%s", helpFlag, want, stdout.String())
+				}
+			}
+			if stderr.Len() != 0 {
+				t.Errorf("kmsd %s wrote to stderr:\n%s", helpFlag, stderr.String())
+			}
+		})
+	}
+}
+
+func TestInvalidFlagExitsWithUsageError(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"--no-such-flag"}, envFrom(nil), &stdout, &stderr)
+	if code != 2 {
+		t.Errorf("exit code %d, want 2", code)
+	}
+	if !strings.Contains(stderr.String(), "flag provided but not defined: -no-such-flag") {
+		t.Errorf("stderr does not name the flag:\n%s", stderr.String())
+	}
+	if stdout.Len() != 0 {
+		t.Errorf("stdout is not empty:\n%s", stdout.String())
+	}
+}
+
+// TestKmsdRejectsWeakAdminSecret starts kmsd on a new data directory with an admin
+// secret key from the environment that is too weak. kmsd must exit with a message that
+// names the variable, instead of waiting for a credential that can never be stored.
+func TestKmsdRejectsWeakAdminSecret(t *testing.T) {
+	bin := build(t, "github.com/hsmkms/kms/cmd/kmsd", "kmsd")
+	// A kmsd that kept retrying serves until the context ends it.
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "--data-dir", t.TempDir(), "--listen", freeAddr(t))
+	cmd.Env = append(os.Environ(), "KMS_ADMIN_ACCESS_KEY=WEAKADMIN", "KMS_ADMIN_SECRET_KEY=a")
+	out, err := cmd.CombinedOutput()
+	if err == nil || ctx.Err() != nil {
+		t.Fatalf("kmsd did not exit on a weak admin secret key; output:\n%s", out)
+	}
+	if !strings.Contains(string(out), "KMS_ADMIN_SECRET_KEY") {
+		t.Errorf("kmsd output does not name KMS_ADMIN_SECRET_KEY:\n%s", out)
+	}
+}
