@@ -81,6 +81,16 @@ func TestAuditRecordsAllowedAndDeniedCalls(t *testing.T) {
 		}
 	}
 
+	failed := records[4]
+	if failed.AccessKey != e.admin.ak || failed.ProjectID != projectP1 {
+		t.Errorf("record of the failed signature names %q in %q, want the access key and "+
+			"project as sent, %s in %s", failed.AccessKey, failed.ProjectID, e.admin.ak,
+			projectP1)
+	}
+	if failed.UserID != "" {
+		t.Errorf("record of the failed signature names user %q, want none", failed.UserID)
+	}
+
 	datakey := records[1]
 	if datakey.KeyID != keyID || datakey.KeyVersion != 1 {
 		t.Errorf("create-datakey record names key %s version %d, want %s version 1",

@@ -179,6 +179,11 @@ func (s *Server) answerAuthFailure(c echo.Context, st *requestState, a *authFail
 	if st.op == "" {
 		st.op = s.operationOf(c)
 	}
+	// The record names the access key and the project as sent, unauthenticated, so
+	// that failed attempts on one key or project can be traced.
+	st.principal.AccessKey = cutRecorded(failedAccessKey(c.Request(), a.err),
+		maxRecordedIDLength)
+	st.principal.ProjectID = cutRecorded(c.Param("project_id"), maxRecordedIDLength)
 	if err := s.record(c, st, http.StatusUnauthorized, "APIGW.0301"); err != nil {
 		// Nothing is released either way, but a call that could not be recorded fails
 		// with 503 like every other.

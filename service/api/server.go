@@ -401,16 +401,24 @@ const maxRecordedKeyIDLength = service.MaxKeyRefLength
 
 // recordedKeyID returns id, or for an id longer than maxRecordedKeyIDLength its first
 // bytes up to that length at a UTF-8 boundary followed by its length in bytes.
-func recordedKeyID(id string) string {
-	if len(id) <= maxRecordedKeyIDLength {
-		return id
+func recordedKeyID(id string) string { return cutRecorded(id, maxRecordedKeyIDLength) }
+
+// maxRecordedIDLength is the length of the longest valid access key, project id or user
+// id (1 to 64 characters), to which audit records cut such values as sent.
+const maxRecordedIDLength = 64
+
+// cutRecorded returns s, or for s longer than max bytes its first bytes up to max at a
+// UTF-8 boundary followed by its length in bytes.
+func cutRecorded(s string, max int) string {
+	if len(s) <= max {
+		return s
 	}
 
-	cut := maxRecordedKeyIDLength
-	for cut > 0 && !utf8.RuneStart(id[cut]) {
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
 		cut--
 	}
-	return id[:cut] + "...(" + strconv.Itoa(len(id)) + " bytes)"
+	return s[:cut] + "...(" + strconv.Itoa(len(s)) + " bytes)"
 }
 
 // record writes the audit record of the call. A failure becomes a 503 error, so that
