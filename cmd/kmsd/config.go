@@ -315,6 +315,48 @@ func setField(v reflect.Value, text string) error {
 	return nil
 }
 
+// Limits of settings that weaken kmsd far beyond any use: a date window of a day lets a
+// captured request be replayed for that long, and each request may hold its body in
+// memory.
+const (
+	maxAuthWindow     = 24 * time.Hour
+	maxBodyBytesLimit = 64 << 20
+)
+
+// Thresholds above or below which a setting is accepted with a warning at start
+// (warnings): Huawei's values for the date window and the lockout, and a body limit well
+// above the largest API request, an encrypt-data call of 4096 bytes.
+const (
+	warnAuthWindow   = 15 * time.Minute
+	warnAuthLockout  = time.Minute
+	warnAuthFailures = 10
+	warnMaxBodyBytes = 1 << 20
+)
+
+// warnings returns one message for each setting that is valid but weakens kmsd: a longer
+// date window, a shorter lockout or more failures before it than Huawei's, and a body
+// limit above 1 MiB.
+func (c config) warnings() []string {
+	var msgs []string
+	if c.AuthWindow > warnAuthWindow {
+		msgs = append(msgs, fmt.Sprintf("auth_window is %s: a captured request can be "+
+			"replayed for that long, against %s at Huawei", c.AuthWindow, warnAuthWindow))
+	}
+	if c.AuthLockout < warnAuthLockout {
+		msgs = append(msgs, fmt.Sprintf("auth_lockout is %s: guessing a secret key is "+
+			"slowed by less than a minute per %d failures", c.AuthLockout, c.AuthFailures))
+	}
+	if c.AuthFailures > warnAuthFailures {
+		msgs = append(msgs, fmt.Sprintf("auth_max_failures is %d: an access key locks only "+
+			"after that many failed signatures, against 5 at Huawei", c.AuthFailures))
+	}
+	if c.MaxBodyBytes > warnMaxBodyBytes {
+		msgs = append(msgs, fmt.Sprintf("max_body_bytes is %d: each request may hold that "+
+			"much memory, while API requests need at most a few KiB", c.MaxBodyBytes))
+	}
+	return msgs
+}
+
 // maxTokenLabelBytes is the size of the label field of PKCS#11's CK_TOKEN_INFO. A longer
 // label is cut to 32 bytes when a token is initialised, and a lookup by the whole label
 // then finds no token.
@@ -344,10 +386,13 @@ func (c config) validate() error {
 	check(c.GrantsPerKey >= 1, "grants_per_key: must be at least 1")
 	check(c.CredCacheTTL >= 0 && c.CredCacheTTL <= time.Minute, "credential_cache_ttl: must be 0 to 1m")
 	check(c.KeyCacheTTL >= 0 && c.KeyCacheTTL <= time.Minute, "key_cache_ttl: must be 0 to 1m")
-	check(c.AuthWindow >= time.Minute, "auth_window: must be at least 1m")
+	check(c.AuthWindow >= time.Minute && c.AuthWindow <= maxAuthWindow,
+		"auth_window: must be 1m to %s", maxAuthWindow)
 	check(c.AuthFailures >= 1, "auth_max_failures: must be at least 1")
 	check(c.AuthLockout >= 0, "auth_lockout: must not be negative")
-	check(c.MaxBodyBytes >= 1024, "max_body_bytes: must be at least 1024")
+	check(c.MaxBodyBytes >= 1024 && c.MaxBodyBytes <= maxBodyBytesLimit,
+		"max_body_bytes: must be 1024 to %d (%d MiB)", int64(maxBodyBytesLimit),
+		maxBodyBytesLimit>>20)
 	check(c.ShutdownTimeout > 0, "shutdown_timeout: must be positive")
 	check(c.JobInterval >= time.Second, "job_interval: must be at least 1s")
 	check(c.SealLimit >= 1 && c.SealLimit <= 1<<32, "seal_limit: must be 1 to 4294967296 (2^32)")

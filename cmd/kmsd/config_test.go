@@ -393,3 +393,52 @@ func TestMaxTokenCallsValidation(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigRiskySettings(t *testing.T) {
+	tests := []struct {
+		name        string
+		args        []string
+		wantWarning string // empty for none
+		wantError   string // empty for a valid configuration
+	}{
+		{name: "defaults"},
+		{name: "Huawei's date window", args: []string{"--auth-window", "15m"}},
+		{name: "longer date window", args: []string{"--auth-window", "2h"},
+			wantWarning: "auth_window is 2h0m0s"},
+		{name: "date window over a day", args: []string{"--auth-window", "240h"},
+			wantError: "auth_window: must be 1m to 24h0m0s"},
+		{name: "short lockout", args: []string{"--auth-lockout", "1ns"},
+			wantWarning: "auth_lockout is 1ns"},
+		{name: "many failures", args: []string{"--auth-max-failures", "1000000"},
+			wantWarning: "auth_max_failures is 1000000"},
+		{name: "large bodies", args: []string{"--max-body-bytes", "2097152"},
+			wantWarning: "max_body_bytes is 2097152"},
+		{name: "bodies over the limit", args: []string{"--max-body-bytes", "1000000000"},
+			wantError: "max_body_bytes: must be 1024 to 67108864"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := loadConfig(tt.args, envFrom(nil), io.Discard)
+			if tt.wantError != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantError) {
+					t.Fatalf("error %v, want one containing %q", err, tt.wantError)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			warnings := cfg.warnings()
+			if tt.wantWarning == "" {
+				if len(warnings) != 0 {
+					t.Errorf("warnings %q, want none", warnings)
+				}
+				return
+			}
+			if len(warnings) != 1 || !strings.Contains(warnings[0], tt.wantWarning) {
+				t.Errorf("warnings %q, want one containing %q", warnings, tt.wantWarning)
+			}
+		})
+	}
+}

@@ -88,6 +88,9 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 // embedded token that the data directory held before and lost (softhsmsetup.Ensure) does.
 func serve(ctx context.Context, cfg config, getenv func(string) string, log *slog.Logger) error {
 	log.Info("kmsd starting", cfg.logValues()...)
+	for _, msg := range cfg.warnings() {
+		log.Warn("risky setting: " + msg)
+	}
 
 	// The embedded token creates the data directory, but with another module it holds
 	// only the SQLite file and the admin credential file.
