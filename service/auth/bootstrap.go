@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/hsmkms/kms/service/store"
 )
 
 // AdminCredentialsFile is the name, inside the data directory, of the file that
@@ -88,6 +90,7 @@ func (c *Credentials) EnsureAdmin(
 		return Credential{}, err
 	}
 	if found {
+		c.checkAdminFile(ctx, dataDir)
 		if !recorded {
 			return c.recordOperator(ctx, existing)
 		}
@@ -107,6 +110,30 @@ func (c *Credentials) EnsureAdmin(
 		return Credential{}, err
 	}
 	return c.recordOperator(ctx, created)
+}
+
+// checkAdminFile logs a warning when dataDir/admin-credentials.json names an access key
+// that the store does not hold: the file was written for another store (the data
+// directory was used with another --database), or its credential was deleted, and
+// kmsctl with it gets 401. A missing or unreadable file is not reported.
+func (c *Credentials) checkAdminFile(ctx context.Context, dataDir string) {
+	path := filepath.Join(dataDir, AdminCredentialsFile)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	var file adminFile
+	if err := json.Unmarshal(data, &file); err != nil || file.AccessKey == "" {
+		return
+	}
+
+	_, err = c.store.GetCredential(ctx, file.AccessKey)
+	if errors.Is(err, store.ErrNotFound) {
+		c.logger.Warn("the admin credentials file names an access key that this store "+
+			"does not hold, so kmsctl with it gets 401; it was written for another store "+
+			"or its credential was deleted: delete the file or replace it",
+			"path", path, "access_key", file.AccessKey)
+	}
 }
 
 // recordOperator records the project of admin as the operator project unless one is

@@ -1,10 +1,13 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -161,4 +164,40 @@ func TestEnsureAdminRejectsOtherProjectFromEnvironment(t *testing.T) {
 // store has not.
 func (failingStore) OperatorProject(context.Context) (string, bool, error) {
 	return "", false, nil
+}
+
+// TestEnsureAdminWarnsOfOtherStoresFile puts the admin credentials file of one store in
+// the data directory of another store that has its own admin: EnsureAdmin must warn that
+// the file names an access key the store does not hold, and keep the file.
+func TestEnsureAdminWarnsOfOtherStoresFile(t *testing.T) {
+	ctx := context.Background()
+	dataDir := t.TempDir()
+	firstLogs := &bytes.Buffer{}
+	first := NewCredentials(testStore(t), testToken(t),
+		CredentialsConfig{Logger: slog.New(slog.NewTextHandler(firstLogs, nil))})
+	if _, err := first.EnsureAdmin(ctx, dataDir, AdminEnv{}); err != nil {
+		t.Fatalf("EnsureAdmin on the first store: %v", err)
+	}
+
+	logs := &bytes.Buffer{}
+	second := NewCredentials(testStore(t), testToken(t),
+		CredentialsConfig{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	createAdminAt(t, second, "SECONDADMIN", "operator")
+	if _, err := second.EnsureAdmin(ctx, dataDir, AdminEnv{}); err != nil {
+		t.Fatalf("EnsureAdmin on the second store: %v", err)
+	}
+
+	if !strings.Contains(logs.String(), "does not hold") {
+		t.Errorf("no warning about the other store's file; logs:\n%s", logs)
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, AdminCredentialsFile)); err != nil {
+		t.Errorf("the admin credentials file is gone: %v", err)
+	}
+
+	if _, err := first.EnsureAdmin(ctx, dataDir, AdminEnv{}); err != nil {
+		t.Fatalf("EnsureAdmin on the first store again: %v", err)
+	}
+	if strings.Contains(firstLogs.String(), "does not hold") {
+		t.Errorf("warning for the store that the file belongs to; logs:\n%s", firstLogs)
+	}
 }
