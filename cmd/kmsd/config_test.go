@@ -315,15 +315,9 @@ func TestBooleanFlags(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := loadConfig(tt.args, envFrom(nil), io.Discard)
-			if tt.wantError != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantError) {
-					t.Fatalf("error %v, want one containing %q", err, tt.wantError)
-				}
+			cfg, ok := loadConfigCase(t, tt.args, tt.wantError)
+			if !ok {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if cfg.AuditFsync != tt.wantFsync {
 				t.Errorf("audit_fsync %v, want %v", cfg.AuditFsync, tt.wantFsync)
@@ -418,15 +412,9 @@ func TestConfigRiskySettings(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := loadConfig(tt.args, envFrom(nil), io.Discard)
-			if tt.wantError != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantError) {
-					t.Fatalf("error %v, want one containing %q", err, tt.wantError)
-				}
+			cfg, ok := loadConfigCase(t, tt.args, tt.wantError)
+			if !ok {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 
 			warnings := cfg.warnings()
@@ -441,4 +429,23 @@ func TestConfigRiskySettings(t *testing.T) {
 			}
 		})
 	}
+}
+
+// loadConfigCase loads the configuration of args and fails t unless the error contains
+// wantError, or unless there is none when wantError is empty. It returns false when
+// loading failed as expected, so the case has nothing more to check.
+func loadConfigCase(t *testing.T, args []string, wantError string) (config, bool) {
+	t.Helper()
+
+	cfg, err := loadConfig(args, envFrom(nil), io.Discard)
+	if wantError != "" {
+		if err == nil || !strings.Contains(err.Error(), wantError) {
+			t.Fatalf("error %v, want one containing %q", err, wantError)
+		}
+		return config{}, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, true
 }

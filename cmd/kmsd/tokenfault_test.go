@@ -123,17 +123,26 @@ func (l *faultLoad) work(t *testing.T, c dataKeyClient, stop <-chan struct{}, ma
 	}
 }
 
+// startWithKey starts kmsd on a fresh embedded data directory, waits until it is ready
+// and creates a key with alias. It returns the process, the data directory and a client
+// of that key with the admin credential.
+func startWithKey(t *testing.T, alias string) (*kmsdProcess, string, dataKeyClient) {
+	t.Helper()
+
+	dataDir := filepath.Join(t.TempDir(), "kms-data")
+	p := launchKmsd(t, []string{"--data-dir", dataDir})
+	p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
+	keyID := keyIDOf(t, kmsctl(t, p, dataDir, "create-key", "--alias", alias))
+	ak, sk, projectID := readAdmin(t, dataDir)
+	return p, dataDir, dataKeyClient{p: p, ak: ak, sk: sk, projectID: projectID, keyID: keyID}
+}
+
 // TestKmsdRecoversFromTokenDirectoryMove moves the token directory of the embedded
 // default away and back under a load of four workers. While it is away, kmsd must return
 // 503 with KMS.0102 and fail /readyz. Once it is back, kmsd must serve again without a
 // restart and decrypt every data key it acknowledged.
 func TestKmsdRecoversFromTokenDirectoryMove(t *testing.T) {
-	dataDir := filepath.Join(t.TempDir(), "kms-data")
-	p := launchKmsd(t, []string{"--data-dir", dataDir})
-	p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
-	keyID := keyIDOf(t, kmsctl(t, p, dataDir, "create-key", "--alias", "token-move"))
-	ak, sk, projectID := readAdmin(t, dataDir)
-	c := dataKeyClient{p: p, ak: ak, sk: sk, projectID: projectID, keyID: keyID}
+	p, dataDir, c := startWithKey(t, "token-move")
 
 	load := &faultLoad{answers: make(map[string]int)}
 	stop := make(chan struct{})
@@ -319,12 +328,7 @@ func TestKmsdRefusesReplacedToken(t *testing.T) {
 	if _, err := exec.LookPath("softhsm2-util"); err != nil {
 		t.Skip("softhsm2-util is not installed")
 	}
-	dataDir := filepath.Join(t.TempDir(), "kms-data")
-	p := launchKmsd(t, []string{"--data-dir", dataDir})
-	p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
-	keyID := keyIDOf(t, kmsctl(t, p, dataDir, "create-key", "--alias", "token-swap"))
-	ak, sk, projectID := readAdmin(t, dataDir)
-	c := dataKeyClient{p: p, ak: ak, sk: sk, projectID: projectID, keyID: keyID}
+	p, dataDir, c := startWithKey(t, "token-swap")
 	plain, cipher, status, code := c.createDataKey(t)
 	if status != http.StatusOK {
 		t.Fatalf("create-datakey before the swap: status %d %s", status, code)
@@ -355,8 +359,8 @@ func TestKmsdRefusesReplacedToken(t *testing.T) {
 				status, code)
 		}
 	}
-	res := postSigned(t, p, "create-key", []byte(`{"key_alias":"in-other-token"}`), ak, sk,
-		projectID)
+	res := postSigned(t, p, "create-key", []byte(`{"key_alias":"in-other-token"}`), c.ak,
+		c.sk, c.projectID)
 	if res.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("create-key with the other token: status %d, expected 503", res.StatusCode)
 	}
