@@ -2,6 +2,7 @@ package hsm
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 )
@@ -79,10 +80,18 @@ func (f *foundKeys) allowMissReconnect(interval time.Duration) bool {
 	return true
 }
 
-// checkToken returns an error wrapping errTokenFault when C_GetTokenInfo fails on c's slot.
+// checkToken returns an error wrapping errTokenFault when C_GetTokenInfo fails on c's
+// slot, and one that also wraps ErrTokenReplaced when the slot's token now has another
+// serial number than when c connected: its files were replaced under the same name. The
+// reconnect that such a fault causes then finds out whether the new token may be used.
 func (c *conn) checkToken() error {
-	if _, err := c.p11.GetTokenInfo(c.slot); err != nil {
+	info, err := c.p11.GetTokenInfo(c.slot)
+	if err != nil {
 		return fmt.Errorf("%w: C_GetTokenInfo: %w", errTokenFault, err)
+	}
+	if serial := strings.TrimRight(info.SerialNumber, " "); serial != c.serial {
+		return fmt.Errorf("%w: %w: the token in slot %d has serial number %q, not %q as "+
+			"when kmsd connected", errTokenFault, ErrTokenReplaced, c.slot, serial, c.serial)
 	}
 
 	return nil

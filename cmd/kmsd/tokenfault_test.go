@@ -383,3 +383,76 @@ func TestKmsdRefusesReplacedToken(t *testing.T) {
 	}
 	p.stop(t)
 }
+
+// TestKmsdRefusesTokenSwappedInPlace puts another token's files, with the same label and
+// PIN, in the folder of the token that kmsd is connected to, which keeps the connection
+// open. kmsd must notice the new serial number before it creates a key: create-key gets
+// 503 and no key is made in the other token.
+func TestKmsdRefusesTokenSwappedInPlace(t *testing.T) {
+	if _, err := exec.LookPath("softhsm2-util"); err != nil {
+		t.Skip("softhsm2-util is not installed")
+	}
+	p, dataDir, c := startWithKey(t, "token-in-place")
+	plain, cipher, status, code := c.createDataKey(t)
+	if status != http.StatusOK {
+		t.Fatalf("create-datakey before the swap: status %d %s", status, code)
+	}
+
+	tokenDir := onlyEntry(t, filepath.Join(dataDir, "tokens"))
+	strayDir := onlyEntry(t, initStrayToken(t, dataDir))
+	generated := strings.Count(p.logs.String(), `msg="key generated"`)
+	away := filepath.Join(t.TempDir(), "token-away")
+	if err := os.Rename(tokenDir, away); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("cp", "-a", strayDir, tokenDir).CombinedOutput(); err != nil {
+		t.Fatalf("copy the other token's files: %v\n%s", err, out)
+	}
+
+	res := postSigned(t, p, "create-key", []byte(`{"key_alias":"in-other-token"}`), c.ak,
+		c.sk, c.projectID)
+	if res.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("create-key with the other token's files in place: status %d, expected 503",
+			res.StatusCode)
+	}
+	waitUntil(t, p, "the replaced token reported in the log", func() bool {
+		return strings.Contains(p.logs.String(), "token replaced")
+	})
+	if status, _ := p.get("/readyz"); status != http.StatusServiceUnavailable {
+		t.Errorf("/readyz with the other token's files in place: status %d, expected 503",
+			status)
+	}
+	if n := strings.Count(p.logs.String(), `msg="key generated"`); n != generated {
+		t.Errorf("kmsd generated %d keys with the other token in place:\n%s", n-generated,
+			p.logs)
+	}
+
+	if err := os.RemoveAll(tokenDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(away, tokenDir); err != nil {
+		t.Fatal(err)
+	}
+	p.waitFor(t, "/readyz", http.StatusOK, 60*time.Second)
+	got, status, code := c.decryptDataKey(t, cipher)
+	if status != http.StatusOK || !strings.EqualFold(got, plain) {
+		t.Errorf("decrypt-datakey with the first token back: status %d %s, plaintext match %t",
+			status, code, strings.EqualFold(got, plain))
+	}
+	p.stop(t)
+}
+
+// onlyEntry returns the path of the one entry of dir, and fails t when dir holds another
+// number of entries.
+func onlyEntry(t *testing.T, dir string) string {
+	t.Helper()
+
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 {
+		t.Fatalf("%s holds %d entries, expected 1", dir, len(entries))
+	}
+	return filepath.Join(dir, entries[0].Name())
+}
