@@ -249,9 +249,11 @@ func waitForToken(ctx context.Context, token hsm.Token, log *slog.Logger) error 
 var errTokenMismatch = errors.New("the token does not match the store")
 
 // checkTokenForStore returns an error wrapping errTokenMismatch when the store holds
-// credentials but the token has no auth.SealingKey. Serving would then fail every signed
-// request, and generating a new sealing key would make the stored credentials unreadable
-// for good.
+// credentials but the token has no auth.SealingKey, or one that does not open them.
+// Serving would then fail every signed request, and generating a new sealing key would
+// make the stored credentials unreadable for good. The check opens the sealed secret of
+// one credential, so that another store's token, which holds a sealing key under the
+// same reference, does not pass.
 //
 // NOTE: keys are checked only through credentials: a store whose every credential was
 // deleted passes with any token, and its keys then fail when used.
@@ -272,6 +274,19 @@ func checkTokenForStore(ctx context.Context, token hsm.Token, st store.Store) er
 		return fmt.Errorf("%w: the store holds %d credentials sealed by the token key %s, "+
 			"which the token lacks; start kmsd with the token that served this store",
 			errTokenMismatch, len(credentials), auth.SealingKey)
+	}
+
+	// Another store's token holds a key under the same reference: only opening a sealed
+	// secret tells the two apart.
+	err = auth.CheckSealingKey(ctx, token, credentials[0])
+	if errors.Is(err, auth.ErrSealingKeyMismatch) {
+		return fmt.Errorf("%w: the token key %s does not open the store's credentials, so "+
+			"it is another token's key; start kmsd with the token that served this store",
+			errTokenMismatch, auth.SealingKey)
+	}
+	if err != nil {
+		return fmt.Errorf("open a stored credential with the token key %s: %w",
+			auth.SealingKey, err)
 	}
 
 	return nil

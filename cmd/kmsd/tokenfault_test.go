@@ -456,3 +456,47 @@ func onlyEntry(t *testing.T, dir string) string {
 	}
 	return filepath.Join(dir, entries[0].Name())
 }
+
+// TestKmsdNotReadyWithAnotherKmsdsToken starts kmsd on a store with the token of another
+// kmsd, which has the same label and PIN and its own credential sealing key under the
+// same reference. kmsd must report that the token does not match the store, not serve
+// with a key that opens none of the store's credentials.
+func TestKmsdNotReadyWithAnotherKmsdsToken(t *testing.T) {
+	first := filepath.Join(t.TempDir(), "first")
+	p := launchKmsd(t, []string{"--data-dir", first})
+	p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
+	p.stop(t)
+
+	// The second data directory gets the first one's PIN before its token is made.
+	second := filepath.Join(t.TempDir(), "second")
+	if err := os.MkdirAll(second, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	pin, err := os.ReadFile(filepath.Join(first, "user-pin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(second, "user-pin"), pin, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p = launchKmsd(t, []string{"--data-dir", second})
+	p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
+	p.stop(t)
+
+	if err := os.Rename(filepath.Join(first, "tokens"), filepath.Join(t.TempDir(), "kept")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(second, "tokens"), filepath.Join(first, "tokens")); err != nil {
+		t.Fatal(err)
+	}
+	p = launchKmsd(t, []string{"--data-dir", first})
+	waitUntil(t, p, "mismatch error in the log", func() bool {
+		return strings.Contains(p.logs.String(), "does not open the store's credentials")
+	})
+	if status, body := p.get("/readyz"); status != http.StatusServiceUnavailable ||
+		!strings.Contains(body, reasonTokenMismatch) {
+		t.Errorf("/readyz with the other kmsd's token: status %d %s, expected 503 with %q",
+			status, body, reasonTokenMismatch)
+	}
+	p.stop(t)
+}

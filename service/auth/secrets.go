@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/hsmkms/kms/hsm"
+	"github.com/hsmkms/kms/service/store"
 )
 
 // Alphabets of generated access and secret keys.
@@ -106,4 +107,23 @@ func (c *Credentials) randomHex(ctx context.Context, n int) (string, error) {
 		return "", fmt.Errorf("read token random: %w", err)
 	}
 	return hex.EncodeToString(random), nil
+}
+
+// ErrSealingKeyMismatch means that the token's SealingKey does not open a sealed secret
+// of the store: the token holds another key under that reference, such as the sealing key
+// of another store's token.
+var ErrSealingKeyMismatch = errors.New("the token's credential sealing key did not seal " +
+	"the store's credentials")
+
+// CheckSealingKey opens the sealed secret of row with token's SealingKey and discards it.
+// It returns nil when the secret opens, an error wrapping ErrSealingKeyMismatch when the
+// key does not authenticate it, and the token's other errors as they are.
+func CheckSealingKey(ctx context.Context, token hsm.Token, row store.Credential) error {
+	c := &Credentials{token: token}
+	secret, err := c.open(ctx, row.AccessKey, row.SealedSecret)
+	if errors.Is(err, hsm.ErrDecrypt) {
+		return fmt.Errorf("%w: %w", ErrSealingKeyMismatch, err)
+	}
+	clear(secret)
+	return err
 }
