@@ -66,12 +66,21 @@ func parseAuthorization(value string, dst *authorizationParts) error {
 		return malformed("algorithm is not %s", Algorithm)
 	}
 
+	// The messages name a parameter by its position or by one of the three known names,
+	// never by its text: a malformed parameter can hold the signature, which logs and
+	// responses must not repeat.
 	var auth authorizationParts
 	seen := make(map[string]bool, 3)
+	position := 0
 	for param := range strings.SplitSeq(params, ",") {
+		position++
 		name, paramValue, ok := strings.Cut(strings.TrimSpace(param), "=")
 		if !ok {
-			return malformed("parameter %q has no \"=\"", param)
+			return malformed("parameter %d has no \"=\"", position)
+		}
+		if name != "Access" && name != "SignedHeaders" && name != "Signature" {
+			return malformed("parameter %d is unknown: the parameters are Access, "+
+				"SignedHeaders and Signature", position)
 		}
 		if seen[name] {
 			return malformed("parameter %s appears twice", name)
@@ -113,7 +122,8 @@ func (a *authorizationParts) setParameter(name, value string) error {
 		}
 
 	default:
-		return malformed("unknown parameter %q", name)
+		// parseAuthorization passes only the three names above.
+		return malformed("parameter %s is unknown", name)
 	}
 	return nil
 }

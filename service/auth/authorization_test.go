@@ -143,3 +143,32 @@ func FuzzParseAuthorization(f *testing.F) {
 		}
 	})
 }
+
+// TestParseAuthorizationErrorsOmitParameterText sends malformed parameters that carry
+// the signature: the error, which kmsd logs, must not repeat it.
+func TestParseAuthorizationErrorsOmitParameterText(t *testing.T) {
+	tests := []struct {
+		name  string
+		value string
+	}{
+		{"space for =", "SDK-HMAC-SHA256 Access=AB, SignedHeaders=x-sdk-date, Signature " +
+			testSignature},
+		{"colon for =", "SDK-HMAC-SHA256 Access=AB, SignedHeaders=x-sdk-date, Signature:" +
+			testSignature},
+		{"signature as a name", "SDK-HMAC-SHA256 Access=AB, SignedHeaders=x-sdk-date, " +
+			testSignature + "=1"},
+		{"signature as a name twice", "SDK-HMAC-SHA256 " + testSignature + "=1, " +
+			testSignature + "=1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseAuthorization(tt.value)
+			if !errors.Is(err, ErrMalformedHeader) {
+				t.Fatalf("error %v, expected %v", err, ErrMalformedHeader)
+			}
+			if strings.Contains(err.Error(), testSignature[:16]) {
+				t.Errorf("error %q repeats the signature", err)
+			}
+		})
+	}
+}
