@@ -373,6 +373,8 @@ func (c config) validate() error {
 	_, _, err := net.SplitHostPort(c.Listen)
 	check(err == nil, "listen: %q is not host:port", c.Listen)
 	check(c.DataDir != "", "data_dir: must not be empty")
+	check(!store.IsMistypedPostgresURL(c.DatabaseURL), "database_url: starts like a "+
+		"PostgreSQL URL but not with postgres:// or postgresql://")
 	check(c.TokenLabel != "", "token_label: must not be empty")
 	check(len(c.TokenLabel) <= maxTokenLabelBytes,
 		"token_label: %q is %d bytes, longer than the %d bytes of a PKCS#11 token label",

@@ -409,6 +409,9 @@ func TestConfigRiskySettings(t *testing.T) {
 			wantWarning: "max_body_bytes is 2097152"},
 		{name: "bodies over the limit", args: []string{"--max-body-bytes", "1000000000"},
 			wantError: "max_body_bytes: must be 1024 to 67108864"},
+		{name: "PostgreSQL URL with one slash",
+			args:      []string{"--database", "postgres:/postgres:SECRET9@127.0.0.1/db"},
+			wantError: "database_url: starts like a PostgreSQL URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -116,6 +116,11 @@ func Open(ctx context.Context, databaseURL string, log *slog.Logger) (*SQLStore,
 		log = slog.New(slog.DiscardHandler)
 	}
 
+	if IsMistypedPostgresURL(databaseURL) {
+		// The string is left out of the error because it can contain a password.
+		return nil, errors.New("open store: the database URL starts like a PostgreSQL URL " +
+			"but not with postgres:// or postgresql://")
+	}
 	if IsKeywordValueString(databaseURL) {
 		// The string is left out of the error because it can contain a password.
 		return nil, errors.New("open store: the database URL is a keyword/value connection " +
@@ -176,6 +181,18 @@ func IsKeywordValueString(databaseURL string) bool {
 func IsPostgresURL(databaseURL string) bool {
 	return strings.HasPrefix(databaseURL, "postgres://") ||
 		strings.HasPrefix(databaseURL, "postgresql://")
+}
+
+// IsMistypedPostgresURL reports whether databaseURL starts like a PostgreSQL URL, with the
+// scheme postgres or postgresql in any case, but is not one that IsPostgresURL accepts,
+// as "postgres:/user:password@db/kms" is not. Open rejects such a string rather than take
+// it for the path of a SQLite file, which would put its password in a file name.
+func IsMistypedPostgresURL(databaseURL string) bool {
+	scheme, _, ok := strings.Cut(databaseURL, ":")
+	if !ok || IsPostgresURL(databaseURL) {
+		return false
+	}
+	return strings.EqualFold(scheme, "postgres") || strings.EqualFold(scheme, "postgresql")
 }
 
 func openPostgres(databaseURL string) (*SQLStore, error) {

@@ -364,3 +364,20 @@ func TestOpenSQLiteURLErrorOmitsURL(t *testing.T) {
 		t.Errorf("Open error contains the password: %v", err)
 	}
 }
+
+func TestOpenRejectsMistypedPostgresURL(t *testing.T) {
+	for _, databaseURL := range []string{
+		"postgres:/postgres:SECRET9@127.0.0.1:5432/db",
+		"postgresql:postgres:SECRET9@127.0.0.1/db",
+		"POSTGRES://postgres:SECRET9@127.0.0.1/db",
+	} {
+		_, err := store.Open(t.Context(), databaseURL, nil)
+		if err == nil {
+			t.Errorf("Open(%q) succeeded", databaseURL)
+			continue
+		}
+		if strings.Contains(err.Error(), "SECRET9") {
+			t.Errorf("Open error %q contains the password", err)
+		}
+	}
+}
