@@ -141,8 +141,8 @@ func (s *Server) changeCredential(action string) opHandler {
 		if target.ProjectID != st.principal.ProjectID && !s.isOperator(st) {
 			return nil, credentialError(fmt.Errorf("%w: %s", auth.ErrUnknownAccessKey, ak))
 		}
-		if action == "delete" {
-			if err := s.checkNotLastOperatorAdmin(ctx, target); err != nil {
+		if action == "delete" || action == "disable" {
+			if err := s.checkNotLastOperatorAdmin(ctx, target, action); err != nil {
 				return nil, err
 			}
 		}
@@ -162,12 +162,15 @@ func (s *Server) changeCredential(action string) opHandler {
 	}
 }
 
-// checkNotLastOperatorAdmin rejects deleting the last admin credential of the operator
-// project, which would leave no one able to manage other projects' credentials until
-// the next start of kmsd creates a new admin credential in that project.
+// checkNotLastOperatorAdmin rejects deleting or disabling (action) an admin credential of
+// the operator project unless another enabled one remains. Otherwise no one could manage
+// other projects' credentials: a deleted last admin is replaced only at the next start
+// of kmsd, and a disabled one not even then.
 //
-// NOTE: two concurrent deletes of the last two operator admins can both pass this check.
-func (s *Server) checkNotLastOperatorAdmin(ctx context.Context, target auth.Credential) error {
+// NOTE: two concurrent calls on the last two operator admins can both pass this check.
+func (s *Server) checkNotLastOperatorAdmin(
+	ctx context.Context, target auth.Credential, action string,
+) error {
 	if target.Role != auth.RoleAdmin || target.ProjectID != s.cfg.OperatorProjectID {
 		return nil
 	}
@@ -176,18 +179,15 @@ func (s *Server) checkNotLastOperatorAdmin(ctx context.Context, target auth.Cred
 	if err != nil {
 		return credentialError(err)
 	}
-	admins := 0
 	for _, cr := range creds {
-		if cr.Role == auth.RoleAdmin && cr.ProjectID == s.cfg.OperatorProjectID {
-			admins++
+		if cr.Role == auth.RoleAdmin && cr.ProjectID == s.cfg.OperatorProjectID &&
+			!cr.Disabled && cr.AccessKey != target.AccessKey {
+			return nil
 		}
 	}
-	if admins <= 1 {
-		return service.Errorf(service.CodeInvalidParameter,
-			"the last admin credential of the operator project cannot be deleted; "+
-				"create another admin credential in that project first")
-	}
-	return nil
+	return service.Errorf(service.CodeInvalidParameter,
+		"the last enabled admin credential of the operator project cannot be %sd; "+
+			"create another admin credential in that project first", action)
 }
 
 func credentialError(err error) error {

@@ -209,3 +209,27 @@ func TestCredentialsLastOperatorAdminKept(t *testing.T) {
 	r := e.admin.do(t, http.MethodDelete, credentialsPath(projectP1)+"/"+e.admin.ak, nil)
 	checkError(t, "delete the last operator admin", r, http.StatusBadRequest, "KMS.0308")
 }
+
+// TestCredentialsLastEnabledOperatorAdminKept checks that the last enabled admin
+// credential of the operator project can be neither disabled nor deleted while the only
+// other one is disabled, and that it can once another one is enabled.
+func TestCredentialsLastEnabledOperatorAdminKept(t *testing.T) {
+	e := newTestEnv(t)
+	second := e.newPrincipal(t, auth.RoleAdmin, projectP1, domainD1)
+	own := credentialsPath(projectP1) + "/" + e.admin.ak
+	other := credentialsPath(projectP1) + "/" + second.ak
+
+	checkOK(t, "disable one of two operator admins",
+		e.admin.do(t, http.MethodPost, other+"/disable", nil))
+	r := e.admin.do(t, http.MethodPost, own+"/disable", nil)
+	checkError(t, "disable the last enabled operator admin", r, http.StatusBadRequest,
+		"KMS.0308")
+	r = e.admin.do(t, http.MethodDelete, own, nil)
+	checkError(t, "delete the last enabled operator admin", r, http.StatusBadRequest,
+		"KMS.0308")
+
+	checkOK(t, "enable the other operator admin",
+		e.admin.do(t, http.MethodPost, other+"/enable", nil))
+	checkOK(t, "disable one of two enabled operator admins",
+		e.admin.do(t, http.MethodPost, own+"/disable", nil))
+}
