@@ -91,7 +91,19 @@ func (c *Credentials) EnsureAdmin(
 	}
 	if found {
 		c.checkAdminFile(ctx, dataDir)
+		if env != (AdminEnv{}) {
+			c.logger.Info("the store has an admin credential of the operator project, so "+
+				EnvAdminAccessKey+", "+EnvAdminSecretKey+", "+EnvProjectID+" and "+
+				EnvDomainID+" are not used", "access_key", existing.AccessKey,
+				"operator_project_id", existing.ProjectID)
+		}
 		if !recorded {
+			// A store from before the record, or one whose record was deleted: the
+			// warning lets an operator check the project taken.
+			c.logger.Warn("the store records no operator project, so the project of the "+
+				"oldest admin credential is recorded as the operator project; check that "+
+				"it is the right one", "operator_project_id", existing.ProjectID,
+				"access_key", existing.AccessKey)
 			return c.recordOperator(ctx, existing)
 		}
 		return existing, nil
@@ -260,6 +272,12 @@ func (c *Credentials) createAdmin(ctx context.Context, req CreateRequest) (Crede
 		existing, found, findErr := c.findAdmin(ctx, req.ProjectID)
 		if findErr == nil && found {
 			return existing, nil
+		}
+		if findErr == nil {
+			// The key is another credential's, so retrying cannot succeed.
+			return Credential{}, fmt.Errorf("%w: %s names the access key of another "+
+				"credential, not of an admin of project %s", ErrInvalidCredential,
+				EnvAdminAccessKey, req.ProjectID)
 		}
 	}
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -74,7 +75,10 @@ func TestEnsureAdminKeepsOperatorProject(t *testing.T) {
 func TestEnsureAdminRecordsOperatorOfOlderStore(t *testing.T) {
 	ctx := context.Background()
 	clock := newFakeClock(time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC))
-	creds, st := newTestCredentials(t, clock)
+	st := testStore(t)
+	logs := &bytes.Buffer{}
+	creds := NewCredentials(st, testToken(t), CredentialsConfig{Clock: clock.Now,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
 
 	createAdminAt(t, creds, "ZZOLDEST", "operator")
 	clock.Advance(time.Minute)
@@ -89,6 +93,10 @@ func TestEnsureAdminRecordsOperatorOfOlderStore(t *testing.T) {
 	}
 	if admin.AccessKey != "ZZOLDEST" {
 		t.Errorf("bootstrap admin = %s, expected the oldest admin ZZOLDEST", admin.AccessKey)
+	}
+	if !strings.Contains(logs.String(), "the store records no operator project") {
+		t.Errorf("no warning that the operator project was taken from the oldest admin:\n%s",
+			logs)
 	}
 	recorded, ok, err := st.OperatorProject(ctx)
 	if err != nil || !ok || recorded != "operator" {
@@ -199,5 +207,29 @@ func TestEnsureAdminWarnsOfOtherStoresFile(t *testing.T) {
 	}
 	if strings.Contains(firstLogs.String(), "does not hold") {
 		t.Errorf("warning for the store that the file belongs to; logs:\n%s", firstLogs)
+	}
+}
+
+// TestEnsureAdminRejectsAccessKeyOfOtherCredential asks for a new operator admin under
+// the access key of another project's credential: EnsureAdmin must fail with
+// ErrInvalidCredential, which ends kmsd, rather than an error that it retries for ever.
+func TestEnsureAdminRejectsAccessKeyOfOtherCredential(t *testing.T) {
+	ctx := context.Background()
+	creds, _ := newTestCredentials(t, nil)
+
+	first, err := creds.EnsureAdmin(ctx, t.TempDir(), AdminEnv{})
+	if err != nil {
+		t.Fatalf("first EnsureAdmin: %v", err)
+	}
+	createAdminAt(t, creds, "TENANTADMIN", "tenant")
+	if err := creds.Delete(ctx, first.AccessKey); err != nil {
+		t.Fatalf("delete the bootstrap admin: %v", err)
+	}
+
+	_, err = creds.EnsureAdmin(ctx, t.TempDir(), AdminEnv{AccessKey: "TENANTADMIN",
+		SecretKey: testSecret})
+	if !errors.Is(err, ErrInvalidCredential) {
+		t.Errorf("EnsureAdmin with another credential's access key: %v, expected %v", err,
+			ErrInvalidCredential)
 	}
 }
