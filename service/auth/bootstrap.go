@@ -52,16 +52,17 @@ type adminFile struct {
 	DomainID  string `json:"domain_id"`
 }
 
-// EnsureAdmin returns the bootstrap admin credential: the oldest admin credential of the
-// operator project (by creation time, then by access key), enabled or not. The operator
-// project's admins manage the credentials of every project.
+// EnsureAdmin returns the bootstrap admin credential: the oldest enabled admin credential
+// of the operator project (by creation time, then by access key). The operator project's
+// admins manage the credentials of every project.
 //
 // The store records the operator project once (store.CredentialStore.RecordOperatorProject)
 // and keeps it, so deleting the first admin credential never hands that role to an admin
 // of another project. On a store without the record, the project of the oldest admin
-// credential is recorded, which is the project kmsd took before the record existed. When
-// the operator project has no admin credential (on a new store, or after every admin of
-// the project was deleted), EnsureAdmin creates one in that project. The access and
+// credential, enabled or not, is recorded, which is the project kmsd took before the
+// record existed. When the operator project has no enabled admin credential (on a new
+// store, or after concurrent calls deleted or disabled the last ones), EnsureAdmin
+// creates one in that project. The access and
 // secret keys come from env when both are set, and are generated otherwise. Missing
 // project and domain ids are generated as 32 lower-case hex digits, like Huawei's.
 //
@@ -209,8 +210,9 @@ func (c *Credentials) createFirstAdmin(
 	return created, nil
 }
 
-// findAdmin returns the oldest admin credential of project, or of any project when project
-// is empty.
+// findAdmin returns the oldest enabled admin credential of project, or the oldest admin
+// credential of any project, enabled or not, when project is empty (a store that records
+// no operator project, where kmsd has always taken that one).
 func (c *Credentials) findAdmin(ctx context.Context, project string) (Credential, bool, error) {
 	credentials, err := c.List(ctx)
 	if err != nil {
@@ -221,7 +223,8 @@ func (c *Credentials) findAdmin(ctx context.Context, project string) (Credential
 	var oldest Credential
 	found := false
 	for _, credential := range credentials {
-		if credential.Role != RoleAdmin || (project != "" && credential.ProjectID != project) {
+		if credential.Role != RoleAdmin ||
+			(project != "" && (credential.ProjectID != project || credential.Disabled)) {
 			continue
 		}
 		if !found || credential.CreatedAt.Before(oldest.CreatedAt) {

@@ -233,3 +233,33 @@ func TestEnsureAdminRejectsAccessKeyOfOtherCredential(t *testing.T) {
 			ErrInvalidCredential)
 	}
 }
+
+// TestEnsureAdminReplacesDisabledOperatorAdmins disables every admin of the operator
+// project, as two concurrent disable calls can: the next EnsureAdmin creates an enabled
+// one in that project.
+func TestEnsureAdminReplacesDisabledOperatorAdmins(t *testing.T) {
+	ctx := context.Background()
+	creds, _ := newTestCredentials(t, nil)
+	dataDir := t.TempDir()
+
+	first, err := creds.EnsureAdmin(ctx, dataDir, AdminEnv{})
+	if err != nil {
+		t.Fatalf("first EnsureAdmin: %v", err)
+	}
+	if err := creds.Disable(ctx, first.AccessKey); err != nil {
+		t.Fatalf("disable the bootstrap admin: %v", err)
+	}
+
+	again, err := creds.EnsureAdmin(ctx, dataDir, AdminEnv{})
+	if err != nil {
+		t.Fatalf("EnsureAdmin with the operator admin disabled: %v", err)
+	}
+	if again.AccessKey == first.AccessKey || again.Disabled {
+		t.Errorf("bootstrap admin = %s (disabled %t), expected a new enabled one",
+			again.AccessKey, again.Disabled)
+	}
+	if again.ProjectID != first.ProjectID {
+		t.Errorf("new admin's project = %s, expected the operator project %s",
+			again.ProjectID, first.ProjectID)
+	}
+}
