@@ -20,7 +20,8 @@ var ErrTokenAmbiguous = errors.New("token label is not unique")
 
 // ErrTokenReplaced is wrapped by the error of a connection attempt that found, under the
 // configured label, a token with another serial number than the one pinned by
-// Module.PinToken. No login is tried then, and the Module keeps retrying.
+// Module.PinToken. No login is tried then, and the Module keeps retrying. It is also
+// wrapped by the token fault of a connection whose slot reports a new serial number.
 var ErrTokenReplaced = errors.New("token replaced")
 
 // ckrAEADDecryptFailed is CKR_AEAD_DECRYPT_FAILED from PKCS#11 3.0, which miekg/pkcs11 v1.1.2

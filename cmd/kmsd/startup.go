@@ -276,8 +276,8 @@ func checkTokenForStore(ctx context.Context, token hsm.Token, st store.Store) er
 			errTokenMismatch, len(credentials), auth.SealingKey)
 	}
 
-	// Another store's token holds a key under the same reference: only opening a sealed
-	// secret tells the two apart.
+	// Another store's token holds a key under the same reference, so only opening a
+	// sealed secret distinguishes the two.
 	err = auth.CheckSealingKey(ctx, token, credentials[0])
 	if errors.Is(err, auth.ErrSealingKeyMismatch) {
 		return fmt.Errorf("%w: the token key %s does not open the store's credentials, so "+

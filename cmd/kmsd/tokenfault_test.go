@@ -375,12 +375,7 @@ func TestKmsdRefusesReplacedToken(t *testing.T) {
 	if err := os.Rename(away, tokens); err != nil {
 		t.Fatal(err)
 	}
-	p.waitFor(t, "/readyz", http.StatusOK, 60*time.Second)
-	got, status, code := c.decryptDataKey(t, cipher)
-	if status != http.StatusOK || !strings.EqualFold(got, plain) {
-		t.Errorf("decrypt-datakey with the first token back: status %d %s, plaintext match %t",
-			status, code, strings.EqualFold(got, plain))
-	}
+	checkDecryptsWhenReady(t, p, c, plain, cipher)
 	p.stop(t)
 }
 
@@ -433,12 +428,7 @@ func TestKmsdRefusesTokenSwappedInPlace(t *testing.T) {
 	if err := os.Rename(away, tokenDir); err != nil {
 		t.Fatal(err)
 	}
-	p.waitFor(t, "/readyz", http.StatusOK, 60*time.Second)
-	got, status, code := c.decryptDataKey(t, cipher)
-	if status != http.StatusOK || !strings.EqualFold(got, plain) {
-		t.Errorf("decrypt-datakey with the first token back: status %d %s, plaintext match %t",
-			status, code, strings.EqualFold(got, plain))
-	}
+	checkDecryptsWhenReady(t, p, c, plain, cipher)
 	p.stop(t)
 }
 
@@ -499,4 +489,17 @@ func TestKmsdNotReadyWithAnotherKmsdsToken(t *testing.T) {
 			status, body, reasonTokenMismatch)
 	}
 	p.stop(t)
+}
+
+// checkDecryptsWhenReady waits until kmsd is ready again, then checks that cipher, a data
+// key made before a token fault, still decrypts to plain.
+func checkDecryptsWhenReady(t *testing.T, p *kmsdProcess, c dataKeyClient, plain, cipher string) {
+	t.Helper()
+
+	p.waitFor(t, "/readyz", http.StatusOK, 60*time.Second)
+	got, status, code := c.decryptDataKey(t, cipher)
+	if status != http.StatusOK || !strings.EqualFold(got, plain) {
+		t.Errorf("decrypt-datakey with the first token back: status %d %s, plaintext match %t",
+			status, code, strings.EqualFold(got, plain))
+	}
 }

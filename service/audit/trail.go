@@ -508,13 +508,9 @@ func (t *Trail) commit(batch []*pending) {
 }
 
 // write chains batch onto the end of the chain, adds a checkpoint when one is due and
-// writes both in one commit. enqueued is when the batch's first record arrived. The
-// caller holds writeMu.
-//
-// When another program cut the chain file short (store.ErrChainFileCut), the lines
-// from the cut on are lost and the store appends nothing more to it. The trail then
-// starts a new chain and writes the batch there, so that the records that follow stay
-// readable; verification reports the cut chain.
+// writes both in one commit (writeNewChainIfCut), then records for Healthy whether the
+// write failed. enqueued is when the batch's first record arrived. The caller holds
+// writeMu.
 func (t *Trail) write(ctx context.Context, batch []Record, enqueued time.Time) error {
 	err := t.writeNewChainIfCut(ctx, batch, enqueued)
 	if err != nil {
@@ -545,7 +541,11 @@ func (t *Trail) Healthy() error {
 	return nil
 }
 
-// writeNewChainIfCut is write without the record of its outcome.
+// writeNewChainIfCut writes batch as write describes. When another program cut the chain
+// file short (store.ErrChainFileCut), the lines from the cut on are lost and the store
+// appends nothing more to it. The trail then starts a new chain and writes the batch
+// there, so that the records that follow stay readable. Verification reports the cut
+// chain.
 func (t *Trail) writeNewChainIfCut(ctx context.Context, batch []Record, enqueued time.Time) error {
 	err := t.writeOnce(ctx, batch, enqueued)
 	if !errors.Is(err, store.ErrChainFileCut) {

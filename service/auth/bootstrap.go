@@ -126,9 +126,9 @@ func (c *Credentials) EnsureAdmin(
 }
 
 // checkAdminFile logs a warning when dataDir/admin-credentials.json names an access key
-// that the store does not hold: the file was written for another store (the data
-// directory was used with another --database), or its credential was deleted, and
-// kmsctl with it gets 401. A missing or unreadable file is not reported.
+// that the store does not hold, because kmsctl with that file gets 401. The file was then
+// written for another store (the data directory was used with another --database), or
+// its credential was deleted. A missing or unreadable file is not reported.
 func (c *Credentials) checkAdminFile(ctx context.Context, dataDir string) {
 	path := filepath.Join(dataDir, AdminCredentialsFile)
 	data, err := os.ReadFile(path)

@@ -210,7 +210,7 @@ func TestEnsureAdminWarnsOfOtherStoresFile(t *testing.T) {
 	}
 }
 
-// TestEnsureAdminRejectsAccessKeyOfOtherCredential asks for a new operator admin under
+// TestEnsureAdminRejectsAccessKeyOfOtherCredential requests a new operator admin under
 // the access key of another project's credential: EnsureAdmin must fail with
 // ErrInvalidCredential, which ends kmsd, rather than an error that it retries for ever.
 func TestEnsureAdminRejectsAccessKeyOfOtherCredential(t *testing.T) {

@@ -44,13 +44,21 @@ func (c *Credentials) seal(ctx context.Context, accessKey string, secret []byte)
 
 // open reverses seal.
 func (c *Credentials) open(ctx context.Context, accessKey string, sealed []byte) ([]byte, error) {
+	return openSealed(ctx, c.token, accessKey, sealed)
+}
+
+// openSealed opens sealed, the stored form of accessKey's secret key, with token's
+// SealingKey.
+func openSealed(
+	ctx context.Context, token hsm.Token, accessKey string, sealed []byte,
+) ([]byte, error) {
 	if len(sealed) < hsm.GCMIVSize+hsm.GCMTagSize {
 		return nil, fmt.Errorf("open secret key of %s: sealed value is %d bytes, shorter than IV and tag",
 			accessKey, len(sealed))
 	}
 
 	iv, ciphertext := sealed[:hsm.GCMIVSize], sealed[hsm.GCMIVSize:]
-	secret, err := c.token.Open(ctx, SealingKey, iv, ciphertext, secretAAD(accessKey))
+	secret, err := token.Open(ctx, SealingKey, iv, ciphertext, secretAAD(accessKey))
 	if err != nil {
 		return nil, fmt.Errorf("open secret key of %s: %w", accessKey, err)
 	}
@@ -119,8 +127,7 @@ var ErrSealingKeyMismatch = errors.New("the token's credential sealing key did n
 // It returns nil when the secret opens, an error wrapping ErrSealingKeyMismatch when the
 // key does not authenticate it, and the token's other errors as they are.
 func CheckSealingKey(ctx context.Context, token hsm.Token, row store.Credential) error {
-	c := &Credentials{token: token}
-	secret, err := c.open(ctx, row.AccessKey, row.SealedSecret)
+	secret, err := openSealed(ctx, token, row.AccessKey, row.SealedSecret)
 	if errors.Is(err, hsm.ErrDecrypt) {
 		return fmt.Errorf("%w: %w", ErrSealingKeyMismatch, err)
 	}

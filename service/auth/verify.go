@@ -113,7 +113,7 @@ func (cfg VerifierConfig) withDefaults() VerifierConfig {
 //
 // The body hash is the SHA-256 of body unless X-Sdk-Content-Sha256 is present. That
 // header may hold UNSIGNED-PAYLOAD only when Content-Type is present and is neither JSON
-// nor BSON, which is when the SDK sends it, and only for an empty body: every API call
+// nor BSON, which is when the SDK sends it, and only for an empty body. Every API call
 // that has a body reads it as JSON, so an unsigned body would let anyone who can alter
 // the request in transit change what a signed call does. Any other value must equal the
 // hex SHA-256 of body.
