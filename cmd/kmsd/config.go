@@ -373,8 +373,9 @@ func (c config) validate() error {
 	_, _, err := net.SplitHostPort(c.Listen)
 	check(err == nil, "listen: %q is not host:port", c.Listen)
 	check(c.DataDir != "", "data_dir: must not be empty")
-	check(!store.IsMistypedPostgresURL(c.DatabaseURL), "database_url: starts like a "+
-		"PostgreSQL URL but not with postgres:// or postgresql://")
+	if err := validateDatabaseURL(c.DatabaseURL); err != nil {
+		errs = append(errs, err)
+	}
 	check(c.TokenLabel != "", "token_label: must not be empty")
 	check(len(c.TokenLabel) <= maxTokenLabelBytes,
 		"token_label: %q is %d bytes, longer than the %d bytes of a PKCS#11 token label",
@@ -418,6 +419,26 @@ func (c config) validate() error {
 		errs = append(errs, fmt.Errorf("log_level: %q must be debug, info, warn or error", c.LogLevel))
 	}
 	return errors.Join(errs...)
+}
+
+// validateDatabaseURL rejects a database URL that the store would take for the path of a
+// SQLite file although it was meant as a URL, which would put its password into file
+// names, errors and logs. The errors leave the URL out for the same reason.
+func validateDatabaseURL(databaseURL string) error {
+	switch {
+	case store.IsMistypedPostgresURL(databaseURL):
+		return errors.New("database_url: starts like a PostgreSQL URL but not with " +
+			"postgres:// or postgresql://")
+	case store.IsUnsupportedURL(databaseURL):
+		return errors.New("database_url: has an unsupported URL scheme, plainly or " +
+			"percent-encoded: use postgres:// or postgresql:// for PostgreSQL, and a file " +
+			"path for SQLite, starting it with ./ if it begins like a URL")
+	case store.HasUserinfo(databaseURL):
+		return errors.New("database_url: contains user:password@ but is not a " +
+			"postgres:// or postgresql:// URL: correct its scheme, or rename a SQLite " +
+			"file whose path has \":\" before \"@\"")
+	}
+	return nil
 }
 
 // logValues returns every setting, by its config file key, for the start-up log line.

@@ -452,3 +452,67 @@ func loadConfigCase(t *testing.T, args []string, wantError string) (config, bool
 	}
 	return cfg, true
 }
+
+func TestConfigDatabaseURLValidation(t *testing.T) {
+	tests := []struct {
+		name        string
+		databaseURL string
+		wantError   string // empty for a valid setting
+	}{
+		{"relative SQLite path", "./data/kms.db", ""},
+		{"absolute SQLite path", "/var/lib/kms/kms.db", ""},
+		{"SQLite URI parameters", "file:kms.db?_busy_timeout=5000", ""},
+		{"colon in a SQLite file name", "kms:backup.db", ""},
+		{"URL-like SQLite path after ./", "./pg:/kms.db", ""},
+		{"in-memory SQLite", ":memory:", ""},
+		{"PostgreSQL URL", "postgres://kms:PWSECRET@127.0.0.1/db", ""},
+		{"PostgreSQL URL, postgresql scheme", "postgresql://kms:PWSECRET@127.0.0.1/db", ""},
+		{"short scheme, one slash", "pg:/kms:PWSECRET@127.0.0.1/db",
+			"database_url: has an unsupported URL scheme"},
+		{"short scheme", "pg://kms:PWSECRET@127.0.0.1/db",
+			"database_url: has an unsupported URL scheme"},
+		{"encoded colon", "postgresql%3A//kms:PWSECRET@127.0.0.1/db",
+			"database_url: has an unsupported URL scheme"},
+		{"encoded colon and slashes", "postgres%3A%2F%2Fkms:PWSECRET@127.0.0.1/db",
+			"database_url: has an unsupported URL scheme"},
+		{"MySQL", "mysql://kms:PWSECRET@127.0.0.1/db",
+			"database_url: has an unsupported URL scheme"},
+		{"userinfo without scheme", "kms:PWSECRET@127.0.0.1/db",
+			"database_url: contains user:password@"},
+		{"PostgreSQL scheme with one slash", "postgres:/kms:PWSECRET@127.0.0.1/db",
+			"database_url: starts like a PostgreSQL URL"},
+	}
+	for _, tt := range tests {
+		sources := map[string]struct {
+			args []string
+			env  map[string]string
+		}{
+			"flag":        {args: []string{"--database", tt.databaseURL}},
+			"environment": {env: map[string]string{"KMS_DATABASE_URL": tt.databaseURL}},
+		}
+		for source, in := range sources {
+			t.Run(tt.name+" from "+source, func(t *testing.T) {
+				cfg, err := loadConfig(in.args, envFrom(in.env), io.Discard)
+				if tt.wantError == "" {
+					if err != nil {
+						t.Fatalf("loadConfig: %v", err)
+					}
+					if cfg.DatabaseURL != tt.databaseURL {
+						t.Errorf("database_url = %q, want %q", cfg.DatabaseURL, tt.databaseURL)
+					}
+					return
+				}
+
+				if err == nil {
+					t.Fatalf("loadConfig accepted %q", tt.databaseURL)
+				}
+				if !strings.Contains(err.Error(), tt.wantError) {
+					t.Errorf("error %q, want one containing %q", err, tt.wantError)
+				}
+				if strings.Contains(err.Error(), "PWSECRET") {
+					t.Errorf("error %q contains the password", err)
+				}
+			})
+		}
+	}
+}

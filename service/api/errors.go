@@ -180,7 +180,8 @@ func (s *Server) answerAuthFailure(c echo.Context, st *requestState, a *authFail
 		st.op = s.operationOf(c)
 	}
 	// The record names the access key and the project as sent, unauthenticated, so
-	// that failed attempts on one key or project can be traced.
+	// that failed attempts on one key or project can be traced. An Access value that
+	// can be a secret is recorded as auth.RedactedAccessKey (see failedAccessKey).
 	st.principal.AccessKey = cutRecorded(failedAccessKey(c.Request(), a.err),
 		maxRecordedIDLength)
 	st.principal.ProjectID = cutRecorded(c.Param("project_id"), maxRecordedIDLength)

@@ -120,9 +120,10 @@ func newAuthFailureLog(log *slog.Logger) *authFailureLog {
 
 // write logs the authentication failure of the request in c with its reason, unless the
 // budget of the current second is spent. The line names the access key of the
-// Authorization header when the header parses, or of the lock. Neither the reason nor
-// the access key contains a secret key (the auth package keeps secrets out of its
-// errors), and the signature is never logged.
+// Authorization header when the header parses (as failedAccessKey returns it), or of the
+// lock. Neither the reason nor the access key contains a secret key or the signature,
+// because the auth package keeps secrets out of its errors and shows an Access value that
+// can be one as auth.RedactedAccessKey.
 func (l *authFailureLog) write(c echo.Context, st *requestState, reason error) {
 	if !l.limiter.allow() {
 		return
@@ -136,7 +137,8 @@ func (l *authFailureLog) write(c echo.Context, st *requestState, reason error) {
 }
 
 // failedAccessKey returns the access key of a request that failed authentication with
-// reason, or "" when the Authorization header does not parse.
+// reason, as auth.RecordedAccessKey shows it, or "" when the Authorization header does
+// not parse.
 func failedAccessKey(r *http.Request, reason error) string {
 	var locked *auth.LockedError
 	if errors.As(reason, &locked) {
@@ -146,7 +148,7 @@ func failedAccessKey(r *http.Request, reason error) string {
 	if err != nil {
 		return ""
 	}
-	return parsed.AccessKey
+	return auth.RecordedAccessKey(parsed.AccessKey, reason)
 }
 
 // verifyError separates authentication failures (401) from failures of the credential

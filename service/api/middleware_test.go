@@ -205,6 +205,11 @@ func TestFailedAccessKey(t *testing.T) {
 		{"header that does not parse", "SDK-HMAC-SHA256 Access=AK1, Signature=zz",
 			auth.ErrMalformedHeader, ""},
 		{"locked access key", "", &auth.LockedError{AccessKey: "LOCKED1"}, "LOCKED1"},
+		{"signature in Access", "SDK-HMAC-SHA256 Access=" + signature +
+			", SignedHeaders=x-sdk-date, Signature=" + signature, auth.ErrUnknownAccessKey,
+			auth.RedactedAccessKey},
+		{"unknown access key", "SDK-HMAC-SHA256 Access=AK1, SignedHeaders=x-sdk-date, " +
+			"Signature=" + signature, auth.ErrUnknownAccessKey, "AK1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -214,6 +219,96 @@ func TestFailedAccessKey(t *testing.T) {
 			}
 			if got := failedAccessKey(req, tt.reason); got != tt.want {
 				t.Errorf("failedAccessKey = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestAuthFailureOmitsMisplacedSecret writes a signature or the secret key into the
+// wrong parameter of the Authorization header. Neither the log nor the audit trail may
+// contain it, but both must still name well-formed access keys.
+func TestAuthFailureOmitsMisplacedSecret(t *testing.T) {
+	e := newTestEnv(t)
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	srv := New(e.svc, auth.NewVerifier(e.creds, auth.VerifierConfig{Logger: log}), log,
+		Config{Credentials: e.creds, OperatorProjectID: projectP1, Audit: e.trail})
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+
+	// No case needs a signature that matches its request.
+	const signature = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+	upperSignature := strings.ToUpper(signature)
+	const unknownAK = "UNKNOWNAK0123456789Z"
+	ak := e.admin.ak
+
+	tests := []struct {
+		name          string
+		access        string
+		signedHeaders string
+		misplaced     string // the value that must not be logged or recorded, if any
+		wantLogged    string // the access_key of the log line, "" for none
+		wantRecorded  string // the access key of the audit record
+	}{
+		{"signature in Access", signature, "x-sdk-date", signature,
+			auth.RedactedAccessKey, auth.RedactedAccessKey},
+		{"secret key in Access", e.admin.sk, "x-sdk-date", e.admin.sk,
+			auth.RedactedAccessKey, auth.RedactedAccessKey},
+		{"signature added to SignedHeaders", ak, "x-sdk-date;" + signature, signature, ak, ak},
+		{"upper-case signature in SignedHeaders", ak, "x-sdk-date;" + upperSignature,
+			upperSignature, "", ""},
+		{"signature as the only signed header", ak, signature, signature, ak, ak},
+		{"unknown access key", unknownAK, "x-sdk-date", "", unknownAK, unknownAK},
+		{"wrong signature", ak, "x-sdk-date", "", ak, ak},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequest(http.MethodPost,
+				hs.URL+"/v1.0/"+projectP1+"/kms/list-keys", strings.NewReader("{}"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			auth.Sign(req, []byte("{}"), e.admin.ak, e.admin.sk, time.Now())
+			req.Header.Set("Authorization", auth.FormatAuthorization(tt.access,
+				strings.Split(tt.signedHeaders, ";"), signature))
+
+			logged := len(logs.String())
+			r := send(t, req)
+			if r.Status != http.StatusUnauthorized {
+				t.Fatalf("status %d, want 401: %s", r.Status, r.Raw)
+			}
+			output := logs.String()[logged:]
+			if !strings.Contains(output, `msg="authentication failed"`) {
+				t.Fatalf("no authentication failure logged:\n%s", output)
+			}
+
+			records := chainRecords(t, e)
+			if len(records) != i+1 {
+				t.Fatalf("trail contains %d records, want %d", len(records), i+1)
+			}
+			record := records[i]
+			if record.AccessKey != tt.wantRecorded {
+				t.Errorf("recorded access key %q, want %q", record.AccessKey, tt.wantRecorded)
+			}
+			if tt.wantLogged != "" && !strings.Contains(output, "access_key="+tt.wantLogged) {
+				t.Errorf("log does not name access_key=%s:\n%s", tt.wantLogged, output)
+			}
+			if tt.wantLogged == "" && strings.Contains(output, "access_key=") {
+				t.Errorf("log names an access key, want none:\n%s", output)
+			}
+
+			if tt.misplaced == "" {
+				return
+			}
+			if strings.Contains(output, tt.misplaced) {
+				t.Errorf("log contains the misplaced value:\n%s", output)
+			}
+			if strings.Contains(fmt.Sprintf("%+v", record), tt.misplaced) {
+				t.Errorf("audit record contains the misplaced value: %+v", record)
+			}
+			if strings.Contains(string(r.Raw), tt.misplaced) {
+				t.Errorf("response contains the misplaced value: %s", r.Raw)
 			}
 		})
 	}

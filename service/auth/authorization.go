@@ -3,7 +3,9 @@ package auth
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -129,23 +131,39 @@ func (a *authorizationParts) setParameter(name, value string) error {
 }
 
 // checkSignedHeaders checks a SignedHeaders value: at most maxSignedHeaders names
-// separated by ";", each a lower-case header name that appears once.
+// separated by ";", each a lower-case header name that appears once. Its errors name a
+// header as signedHeaderLabel does.
 func checkSignedHeaders(value string) error {
 	if strings.Count(value, ";") >= maxSignedHeaders {
 		return malformed("more than %d signed headers", maxSignedHeaders)
 	}
 
 	before := 0 // length of the names before the current one, separators included
+	position := 0
 	for name := range strings.SplitSeq(value, ";") {
+		position++
 		if !validHeaderName(name) {
-			return malformed("signed header %q is not a lower-case header name", name)
+			return malformed("signed header %s is not a lower-case header name",
+				signedHeaderLabel(position, name))
 		}
 		if before > 0 && signedHeadersContain(value[:before-1], name) {
-			return malformed("signed header %q appears twice", name)
+			return malformed("signed header %s appears twice", signedHeaderLabel(position, name))
 		}
 		before += len(name) + 1
 	}
 	return nil
+}
+
+// signedHeaderLabel returns how error messages, which kmsd logs, name the signed header
+// name at position (counted from 1) of SignedHeaders. A valid header name shorter than
+// minSecretLength is quoted. Any other name is replaced by its position, because a
+// client can write its signature (64 hex digits) or secret key (at least minSecretLength
+// characters) into SignedHeaders by mistake.
+func signedHeaderLabel(position int, name string) string {
+	if validHeaderName(name) && len(name) < minSecretLength {
+		return strconv.Quote(name)
+	}
+	return strconv.Itoa(position)
 }
 
 // signedHeadersContain reports whether the ";"-separated list signed has name.
@@ -204,6 +222,43 @@ func validHeaderName(name string) bool {
 		}
 	}
 	return true
+}
+
+// RedactedAccessKey is the placeholder that logs, error messages and audit records show
+// in place of an Access value that can be a secret (see RecordedAccessKey).
+const RedactedAccessKey = "(redacted)"
+
+// RecordedAccessKey returns how logs and audit records show accessKey, the Access value
+// of a request that Verify rejected with err. It is accessKey itself when that is a
+// plausible access key (plausibleAccessKey). It is accessKey too when err shows that
+// Verify found a credential with it, which is true of a locked or disabled access key and
+// of a bad X-Sdk-Date or signature. Otherwise it is RedactedAccessKey, because the value
+// can be the signature or the secret key, written into Access by mistake.
+func RecordedAccessKey(accessKey string, err error) string {
+	if plausibleAccessKey(accessKey) || credentialFound(err) {
+		return accessKey
+	}
+	return RedactedAccessKey
+}
+
+// credentialFound reports whether err, from Verify, comes from a check that Verify runs
+// only after it found the credential of the access key.
+func credentialFound(err error) bool {
+	return errors.Is(err, ErrLocked) || errors.Is(err, ErrDisabledAccessKey) ||
+		errors.Is(err, ErrInvalidDate) || errors.Is(err, ErrDateExpired) ||
+		errors.Is(err, ErrSignatureMismatch)
+}
+
+// plausibleAccessKey reports whether ak can be an access key but not a whole secret key
+// or signature. It is true for a valid access key (validAccessKey) shorter than
+// minSecretLength, which every generated access key (accessKeyLength characters) is.
+// Chosen secret keys have at least minSecretLength characters, generated ones
+// secretKeyLength, and signatures 64 hex digits.
+//
+// NOTE: credentials created before chosen secret keys needed minSecretLength characters
+// can have shorter ones, which pass for plausible access keys here.
+func plausibleAccessKey(ak string) bool {
+	return validAccessKey(ak) && len(ak) < minSecretLength
 }
 
 // validAccessKey reports whether ak is 1 to maxAccessKeyLength characters of

@@ -159,9 +159,12 @@ func canonicalQuery(rawQuery string) (string, error) {
 // appendCanonicalHeaders appends one "name:value" line per value of each header in
 // signed (lower-case names separated by ";"), values trimmed and sorted as the SDK does,
 // each line followed by "\n". The "host" header is taken from host because net/http
-// keeps it out of the header map.
+// keeps it out of the header map. The error for a missing header names it as
+// signedHeaderLabel does.
 func appendCanonicalHeaders(dst []byte, header http.Header, host string, signed string) ([]byte, error) {
+	position := 0
 	for name := range strings.SplitSeq(signed, ";") {
+		position++
 		if name == "host" {
 			dst = appendHeaderLine(dst, name, host)
 			continue
@@ -169,7 +172,8 @@ func appendCanonicalHeaders(dst []byte, header http.Header, host string, signed 
 
 		values := headerValues(header, name)
 		if len(values) == 0 {
-			return dst, fmt.Errorf("signed header %q is missing from the request", name)
+			return dst, fmt.Errorf("signed header %s is missing from the request",
+				signedHeaderLabel(position, name))
 		}
 		if len(values) > 1 {
 			values = slices.Clone(values)

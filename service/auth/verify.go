@@ -121,7 +121,8 @@ func (cfg VerifierConfig) withDefaults() VerifierConfig {
 // Errors wrap the sentinel errors of this package (see Message for client wording).
 // Failures after the access key was found (bad date, bad signature) count towards the
 // lockout, and a success resets the count. A locked key is rejected with a *LockedError
-// before any other check.
+// before any other check. When no credential was found, the error shows the access key
+// as RecordedAccessKey does.
 func (v *Verifier) Verify(ctx context.Context, r *http.Request, body []byte) (Principal, error) {
 	var auth authorizationParts
 	if err := parseAuthorization(r.Header.Get("Authorization"), &auth); err != nil {
@@ -137,11 +138,17 @@ func (v *Verifier) Verify(ctx context.Context, r *http.Request, body []byte) (Pr
 	}
 
 	principal, key, err := v.lookup(ctx, auth.accessKey)
+	if err != nil && !credentialFound(err) && !plausibleAccessKey(auth.accessKey) {
+		// No credential was found, and the value can be a secret (see RecordedAccessKey).
+		// Credential sources repeat it in their errors, as Credentials and SQLStore do.
+		err = &redactedError{err: err, accessKey: auth.accessKey}
+	}
 	if errors.Is(err, ErrUnknownAccessKey) || errors.Is(err, ErrDisabledAccessKey) {
 		return Principal{}, err
 	}
 	if err != nil {
-		return Principal{}, fmt.Errorf("look up access key %s: %w", auth.accessKey, err)
+		return Principal{}, fmt.Errorf("look up access key %s: %w",
+			RecordedAccessKey(auth.accessKey, err), err)
 	}
 
 	if err := v.check(r, body, &auth, key, now); err != nil {
@@ -152,6 +159,22 @@ func (v *Verifier) Verify(ctx context.Context, r *http.Request, body []byte) (Pr
 	v.lockout.recordSuccess(auth.accessKey)
 	return principal, nil
 }
+
+// redactedError is err with RedactedAccessKey in place of accessKey in its message. It
+// unwraps to err, so errors.Is and errors.As still find the errors in its chain, whose
+// own messages are not changed. accessKey must be long enough not to occur in the
+// message by chance. Every Access value that parseAuthorization accepts and
+// plausibleAccessKey rejects has at least minSecretLength characters.
+type redactedError struct {
+	err       error
+	accessKey string
+}
+
+func (e *redactedError) Error() string {
+	return strings.ReplaceAll(e.err.Error(), e.accessKey, RedactedAccessKey)
+}
+
+func (e *redactedError) Unwrap() error { return e.err }
 
 // lookup returns the principal and signing key of accessKey from the source, with the
 // source's own signing key when it keeps one per credential.

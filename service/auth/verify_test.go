@@ -605,3 +605,116 @@ func TestVerifyErrorsOmitSecrets(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyErrorsOmitMisplacedSecret writes the signature or the secret key into the
+// wrong parameter of the Authorization header. Verify's error, which kmsd logs, and
+// RecordedAccessKey, which kmsd logs and records, must not repeat it, but must still
+// show access keys.
+func TestVerifyErrorsOmitMisplacedSecret(t *testing.T) {
+	f := newVerifierFixture(t, VerifierConfig{})
+	const longAK = "imported-access-key_0123456789abcdefghijkl" // 42 characters
+	importCredential(t, f.creds, longAK, testSK)
+
+	req := signedRequest(t, http.MethodPost, "/v1/pid/kms/list-keys", "{}", testNow)
+	parsed, err := ParseAuthorization(req.Header.Get("Authorization"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	signature := hex.EncodeToString(parsed.Signature)
+	signed := parsed.SignedHeaders
+	withHeader := func(extra ...string) []string {
+		return append(append([]string(nil), signed...), extra...)
+	}
+	const unknownAK = "UNKNOWNAK0123456789Z"
+	wrongSignature := strings.Repeat("0", 64)
+
+	tests := []struct {
+		name          string
+		access        string
+		signedHeaders []string
+		signature     string
+		wantErr       error
+		secret        string // must not occur in the error or the recorded access key
+		wantRecorded  string
+	}{
+		{"signature in Access", signature, signed, signature, ErrUnknownAccessKey,
+			signature, RedactedAccessKey},
+		{"secret key in Access", testSK, signed, signature, ErrUnknownAccessKey,
+			testSK, RedactedAccessKey},
+		{"signature added to SignedHeaders", testAK, withHeader(signature), signature,
+			ErrSignatureMismatch, signature, testAK},
+		{"upper-case signature in SignedHeaders", testAK,
+			withHeader(strings.ToUpper(signature)), signature, ErrMalformedHeader,
+			strings.ToUpper(signature), testAK},
+		{"signature twice in SignedHeaders", testAK, withHeader(signature, signature),
+			signature, ErrMalformedHeader, signature, testAK},
+		{"unknown access key", unknownAK, signed, signature, ErrUnknownAccessKey, "",
+			unknownAK},
+		{"wrong signature", testAK, signed, wrongSignature, ErrSignatureMismatch, "", testAK},
+		{"long access key, wrong signature", longAK, signed, wrongSignature,
+			ErrSignatureMismatch, "", longAK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := signedRequest(t, http.MethodPost, "/v1/pid/kms/list-keys", "{}", testNow)
+			req.Header.Set("Authorization",
+				FormatAuthorization(tt.access, tt.signedHeaders, tt.signature))
+
+			_, err := f.verify(req, "{}")
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("error %v, want %v", err, tt.wantErr)
+			}
+			if tt.secret != "" && strings.Contains(err.Error(), tt.secret) {
+				t.Errorf("error %q repeats the misplaced value", err)
+			}
+			if tt.secret == "" && !strings.Contains(err.Error(), tt.access) {
+				t.Errorf("error %q does not name the access key %s", err, tt.access)
+			}
+			if got := RecordedAccessKey(tt.access, err); got != tt.wantRecorded {
+				t.Errorf("RecordedAccessKey = %q, want %q", got, tt.wantRecorded)
+			}
+		})
+	}
+}
+
+// failingSource is a CredentialSource whose lookups fail as a store that cannot be
+// reached does, with the access key in the error as SQLStore.GetCredential puts it.
+type failingSource struct{}
+
+func (failingSource) Lookup(_ context.Context, accessKey string) (Principal, []byte, error) {
+	return Principal{}, nil, fmt.Errorf("get credential %s: %w", accessKey, errStoreDown)
+}
+
+var errStoreDown = errors.New("store unavailable")
+
+func TestVerifyLookupFailureOmitsMisplacedSecret(t *testing.T) {
+	clock := newFakeClock(testNow)
+	verifier := NewVerifier(failingSource{}, VerifierConfig{Clock: clock.Now})
+
+	tests := []struct {
+		name      string
+		access    string
+		wantShown string // the access key as the error must show it
+	}{
+		{"signature in Access", testSignature, RedactedAccessKey},
+		{"secret key in Access", testSK, RedactedAccessKey},
+		{"access key", testAK, testAK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := signedRequest(t, http.MethodPost, "/v1/pid/kms/list-keys", "{}", testNow)
+			req.Header.Set("Authorization",
+				FormatAuthorization(tt.access, []string{"x-sdk-date"}, testSignature))
+
+			_, err := verifier.Verify(context.Background(), req, []byte("{}"))
+			if !errors.Is(err, errStoreDown) {
+				t.Fatalf("error %v, want one wrapping %v", err, errStoreDown)
+			}
+			want := fmt.Sprintf("look up access key %s: get credential %s: %v",
+				tt.wantShown, tt.wantShown, errStoreDown)
+			if err.Error() != want {
+				t.Errorf("error %q, want %q", err, want)
+			}
+		})
+	}
+}

@@ -107,7 +107,8 @@ var _ Store = (*SQLStore)(nil)
 // existing file that group or others may read or write is logged as a warning. The path
 // ":memory:" opens a private in-memory database on a single connection. A libpq
 // keyword/value connection string ("host=db password=...") is rejected rather than taken
-// for a file name.
+// for a file name, and so is a URL of another scheme (IsUnsupportedURL) and a string with
+// user:password@ (HasUserinfo) that is not a PostgreSQL URL.
 //
 // A nil log discards log records. Open fails with ErrUnavailable when the database cannot
 // be reached.
@@ -126,6 +127,18 @@ func Open(ctx context.Context, databaseURL string, log *slog.Logger) (*SQLStore,
 		return nil, errors.New("open store: the database URL is a keyword/value connection " +
 			"string, which is not supported: write it as a postgres:// URL, or start a " +
 			"SQLite path that contains \"=\" with ./ or sqlite:")
+	}
+	if IsUnsupportedURL(databaseURL) {
+		// The string is left out of the error because it can contain a password.
+		return nil, errors.New("open store: the database URL has an unsupported scheme, " +
+			"plainly or percent-encoded: use postgres:// or postgresql:// for PostgreSQL, " +
+			"and a file path for SQLite, starting it with ./ if it begins like a URL")
+	}
+	if HasUserinfo(databaseURL) {
+		// The string is left out of the error because it contains a password.
+		return nil, errors.New("open store: the database URL contains user:password@ " +
+			"but is not a postgres:// or postgresql:// URL: correct its scheme, or " +
+			"rename a SQLite file whose path has \":\" before \"@\"")
 	}
 
 	var s *SQLStore
@@ -193,6 +206,86 @@ func IsMistypedPostgresURL(databaseURL string) bool {
 		return false
 	}
 	return strings.EqualFold(scheme, "postgres") || strings.EqualFold(scheme, "postgresql")
+}
+
+// sqlitePrefixes are the prefixes that parseSQLiteURL removes from a SQLite path, longest
+// first.
+var sqlitePrefixes = []string{"sqlite://", "sqlite:", "file:"}
+
+// urlScheme matches a URL scheme of two or more characters followed by ":/", possibly
+// after other schemes, as in "mysql://", "pg:/" and "jdbc:postgresql://". A single letter
+// is left out because it can be a Windows drive letter, as in "C:/kms/kms.db".
+var urlScheme = regexp.MustCompile(`^(?:[A-Za-z][A-Za-z0-9+.-]+:)+/`)
+
+// userinfo matches a "user:password@" part at the start of a string or after a "/". The
+// password can contain "/", "?" and "#", which URLs do not allow unencoded but mistyped
+// ones have.
+var userinfo = regexp.MustCompile(`(?:^|/)[^/?#@:]*:[^@]*@`)
+
+// percentEscape matches one valid percent-encoded byte.
+var percentEscape = regexp.MustCompile(`%[0-9A-Fa-f]{2}`)
+
+// IsUnsupportedURL reports whether databaseURL looks like a URL that Open does not
+// serve. Such a URL has a scheme followed by ":/" other than postgres://, postgresql://,
+// sqlite: or file:, as "mysql://db/kms", "pg:/kms@db/kms" and "sqlite:pg://db/kms" do.
+// Percent-encoded forms such as "postgres%3A%2F%2Fdb/kms" count too. Open rejects such a
+// string rather than take it for the path of a SQLite file, which would put a password in
+// it into file names, errors and logs. A SQLite path that starts like this is accepted
+// after "./".
+func IsUnsupportedURL(databaseURL string) bool {
+	if IsPostgresURL(databaseURL) {
+		return false
+	}
+	for _, form := range decodedForms(trimSQLitePrefix(databaseURL)) {
+		if urlScheme.MatchString(form) {
+			return true
+		}
+	}
+	return false
+}
+
+// HasUserinfo reports whether databaseURL contains a "user:password@" part, plainly or
+// percent-encoded, without being a PostgreSQL URL (IsPostgresURL), the only form whose
+// credentials Open uses. Open rejects such a string rather than take it for the path of
+// a SQLite file, which would put the password into file names, errors and logs. It also
+// reports a SQLite path with ":" before a later "@", such as "./backup:1@db.db", which
+// Open therefore rejects.
+func HasUserinfo(databaseURL string) bool {
+	if IsPostgresURL(databaseURL) {
+		return false
+	}
+	for _, form := range decodedForms(trimSQLitePrefix(databaseURL)) {
+		if userinfo.MatchString(form) {
+			return true
+		}
+	}
+	return false
+}
+
+// trimSQLitePrefix removes the first of sqlitePrefixes that databaseURL starts with.
+func trimSQLitePrefix(databaseURL string) string {
+	for _, prefix := range sqlitePrefixes {
+		if rest, ok := strings.CutPrefix(databaseURL, prefix); ok {
+			return rest
+		}
+	}
+	return databaseURL
+}
+
+// decodedForms returns s followed by the result of each round of percent-decoding it,
+// until no valid escape is left, so that a URL encoded several times is seen as well.
+// Invalid escapes, such as the "%" of "50%", stay as written. Every round shortens the
+// string, so the loop ends.
+func decodedForms(s string) []string {
+	forms := []string{s}
+	for percentEscape.MatchString(s) {
+		s = percentEscape.ReplaceAllStringFunc(s, func(escape string) string {
+			b, _ := strconv.ParseUint(escape[1:], 16, 8)
+			return string([]byte{byte(b)})
+		})
+		forms = append(forms, s)
+	}
+	return forms
 }
 
 func openPostgres(databaseURL string) (*SQLStore, error) {
@@ -360,15 +453,7 @@ func prepareSQLiteFile(path, mode string, log *slog.Logger) error {
 // Its errors leave the URL out, because a mistyped postgres:// URL becomes a SQLite URL
 // that can contain a password.
 func parseSQLiteURL(databaseURL string) (string, url.Values, error) {
-	rest := databaseURL
-	for _, prefix := range []string{"sqlite://", "sqlite:", "file:"} {
-		if strings.HasPrefix(rest, prefix) {
-			rest = strings.TrimPrefix(rest, prefix)
-			break
-		}
-	}
-
-	path, query, _ := strings.Cut(rest, "?")
+	path, query, _ := strings.Cut(trimSQLitePrefix(databaseURL), "?")
 	if path == "" {
 		return "", nil, errors.New("database URL has no file path")
 	}

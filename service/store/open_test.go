@@ -3,6 +3,7 @@ package store_test
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -378,6 +379,141 @@ func TestOpenRejectsMistypedPostgresURL(t *testing.T) {
 		}
 		if strings.Contains(err.Error(), "SECRET9") {
 			t.Errorf("Open error %q contains the password", err)
+		}
+	}
+}
+
+func TestOpenRejectsURLOfOtherScheme(t *testing.T) {
+	// Not parallel: t.Chdir changes the working directory of the process, where a URL
+	// taken for a relative SQLite path would be created.
+	dir := t.TempDir()
+	t.Chdir(dir)
+
+	tests := []struct {
+		name        string
+		databaseURL string
+		wantError   string
+	}{
+		{"short scheme, one slash", "pg:/kms:PWSECRET@127.0.0.1/db", "unsupported scheme"},
+		{"short scheme", "pg://kms:PWSECRET@127.0.0.1/db", "unsupported scheme"},
+		{"MySQL", "mysql://kms:PWSECRET@127.0.0.1/db", "unsupported scheme"},
+		{"misspelled scheme", "postgress://kms:PWSECRET@127.0.0.1/db", "unsupported scheme"},
+		{"JDBC", "jdbc:postgresql://127.0.0.1/db?password=PWSECRET", "unsupported scheme"},
+		{"encoded colon", "postgresql%3A//kms:PWSECRET@127.0.0.1/db", "unsupported scheme"},
+		{"encoded colon and slashes", "postgres%3A%2F%2Fkms:PWSECRET@127.0.0.1/db",
+			"unsupported scheme"},
+		{"encoded twice", "postgres%253A%252F%252Fkms%253APWSECRET%2540127.0.0.1/db",
+			"unsupported scheme"},
+		{"after the sqlite prefix", "sqlite:pg://kms:PWSECRET@127.0.0.1/db",
+			"unsupported scheme"},
+		{"userinfo without scheme", "kms:PWSECRET@127.0.0.1/db", "user:password@"},
+		{"userinfo after //", "//kms:PWSECRET@127.0.0.1/db", "user:password@"},
+		{"userinfo after the sqlite scheme", "sqlite://kms:PWSECRET@127.0.0.1/db",
+			"user:password@"},
+		{"Go MySQL DSN", "kms:PWSECRET@tcp(127.0.0.1:3306)/db", "user:password@"},
+		{"password with a slash", "kms:PW/SECRET@127.0.0.1/db", "user:password@"},
+		{"encoded userinfo", "kms%3APWSECRET%40127.0.0.1/db", "user:password@"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs strings.Builder
+			log := slog.New(slog.NewTextHandler(&logs, nil))
+
+			s, err := store.Open(t.Context(), tt.databaseURL, log)
+			if err == nil {
+				s.Close()
+				t.Fatalf("Open(%q) succeeded", tt.databaseURL)
+			}
+			if !strings.Contains(err.Error(), tt.wantError) {
+				t.Errorf("Open error %q, want one containing %q", err, tt.wantError)
+			}
+			for _, secret := range []string{"PWSECRET", "PW/SECRET", "127.0.0.1"} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("Open error %q contains %q of the URL", err, secret)
+				}
+				if strings.Contains(logs.String(), secret) {
+					t.Errorf("Open logged %q of the URL: %s", secret, logs.String())
+				}
+			}
+		})
+	}
+
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		t.Errorf("Open created %q in the working directory", e.Name())
+	}
+}
+
+func TestOpenSQLitePathsWithColon(t *testing.T) {
+	// Not parallel: t.Chdir changes the working directory of the process, where the
+	// relative paths are created.
+	dir := t.TempDir()
+	t.Chdir(dir)
+
+	tests := []struct {
+		name        string
+		databaseURL string
+		file        string // the database file the URL must create, relative to dir
+	}{
+		{"relative path", "./data/kms.db", "data/kms.db"},
+		{"colon in the file name", "kms:backup.db", "kms:backup.db"},
+		{"colon in a directory name", "./a:b/kms.db", "a:b/kms.db"},
+		{"URL-like path after ./", "./pg:/kms.db", "pg:/kms.db"},
+		{"file prefix with parameters", "file:kms.db?_busy_timeout=5000", "kms.db"},
+		{"sqlite prefix", "sqlite:kms2.db", "kms2.db"},
+		{"at sign without colon", "./backup@2026/kms.db", "backup@2026/kms.db"},
+		{"percent sign", "./50%/kms.db", "50%/kms.db"},
+		{"absolute path", filepath.Join(dir, "abs", "kms.db"), "abs/kms.db"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := openStore(t, storetest.Backend{Name: storetest.SQLite, URL: tt.databaseURL})
+			createKey(t, s, newKey(t, "p1", "a"))
+			if _, err := os.Stat(filepath.Join(dir, tt.file)); err != nil {
+				t.Errorf("database file: %v", err)
+			}
+		})
+	}
+}
+
+func TestDatabaseURLChecks(t *testing.T) {
+	tests := []struct {
+		databaseURL     string
+		wantUnsupported bool
+		wantUserinfo    bool
+	}{
+		{"postgres://kms:pw@db/kms", false, false},
+		{"postgresql://kms:pw@db/kms?sslmode=disable", false, false},
+		{"kms-data/kms.db", false, false},
+		{"/var/lib/kms/kms.db", false, false},
+		{"file:kms.db?_busy_timeout=5000", false, false},
+		{"file:///var/lib/kms/kms.db", false, false},
+		{"sqlite:///var/lib/kms/kms.db", false, false},
+		{":memory:", false, false},
+		{"file::memory:?cache=shared", false, false},
+		{"C:/kms/kms.db", false, false},
+		{"kms:backup.db", false, false},
+		{"./pg:/kms.db", false, false},
+		{"kms.db?_auth_user=admin&_auth_pass=a:b@c", false, false},
+		{"pg:/kms@db/kms", true, true},
+		{"mysql://db/kms", true, false},
+		{"Postgres%3A%2F%2Fdb/kms", true, false},
+		{"File:/var/lib/kms/kms.db", true, false},
+		{"pg://kms:pw@db/kms", true, true},
+		{"kms:pw@db/kms", false, true},
+		{"kms%3Apw%40db/kms", false, true},
+		{"./backup:1@db.db", false, true},
+	}
+	for _, tt := range tests {
+		if got := store.IsUnsupportedURL(tt.databaseURL); got != tt.wantUnsupported {
+			t.Errorf("IsUnsupportedURL(%q) = %v, want %v", tt.databaseURL, got,
+				tt.wantUnsupported)
+		}
+		if got := store.HasUserinfo(tt.databaseURL); got != tt.wantUserinfo {
+			t.Errorf("HasUserinfo(%q) = %v, want %v", tt.databaseURL, got, tt.wantUserinfo)
 		}
 	}
 }
