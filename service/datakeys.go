@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
-	"fmt"
 
 	"github.com/hsmkms/kms/hsm"
 	"github.com/hsmkms/kms/service/auth"
@@ -231,6 +230,9 @@ func (s *Service) sealWith(
 	aad := EncodeAAD(make([]byte, 0, 64+len(b.AAD)), out, b)
 
 	sealed, err := tokenSeal(ref, aad)
+	if errors.Is(err, hsm.ErrKeyNotFound) && !errors.Is(err, hsm.ErrUnavailable) {
+		return DataKeyOutput{}, s.missingObject(ctx, "seal", ref, false, err)
+	}
 	if err != nil {
 		return DataKeyOutput{}, tokenError("seal", err)
 	}
@@ -270,8 +272,7 @@ func (s *Service) open(ctx context.Context, k store.Key, ct Ciphertext, b Bindin
 	case errors.Is(err, hsm.ErrKeyNotFound):
 		// The token layer reports a missing object of a key it used before only after a
 		// reconnect, so the store names a key version that this token does not hold.
-		return nil, &Error{Code: CodeInternal, Message: "internal error",
-			Err: fmt.Errorf("open: the token has no object for key version %s: %w", ref, err)}
+		return nil, s.missingObject(ctx, "open", ref, true, err)
 	default:
 		return nil, tokenError("open", err)
 	}

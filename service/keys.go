@@ -154,6 +154,10 @@ func keyQuotaError(limit int) error {
 func (s *Service) createKeyObjects(ctx context.Context, k store.Key) error {
 	ref := hsm.KeyRef{KeyID: k.ID, Version: 1}
 
+	if err := s.requireCurrentToken(ctx, "create key"); err != nil {
+		return err
+	}
+
 	if err := s.store.BeginKeyVersion(ctx, k.ID, 1); err != nil {
 		return storeError("begin key version", err)
 	}

@@ -204,6 +204,10 @@ func (s *Service) rotateKey(ctx context.Context, k store.Key) (store.Key, error)
 	}
 	ref := hsm.KeyRef{KeyID: k.ID, Version: k.CurrentVersion + 1}
 
+	if err := s.requireCurrentToken(ctx, "rotate key"); err != nil {
+		return store.Key{}, err
+	}
+
 	if err := s.store.BeginKeyVersion(ctx, ref.KeyID, ref.Version); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return store.Key{}, keyUpdateError(err)

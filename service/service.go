@@ -67,6 +67,10 @@ type Service struct {
 
 	// aliases caches alias API lookups; see aliases.go.
 	aliases aliasCache
+
+	// tokenBehind is set while the last token check found the token older than the
+	// store; see tokencheck.go.
+	tokenBehind atomic.Bool
 }
 
 // CacheStats returns how many key-id lookups the key metadata cache served (hits) and

@@ -40,6 +40,8 @@ type config struct {
 	MaxTokenCalls  int    `json:"max_token_calls" env:"KMS_MAX_TOKEN_CALLS" flag:"max-token-calls" help:"token calls in progress at once, the rest wait in arrival order; 0: 1 for the embedded SoftHSM2 token, whose operations contend for process-wide locks, and max_sessions for a vendor module"`
 	HSMGeneratesIV bool   `json:"hsm_generates_iv" env:"KMS_HSM_GENERATES_IV" flag:"hsm-generates-iv" help:"let the token choose GCM IVs (HSMs in FIPS mode)"`
 
+	AcceptRestoredToken string `json:"accept_restored_token" env:"KMS_ACCEPT_RESTORED_TOKEN" flag:"accept-restored-token" help:"accept a token restored from a backup after the live token was lost: the key version that kmsd names when it finds the token older than the store; the key versions the token lacks are then marked lost"`
+
 	SessionIdleTimeout time.Duration `json:"session_idle_timeout" env:"KMS_SESSION_IDLE_TIMEOUT" flag:"session-idle-timeout" help:"close pooled PKCS#11 sessions idle longer than this; set below the idle limit of the HSM or a firewall on the way; 0 keeps them open"`
 
 	TLSCert string `json:"tls_cert" env:"KMS_TLS_CERT" flag:"tls-cert" help:"PEM certificate file; with --tls-key, serve HTTPS"`

@@ -136,7 +136,8 @@ func startServices(ctx context.Context, c components, sw *handlerSwitch, svcs *s
 	if err := waitForToken(ctx, c.token, c.log); err != nil {
 		return err
 	}
-	if err := waitForTokenForStore(ctx, c.token, c.pin, c.store, c.tokenMismatch, c.log); err != nil {
+	if err := waitForTokenForStore(ctx, c.token, c.pin, c.store, c.cfg.AcceptRestoredToken,
+		c.tokenMismatch, c.log); err != nil {
 		return err
 	}
 
@@ -192,6 +193,9 @@ func startServices(ctx context.Context, c components, sw *handlerSwitch, svcs *s
 			if err := checkReady(ctx, c.token, c.store); err != nil {
 				return err
 			}
+			if err := svc.TokenBehindStore(ctx); err != nil {
+				return fmt.Errorf("%w: %w", api.ErrTokenBehind, err)
+			}
 			return checkAuditReady(recorder)
 		},
 	})
@@ -244,20 +248,36 @@ func waitForToken(ctx context.Context, token hsm.Token, log *slog.Logger) error 
 	})
 }
 
-// errTokenMismatch means the store holds credentials sealed by a token key that the
-// token lacks, so kmsd was started with another token than the one that served the store.
+// errTokenMismatch means the token is not the one that served the store: it lacks the
+// key that sealed the stored credentials, or it is an older copy of that token.
 var errTokenMismatch = errors.New("the token does not match the store")
 
-// checkTokenForStore returns an error wrapping errTokenMismatch when the store holds
+// checkTokenForStore returns an error wrapping errTokenMismatch when the token is not
+// the one that served the store. checkSealingKeyForStore and service.CheckTokenCurrent
+// tell why.
+func checkTokenForStore(ctx context.Context, token hsm.Token, st store.Store) error {
+	if err := checkSealingKeyForStore(ctx, token, st); err != nil {
+		return err
+	}
+
+	err := service.CheckTokenCurrent(ctx, token, st)
+	var behind *service.TokenBehindError
+	if errors.As(err, &behind) {
+		return fmt.Errorf("%w: %w; start kmsd with the live token. Only if the live token is "+
+			"lost and this one is restored from a backup, start kmsd once with "+
+			"--accept-restored-token %s: the key versions created after the backup are then "+
+			"marked lost", errTokenMismatch, err, behind.Missing)
+	}
+	return err
+}
+
+// checkSealingKeyForStore returns an error wrapping errTokenMismatch when the store holds
 // credentials but the token has no auth.SealingKey, or one that does not open them.
 // Serving would then fail every signed request, and generating a new sealing key would
 // make the stored credentials unreadable for good. The check opens the sealed secret of
 // one credential, so that another store's token, which holds a sealing key under the
 // same reference, does not pass.
-//
-// NOTE: keys are checked only through credentials: a store whose every credential was
-// deleted passes with any token, and its keys then fail when used.
-func checkTokenForStore(ctx context.Context, token hsm.Token, st store.Store) error {
+func checkSealingKeyForStore(ctx context.Context, token hsm.Token, st store.Store) error {
 	credentials, err := st.ListCredentials(ctx)
 	if err != nil {
 		return fmt.Errorf("list credentials: %w", err)
@@ -300,18 +320,57 @@ type tokenPinner interface {
 
 // checkAndPinToken checks the token against the store, pins it, and checks again, so
 // that the token pinned is one that matched even if a reconnect came in between.
-func checkAndPinToken(ctx context.Context, token hsm.Token, pin tokenPinner, st store.Store) error {
-	if err := checkTokenForStore(ctx, token, st); err != nil {
+//
+// A token older than the store passes when accept names its newest missing key version
+// (the operator's --accept-restored-token): once the token is pinned, every key version
+// it lacks is marked lost (service.MarkLostVersions). A leftover accept value names a
+// version that is no longer missing, so it accepts nothing later; it is logged.
+func checkAndPinToken(
+	ctx context.Context, token hsm.Token, pin tokenPinner, st store.Store, accept string,
+	log *slog.Logger,
+) error {
+	err := checkTokenForStore(ctx, token, st)
+	acceptable := acceptsRestore(err, accept)
+	if err != nil && !acceptable {
 		return err
 	}
 	if err := pin.PinToken(); err != nil {
 		return err
 	}
-	if err := checkTokenForStore(ctx, token, st); err != nil {
+
+	err = checkTokenForStore(ctx, token, st)
+	if err != nil && acceptsRestore(err, accept) {
+		err = acceptRestoredToken(ctx, token, st, log)
+	}
+	if err != nil {
 		pin.UnpinToken()
 		return err
 	}
+
+	if accept != "" && !acceptable {
+		log.Warn("accept_restored_token is set but the token holds every key version of "+
+			"the store; remove the setting", "accept_restored_token", accept)
+	}
 	return nil
+}
+
+// acceptsRestore reports whether err is a token older than the store whose newest missing
+// key version is accept.
+func acceptsRestore(err error, accept string) bool {
+	var behind *service.TokenBehindError
+	return accept != "" && errors.As(err, &behind) && behind.Missing.String() == accept
+}
+
+// acceptRestoredToken marks the key versions that the pinned token lacks as lost and
+// checks the token against the store again.
+func acceptRestoredToken(ctx context.Context, token hsm.Token, st store.Store, log *slog.Logger) error {
+	lost, err := service.MarkLostVersions(ctx, token, st, log)
+	if err != nil {
+		return fmt.Errorf("mark the key versions missing from the restored token lost: %w", err)
+	}
+	log.Warn("accepted a token restored from a backup; remove accept_restored_token",
+		"lost_key_versions", lost)
+	return checkTokenForStore(ctx, token, st)
 }
 
 // waitForTokenForStore returns once the token matches the store, and then pins it (see
@@ -319,12 +378,12 @@ func checkAndPinToken(ctx context.Context, token hsm.Token, pin tokenPinner, st 
 // other failures once per message, because kmsd keeps checking: a token directory moved
 // back in place fixes a mismatch.
 func waitForTokenForStore(
-	ctx context.Context, token hsm.Token, pin tokenPinner, st store.Store,
+	ctx context.Context, token hsm.Token, pin tokenPinner, st store.Store, accept string,
 	mismatch *atomic.Bool, log *slog.Logger,
 ) error {
 	lastMessage := ""
 	return retry(ctx, func(attempt int) error {
-		err := checkAndPinToken(ctx, token, pin, st)
+		err := checkAndPinToken(ctx, token, pin, st, accept, log)
 		mismatch.Store(errors.Is(err, errTokenMismatch))
 		if err == nil {
 			if attempt > 1 {

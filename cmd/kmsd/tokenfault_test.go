@@ -503,3 +503,93 @@ func checkDecryptsWhenReady(t *testing.T, p *kmsdProcess, c dataKeyClient, plain
 			status, code, strings.EqualFold(got, plain))
 	}
 }
+
+// TestKmsdRefusesOlderCopyOfItsToken puts back a backup of kmsd's own token, taken
+// before a key was created. The copy has the serial number and the sealing key of the
+// live token, so only the missing key shows that it is older. kmsd must stay not ready,
+// name that key version, and create no key in the copy, also with an
+// --accept-restored-token that names another version. With the version named, kmsd must
+// mark it lost, disable its key and serve the keys the copy holds.
+func TestKmsdRefusesOlderCopyOfItsToken(t *testing.T) {
+	p, dataDir, older := startWithKey(t, "before-backup")
+	olderPlain, olderCipher, status, code := older.createDataKey(t)
+	if status != http.StatusOK {
+		t.Fatalf("create-datakey before the backup: status %d %s", status, code)
+	}
+	p.stop(t)
+	tokens := filepath.Join(dataDir, "tokens")
+	backup := filepath.Join(t.TempDir(), "tokens-backup")
+	if out, err := exec.Command("cp", "-a", tokens, backup).CombinedOutput(); err != nil {
+		t.Fatalf("back up the token: %v\n%s", err, out)
+	}
+
+	p = launchKmsd(t, []string{"--data-dir", dataDir})
+	p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
+	newer := older
+	newer.p = p
+	newer.keyID = keyIDOf(t, kmsctl(t, p, dataDir, "create-key", "--alias", "after-backup"))
+	_, newerCipher, status, code := newer.createDataKey(t)
+	if status != http.StatusOK {
+		t.Fatalf("create-datakey after the backup: status %d %s", status, code)
+	}
+	p.stop(t)
+
+	if err := os.RemoveAll(tokens); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("cp", "-a", backup, tokens).CombinedOutput(); err != nil {
+		t.Fatalf("restore the token: %v\n%s", err, out)
+	}
+	objects := tokenKeyObjects(t, dataDir)
+	missing := "kms:" + newer.keyID + ":1"
+
+	p = launchKmsd(t, []string{"--data-dir", dataDir, "--accept-restored-token", "kms:other:1"})
+	advice := "--accept-restored-token " + missing
+	waitUntil(t, p, "the older token reported in the log", func() bool {
+		return strings.Contains(p.logs.String(), advice)
+	})
+	if status, body := p.get("/readyz"); status != http.StatusServiceUnavailable ||
+		!strings.Contains(body, reasonTokenMismatch) {
+		t.Errorf("/readyz with the older token: status %d %s, expected 503 with the reason %q",
+			status, body, reasonTokenMismatch)
+	}
+	res := postSigned(t, p, "create-key", []byte(`{"key_alias":"in-older-token"}`), older.ak,
+		older.sk, older.projectID)
+	if res.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("create-key with the older token: status %d, expected 503", res.StatusCode)
+	}
+	p.stop(t)
+	if got := tokenKeyObjects(t, dataDir); len(got) != len(objects) {
+		t.Errorf("the older token holds %v after kmsd ran, expected %v", got, objects)
+	}
+	if strings.Contains(p.logs.String(), "key version lost") {
+		t.Errorf("kmsd marked versions lost with another version named:\n%s", p.logs)
+	}
+
+	p = launchKmsd(t, []string{"--data-dir", dataDir, "--accept-restored-token", missing})
+	p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
+	older.p, newer.p = p, p
+	if got, status, code := older.decryptDataKey(t, olderCipher); status != http.StatusOK ||
+		!strings.EqualFold(got, olderPlain) {
+		t.Errorf("decrypt-datakey under the key in the copy: status %d %s", status, code)
+	}
+	if _, status, code := newer.decryptDataKey(t, newerCipher); status != http.StatusBadRequest ||
+		code != "KMS.0209" {
+		t.Errorf("decrypt-datakey under the lost key: %d %s, expected 400 KMS.0209", status, code)
+	}
+	keyIDOf(t, kmsctl(t, p, dataDir, "create-key", "--alias", "after-restore"))
+	p.stop(t)
+	for _, want := range []string{`msg="key version lost`, `msg="key disabled`,
+		`msg="accepted a token restored from a backup`} {
+		if !strings.Contains(p.logs.String(), want) {
+			t.Errorf("the log lacks %s:\n%s", want, p.logs)
+		}
+	}
+
+	p = launchKmsd(t, []string{"--data-dir", dataDir, "--accept-restored-token", missing})
+	p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
+	p.stop(t)
+	if !strings.Contains(p.logs.String(), "accept_restored_token is set but") {
+		t.Errorf("a leftover accept_restored_token was not logged:\n%s", p.logs)
+	}
+}

@@ -21,6 +21,9 @@ var (
 	ErrStarting = errors.New("starting")
 	// ErrTokenNotReady means the PKCS#11 token cannot be used.
 	ErrTokenNotReady = errors.New("token unavailable")
+	// ErrTokenBehind means the token lacks key versions that the store records: it is an
+	// older copy of the live token (service.ErrTokenBehindStore).
+	ErrTokenBehind = errors.New("token older than the store")
 	// ErrStoreNotReady means the metadata store cannot be used.
 	ErrStoreNotReady = errors.New("store unavailable")
 	// ErrAuditNotReady means the audit trail failed to write records, so every call
@@ -87,6 +90,8 @@ func readinessReason(err error) string {
 		return ErrStarting.Error()
 	case errors.Is(err, ErrTokenNotReady):
 		return ErrTokenNotReady.Error()
+	case errors.Is(err, ErrTokenBehind):
+		return ErrTokenBehind.Error()
 	case errors.Is(err, ErrStoreNotReady):
 		return ErrStoreNotReady.Error()
 	case errors.Is(err, ErrAuditNotReady):

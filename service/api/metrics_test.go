@@ -257,6 +257,8 @@ func TestReadyzReasonCategories(t *testing.T) {
 			"store unavailable"},
 		{"audit", fmt.Errorf("%w: write failed 1ms ago", ErrAuditNotReady), 503,
 			"audit trail unavailable"},
+		{"token behind", fmt.Errorf("%w: it lacks key version kms:k:1", ErrTokenBehind), 503,
+			"token older than the store"},
 		{"timeout", context.DeadlineExceeded, 503, "timed out"},
 		{"uncategorised", fmt.Errorf("secret detail /etc/kms"), 503, "not ready"},
 	}

@@ -391,6 +391,37 @@ func (s *SQLStore) ListKeyVersions(ctx context.Context, keyID string) ([]KeyVers
 	return versions, nil
 }
 
+// ActiveVersions implements KeyStore.
+func (s *SQLStore) ActiveVersions(ctx context.Context, limit int) ([]KeyVersion, error) {
+	query := "SELECT v.key_id, v.version, v.created_at, k.project_id FROM key_versions v " +
+		"JOIN keys k ON k.id = v.key_id WHERE v.state = ? AND k.state <> ? " +
+		"ORDER BY v.created_at DESC, v.key_id DESC, v.version DESC"
+	args := []any{VersionActive, KeyStatePendingDeletion}
+	if limit > 0 {
+		query += " LIMIT ?"
+		args = append(args, limit)
+	}
+
+	rows, err := s.read.QueryContext(ctx, s.d.rebind(query), args...)
+	if err != nil {
+		return nil, s.d.wrap("list active key versions", err)
+	}
+	defer rows.Close()
+
+	var versions []KeyVersion
+	for rows.Next() {
+		v := KeyVersion{State: VersionActive}
+		if err := rows.Scan(&v.KeyID, &v.Version, timeColumn{&v.CreatedAt}, &v.ProjectID); err != nil {
+			return nil, s.d.wrap("list active key versions", err)
+		}
+		versions = append(versions, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.d.wrap("list active key versions", err)
+	}
+	return versions, nil
+}
+
 func (s *SQLStore) queryVersions(
 	ctx context.Context,
 	query string,

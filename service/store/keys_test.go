@@ -897,3 +897,66 @@ func TestCreateKeyQuotaConcurrent(t *testing.T) {
 		}
 	})
 }
+
+func TestActiveVersions(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, func(t *testing.T, b storetest.Backend) {
+		t.Parallel()
+		s := openStore(t, b)
+		ctx := t.Context()
+
+		// Version rows are stamped in milliseconds, so each step waits for the next one
+		// to keep the order of creation visible.
+		step := func() { time.Sleep(3 * time.Millisecond) }
+
+		older := createKey(t, s, newKey(t, "p1", ""))
+		step()
+		newer := createKey(t, s, newKey(t, "p2", ""))
+		step()
+		rotated := createKey(t, s, newKey(t, "p1", ""))
+		step()
+		checkErr(t, "BeginKeyVersion", s.BeginKeyVersion(ctx, rotated.ID, 2), nil)
+		checkErr(t, "ActivateKeyVersion", s.ActivateKeyVersion(ctx, rotated, 2), nil)
+		step()
+		creating := newID(t) // only a creating row, which has no object yet
+		checkErr(t, "BeginKeyVersion", s.BeginKeyVersion(ctx, creating, 1), nil)
+		step()
+		destroyed := createKey(t, s, newKey(t, "p1", ""))
+		checkErr(t, "MarkVersionDestroyed",
+			s.MarkVersionDestroyed(ctx, destroyed.ID, 1), nil)
+		step()
+		pending := createKey(t, s, newKey(t, "p1", ""))
+		pending.State = store.KeyStatePendingDeletion
+		pending.DeletionAt = baseTime.Add(7 * 24 * time.Hour)
+		if _, err := s.UpdateKey(ctx, pending); err != nil {
+			t.Fatalf("UpdateKey(pending deletion) failed: %v", err)
+		}
+
+		all := []string{
+			rotated.ID + "/2 p1", rotated.ID + "/1 p1", newer.ID + "/1 p2", older.ID + "/1 p1",
+		}
+		tests := []struct {
+			name  string
+			limit int
+			want  []string
+		}{
+			{name: "every active version, newest first", limit: 0, want: all},
+			{name: "the newest only", limit: 1, want: all[:1]},
+			{name: "limit above the count", limit: 10, want: all},
+		}
+		for _, tt := range tests {
+			versions, err := s.ActiveVersions(ctx, tt.limit)
+			checkErr(t, tt.name, err, nil)
+			var got []string
+			for _, v := range versions {
+				if v.State != store.VersionActive {
+					t.Errorf("%s: version %s/%d has state %q", tt.name, v.KeyID, v.Version, v.State)
+				}
+				got = append(got, fmt.Sprintf("%s/%d %s", v.KeyID, v.Version, v.ProjectID))
+			}
+			if !equalStrings(got, tt.want) {
+				t.Errorf("%s: ActiveVersions(%d) = %v, want %v", tt.name, tt.limit, got, tt.want)
+			}
+		}
+	})
+}

@@ -93,6 +93,8 @@ type KeyVersion struct {
 	Version   uint32
 	State     string // one of the Version constants
 	CreatedAt time.Time
+	// ProjectID is the project of the key. Only ActiveVersions fills it.
+	ProjectID string
 }
 
 // ListKeysFilter selects and pages ListKeys results. Keys are ordered by creation time,
@@ -180,6 +182,12 @@ type KeyStore interface {
 
 	// ListKeyVersions returns every version row of the key, oldest first.
 	ListKeyVersions(ctx context.Context, keyID string) ([]KeyVersion, error)
+
+	// ActiveVersions returns the active versions of the keys not pending deletion,
+	// newest first, at most limit of them, or all when limit is 0. Each of them has a
+	// token object, unless the token is older than the store: a key pending deletion may
+	// have lost its objects already, so its versions are left out.
+	ActiveVersions(ctx context.Context, limit int) ([]KeyVersion, error)
 
 	// MarkVersionDestroyed records that the token object of a version is gone.
 	MarkVersionDestroyed(ctx context.Context, keyID string, version uint32) error
