@@ -100,8 +100,12 @@ func (s *Server) createCredential(c echo.Context, st *requestState) (any, error)
 		return nil, credentialError(err)
 	}
 
+	// A secret key that the caller chose is not sent back, so that it does not reach
+	// response logs on the way. The caller already has it.
 	v := viewOf(cred)
-	v.SecretKey = secret
+	if req.SecretKey == "" {
+		v.SecretKey = secret
+	}
 	return v, nil
 }
 

@@ -30,6 +30,9 @@ func TestCreateCredentialChosenSecret(t *testing.T) {
 			})
 			if tt.wantOK {
 				checkOK(t, "create", r)
+				if bytes.Contains(r.Raw, []byte(tt.secret)) {
+					t.Errorf("response repeats the chosen secret key: %s", r.Raw)
+				}
 				client := e.client(tt.accessKey, tt.secret, projectP1)
 				checkOK(t, "list-keys with the chosen secret",
 					client.do(t, http.MethodPost, "/v1.0/"+projectP1+"/kms/list-keys",
