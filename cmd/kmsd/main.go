@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -128,9 +129,13 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, log *slo
 	if err != nil {
 		return err
 	}
-	token, err := hsm.NewMeteredToken(module, registry)
+	metered, err := hsm.NewMeteredToken(module, registry)
 	if err != nil {
 		return err
+	}
+	var token hsm.Token = metered
+	if cfg.PKCS11Module == "" {
+		token = newTokenSpace(metered, filepath.Join(cfg.DataDir, "tokens"))
 	}
 
 	st, err := store.Open(ctx, cfg.DatabaseURL, log)

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/hsmkms/kms/hsm"
+)
+
+// failingToken fails every key generation with err, as SoftHSM2 fails when it cannot write
+// an object file: a full volume that a test cannot fill safely.
+type failingToken struct {
+	hsm.Token
+	err error
+}
+
+func (f failingToken) GenerateKey(context.Context, hsm.KeyRef) error        { return f.err }
+func (f failingToken) GenerateSigningKey(context.Context, hsm.KeyRef) error { return f.err }
+
+func TestTokenSpace(t *testing.T) {
+	errFailed := errors.New("C_GenerateKey: CKR_FUNCTION_FAILED")
+	errGone := errors.Join(hsm.ErrUnavailable, errors.New("token removed"))
+
+	tests := []struct {
+		name            string
+		generateErr     error
+		free            uint64
+		statErr         error
+		wantUnavailable bool
+	}{
+		{name: "generation succeeds", generateErr: nil, free: 0},
+		{name: "fails with space left", generateErr: errFailed, free: 10 << 20},
+		{name: "fails on a full volume", generateErr: errFailed, free: 4096, wantUnavailable: true},
+		{name: "fails and statfs fails", generateErr: errFailed, statErr: errors.New("EACCES")},
+		{name: "already unavailable", generateErr: errGone, free: 0, wantUnavailable: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			space := newTokenSpace(failingToken{err: tt.generateErr}, "/data/tokens")
+			space.free = func(string) (uint64, error) { return tt.free, tt.statErr }
+
+			for op, generate := range map[string]func(context.Context, hsm.KeyRef) error{
+				"GenerateKey":        space.GenerateKey,
+				"GenerateSigningKey": space.GenerateSigningKey,
+			} {
+				err := generate(context.Background(), hsm.KeyRef{KeyID: "k", Version: 1})
+				if !errors.Is(err, tt.generateErr) {
+					t.Errorf("%s = %v, want it to wrap %v", op, err, tt.generateErr)
+				}
+				if got := errors.Is(err, hsm.ErrUnavailable); got != tt.wantUnavailable {
+					t.Errorf("%s = %v, unavailable %t, want %t", op, err, got, tt.wantUnavailable)
+				}
+			}
+		})
+	}
+}
+
+func TestFreeBytes(t *testing.T) {
+	free, err := freeBytes(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if free == 0 {
+		t.Error("freeBytes of a temporary folder = 0, want the space left in its volume")
+	}
+
+	if _, err := freeBytes("/nonexistent/kms-tokens"); err == nil {
+		t.Error("freeBytes of a missing folder succeeded, want an error")
+	}
+}
