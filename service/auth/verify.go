@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -240,7 +241,8 @@ func (v *Verifier) checkDate(header http.Header, now time.Time) (string, error) 
 	date := values[0]
 	signedAt, err := parseDate(date)
 	if err != nil {
-		return "", fmt.Errorf("%w: %q is not in YYYYMMDDTHHMMSSZ form", ErrInvalidDate, date)
+		return "", fmt.Errorf("%w: %s is not in YYYYMMDDTHHMMSSZ form", ErrInvalidDate,
+			describeDate(date))
 	}
 
 	skew := now.Sub(signedAt).Abs()
@@ -350,4 +352,15 @@ func parseDate(s string) (time.Time, error) {
 		return time.Time{}, errors.New("not a valid date and time")
 	}
 	return t, nil
+}
+
+// describeDate returns an invalid X-Sdk-Date value for an error message: quoted when it
+// is at most 32 characters of digits, letters T and Z, '-', ':', '.' and spaces, as
+// other date formats are, and only its length otherwise. A caller who pastes a secret key
+// or a signature into the header does not see it logged.
+func describeDate(date string) string {
+	if len(date) <= 32 && strings.Trim(date, "0123456789TZ-:. ") == "" {
+		return strconv.Quote(date)
+	}
+	return fmt.Sprintf("a value of %d bytes", len(date))
 }

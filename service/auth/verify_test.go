@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -714,6 +715,37 @@ func TestVerifyLookupFailureOmitsMisplacedSecret(t *testing.T) {
 				tt.wantShown, tt.wantShown, errStoreDown)
 			if err.Error() != want {
 				t.Errorf("error %q, want %q", err, want)
+			}
+		})
+	}
+}
+
+func TestInvalidDateErrorOmitsValue(t *testing.T) {
+	f := newVerifierFixture(t, VerifierConfig{})
+
+	tests := []struct {
+		name     string
+		date     string
+		wantText string // the part of the error that names the value
+	}{
+		{"another date format", "2026-12-05T12:00:00Z", `"2026-12-05T12:00:00Z"`},
+		{"secret key pasted", testSK, "a value of 40 bytes"},
+		{"signature pasted", strings.Repeat("ab", 32), "a value of 64 bytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := signedRequest(t, http.MethodPost, "/v1/pid/kms/list-keys", "{}", testNow)
+			req.Header.Set(HeaderDate, tt.date)
+
+			_, err := f.verify(req, "{}")
+			if !errors.Is(err, ErrInvalidDate) {
+				t.Fatalf("error %v, want ErrInvalidDate", err)
+			}
+			if !strings.Contains(err.Error(), tt.wantText) {
+				t.Errorf("error %q, want it to contain %s", err, tt.wantText)
+			}
+			if tt.wantText != strconv.Quote(tt.date) && strings.Contains(err.Error(), tt.date) {
+				t.Errorf("error %q repeats the pasted value", err)
 			}
 		})
 	}
