@@ -431,6 +431,9 @@ func validateDatabaseURL(databaseURL string) error {
 	case store.IsMistypedPostgresURL(databaseURL):
 		return errors.New("database_url: starts like a PostgreSQL URL but not with " +
 			"postgres:// or postgresql://")
+	case store.HasUnencodedAt(databaseURL):
+		return errors.New("database_url: has more than one \"@\" before its path: " +
+			"write an \"@\" in the user name or password as %40")
 	case store.IsUnsupportedURL(databaseURL):
 		return errors.New("database_url: has an unsupported URL scheme, plainly or " +
 			"percent-encoded: use postgres:// or postgresql:// for PostgreSQL, and a file " +
@@ -544,10 +547,12 @@ func maskKeywordValues(s string) string {
 
 // isSecretKey reports whether a connection parameter named key can carry a secret:
 // names that contain "pass" (password, sslpassword, passwd, and go-sqlite3's _auth_pass)
-// or "secret", in any case. passfile, a path, is masked too, which loses nothing secret.
+// or "secret", in any case, and libpq's "options", whose command-line options can set
+// any run-time parameter, a password among them. passfile, a path, is masked too, which
+// loses nothing secret.
 func isSecretKey(key string) bool {
 	key = strings.ToLower(key)
-	return strings.Contains(key, "pass") || strings.Contains(key, "secret")
+	return strings.Contains(key, "pass") || strings.Contains(key, "secret") || key == "options"
 }
 
 // parseTrustedProxies parses a comma-separated list of IP addresses and CIDR networks.

@@ -128,6 +128,11 @@ func Open(ctx context.Context, databaseURL string, log *slog.Logger) (*SQLStore,
 			"string, which is not supported: write it as a postgres:// URL, or start a " +
 			"SQLite path that contains \"=\" with ./ or sqlite:")
 	}
+	if HasUnencodedAt(databaseURL) {
+		// The string is left out of the error because it contains a password.
+		return nil, errors.New("open store: the PostgreSQL URL has more than one \"@\" " +
+			"before its path: write an \"@\" in the user name or password as %40")
+	}
 	if IsUnsupportedURL(databaseURL) {
 		// The string is left out of the error because it can contain a password.
 		return nil, errors.New("open store: the database URL has an unsupported scheme, " +
@@ -194,6 +199,18 @@ func IsKeywordValueString(databaseURL string) bool {
 func IsPostgresURL(databaseURL string) bool {
 	return strings.HasPrefix(databaseURL, "postgres://") ||
 		strings.HasPrefix(databaseURL, "postgresql://")
+}
+
+// HasUnencodedAt reports whether databaseURL is a PostgreSQL URL with more than one "@"
+// before its query, which is a password or user name with an unencoded "@". pgx then takes
+// the part of the password after the first "@" for the host name, and its errors, such as
+// a failed host lookup, show that part. Open rejects such a URL.
+func HasUnencodedAt(databaseURL string) bool {
+	if !IsPostgresURL(databaseURL) {
+		return false
+	}
+	beforeQuery, _, _ := strings.Cut(databaseURL, "?")
+	return strings.Count(beforeQuery, "@") > 1
 }
 
 // IsMistypedPostgresURL reports whether databaseURL starts like a PostgreSQL URL, with the

@@ -397,6 +397,8 @@ func TestOpenRejectsURLOfOtherScheme(t *testing.T) {
 		{"short scheme, one slash", "pg:/kms:PWSECRET@127.0.0.1/db", "unsupported scheme"},
 		{"short scheme", "pg://kms:PWSECRET@127.0.0.1/db", "unsupported scheme"},
 		{"MySQL", "mysql://kms:PWSECRET@127.0.0.1/db", "unsupported scheme"},
+		{"unencoded @ in a PostgreSQL password", "postgres://kms:Se@PWSECRET@127.0.0.1:1/db",
+			"more than one"},
 		{"misspelled scheme", "postgress://kms:PWSECRET@127.0.0.1/db", "unsupported scheme"},
 		{"JDBC", "jdbc:postgresql://127.0.0.1/db?password=PWSECRET", "unsupported scheme"},
 		{"encoded colon", "postgresql%3A//kms:PWSECRET@127.0.0.1/db", "unsupported scheme"},
