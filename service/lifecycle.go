@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/hsmkms/kms/hsm"
 	"github.com/hsmkms/kms/service/auth"
 	"github.com/hsmkms/kms/service/store"
 )
@@ -20,14 +21,27 @@ const (
 const maxKeyChangeAttempts = 3
 
 // EnableKey moves a disabled key to enabled. Any other state is KMS.1201.
+//
+// A key whose current version was lost with its token object (MarkLostVersions) is
+// rotated once enabled, so that it seals under a new version instead of failing.
 func (s *Service) EnableKey(ctx context.Context, p auth.Principal, keyID string) (store.Key, error) {
-	return s.changeKey(ctx, p, auth.OpEnableKey, keyID, func(k *store.Key, _ time.Time) error {
+	k, err := s.changeKey(ctx, p, auth.OpEnableKey, keyID, func(k *store.Key, _ time.Time) error {
 		if k.State != store.KeyStateDisabled {
 			return Errorf(CodeKeyNotDisabled, "the key is not disabled (key_state %s)", k.State)
 		}
 		k.State = store.KeyStateEnabled
 		return nil
 	})
+	if err != nil {
+		return store.Key{}, err
+	}
+
+	if !s.versionDestroyed(ctx, hsm.KeyRef{KeyID: k.ID, Version: k.CurrentVersion}) {
+		return k, nil
+	}
+	s.log.Warn("the enabled key's current version was lost with its token object; rotating",
+		"key_id", k.ID, "project_id", k.ProjectID, "key_version", k.CurrentVersion)
+	return s.rotateKey(ctx, k)
 }
 
 // DisableKey moves an enabled key to disabled. Any other state is KMS.1301. A disabled

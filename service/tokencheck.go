@@ -41,6 +41,11 @@ func (e *TokenBehindError) Unwrap() error { return ErrTokenBehindStore }
 var lookupRetries = []time.Duration{50 * time.Millisecond, 200 * time.Millisecond,
 	750 * time.Millisecond}
 
+// deletionMargin is how far ahead of this process's clock another replica's clock may
+// run. The deletion job destroys a key's objects once its deletion time has passed, so
+// the checks below leave out keys whose deletion time is less than this far ahead.
+const deletionMargin = time.Minute
+
 // CheckTokenCurrent returns a *TokenBehindError when the token lacks the object of the
 // newest active key version in the store (store.KeyStore.ActiveVersions), and another
 // error when the store or the token cannot be read. It makes one store query and one token
@@ -48,9 +53,10 @@ var lookupRetries = []time.Duration{50 * time.Millisecond, 200 * time.Millisecon
 // (lookupRetries). It is safe for concurrent use.
 //
 // Only the newest version is looked up: a copy taken before it lacks it, and a copy
-// taken after it holds every key created so far.
-func CheckTokenCurrent(ctx context.Context, token hsm.Token, st store.KeyStore) error {
-	newest, err := st.ActiveVersions(ctx, 1)
+// taken after it holds every key created so far. now is the caller's clock: keys pending
+// deletion count until deletionMargin before their deletion time.
+func CheckTokenCurrent(ctx context.Context, token hsm.Token, st store.KeyStore, now time.Time) error {
+	newest, err := st.ActiveVersions(ctx, 1, now.Add(deletionMargin))
 	if err != nil {
 		return fmt.Errorf("read the newest key version: %w", err)
 	}
@@ -90,16 +96,18 @@ func lookupWithRetries(ctx context.Context, token hsm.Token, ref hsm.KeyRef) (bo
 }
 
 // MarkLostVersions accepts a token restored from a backup after the live token was lost.
-// Every active version whose object the token lacks is marked destroyed, and each key
-// whose current version is among them is disabled, so that calls get KMS.0209 (key
+// Every active version whose object the token lacks is marked destroyed, and each enabled
+// key whose current version is among them is disabled, so that calls get KMS.0209 (key
 // disabled) instead of failing on a missing object. Each version and key is logged. It
 // returns how many versions were marked, and stops at the first store or token failure;
-// a second run goes on from there. The versions that seem missing are looked up once
-// more after the pauses of lookupRetries, taken once for all of them.
+// a second run goes on from there. now is as for CheckTokenCurrent.
+//
+// The token's objects are listed once (hsm.Token.ListKeys), and once more after the
+// pauses of lookupRetries when versions seem missing.
 func MarkLostVersions(
-	ctx context.Context, token hsm.Token, st store.KeyStore, log *slog.Logger,
+	ctx context.Context, token hsm.Token, st store.KeyStore, now time.Time, log *slog.Logger,
 ) (int, error) {
-	versions, err := st.ActiveVersions(ctx, 0)
+	versions, err := st.ActiveVersions(ctx, 0, now.Add(deletionMargin))
 	if err != nil {
 		return 0, fmt.Errorf("list active key versions: %w", err)
 	}
@@ -121,6 +129,8 @@ func MarkLostVersions(
 	if err != nil {
 		return 0, err
 	}
+	log.Warn("marking the key versions that the restored token lacks as lost",
+		"active_key_versions", len(versions), "lost_key_versions", len(missing))
 
 	for i, v := range missing {
 		if err := st.MarkVersionDestroyed(ctx, v.KeyID, v.Version); err != nil {
@@ -141,27 +151,32 @@ func MarkLostVersions(
 func missingVersions(
 	ctx context.Context, token hsm.Token, versions []store.KeyVersion,
 ) ([]store.KeyVersion, error) {
+	refs, err := token.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list the token's key objects: %w", err)
+	}
+	inToken := make(map[hsm.KeyRef]bool, len(refs))
+	for _, ref := range refs {
+		inToken[ref] = true
+	}
+
 	var missing []store.KeyVersion
 	for _, v := range versions {
-		ref := hsm.KeyRef{KeyID: v.KeyID, Version: v.Version}
-		exists, err := token.KeyExists(ctx, ref)
-		if err != nil {
-			return nil, fmt.Errorf("look up key version %s: %w", ref, err)
-		}
-		if !exists {
+		if !inToken[hsm.KeyRef{KeyID: v.KeyID, Version: v.Version}] {
 			missing = append(missing, v)
 		}
 	}
 	return missing, nil
 }
 
-// disableIfCurrent disables the key of v when v is its current version.
+// disableIfCurrent disables the key of v when v is its current version and the key is
+// enabled. A key pending deletion keeps its state: cancelling the deletion disables it.
 func disableIfCurrent(ctx context.Context, st store.KeyStore, v store.KeyVersion, log *slog.Logger) error {
 	k, err := st.GetKey(ctx, v.ProjectID, v.KeyID)
 	if err != nil {
 		return fmt.Errorf("read key %s: %w", v.KeyID, err)
 	}
-	if k.CurrentVersion != v.Version || k.State == store.KeyStateDisabled {
+	if k.CurrentVersion != v.Version || k.State != store.KeyStateEnabled {
 		return nil
 	}
 
@@ -177,7 +192,7 @@ func disableIfCurrent(ctx context.Context, st store.KeyStore, v store.KeyVersion
 // checkTokenCurrent runs CheckTokenCurrent and remembers the outcome for TokenBehindStore.
 // The first check that finds the token behind logs it.
 func (s *Service) checkTokenCurrent(ctx context.Context) error {
-	err := CheckTokenCurrent(ctx, s.token, s.store)
+	err := CheckTokenCurrent(ctx, s.token, s.store, s.cfg.Clock())
 	behind := errors.Is(err, ErrTokenBehindStore)
 	if s.tokenBehind.Swap(behind) != behind && behind {
 		s.log.Error("the token is older than the store: kmsd creates no key and reports "+
@@ -245,7 +260,7 @@ func (s *Service) versionDestroyed(ctx context.Context, ref hsm.KeyRef) bool {
 }
 
 // tokenCheckError turns a CheckTokenCurrent failure into an *Error: 503 KMS.0102 for a
-// token older than the store or unavailable, storeError's answer otherwise. The caller
+// token older than the store or unavailable, and storeError's error otherwise. The caller
 // sees only that the token is unavailable; the log gets the cause.
 func tokenCheckError(op string, err error) error {
 	if errors.Is(err, ErrTokenBehindStore) || errors.Is(err, hsm.ErrUnavailable) {

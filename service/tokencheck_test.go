@@ -23,6 +23,14 @@ func (e *jobEnv) loseObject(t *testing.T, keyID string, version uint32) hsm.KeyR
 	return ref
 }
 
+// scheduleDeletion schedules the key's deletion in 7 days.
+func (e *jobEnv) scheduleDeletion(t *testing.T, keyID string) {
+	t.Helper()
+	if _, err := e.svc.ScheduleKeyDeletion(context.Background(), admin, keyID, 7); err != nil {
+		t.Fatalf("ScheduleKeyDeletion(%s): %v", keyID, err)
+	}
+}
+
 // codeOf returns the KMS code of err, or "" for nil.
 func codeOf(err error) string {
 	if err == nil {
@@ -70,14 +78,21 @@ func TestCheckTokenCurrent(t *testing.T) {
 			},
 		},
 		{
-			name: "the missing version belongs to a key pending deletion",
+			name: "the newest version of a key pending deletion, not due yet",
 			prepare: func(t *testing.T, e *jobEnv) hsm.KeyRef {
 				e.createKey(t, "first")
 				k := e.createKey(t, "second")
-				_, err := e.svc.ScheduleKeyDeletion(context.Background(), admin, k.ID, 7)
-				if err != nil {
-					t.Fatalf("ScheduleKeyDeletion: %v", err)
-				}
+				e.scheduleDeletion(t, k.ID)
+				return e.loseObject(t, k.ID, 1)
+			},
+		},
+		{
+			name: "the missing version belongs to a key past its deletion time",
+			prepare: func(t *testing.T, e *jobEnv) hsm.KeyRef {
+				e.createKey(t, "first")
+				k := e.createKey(t, "second")
+				e.scheduleDeletion(t, k.ID)
+				e.advance(8 * 24 * time.Hour)
 				e.loseObject(t, k.ID, 1)
 				return hsm.KeyRef{}
 			},
@@ -88,7 +103,7 @@ func TestCheckTokenCurrent(t *testing.T) {
 			e := newJobEnv(t, service.Config{})
 			missing := tt.prepare(t, e)
 
-			err := service.CheckTokenCurrent(context.Background(), e.raw, e.store)
+			err := service.CheckTokenCurrent(context.Background(), e.raw, e.store, e.clock())
 			var behind *service.TokenBehindError
 			switch {
 			case missing == (hsm.KeyRef{}) && err != nil:
@@ -156,7 +171,7 @@ func TestTokenBehindStoreCreatesNoKey(t *testing.T) {
 		t.Errorf("DecryptDataKey under the held key: %v", err)
 	}
 
-	if _, err := service.MarkLostVersions(ctx, e.raw, e.store, discardLogger()); err != nil {
+	if _, err := service.MarkLostVersions(ctx, e.raw, e.store, e.clock(), discardLogger()); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.svc.TokenBehindStore(ctx); err != nil {
@@ -166,9 +181,10 @@ func TestTokenBehindStoreCreatesNoKey(t *testing.T) {
 }
 
 // TestMarkLostVersions marks the versions that a restored token lacks: the first version
-// of one key and the current version of another, rotated, key. Both keys must be
-// disabled; re-enabled, the rotated key must still open its first version's data keys,
-// answer KMS.2203 for the lost version's, and seal again once rotated.
+// of one key, the current version of another, rotated, key, and the version of a key
+// pending deletion. The first two keys must be disabled and the third must stay pending
+// deletion. Re-enabled, the rotated key must be rotated past the lost version, open its
+// first version's data keys, return KMS.2203 for the lost version's, and seal again.
 func TestMarkLostVersions(t *testing.T) {
 	t.Cleanup(service.SetLookupRetries([]time.Duration{time.Millisecond}))
 	e := newJobEnv(t, service.Config{})
@@ -185,14 +201,17 @@ func TestMarkLostVersions(t *testing.T) {
 		t.Fatal(err)
 	}
 	untouched := e.createKey(t, "untouched")
+	pending := e.createKey(t, "pending")
+	e.scheduleDeletion(t, pending.ID)
 	e.loseObject(t, single.ID, 1)
 	e.loseObject(t, rotated.ID, 2)
+	e.loseObject(t, pending.ID, 1)
 
-	marked, err := service.MarkLostVersions(ctx, e.raw, e.store, discardLogger())
-	if err != nil || marked != 2 {
-		t.Fatalf("MarkLostVersions = %d, %v, want 2 versions", marked, err)
+	marked, err := service.MarkLostVersions(ctx, e.raw, e.store, e.clock(), discardLogger())
+	if err != nil || marked != 3 {
+		t.Fatalf("MarkLostVersions = %d, %v, want 3 versions", marked, err)
 	}
-	if again, err := service.MarkLostVersions(ctx, e.raw, e.store, discardLogger()); err != nil ||
+	if again, err := service.MarkLostVersions(ctx, e.raw, e.store, e.clock(), discardLogger()); err != nil ||
 		again != 0 {
 		t.Errorf("a second MarkLostVersions = %d, %v, want 0", again, err)
 	}
@@ -203,6 +222,7 @@ func TestMarkLostVersions(t *testing.T) {
 		{single, store.KeyStateDisabled},
 		{rotated, store.KeyStateDisabled},
 		{untouched, store.KeyStateEnabled},
+		{pending, store.KeyStatePendingDeletion},
 	} {
 		k, err := e.store.GetKey(ctx, admin.ProjectID, tt.key.ID)
 		if err != nil {
@@ -214,8 +234,13 @@ func TestMarkLostVersions(t *testing.T) {
 		}
 	}
 
-	if _, err := e.svc.EnableKey(ctx, admin, rotated.ID); err != nil {
+	enabled, err := e.svc.EnableKey(ctx, admin, rotated.ID)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if enabled.CurrentVersion != 3 || enabled.State != store.KeyStateEnabled {
+		t.Errorf("EnableKey = version %d, state %s, want version 3, enabled",
+			enabled.CurrentVersion, enabled.State)
 	}
 	decrypt := func(sealed service.DataKeyOutput) error {
 		out, err := e.svc.DecryptDataKey(ctx, admin, service.DecryptDataKeyInput{
@@ -233,9 +258,8 @@ func TestMarkLostVersions(t *testing.T) {
 		t.Errorf("DecryptDataKey under the lost version: %s, want %s", got,
 			service.CodeDecryptFailed)
 	}
-	e.rotate(t, rotated.ID)
 	if _, err := e.svc.CreateDataKey(ctx, admin, service.DataKeyInput{KeyRef: rotated.ID}, false); err != nil {
-		t.Errorf("CreateDataKey after rotating past the lost version: %v", err)
+		t.Errorf("CreateDataKey after enabling the key: %v", err)
 	}
 }
 
@@ -252,6 +276,13 @@ func (l *lateToken) KeyExists(ctx context.Context, ref hsm.KeyRef) (bool, error)
 		return false, nil
 	}
 	return l.Token.KeyExists(ctx, ref)
+}
+
+func (l *lateToken) ListKeys(ctx context.Context) ([]hsm.KeyRef, error) {
+	if l.misses.Add(-1) >= 0 {
+		return nil, nil
+	}
+	return l.Token.ListKeys(ctx)
 }
 
 func TestCheckTokenCurrentRetries(t *testing.T) {
@@ -273,7 +304,7 @@ func TestCheckTokenCurrentRetries(t *testing.T) {
 			token := &lateToken{Token: e.raw}
 			token.misses.Store(tt.misses)
 
-			err := service.CheckTokenCurrent(context.Background(), token, e.store)
+			err := service.CheckTokenCurrent(context.Background(), token, e.store, e.clock())
 			behind := errors.Is(err, service.ErrTokenBehindStore)
 			if behind != tt.wantBehind || (err != nil && !behind) {
 				t.Errorf("CheckTokenCurrent = %v, want behind %t", err, tt.wantBehind)
@@ -284,7 +315,8 @@ func TestCheckTokenCurrentRetries(t *testing.T) {
 	// MarkLostVersions looks each version up again once after all the pauses.
 	token := &lateToken{Token: e.raw}
 	token.misses.Store(1)
-	marked, err := service.MarkLostVersions(context.Background(), token, e.store, discardLogger())
+	marked, err := service.MarkLostVersions(context.Background(), token, e.store, e.clock(),
+		discardLogger())
 	if err != nil || marked != 0 {
 		t.Errorf("MarkLostVersions after one miss = %d, %v, want 0", marked, err)
 	}

@@ -71,10 +71,14 @@ func startingHandler(
 		mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		msg := "the service is starting; retry later"
+		if mismatch.Load() {
+			msg = "the service is not ready: its token does not match its store; retry later"
+		}
 		w.Header().Set("Retry-After", "1")
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": map[string]string{
 			"error_code": service.CodeUnavailable,
-			"error_msg":  "the service is starting; retry later",
+			"error_msg":  msg,
 		}})
 	})
 
@@ -260,7 +264,7 @@ func checkTokenForStore(ctx context.Context, token hsm.Token, st store.Store) er
 		return err
 	}
 
-	err := service.CheckTokenCurrent(ctx, token, st)
+	err := service.CheckTokenCurrent(ctx, token, st, time.Now())
 	var behind *service.TokenBehindError
 	if errors.As(err, &behind) {
 		return fmt.Errorf("%w: %w; start kmsd with the live token. Only if the live token is "+
@@ -331,6 +335,11 @@ func checkAndPinToken(
 ) error {
 	err := checkTokenForStore(ctx, token, st)
 	acceptable := acceptsRestore(err, accept)
+	var behind *service.TokenBehindError
+	if accept != "" && !acceptable && errors.As(err, &behind) {
+		return fmt.Errorf("%w (accept_restored_token is %s, not the missing version, so it "+
+			"accepts nothing)", err, accept)
+	}
 	if err != nil && !acceptable {
 		return err
 	}
@@ -364,7 +373,7 @@ func acceptsRestore(err error, accept string) bool {
 // acceptRestoredToken marks the key versions that the pinned token lacks as lost and
 // checks the token against the store again.
 func acceptRestoredToken(ctx context.Context, token hsm.Token, st store.Store, log *slog.Logger) error {
-	lost, err := service.MarkLostVersions(ctx, token, st, log)
+	lost, err := service.MarkLostVersions(ctx, token, st, time.Now(), log)
 	if err != nil {
 		return fmt.Errorf("mark the key versions missing from the restored token lost: %w", err)
 	}

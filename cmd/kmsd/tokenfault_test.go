@@ -553,12 +553,17 @@ func TestKmsdRefusesOlderCopyOfItsToken(t *testing.T) {
 		t.Errorf("/readyz with the older token: status %d %s, expected 503 with the reason %q",
 			status, body, reasonTokenMismatch)
 	}
-	res := postSigned(t, p, "create-key", []byte(`{"key_alias":"in-older-token"}`), older.ak,
-		older.sk, older.projectID)
-	if res.StatusCode != http.StatusServiceUnavailable {
-		t.Errorf("create-key with the older token: status %d, expected 503", res.StatusCode)
+	older.p = p
+	status, code, body := older.call(t, "create-key", []byte(`{"key_alias":"in-older-token"}`))
+	if status != http.StatusServiceUnavailable || code != "KMS.0102" ||
+		!strings.Contains(fmt.Sprint(body), "does not match its store") {
+		t.Errorf("create-key with the older token: %d %s %v, expected 503 KMS.0102 saying "+
+			"the token does not match", status, code, body)
 	}
 	p.stop(t)
+	if ignored := "accept_restored_token is kms:other:1, not the missing version"; !strings.Contains(p.logs.String(), ignored) {
+		t.Errorf("the log does not say that the other version accepts nothing:\n%s", p.logs)
+	}
 	if got := tokenKeyObjects(t, dataDir); len(got) != len(objects) {
 		t.Errorf("the older token holds %v after kmsd ran, expected %v", got, objects)
 	}

@@ -392,11 +392,14 @@ func (s *SQLStore) ListKeyVersions(ctx context.Context, keyID string) ([]KeyVers
 }
 
 // ActiveVersions implements KeyStore.
-func (s *SQLStore) ActiveVersions(ctx context.Context, limit int) ([]KeyVersion, error) {
+func (s *SQLStore) ActiveVersions(
+	ctx context.Context, limit int, deletedAfter time.Time,
+) ([]KeyVersion, error) {
 	query := "SELECT v.key_id, v.version, v.created_at, k.project_id FROM key_versions v " +
-		"JOIN keys k ON k.id = v.key_id WHERE v.state = ? AND k.state <> ? " +
+		"JOIN keys k ON k.id = v.key_id WHERE v.state = ? " +
+		"AND (k.state <> ? OR k.deletion_at > ?) " +
 		"ORDER BY v.created_at DESC, v.key_id DESC, v.version DESC"
-	args := []any{VersionActive, KeyStatePendingDeletion}
+	args := []any{VersionActive, KeyStatePendingDeletion, s.d.timeValue(deletedAfter)}
 	if limit > 0 {
 		query += " LIMIT ?"
 		args = append(args, limit)

@@ -935,17 +935,25 @@ func TestActiveVersions(t *testing.T) {
 		all := []string{
 			rotated.ID + "/2 p1", rotated.ID + "/1 p1", newer.ID + "/1 p2", older.ID + "/1 p1",
 		}
+		withPending := append([]string{pending.ID + "/1 p1"}, all...)
+		afterDeletion := pending.DeletionAt.Add(time.Hour)
+		beforeDeletion := pending.DeletionAt.Add(-time.Hour)
 		tests := []struct {
-			name  string
-			limit int
-			want  []string
+			name         string
+			limit        int
+			deletedAfter time.Time
+			want         []string
 		}{
-			{name: "every active version, newest first", limit: 0, want: all},
-			{name: "the newest only", limit: 1, want: all[:1]},
-			{name: "limit above the count", limit: 10, want: all},
+			{name: "every active version, newest first", deletedAfter: afterDeletion, want: all},
+			{name: "the newest only", limit: 1, deletedAfter: afterDeletion, want: all[:1]},
+			{name: "limit above the count", limit: 10, deletedAfter: afterDeletion, want: all},
+			{name: "a key pending deletion not due yet", deletedAfter: beforeDeletion,
+				want: withPending},
+			{name: "the newest, pending deletion not due yet", limit: 1,
+				deletedAfter: beforeDeletion, want: withPending[:1]},
 		}
 		for _, tt := range tests {
-			versions, err := s.ActiveVersions(ctx, tt.limit)
+			versions, err := s.ActiveVersions(ctx, tt.limit, tt.deletedAfter)
 			checkErr(t, tt.name, err, nil)
 			var got []string
 			for _, v := range versions {

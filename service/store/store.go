@@ -183,11 +183,11 @@ type KeyStore interface {
 	// ListKeyVersions returns every version row of the key, oldest first.
 	ListKeyVersions(ctx context.Context, keyID string) ([]KeyVersion, error)
 
-	// ActiveVersions returns the active versions of the keys not pending deletion,
-	// newest first, at most limit of them, or all when limit is 0. Each of them has a
-	// token object, unless the token is older than the store: a key pending deletion may
-	// have lost its objects already, so its versions are left out.
-	ActiveVersions(ctx context.Context, limit int) ([]KeyVersion, error)
+	// ActiveVersions returns the active key versions, newest first, at most limit of them,
+	// or all when limit is 0. Each of them has a token object, unless the token is older
+	// than the store. A key pending deletion whose deletion time is at or before
+	// deletedAfter may have lost its objects already, so its versions are left out.
+	ActiveVersions(ctx context.Context, limit int, deletedAfter time.Time) ([]KeyVersion, error)
 
 	// MarkVersionDestroyed records that the token object of a version is gone.
 	MarkVersionDestroyed(ctx context.Context, keyID string, version uint32) error
