@@ -23,25 +23,33 @@ const maxKeyChangeAttempts = 3
 // EnableKey moves a disabled key to enabled. Any other state is KMS.1201.
 //
 // A key whose current version was lost with its token object (MarkLostVersions) is
-// rotated once enabled, so that it seals under a new version instead of failing.
+// rotated first, while it is still disabled, so that it seals under a new version once
+// enabled. When the rotation fails the key stays disabled.
 func (s *Service) EnableKey(ctx context.Context, p auth.Principal, keyID string) (store.Key, error) {
-	k, err := s.changeKey(ctx, p, auth.OpEnableKey, keyID, func(k *store.Key, _ time.Time) error {
+	if err := s.authorize(ctx, p, auth.OpEnableKey, nil); err != nil {
+		return store.Key{}, err
+	}
+	k, err := s.freshKey(ctx, p.ProjectID, keyID)
+	if err != nil {
+		return store.Key{}, err
+	}
+	if k.State == store.KeyStateDisabled &&
+		s.versionDestroyed(ctx, hsm.KeyRef{KeyID: k.ID, Version: k.CurrentVersion}) {
+		s.log.Warn("the key's current version was lost with its token object; rotating "+
+			"it before enabling it", "key_id", k.ID, "project_id", k.ProjectID,
+			"key_version", k.CurrentVersion)
+		if _, err := s.rotateKey(ctx, k); err != nil {
+			return store.Key{}, err
+		}
+	}
+
+	return s.changeKey(ctx, p, auth.OpEnableKey, keyID, func(k *store.Key, _ time.Time) error {
 		if k.State != store.KeyStateDisabled {
 			return Errorf(CodeKeyNotDisabled, "the key is not disabled (key_state %s)", k.State)
 		}
 		k.State = store.KeyStateEnabled
 		return nil
 	})
-	if err != nil {
-		return store.Key{}, err
-	}
-
-	if !s.versionDestroyed(ctx, hsm.KeyRef{KeyID: k.ID, Version: k.CurrentVersion}) {
-		return k, nil
-	}
-	s.log.Warn("the enabled key's current version was lost with its token object; rotating",
-		"key_id", k.ID, "project_id", k.ProjectID, "key_version", k.CurrentVersion)
-	return s.rotateKey(ctx, k)
 }
 
 // DisableKey moves an enabled key to disabled. Any other state is KMS.1301. A disabled
@@ -99,11 +107,15 @@ func (s *Service) CancelKeyDeletion(ctx context.Context, p auth.Principal, keyID
 			if k.State != store.KeyStatePendingDeletion {
 				return Errorf(CodeNotPendingDeletion, "the key is not pending deletion")
 			}
-			// NOTE: replicas whose clocks differ by more than the job interval can still
-			// race here: one cancels while another has begun destroying the key.
-			if !now.Before(k.DeletionAt) {
+			// The token check leaves out keys due within deletionMargin, whose objects the
+			// deletion job of a replica with a faster clock may be destroying, so such a
+			// key can no longer be kept either.
+			// NOTE: replicas whose clocks differ by more than deletionMargin can still race
+			// here: one cancels while another has begun destroying the key.
+			if !now.Before(k.DeletionAt.Add(-deletionMargin)) {
 				return Errorf(CodeNotPendingDeletion,
-					"the deletion window of the key has ended and the key is being deleted")
+					"the deletion window of the key ends in less than a minute and the key "+
+						"may be being deleted")
 			}
 			k.State = store.KeyStateDisabled
 			k.DeletionAt = time.Time{}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/hsmkms/kms/hsm"
@@ -100,7 +101,8 @@ func lookupWithRetries(ctx context.Context, token hsm.Token, ref hsm.KeyRef) (bo
 // key whose current version is among them is disabled, so that calls get KMS.0209 (key
 // disabled) instead of failing on a missing object. Each version and key is logged. It
 // returns how many versions were marked, and stops at the first store or token failure;
-// a second run goes on from there. now is as for CheckTokenCurrent.
+// a second run with the same newest missing version goes on from there. now is as for
+// CheckTokenCurrent.
 //
 // The token's objects are listed once (hsm.Token.ListKeys), and once more after the
 // pauses of lookupRetries when versions seem missing.
@@ -132,17 +134,21 @@ func MarkLostVersions(
 	log.Warn("marking the key versions that the restored token lacks as lost",
 		"active_key_versions", len(versions), "lost_key_versions", len(missing))
 
+	// Oldest first, and each key disabled before its version is marked: a run cut short
+	// leaves the newest missing version unmarked, so the same accept_restored_token value
+	// goes on from there, and never an enabled key whose current version is marked.
+	slices.Reverse(missing)
 	for i, v := range missing {
+		if err := disableIfCurrent(ctx, st, v, log); err != nil {
+			return i, err
+		}
+
 		if err := st.MarkVersionDestroyed(ctx, v.KeyID, v.Version); err != nil {
 			return i, fmt.Errorf("mark key version %s:%d destroyed: %w", v.KeyID, v.Version, err)
 		}
 		log.Error("key version lost: the restored token lacks its object, so data keys "+
 			"sealed under it can no longer be decrypted", "key_id", v.KeyID,
 			"key_version", v.Version, "project_id", v.ProjectID)
-
-		if err := disableIfCurrent(ctx, st, v, log); err != nil {
-			return i + 1, err
-		}
 	}
 	return len(missing), nil
 }

@@ -234,6 +234,16 @@ func TestMarkLostVersions(t *testing.T) {
 		}
 	}
 
+	e.token.failGenerate.Store(true)
+	if _, err := e.svc.EnableKey(ctx, admin, rotated.ID); codeOf(err) != service.CodeUnavailable {
+		t.Errorf("EnableKey while the rotation fails: %v, want %s", err, service.CodeUnavailable)
+	}
+	if k, err := e.store.GetKey(ctx, admin.ProjectID, rotated.ID); err != nil ||
+		k.State != store.KeyStateDisabled {
+		t.Errorf("after a failed rotation the key has state %s (%v), want disabled", k.State, err)
+	}
+	e.token.failGenerate.Store(false)
+
 	enabled, err := e.svc.EnableKey(ctx, admin, rotated.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -319,5 +329,68 @@ func TestCheckTokenCurrentRetries(t *testing.T) {
 		discardLogger())
 	if err != nil || marked != 0 {
 		t.Errorf("MarkLostVersions after one miss = %d, %v, want 0", marked, err)
+	}
+}
+
+// failingMarkStore fails MarkVersionDestroyed from the failAt-th call on, as a process
+// killed in the middle of MarkLostVersions stops.
+type failingMarkStore struct {
+	store.Store
+	calls, failAt int
+}
+
+func (f *failingMarkStore) MarkVersionDestroyed(ctx context.Context, keyID string, version uint32) error {
+	f.calls++
+	if f.calls >= f.failAt {
+		return errors.New("injected failure")
+	}
+	return f.Store.MarkVersionDestroyed(ctx, keyID, version)
+}
+
+// TestMarkLostVersionsResumes cuts MarkLostVersions short after its first version. The
+// newest missing version must stay the same, so the same accept value resumes, no key may
+// be left enabled with a lost current version, and a second run must mark the rest.
+func TestMarkLostVersionsResumes(t *testing.T) {
+	t.Cleanup(service.SetLookupRetries([]time.Duration{time.Millisecond}))
+	e := newJobEnv(t, service.Config{})
+	ctx := context.Background()
+	var keys []store.Key
+	for _, alias := range []string{"first", "second", "third"} {
+		keys = append(keys, e.createKey(t, alias))
+	}
+	for _, k := range keys {
+		e.loseObject(t, k.ID, 1)
+	}
+	before := service.CheckTokenCurrent(ctx, e.raw, e.store, e.clock())
+
+	cut := &failingMarkStore{Store: e.store, failAt: 2}
+	if marked, err := service.MarkLostVersions(ctx, e.raw, cut, e.clock(), discardLogger()); err == nil ||
+		marked != 1 {
+		t.Fatalf("MarkLostVersions cut short = %d, %v, want 1 and an error", marked, err)
+	}
+	after := service.CheckTokenCurrent(ctx, e.raw, e.store, e.clock())
+	if before == nil || after == nil || before.Error() != after.Error() {
+		t.Errorf("the newest missing version changed from %v to %v", before, after)
+	}
+	for _, k := range keys {
+		got, err := e.store.GetKey(ctx, admin.ProjectID, k.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		versions, err := e.store.ListKeyVersions(ctx, k.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.State == store.KeyStateEnabled && versions[0].State == store.VersionDestroyed {
+			t.Errorf("key %s is enabled with its current version marked lost", k.Alias)
+		}
+	}
+
+	marked, err := service.MarkLostVersions(ctx, e.raw, e.store, e.clock(), discardLogger())
+	if err != nil || marked != 2 {
+		t.Errorf("the second MarkLostVersions = %d, %v, want the 2 versions left", marked, err)
+	}
+	if err := service.CheckTokenCurrent(ctx, e.raw, e.store, e.clock()); err != nil {
+		t.Errorf("CheckTokenCurrent after the second run = %v, want nil", err)
 	}
 }
