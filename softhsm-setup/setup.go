@@ -10,6 +10,7 @@
 package softhsmsetup
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -261,7 +262,15 @@ func NewPIN() (string, error) {
 }
 
 // writeFileAtomic writes data to a temporary file with mode 0600 and renames it to path.
+// A path that holds data already, with mode 0600, is left as it is, so that a start on a
+// full volume does not fail on files it would not change.
 func writeFileAtomic(path string, data []byte) error {
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+		if info, err := os.Stat(path); err == nil && info.Mode().Perm() == 0o600 {
+			return nil
+		}
+	}
+
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/miekg/pkcs11"
@@ -208,4 +209,39 @@ func countTokens(t *testing.T, module, label string) int {
 	}
 
 	return n
+}
+
+// TestWriteFileAtomicKeepsSameContent writes a file twice with the same content and once
+// with other content. The second write must leave the file in place, as on a full volume
+// where no temporary file can be created; the third must replace it.
+func TestWriteFileAtomicKeepsSameContent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "softhsm2.conf")
+	inode := func() uint64 {
+		t.Helper()
+		info, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Sys().(*syscall.Stat_t).Ino
+	}
+
+	if err := writeFileAtomic(path, []byte("a\n")); err != nil {
+		t.Fatal(err)
+	}
+	first := inode()
+	if err := writeFileAtomic(path, []byte("a\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got := inode(); got != first {
+		t.Errorf("the same content replaced the file (inode %d, then %d)", first, got)
+	}
+	if err := writeFileAtomic(path, []byte("b\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got := inode(); got == first {
+		t.Error("other content left the file in place")
+	}
+	if b, _ := os.ReadFile(path); string(b) != "b\n" {
+		t.Errorf("file holds %q, want %q", b, "b\n")
+	}
 }

@@ -2,14 +2,22 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"syscall"
 )
 
-// freeBytes returns the bytes available to an unprivileged user in the volume of dir.
-func freeBytes(dir string) (uint64, error) {
+// freeBytes returns the bytes available to an unprivileged user in the volume of dir, and
+// its free inodes. A file system without an inode limit, such as btrfs, reports no
+// inodes at all, and gets math.MaxUint64 free inodes.
+func freeBytes(dir string) (bytes, files uint64, err error) {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, fmt.Errorf("statfs %s: %w", dir, err)
+		return 0, 0, fmt.Errorf("statfs %s: %w", dir, err)
 	}
-	return st.Bavail * uint64(st.Bsize), nil
+
+	files = st.Ffree
+	if st.Files == 0 {
+		files = math.MaxUint64
+	}
+	return st.Bavail * uint64(st.Bsize), files, nil
 }

@@ -6,6 +6,6 @@ import "errors"
 
 // freeBytes is not measured outside Linux, so a failed key generation keeps its own
 // error there.
-func freeBytes(dir string) (uint64, error) {
-	return 0, errors.New("free space is measured on Linux only")
+func freeBytes(dir string) (bytes, files uint64, err error) {
+	return 0, 0, errors.New("free space is measured on Linux only")
 }

@@ -25,20 +25,23 @@ func TestTokenSpace(t *testing.T) {
 	tests := []struct {
 		name            string
 		generateErr     error
-		free            uint64
+		free, files     uint64
 		statErr         error
 		wantUnavailable bool
 	}{
-		{name: "generation succeeds", generateErr: nil, free: 0},
-		{name: "fails with space left", generateErr: errFailed, free: 10 << 20},
-		{name: "fails on a full volume", generateErr: errFailed, free: 4096, wantUnavailable: true},
+		{name: "generation succeeds", generateErr: nil},
+		{name: "fails with space left", generateErr: errFailed, free: 10 << 20, files: 1000},
+		{name: "fails on a full volume", generateErr: errFailed, free: 4096, files: 1000,
+			wantUnavailable: true},
+		{name: "fails without free inodes", generateErr: errFailed, free: 10 << 20, files: 3,
+			wantUnavailable: true},
 		{name: "fails and statfs fails", generateErr: errFailed, statErr: errors.New("EACCES")},
-		{name: "already unavailable", generateErr: errGone, free: 0, wantUnavailable: true},
+		{name: "already unavailable", generateErr: errGone, wantUnavailable: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			space := newTokenSpace(failingToken{err: tt.generateErr}, "/data/tokens")
-			space.free = func(string) (uint64, error) { return tt.free, tt.statErr }
+			space.free = func(string) (uint64, uint64, error) { return tt.free, tt.files, tt.statErr }
 
 			for op, generate := range map[string]func(context.Context, hsm.KeyRef) error{
 				"GenerateKey":        space.GenerateKey,
@@ -57,15 +60,16 @@ func TestTokenSpace(t *testing.T) {
 }
 
 func TestFreeBytes(t *testing.T) {
-	free, err := freeBytes(t.TempDir())
+	free, files, err := freeBytes(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if free == 0 {
-		t.Error("freeBytes of a temporary folder = 0, want the space left in its volume")
+	if free == 0 || files == 0 {
+		t.Errorf("freeBytes of a temporary folder = %d bytes, %d inodes, want the space "+
+			"left in its volume", free, files)
 	}
 
-	if _, err := freeBytes("/nonexistent/kms-tokens"); err == nil {
+	if _, _, err := freeBytes("/nonexistent/kms-tokens"); err == nil {
 		t.Error("freeBytes of a missing folder succeeded, want an error")
 	}
 }
