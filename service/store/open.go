@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
 	"github.com/mattn/go-sqlite3"      // also registers the "sqlite3" database/sql driver
 )
@@ -309,6 +310,13 @@ func openPostgres(databaseURL string) (*SQLStore, error) {
 	databaseURL, maxConns, err := cutMaxConns(databaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres store: %w", err)
+	}
+
+	// pgx parses the URL again at each connection, and its parse error quotes the URL with
+	// only the password masked, so a secret in another parameter, such as options, would
+	// reach the log. Parsing here first replaces that error with one that quotes nothing.
+	if _, err := pgx.ParseConfig(databaseURL); err != nil {
+		return nil, errors.New("open postgres store: invalid database URL: check its syntax")
 	}
 
 	db, err := sql.Open("pgx", databaseURL)

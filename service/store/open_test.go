@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -517,5 +518,32 @@ func TestDatabaseURLChecks(t *testing.T) {
 		if got := store.HasUserinfo(tt.databaseURL); got != tt.wantUserinfo {
 			t.Errorf("HasUserinfo(%q) = %v, want %v", tt.databaseURL, got, tt.wantUserinfo)
 		}
+	}
+}
+
+func TestOpenPostgresParseErrorOmitsURL(t *testing.T) {
+	tests := []struct {
+		name        string
+		databaseURL string
+	}{
+		{"bad escape after options", "postgres://kms@127.0.0.1:1/db?options=-c%20app.key%3DS3CRET%zz"},
+		{"space in options", "postgres://kms@127.0.0.1:1/db?options=-c app.key=S3CRET&x=%"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			s, err := store.Open(t.Context(), tt.databaseURL,
+				slog.New(slog.NewTextHandler(&logs, nil)))
+			if err == nil {
+				s.Close()
+				t.Fatal("Open succeeded, want an invalid URL error")
+			}
+			if !strings.Contains(err.Error(), "invalid database URL") {
+				t.Errorf("error %q, want an invalid database URL error", err)
+			}
+			if strings.Contains(err.Error()+logs.String(), "S3CRET") {
+				t.Errorf("error %q or log %q contains the options value", err, logs.String())
+			}
+		})
 	}
 }
