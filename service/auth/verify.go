@@ -355,11 +355,11 @@ func parseDate(s string) (time.Time, error) {
 }
 
 // describeDate returns an invalid X-Sdk-Date value for an error message: quoted when it
-// is at most 32 characters of digits, letters T and Z, '-', ':', '.' and spaces, as
-// other date formats are, and only its length otherwise. A caller who pastes a secret key
-// or a signature into the header does not see it logged.
+// is under 32 bytes of digits, letters T and Z, '-', ':', '.' and spaces, as other date
+// formats are, and only its length otherwise. Every secret key has at least 32
+// characters, so a caller who pastes one into the header does not see it logged.
 func describeDate(date string) string {
-	if len(date) <= 32 && strings.Trim(date, "0123456789TZ-:. ") == "" {
+	if len(date) < 32 && strings.Trim(date, "0123456789TZ-:. ") == "" {
 		return strconv.Quote(date)
 	}
 	return fmt.Sprintf("a value of %d bytes", len(date))

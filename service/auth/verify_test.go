@@ -731,6 +731,8 @@ func TestInvalidDateErrorOmitsValue(t *testing.T) {
 		{"another date format", "2026-12-05T12:00:00Z", `"2026-12-05T12:00:00Z"`},
 		{"secret key pasted", testSK, "a value of 40 bytes"},
 		{"signature pasted", strings.Repeat("ab", 32), "a value of 64 bytes"},
+		{"digits-only secret key pasted", "01234567890123456789012345678901",
+			"a value of 32 bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
