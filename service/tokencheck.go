@@ -236,6 +236,11 @@ func (s *Service) requireCurrentToken(ctx context.Context, op string) error {
 // an *Error: 503 when the token is older than the store, 400 KMS.2203 for opening under a
 // version marked destroyed (see MarkLostVersions), and 500 otherwise.
 func (s *Service) missingObject(ctx context.Context, op string, ref hsm.KeyRef, opening bool, err error) error {
+	// While a check has found the token behind, calls fail at once instead of each
+	// waiting through lookupRetries; /readyz checks again (TokenBehindStore).
+	if s.tokenBehind.Load() {
+		return tokenCheckError(op, fmt.Errorf("%w: key version %s is missing", ErrTokenBehindStore, ref))
+	}
 	if checkErr := s.checkTokenCurrent(ctx); checkErr != nil {
 		return tokenCheckError(op, checkErr)
 	}
