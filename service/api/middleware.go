@@ -78,7 +78,7 @@ func readAtMost(r io.Reader, hint, limit int64) ([]byte, error) {
 }
 
 // authenticate verifies the AK/SK signature and then that the caller's project is the
-// one in the URL and in X-Project-Id, when sent.
+// one in the URL and in every X-Project-Id header sent.
 func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		st := stateOf(c)
@@ -94,9 +94,13 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			return service.Errorf(service.CodeInvalidProject,
 				"the project id in the URL is not the project of the access key")
 		}
-		if h := r.Header.Get("X-Project-Id"); h != "" && h != p.ProjectID {
-			return service.Errorf(service.CodeInvalidProject,
-				"X-Project-Id is not the project of the access key")
+		// Every X-Project-Id counts, so that a second one cannot name another project
+		// behind a first that matches.
+		for _, h := range r.Header.Values("X-Project-Id") {
+			if h != "" && h != p.ProjectID {
+				return service.Errorf(service.CodeInvalidProject,
+					"X-Project-Id is not the project of the access key")
+			}
 		}
 		return next(c)
 	}

@@ -56,6 +56,13 @@ func TestProjectOfURLMustMatchCredential(t *testing.T) {
 		[]byte("{}"), map[string]string{"X-Project-Id": projectP2}))
 	checkError(t, "P1 URL with X-Project-Id P2", r, http.StatusForbidden, "KMS.0305")
 
+	req := e.admin.signedRequest(t, http.MethodPost, "/v1.0/"+projectP1+"/kms/list-keys",
+		[]byte("{}"), map[string]string{"X-Project-Id": projectP1})
+	req.Header.Add("X-Project-Id", projectP2)
+	auth.Sign(req, []byte("{}"), e.admin.ak, e.admin.sk, time.Now())
+	r = send(t, req)
+	checkError(t, "P1 URL with X-Project-Id P1 and then P2", r, http.StatusForbidden, "KMS.0305")
+
 	r = send(t, e.admin.signedRequest(t, http.MethodPost, "/v1.0/"+projectP1+"/kms/list-keys",
 		[]byte("{}"), map[string]string{"X-Project-Id": projectP1}))
 	checkOK(t, "P1 URL with X-Project-Id P1", r)
