@@ -173,15 +173,19 @@ func (s *Server) genRandom(c echo.Context, st *requestState) (any, error) {
 }
 
 type reEncryptRequest struct {
-	CipherText                     string     `json:"cipher_text"`
-	DestinationKeyID               string     `json:"destination_key_id"`
-	SourceKeyID                    string     `json:"source_key_id"`
-	SourceAAD                      string     `json:"source_additional_authenticated_data"`
-	DestinationAAD                 string     `json:"destination_additional_authenticated_data"`
-	SourceEncryptionAlgorithm      string     `json:"source_encryption_algorithm"`
-	DestinationEncryptionAlgorithm string     `json:"destination_encryption_algorithm"`
-	DataKeyCipherLength            flexString `json:"datakey_cipher_length"`
-	Sequence                       string     `json:"sequence"`
+	CipherText       string `json:"cipher_text"`
+	DestinationKeyID string `json:"destination_key_id"`
+	SourceKeyID      string `json:"source_key_id"`
+	SourceAAD        string `json:"source_additional_authenticated_data"`
+	DestinationAAD   string `json:"destination_additional_authenticated_data"`
+	// The encryption contexts are this service's addition to Huawei's request, so that a
+	// data key bound to an encryption_context (the legacy API) can be resealed too.
+	SourceEncryptionContext        json.RawMessage `json:"source_encryption_context"`
+	DestinationEncryptionContext   json.RawMessage `json:"destination_encryption_context"`
+	SourceEncryptionAlgorithm      string          `json:"source_encryption_algorithm"`
+	DestinationEncryptionAlgorithm string          `json:"destination_encryption_algorithm"`
+	DataKeyCipherLength            flexString      `json:"datakey_cipher_length"`
+	Sequence                       string          `json:"sequence"`
 }
 
 type reEncryptResponse struct {
@@ -216,11 +220,11 @@ func (s *Server) reEncrypt(c echo.Context, st *requestState) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	src, err := binding(nil, req.SourceAAD)
+	src, err := binding(req.SourceEncryptionContext, req.SourceAAD)
 	if err != nil {
 		return nil, err
 	}
-	dst, err := binding(nil, req.DestinationAAD)
+	dst, err := binding(req.DestinationEncryptionContext, req.DestinationAAD)
 	if err != nil {
 		return nil, err
 	}

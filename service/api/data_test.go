@@ -209,6 +209,31 @@ func TestReEncrypt(t *testing.T) {
 		"cipher_text": dk.str("cipher_text"), "source_additional_authenticated_data": "src-aad",
 	}), "KMS.0204")
 
+	withContext := e.admin.mustPost(t, "create-datakey", map[string]any{"key_id": source,
+		"encryption_context": map[string]string{"app": "src"}})
+	r = e.admin.mustPost(t, "re-encrypt", map[string]any{
+		"cipher_text":                    withContext.str("cipher_text"),
+		"destination_key_id":             dest,
+		"source_encryption_context":      map[string]string{"app": "src"},
+		"destination_encryption_context": map[string]string{"app": "dst"},
+	})
+	dec = e.admin.mustPost(t, "decrypt-datakey", map[string]any{"key_id": dest,
+		"cipher_text": r.str("cipher_text"), "datakey_cipher_length": "32",
+		"encryption_context": map[string]string{"app": "dst"}})
+	if dec.str("data_key") != withContext.str("plain_text") {
+		t.Error("the data key resealed with encryption contexts does not decrypt to the original")
+	}
+	wantError(t, "re-encrypt with the wrong source encryption context",
+		e.admin.post(t, "re-encrypt", map[string]any{
+			"cipher_text": withContext.str("cipher_text"), "destination_key_id": dest,
+			"source_encryption_context": map[string]string{"app": "other"},
+		}), "KMS.2203")
+	wantError(t, "re-encrypt with a source encryption context that is not an object",
+		e.admin.post(t, "re-encrypt", map[string]any{
+			"cipher_text": withContext.str("cipher_text"), "destination_key_id": dest,
+			"source_encryption_context": "app=src",
+		}), "KMS.0208")
+
 	data := e.admin.mustPost(t, "encrypt-data", map[string]any{"key_id": source, "plain_text": "hello"})
 	r = e.admin.mustPost(t, "re-encrypt", map[string]any{
 		"cipher_text": data.str("cipher_text"), "destination_key_id": dest,
