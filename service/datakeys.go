@@ -230,10 +230,10 @@ func (s *Service) sealWith(
 	aad := EncodeAAD(make([]byte, 0, 64+len(b.AAD)), out, b)
 
 	sealed, err := tokenSeal(ref, aad)
-	if errors.Is(err, hsm.ErrKeyNotFound) && !errors.Is(err, hsm.ErrUnavailable) {
-		return DataKeyOutput{}, s.missingObject(ctx, "seal", ref, false, err)
-	}
 	if err != nil {
+		if errors.Is(err, hsm.ErrKeyNotFound) && !errors.Is(err, hsm.ErrUnavailable) {
+			return DataKeyOutput{}, s.missingObject(ctx, "seal", ref, false, err)
+		}
 		return DataKeyOutput{}, tokenError("seal", err)
 	}
 	s.countSeal(ctx, k, ref)

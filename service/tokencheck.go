@@ -100,8 +100,8 @@ func lookupWithRetries(ctx context.Context, token hsm.Token, ref hsm.KeyRef) (bo
 // Every active version whose object the token lacks is marked destroyed, and each enabled
 // key whose current version is among them is disabled, so that calls get KMS.0209 (key
 // disabled) instead of failing on a missing object. Each version and key is logged. It
-// returns how many versions were marked, and stops at the first store or token failure;
-// a second run with the same newest missing version goes on from there. now is as for
+// returns how many versions were marked, and stops at the first store or token failure.
+// A second run with the same newest missing version goes on from there. now is as for
 // CheckTokenCurrent.
 //
 // The token's objects are listed once (hsm.Token.ListKeys), and once more after the
@@ -274,9 +274,11 @@ func (s *Service) versionDestroyed(ctx context.Context, ref hsm.KeyRef) bool {
 // token older than the store or unavailable, and storeError's error otherwise. The caller
 // sees only that the token is unavailable; the log gets the cause.
 func tokenCheckError(op string, err error) error {
-	if errors.Is(err, ErrTokenBehindStore) || errors.Is(err, hsm.ErrUnavailable) {
-		return &Error{Code: CodeUnavailable, Message: "the key token is unavailable; retry later",
-			Err: fmt.Errorf("%s: %w", op, err)}
+	if errors.Is(err, ErrTokenBehindStore) {
+		err = fmt.Errorf("%w: %w", hsm.ErrUnavailable, err)
+	}
+	if errors.Is(err, hsm.ErrUnavailable) {
+		return tokenError(op, err)
 	}
 	return storeError(op, err)
 }

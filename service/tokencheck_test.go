@@ -274,7 +274,7 @@ func TestMarkLostVersions(t *testing.T) {
 }
 
 // lateToken wraps the real token so that the first misses lookups of a key report it
-// missing, as another process sharing a SoftHSM2 token folder sees a new key for a
+// missing, as another process sharing a SoftHSM2 token folder may miss a new key for a
 // moment after its creation. That timing cannot be produced on demand.
 type lateToken struct {
 	hsm.Token

@@ -212,8 +212,8 @@ func countTokens(t *testing.T, module, label string) int {
 }
 
 // TestWriteFileAtomicKeepsSameContent writes a file twice with the same content and once
-// with other content. The second write must leave the file in place, as on a full volume
-// where no temporary file can be created; the third must replace it.
+// with other content. The second write must leave the file in place, because on a full
+// volume no temporary file can be created. The third write must replace it.
 func TestWriteFileAtomicKeepsSameContent(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "softhsm2.conf")
 	inode := func() uint64 {

@@ -357,7 +357,7 @@ func checkAndPinToken(
 	}
 
 	if accept != "" && !acceptable {
-		log.Warn("accept_restored_token is set but the token holds every key version of "+
+		log.Warn("accept_restored_token is set but the token contains every key version of "+
 			"the store; remove the setting", "accept_restored_token", accept)
 	}
 	return nil
