@@ -219,8 +219,10 @@ func validateRequest(req CreateRequest) error {
 			ErrInvalidCredential)
 	}
 	if req.AccessKey != "" && !validAccessKey(req.AccessKey) {
-		return fmt.Errorf("%w: access key %q is not 1 to %d characters of A-Z a-z 0-9 _ - .",
-			ErrInvalidCredential, req.AccessKey, maxAccessKeyLength)
+		// The value is not repeated: an invalid access key is often a secret key pasted
+		// into the wrong field.
+		return fmt.Errorf("%w: access key is not 1 to %d characters of A-Z a-z 0-9 _ - .",
+			ErrInvalidCredential, maxAccessKeyLength)
 	}
 	if len(req.SecretKey) > maxSecretLength {
 		return fmt.Errorf("%w: secret key is longer than %d bytes", ErrInvalidCredential,

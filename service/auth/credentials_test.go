@@ -84,6 +84,12 @@ func TestCredentialsCreateRejects(t *testing.T) {
 				r.AccessKey, r.SecretKey = "AK,1", "SK"
 			},
 		},
+		{
+			name: "secret key pasted as access key",
+			change: func(r *CreateRequest) {
+				r.AccessKey, r.SecretKey = "q7Kd2/LmX9+pRt4vWz8bNc1sYh6jFg3aEu", chosenSecret("x")
+			},
+		},
 	}
 	creds, _ := newTestCredentials(t, nil)
 	for _, tt := range tests {
@@ -93,6 +99,11 @@ func TestCredentialsCreateRejects(t *testing.T) {
 			_, _, err := creds.Create(context.Background(), req)
 			if !errors.Is(err, ErrInvalidCredential) {
 				t.Errorf("Create error = %v, expected %v", err, ErrInvalidCredential)
+			}
+			// An invalid access key may be a pasted secret key: the error, which
+			// reaches the caller and the log, must not repeat it.
+			if len(req.AccessKey) > 4 && strings.Contains(err.Error(), req.AccessKey) {
+				t.Errorf("Create error %q repeats the access key", err)
 			}
 		})
 	}
