@@ -520,7 +520,7 @@ func maskQuery(query string) string {
 		if err != nil {
 			name = key
 		}
-		if hasValue && isSecretKey(name) {
+		if hasValue && store.IsSecretParam(name) {
 			params[i] = key + "=" + maskedValue
 		}
 	}
@@ -538,21 +538,11 @@ var keywordValuePair = regexp.MustCompile(
 func maskKeywordValues(s string) string {
 	return keywordValuePair.ReplaceAllStringFunc(s, func(pair string) string {
 		m := keywordValuePair.FindStringSubmatch(pair)
-		if !isSecretKey(m[1]) {
+		if !store.IsSecretParam(m[1]) {
 			return pair
 		}
 		return m[1] + m[2] + maskedValue
 	})
-}
-
-// isSecretKey reports whether a connection parameter named key can carry a secret:
-// names that contain "pass" (password, sslpassword, passwd, and go-sqlite3's _auth_pass)
-// or "secret", in any case, and libpq's "options", whose command-line options can set
-// any run-time parameter, a password among them. passfile, a path, is masked too, which
-// loses nothing secret.
-func isSecretKey(key string) bool {
-	key = strings.ToLower(key)
-	return strings.Contains(key, "pass") || strings.Contains(key, "secret") || key == "options"
 }
 
 // parseTrustedProxies parses a comma-separated list of IP addresses and CIDR networks.

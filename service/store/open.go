@@ -19,8 +19,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
-	"github.com/mattn/go-sqlite3"      // also registers the "sqlite3" database/sql driver
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/mattn/go-sqlite3" // also registers the "sqlite3" database/sql driver
 )
 
 // SQLite settings.
@@ -312,19 +312,17 @@ func openPostgres(databaseURL string) (*SQLStore, error) {
 		return nil, fmt.Errorf("open postgres store: %w", err)
 	}
 
-	// pgx parses the URL again at each connection, and its parse error quotes the URL with
-	// only the password masked, so a secret in another parameter, such as options, would
-	// reach the log. Parsing here first replaces that error with one that quotes nothing.
-	if _, err := pgx.ParseConfig(databaseURL); err != nil {
-		return nil, errors.New("open postgres store: invalid database URL: check its syntax")
-	}
-
-	db, err := sql.Open("pgx", databaseURL)
+	// pgx's parse error quotes the URL with only the password masked, so a secret in
+	// another parameter, such as options, would reach the log: it is replaced with one
+	// that quotes nothing. Connection errors go through redactingConnector.
+	cfg, err := pgx.ParseConfig(databaseURL)
 	if err != nil {
-		// sql.Open only parses the URL here. The parse error is left out because its
-		// message can contain the password.
 		return nil, errors.New("open postgres store: invalid database URL: check its syntax")
 	}
+	db := sql.OpenDB(redactingConnector{
+		Connector: stdlib.GetConnector(*cfg),
+		secrets:   secretValues(cfg),
+	})
 
 	db.SetMaxOpenConns(maxConns)
 	db.SetMaxIdleConns(maxConns)

@@ -547,3 +547,43 @@ func TestOpenPostgresParseErrorOmitsURL(t *testing.T) {
 		})
 	}
 }
+
+func TestPostgresConnectErrorHidesOptionValues(t *testing.T) {
+	tests := []struct {
+		name    string
+		options string
+		secret  string
+	}{
+		{"-c and a space", "-c statement_timeout=HUNTER2secret", "HUNTER2secret"},
+		{"-c joined", "-clock_timeout=S3CRETvalue", "S3CRETvalue"},
+		{"double dash", "--idle_session_timeout=pa55word", "pa55word"},
+		{"escaped space", `-c statement_timeout=two\ words`, "two words"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u, err := url.Parse(storetest.PostgresURL(t))
+			if err != nil {
+				t.Fatalf("parse URL: %v", err)
+			}
+			q := u.Query()
+			q.Set("options", tt.options)
+			// pgx reads "+" as a plus sign, not as a space.
+			u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20")
+
+			var logs bytes.Buffer
+			s, err := store.Open(t.Context(), u.String(),
+				slog.New(slog.NewTextHandler(&logs, nil)))
+			if err == nil {
+				s.Close()
+				t.Fatal("Open succeeded, want the server to reject the option value")
+			}
+			// The server's message still names the parameter, which is not secret.
+			if !strings.Contains(err.Error(), "invalid value for parameter") {
+				t.Errorf("error %q, want the server's reason", err)
+			}
+			if strings.Contains(err.Error()+logs.String(), tt.secret) {
+				t.Errorf("error %q or log %q contains the option value", err, logs.String())
+			}
+		})
+	}
+}
