@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -139,12 +138,8 @@ func (s *Server) logFailure(st *requestState, status int, code string, err error
 		attrs = append(attrs, "key_id", recordedKeyID(st.keyID))
 	}
 	if status >= 500 {
-		ok, suppressed := s.errorLog.allow(time.Now())
-		if !ok {
+		if !s.errorLog.allow() {
 			return
-		}
-		if suppressed > 0 {
-			attrs = append(attrs, "suppressed_since_last", suppressed)
 		}
 		// Internal causes go to the log only, never to the client.
 		s.log.Error("request failed", append(attrs, "error", err)...)

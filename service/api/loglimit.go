@@ -1,42 +1,24 @@
 package api
 
 import (
+	"log/slog"
 	"sync"
 	"time"
 )
 
-// logLimiter caps the error lines of failed requests at limit per second. During an outage
-// of the token or the store every request fails, and one line per request would flood the
-// log, possibly on the very disk that is full. The metrics still count every failure.
-type logLimiter struct {
-	limit int
-
-	mu          sync.Mutex
-	windowStart time.Time
-	logged      int
-	suppressed  int64
-}
-
-// errorLinesPerSecond is the logLimiter budget of Server.
+// errorLinesPerSecond is the budget of "request failed" lines of a Server. During an
+// outage of the token or the store every request fails, and one line per request would
+// flood the log, possibly on the very disk that is full. The metrics still count every
+// failure.
 const errorLinesPerSecond = 10
 
-// allow reports whether a line may be logged now, and how many lines were suppressed since
-// the last one that was allowed, for that line to report.
-func (l *logLimiter) allow(now time.Time) (ok bool, suppressed int64) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-
-	if now.Sub(l.windowStart) >= time.Second {
-		l.windowStart, l.logged = now, 0
-	}
-	if l.logged >= l.limit {
-		l.suppressed++
-		return false, 0
-	}
-
-	l.logged++
-	suppressed, l.suppressed = l.suppressed, 0
-	return true, suppressed
+// newErrorLimiter returns the limiter of "request failed" lines. It writes its summary
+// line to log.
+func newErrorLimiter(log *slog.Logger) *summaryLimiter {
+	return newSummaryLimiter(errorLinesPerSecond, func(suppressed int64) {
+		log.Error("request failures not logged because they exceeded the log limit",
+			"suppressed", suppressed, "limit_per_second", errorLinesPerSecond)
+	})
 }
 
 // authFailureLinesPerSecond is the budget of "authentication failed" lines of a Server.
@@ -44,8 +26,7 @@ func (l *logLimiter) allow(now time.Time) (ok bool, suppressed int64) {
 // a budget a flood of unsigned requests writes a log line for each.
 const authFailureLinesPerSecond = 10
 
-// summaryLimiter caps log lines at limit per second, like logLimiter, and reports the
-// lines it suppressed in a summary once the second in which they were suppressed is
+// summaryLimiter caps log lines at limit per second and reports the lines it suppressed in a summary once the second in which they were suppressed is
 // over. The summary is written even when no line follows, as at the end of a flood. It
 // is safe for concurrent use.
 type summaryLimiter struct {

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -57,94 +56,6 @@ func TestVerifyErrorClassifies(t *testing.T) {
 				t.Errorf("message = %q, want %q", se.Message, tt.wantMessage)
 			}
 		})
-	}
-}
-
-// manualClock is the clock and timer of a summaryLimiter under test: time moves only by
-// advance, and a scheduled function runs only when advance passes its time.
-type manualClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	pending []scheduledCall
-}
-
-type scheduledCall struct {
-	at time.Time
-	f  func()
-}
-
-func (c *manualClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *manualClock) AfterFunc(d time.Duration, f func()) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.pending = append(c.pending, scheduledCall{at: c.now.Add(d), f: f})
-}
-
-// advance moves the clock by d and runs the functions that are due.
-func (c *manualClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	var due []func()
-	notDue := c.pending[:0]
-	for _, call := range c.pending {
-		if call.at.After(c.now) {
-			notDue = append(notDue, call)
-			continue
-		}
-		due = append(due, call.f)
-	}
-	c.pending = notDue
-	c.mu.Unlock()
-
-	for _, f := range due {
-		f()
-	}
-}
-
-func TestSummaryLimiterReportsSuppressed(t *testing.T) {
-	clock := &manualClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-	var summaries []int64
-	l := newSummaryLimiter(2, func(n int64) { summaries = append(summaries, n) })
-	l.now, l.afterFunc = clock.Now, clock.AfterFunc
-
-	steps := []struct {
-		name          string
-		advance       time.Duration
-		wantAllowed   bool
-		wantSummaries []int64 // after the step
-	}{
-		{"first line", 0, true, nil},
-		{"second line", 100 * time.Millisecond, true, nil},
-		{"third line in the same second", 100 * time.Millisecond, false, nil},
-		{"fourth line in the same second", 700 * time.Millisecond, false, nil},
-		{"next second: summary of two, then a line", 100 * time.Millisecond, true, []int64{2}},
-		{"second line of the new second", 0, true, []int64{2}},
-		{"third line of the new second", 0, false, []int64{2}},
-	}
-	for _, step := range steps {
-		clock.advance(step.advance)
-		if got := l.allow(); got != step.wantAllowed {
-			t.Errorf("%s: allowed = %v, want %v", step.name, got, step.wantAllowed)
-		}
-		if fmt.Sprint(summaries) != fmt.Sprint(step.wantSummaries) {
-			t.Errorf("%s: summaries = %v, want %v", step.name, summaries, step.wantSummaries)
-		}
-	}
-
-	// No line follows, and the summary of the last one still comes at the end of its
-	// second.
-	clock.advance(999 * time.Millisecond)
-	if fmt.Sprint(summaries) != "[2]" {
-		t.Errorf("summaries before the end of the second = %v, want [2]", summaries)
-	}
-	clock.advance(time.Millisecond)
-	if fmt.Sprint(summaries) != "[2 1]" {
-		t.Errorf("summaries after the end of the second = %v, want [2 1]", summaries)
 	}
 }
 

@@ -86,7 +86,7 @@ type Server struct {
 	pendingOp string
 
 	// errorLog caps the "request failed" lines of 5xx responses.
-	errorLog logLimiter
+	errorLog *summaryLimiter
 	// authFailures writes the "authentication failed" lines of 401 responses, capped.
 	authFailures *authFailureLog
 }
@@ -111,7 +111,7 @@ func New(svc *service.Service, verifier *auth.Verifier, log *slog.Logger, cfg Co
 	e.IPExtractor = ipExtractor(cfg.TrustedProxies)
 	e.HidePort = true
 	s := &Server{echo: e, svc: svc, verifier: verifier, log: log, cfg: cfg,
-		errorLog: logLimiter{limit: errorLinesPerSecond}, authFailures: newAuthFailureLog(log)}
+		errorLog: newErrorLimiter(log), authFailures: newAuthFailureLog(log)}
 	e.HTTPErrorHandler = s.handleError
 
 	s.routeOps = map[string]string{}
