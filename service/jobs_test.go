@@ -83,6 +83,8 @@ type jobEnv struct {
 	token *faultToken
 	store *countingStore
 	raw   *hsm.Module
+	// dbPath is the SQLite file of store.
+	dbPath string
 
 	mu  sync.Mutex
 	now time.Time
@@ -105,14 +107,15 @@ func newJobEnv(t *testing.T, cfg service.Config) *jobEnv {
 	}
 	t.Cleanup(func() { module.Close() })
 
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "kms.db"), nil)
+	dbPath := filepath.Join(t.TempDir(), "kms.db")
+	st, err := store.Open(ctx, dbPath, nil)
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
 	t.Cleanup(func() { st.Close() })
 
 	e := &jobEnv{token: &faultToken{Token: module}, store: &countingStore{Store: st}, raw: module,
-		now: time.Now().UTC()}
+		dbPath: dbPath, now: time.Now().UTC()}
 	cfg.Clock = e.clock
 	cfg.KeyCacheTTL = -1
 	e.svc = service.New(e.token, e.store, discardLogger(), cfg)

@@ -24,7 +24,8 @@ var ErrTokenBehindStore = errors.New("the token is older than the store")
 type TokenBehindError struct {
 	// Missing is the newest active key version of the store, whose object the token lacks.
 	Missing hsm.KeyRef
-	// CreatedAt is when Missing was created, so after the token was copied.
+	// CreatedAt is when Missing was created, read from the clock of the replica that
+	// created it, so it can be off by that clock's skew.
 	CreatedAt time.Time
 }
 
@@ -45,6 +46,14 @@ var lookupRetries = []time.Duration{50 * time.Millisecond, 200 * time.Millisecon
 // deletionMargin is how far ahead of this process's clock another replica's clock may
 // run. The deletion job destroys a key's objects once its deletion time has passed, so
 // the checks below leave out keys whose deletion time is less than this far ahead.
+//
+// Deletion times are the only clock readings that the checks compare. When another
+// replica's clock runs further ahead, its deletion job may destroy the objects of a key
+// that this process still counts. Until that job marks the versions destroyed, the check
+// reports the token behind, a false alarm that stops key creation but lets no older token
+// pass. When this process's clock runs ahead, keys are left out earlier by the skew: a
+// copy that lacks only versions of keys due for deletion within the margin plus the skew
+// passes, as one that lacks only versions due within the margin always does.
 const deletionMargin = time.Minute
 
 // CheckTokenCurrent returns a *TokenBehindError when the token lacks the object of the
@@ -54,8 +63,14 @@ const deletionMargin = time.Minute
 // (lookupRetries). It is safe for concurrent use.
 //
 // Only the newest version is looked up: a copy taken before it lacks it, and a copy
-// taken after it holds every key created so far. now is the caller's clock: keys pending
-// deletion count until deletionMargin before their deletion time.
+// taken after it holds every key created so far. Newest is the version that the store
+// recorded last, not the one with the latest CreatedAt, because replica clocks can
+// disagree. now is the caller's clock: keys pending deletion count until deletionMargin
+// before their deletion time.
+//
+// NOTE: two creations that overlap on two replicas may generate their objects in the
+// reverse of the order in which the store recorded them, so a copy taken between the two generations
+// lacks the version recorded first and still passes.
 func CheckTokenCurrent(ctx context.Context, token hsm.Token, st store.KeyStore, now time.Time) error {
 	newest, err := st.ActiveVersions(ctx, 1, now.Add(deletionMargin))
 	if err != nil {

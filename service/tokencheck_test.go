@@ -2,6 +2,7 @@ package service_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"sync/atomic"
 	"testing"
@@ -21,6 +22,29 @@ func (e *jobEnv) loseObject(t *testing.T, keyID string, version uint32) hsm.KeyR
 		t.Fatalf("DestroyKey(%s): %v", ref, err)
 	}
 	return ref
+}
+
+// stampVersion sets the created_at of a version row to at, as a replica whose clock
+// differs from this process's clock stamps it. The row keeps its place in the order in
+// which the store recorded the versions.
+func (e *jobEnv) stampVersion(t *testing.T, keyID string, version uint32, at time.Time) {
+	t.Helper()
+	db, err := sql.Open("sqlite3", e.dbPath)
+	if err != nil {
+		t.Fatalf("open %s: %v", e.dbPath, err)
+	}
+	defer db.Close()
+
+	res, err := db.ExecContext(context.Background(),
+		"UPDATE key_versions SET created_at = ? WHERE key_id = ? AND version = ?",
+		at.UnixMilli(), keyID, version)
+	if err != nil {
+		t.Fatalf("set created_at of version %s/%d: %v", keyID, version, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		t.Fatalf("set created_at of version %s/%d: %d rows changed (%v), want 1", keyID,
+			version, n, err)
+	}
 }
 
 // scheduleDeletion schedules the key's deletion in 7 days.
@@ -75,6 +99,24 @@ func TestCheckTokenCurrent(t *testing.T) {
 				e.createKey(t, "second")
 				e.rotate(t, k.ID)
 				return e.loseObject(t, k.ID, 2)
+			},
+		},
+		{
+			name: "the newest version missing, stamped by a clock behind",
+			prepare: func(t *testing.T, e *jobEnv) hsm.KeyRef {
+				e.createKey(t, "first")
+				k := e.createKey(t, "second")
+				e.stampVersion(t, k.ID, 1, time.Now().Add(-time.Hour))
+				return e.loseObject(t, k.ID, 1)
+			},
+		},
+		{
+			name: "the newest version missing, an older one stamped by a clock ahead",
+			prepare: func(t *testing.T, e *jobEnv) hsm.KeyRef {
+				first := e.createKey(t, "first")
+				e.stampVersion(t, first.ID, 1, time.Now().Add(time.Hour))
+				k := e.createKey(t, "second")
+				return e.loseObject(t, k.ID, 1)
 			},
 		},
 		{

@@ -27,7 +27,9 @@ func scanKey(row rowScanner) (Key, error) {
 }
 
 // BeginKeyVersion inserts the (keyID, version) row in state VersionCreating. The key row
-// need not exist yet. It returns ErrConflict when the row exists.
+// need not exist yet. It returns ErrConflict when the row exists. The database gives the
+// row a seq higher than that of every other row (migration 0008), which orders
+// ActiveVersions.
 func (s *SQLStore) BeginKeyVersion(ctx context.Context, keyID string, version uint32) error {
 	_, err := s.write.ExecContext(ctx, s.d.rebind(
 		"INSERT INTO key_versions (key_id, version, state, created_at) VALUES (?, ?, ?, ?)"),
@@ -397,8 +399,7 @@ func (s *SQLStore) ActiveVersions(
 ) ([]KeyVersion, error) {
 	query := "SELECT v.key_id, v.version, v.created_at, k.project_id FROM key_versions v " +
 		"JOIN keys k ON k.id = v.key_id WHERE v.state = ? " +
-		"AND (k.state <> ? OR k.deletion_at > ?) " +
-		"ORDER BY v.created_at DESC, v.key_id DESC, v.version DESC"
+		"AND (k.state <> ? OR k.deletion_at > ?) ORDER BY v.seq DESC"
 	args := []any{VersionActive, KeyStatePendingDeletion, s.d.timeValue(deletedAfter)}
 	if limit > 0 {
 		query += " LIMIT ?"

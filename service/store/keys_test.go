@@ -905,27 +905,28 @@ func TestActiveVersions(t *testing.T) {
 		s := openStore(t, b)
 		ctx := t.Context()
 
-		// Version rows are stamped in milliseconds, so each step waits for the next one
-		// to keep the order of creation visible.
-		step := func() { time.Sleep(3 * time.Millisecond) }
-
+		// The versions are recorded in this order without pauses, so several of them
+		// may share a created_at millisecond.
 		older := createKey(t, s, newKey(t, "p1", ""))
-		step()
 		newer := createKey(t, s, newKey(t, "p2", ""))
-		step()
 		rotated := createKey(t, s, newKey(t, "p1", ""))
-		step()
 		checkErr(t, "BeginKeyVersion", s.BeginKeyVersion(ctx, rotated.ID, 2), nil)
 		checkErr(t, "ActivateKeyVersion", s.ActivateKeyVersion(ctx, rotated, 2), nil)
-		step()
 		creating := newID(t) // only a creating row, which has no object yet
 		checkErr(t, "BeginKeyVersion", s.BeginKeyVersion(ctx, creating, 1), nil)
-		step()
 		destroyed := createKey(t, s, newKey(t, "p1", ""))
 		checkErr(t, "MarkVersionDestroyed",
 			s.MarkVersionDestroyed(ctx, destroyed.ID, 1), nil)
-		step()
+		behind := createKey(t, s, newKey(t, "p2", ""))
 		pending := createKey(t, s, newKey(t, "p1", ""))
+
+		// Replicas with skewed clocks: behind's version was stamped by a clock an hour
+		// behind and older's by one an hour ahead, so created_at orders both the wrong
+		// way round.
+		now := time.Now()
+		stampVersion(t, b, behind.ID, 1, now.Add(-time.Hour))
+		stampVersion(t, b, older.ID, 1, now.Add(time.Hour))
+
 		pending.State = store.KeyStatePendingDeletion
 		pending.DeletionAt = baseTime.Add(7 * 24 * time.Hour)
 		if _, err := s.UpdateKey(ctx, pending); err != nil {
@@ -933,7 +934,8 @@ func TestActiveVersions(t *testing.T) {
 		}
 
 		all := []string{
-			rotated.ID + "/2 p1", rotated.ID + "/1 p1", newer.ID + "/1 p2", older.ID + "/1 p1",
+			behind.ID + "/1 p2", rotated.ID + "/2 p1", rotated.ID + "/1 p1", newer.ID + "/1 p2",
+			older.ID + "/1 p1",
 		}
 		withPending := append([]string{pending.ID + "/1 p1"}, all...)
 		afterDeletion := pending.DeletionAt.Add(time.Hour)
@@ -945,7 +947,8 @@ func TestActiveVersions(t *testing.T) {
 			want         []string
 		}{
 			{name: "every active version, newest first", deletedAfter: afterDeletion, want: all},
-			{name: "the newest only", limit: 1, deletedAfter: afterDeletion, want: all[:1]},
+			{name: "the newest only, stamped by the clock behind", limit: 1,
+				deletedAfter: afterDeletion, want: all[:1]},
 			{name: "limit above the count", limit: 10, deletedAfter: afterDeletion, want: all},
 			{name: "a key pending deletion not due yet", deletedAfter: beforeDeletion,
 				want: withPending},
@@ -967,4 +970,26 @@ func TestActiveVersions(t *testing.T) {
 			}
 		}
 	})
+}
+
+// stampVersion sets the created_at of a version row to at, as a replica whose clock
+// differs from this process's clock stamps it.
+func stampVersion(t *testing.T, b storetest.Backend, keyID string, version uint32, at time.Time) {
+	t.Helper()
+
+	query := "UPDATE key_versions SET created_at = ? WHERE key_id = ? AND version = ?"
+	var value any = at.UnixMilli()
+	if b.Name == storetest.Postgres {
+		query = "UPDATE key_versions SET created_at = $1 WHERE key_id = $2 AND version = $3"
+		value = at
+	}
+
+	res, err := openRaw(t, b).ExecContext(t.Context(), query, value, keyID, version)
+	if err != nil {
+		t.Fatalf("set created_at of version %s/%d: %v", keyID, version, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		t.Fatalf("set created_at of version %s/%d: %d rows changed (%v), want 1", keyID,
+			version, n, err)
+	}
 }

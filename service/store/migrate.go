@@ -18,8 +18,10 @@ import (
 // 0006 settings), so a
 // build may lack a version below one that it has. A lower version that arrives later is
 // still applied, because pending compares sets of versions. A migration only adds
-// (tables, columns, indexes): it never drops or rewrites data, so an older build keeps
-// working against a newer schema during a rolling upgrade.
+// (tables, columns, indexes, triggers) and fills in only the columns that it adds: it
+// never drops or rewrites data, so an older build keeps working against a newer schema
+// during a rolling upgrade. A new column that an older build does not write gets its
+// value from the database: a default, an identity or a trigger.
 //
 //go:embed migrations
 var migrationFiles embed.FS

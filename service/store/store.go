@@ -89,9 +89,11 @@ const (
 
 // KeyVersion is one token object of a key.
 type KeyVersion struct {
-	KeyID     string
-	Version   uint32
-	State     string // one of the Version constants
+	KeyID   string
+	Version uint32
+	State   string // one of the Version constants
+	// CreatedAt is the time read from the clock of the replica that began the version.
+	// Replica clocks can disagree, so it does not order versions (see ActiveVersions).
 	CreatedAt time.Time
 	// ProjectID is the project of the key. Only ActiveVersions fills it.
 	ProjectID string
@@ -184,9 +186,11 @@ type KeyStore interface {
 	ListKeyVersions(ctx context.Context, keyID string) ([]KeyVersion, error)
 
 	// ActiveVersions returns the active key versions, newest first, at most limit of them,
-	// or all when limit is 0. Each of them has a token object, unless the token is older
-	// than the store. A key pending deletion whose deletion time is at or before
-	// deletedAfter may have lost its objects already, so its versions are left out.
+	// or all when limit is 0. Newest means recorded last by BeginKeyVersion, whatever
+	// CreatedAt the creating replica's clock gave it. Each version has a token object,
+	// unless the token is older than the store. A key pending deletion whose deletion
+	// time is at or before deletedAfter may have lost its objects already, so its
+	// versions are left out.
 	ActiveVersions(ctx context.Context, limit int, deletedAfter time.Time) ([]KeyVersion, error)
 
 	// MarkVersionDestroyed records that the token object of a version is gone.
