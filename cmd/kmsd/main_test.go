@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -47,15 +48,41 @@ func build(t *testing.T, pkg, name string) string {
 	return out
 }
 
+// freeAddr returns a 127.0.0.1 address with a port that is free now, which the kernel
+// picks. When KMS_TEST_PORTS is set to FIRST-LAST, for machines where tests must listen on
+// given ports only, it returns the next free port of that range instead. Calls take the
+// ports of the range in turn, so that two processes started one after the other get
+// different ports.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	ports := os.Getenv("KMS_TEST_PORTS")
+	if ports == "" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+
+	var first, last int
+	if _, err := fmt.Sscanf(ports, "%d-%d", &first, &last); err != nil || first > last {
+		t.Fatalf("KMS_TEST_PORTS=%q: want FIRST-LAST, for example 23100-23199", ports)
+	}
+	for range last - first + 1 {
+		port := first + int(nextTestPort.Add(1)-1)%(last-first+1)
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			ln.Close()
+			return ln.Addr().String()
+		}
+	}
+	t.Fatalf("no free port in KMS_TEST_PORTS=%s", ports)
+	return ""
 }
+
+// nextTestPort counts the ports that freeAddr took from KMS_TEST_PORTS.
+var nextTestPort atomic.Int64
 
 // kmsdProcess is a running kmsd.
 type kmsdProcess struct {
