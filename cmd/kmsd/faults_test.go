@@ -517,19 +517,38 @@ func TestKmsdThroughP11KitProxy(t *testing.T) {
 	p.stop(t)
 }
 
+// dataKeyKmsd is a running kmsd on a new data directory with one key, and what a test
+// needs to call create-datakey on it and to verify its audit trail.
+type dataKeyKmsd struct {
+	*kmsdProcess
+	dataDir           string
+	keyPath           string // the audit public key, PEM
+	ak, sk, projectID string // the admin credential
+	body              []byte // a create-datakey request for the key
+}
+
+// startDataKeyKmsd starts kmsd on a new data directory, waits until it is ready, creates
+// a key with alias and writes the audit public key to a file.
+func startDataKeyKmsd(t *testing.T, alias string) dataKeyKmsd {
+	t.Helper()
+	k := dataKeyKmsd{dataDir: filepath.Join(t.TempDir(), "kms-data"),
+		keyPath: filepath.Join(t.TempDir(), "audit-key.pem")}
+	k.kmsdProcess = launchKmsd(t, []string{"--data-dir", k.dataDir})
+	k.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
+	keyID := keyIDOf(t, kmsctl(t, k.kmsdProcess, k.dataDir, "create-key", "--alias", alias))
+	k.ak, k.sk, k.projectID = readAdmin(t, k.dataDir)
+	kmsctl(t, k.kmsdProcess, k.dataDir, "audit", "public-key", "--out", k.keyPath)
+	k.body = []byte(fmt.Sprintf(`{"key_id":%q,"datakey_length":"256"}`, keyID))
+	return k
+}
+
 // TestKmsdSIGKILLLosesNoRecord kills kmsd with SIGKILL while clients call it. The audit
 // record of every call that returned 200 must be in the chain file, which the writer had
 // mapped and grown ahead of its lines, and the trail must verify.
 func TestKmsdSIGKILLLosesNoRecord(t *testing.T) {
-	dataDir := filepath.Join(t.TempDir(), "kms-data")
-	p := launchKmsd(t, []string{"--data-dir", dataDir})
-	p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
-	keyID := keyIDOf(t, kmsctl(t, p, dataDir, "create-key", "--alias", "sigkill"))
-	ak, sk, projectID := readAdmin(t, dataDir)
-	keyPath := filepath.Join(t.TempDir(), "audit-key.pem")
-	kmsctl(t, p, dataDir, "audit", "public-key", "--out", keyPath)
-
-	body := []byte(fmt.Sprintf(`{"key_id":%q,"datakey_length":"256"}`, keyID))
+	k := startDataKeyKmsd(t, "sigkill")
+	p, dataDir, keyPath, body := k.kmsdProcess, k.dataDir, k.keyPath, k.body
+	ak, sk, projectID := k.ak, k.sk, k.projectID
 	var (
 		mu        sync.Mutex
 		succeeded []string // request ids of the calls that returned 200

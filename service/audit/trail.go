@@ -151,7 +151,8 @@ type Trail struct {
 	stored           []store.AuditRecord // records placed in the chain, reused
 	lastSeq          uint64
 	lastHash         []byte
-	unsigned         int // records after the last checkpoint
+	lastSigned       uint64 // seq of the record that the last stored checkpoint signs, or 0
+	unsigned         int    // records after the last checkpoint
 	oldestUnsignedAt time.Time
 	resync           bool // a write failed: reread the chain's end before the next one
 	lastBatch        int  // records in the last committed batch, 0 after a failed one
@@ -385,7 +386,8 @@ func (t *Trail) run() {
 			t.writeMu.Lock()
 			if !ok {
 				t.writeCheckpoint(time.Now(), true)
-				t.log.Info("audit chain stopped", "chain_id", t.chainID, "records", t.lastSeq)
+				t.log.Info("audit chain stopped", "chain_id", t.chainID, "records", t.lastSeq,
+					"signed_through", t.lastSigned)
 				t.writeMu.Unlock()
 				return
 			}
@@ -566,7 +568,7 @@ func (t *Trail) writeNewChainIfCut(ctx context.Context, batch []Record, enqueued
 		"on are lost, and the trail goes on in a new chain", "chain_id", cutID,
 		"new_chain_id", chainID)
 	t.chainID = chainID
-	t.lastSeq, t.lastHash, t.unsigned, t.resync = 0, nil, 0, false
+	t.lastSeq, t.lastHash, t.lastSigned, t.unsigned, t.resync = 0, nil, 0, 0, false
 	return t.writeOnce(ctx, batch, enqueued)
 }
 
@@ -607,15 +609,8 @@ func (t *Trail) writeOnce(ctx context.Context, batch []Record, enqueued time.Tim
 			return err // write starts a new chain
 		}
 		t.resync = true
-		// While the store is down every batch fails: log the first failure and every
-		// 1000th, so that the log does not fill the disk the store may be missing.
-		if t.writeFailures%1000 == 0 {
-			t.log.Error("audit batch write failed; its calls fail", "chain_id", t.chainID,
-				"first_seq", t.lastSeq+1, "records", len(batch),
-				"failures_in_a_row", t.writeFailures+1, "error", err)
-		}
-		t.writeFailures++
 		t.lastBatch = 0
+		t.writeFailed(len(batch), err)
 		return fmt.Errorf("write audit batch: %w", err)
 	}
 	if t.writeFailures > 0 {
@@ -626,6 +621,7 @@ func (t *Trail) writeOnce(ctx context.Context, batch []Record, enqueued time.Tim
 
 	t.lastSeq, t.lastHash = seq, prev
 	if len(checkpoints) > 0 {
+		t.lastSigned = seq
 		t.unsigned = 0
 	} else {
 		t.unsigned += len(batch)
@@ -635,6 +631,35 @@ func (t *Trail) writeOnce(ctx context.Context, batch []Record, enqueued time.Tim
 	// Observed before the callers return, so that what a caller sees includes its batch.
 	t.cfg.Observer.ObserveBatch(len(batch), time.Since(enqueued))
 	return nil
+}
+
+// writeFailed counts and logs a failed write of a batch of n records. While the store is
+// down every batch fails, so it logs the first failure and every 1000th, so that the log
+// does not fill the disk the store may be missing.
+//
+// When the chain file cannot be written (store.ErrChainFileNotWritable), the first failure
+// signs the end of the chain, which the store then keeps apart from the file. The log
+// line gives the last record written to the chain and the last record that a checkpoint
+// signs. The records of the failed calls are not in the chain.
+func (t *Trail) writeFailed(n int, err error) {
+	t.writeFailures++
+	if (t.writeFailures-1)%1000 != 0 {
+		return
+	}
+	if !errors.Is(err, store.ErrChainFileNotWritable) {
+		t.log.Error("audit batch write failed; its calls fail", "chain_id", t.chainID,
+			"first_seq", t.lastSeq+1, "records", n, "failures_in_a_row", t.writeFailures,
+			"error", err)
+		return
+	}
+
+	if t.writeFailures == 1 {
+		t.writeCheckpoint(time.Now(), false)
+	}
+	t.log.Error("audit chain file cannot be written; calls fail with 503 until it can, and "+
+		"their records are not in the chain", "chain_id", t.chainID,
+		"written_through", t.lastSeq, "signed_through", t.lastSigned, "failed_records", n,
+		"failures_in_a_row", t.writeFailures, "error", err)
 }
 
 func (t *Trail) answer(batch []*pending, err error) {
@@ -661,9 +686,10 @@ func (t *Trail) resyncIfNeeded(ctx context.Context) error {
 		t.lastSeq, t.lastHash = last.Seq, last.Hash
 	}
 
-	// Whether the failed batch carried a checkpoint is unknown, so sign the next one.
+	// Whether the failed batch carried a checkpoint is unknown, so sign the next one,
+	// unless the chain ends at the last record signed.
 	t.unsigned = 0
-	if t.lastSeq > 0 {
+	if t.lastSeq > t.lastSigned {
 		t.unsigned = t.cfg.CheckpointRecords
 	}
 	t.oldestUnsignedAt = time.Now()
@@ -696,13 +722,15 @@ func (t *Trail) writeCheckpoint(now time.Time, final bool) {
 	if err := t.store.AppendAudit(ctx, nil, []store.AuditCheckpoint{cp}); err != nil {
 		if final {
 			t.log.Error("final audit checkpoint write failed; the chain ends unsigned after "+
-				"its last checkpoint", "chain_id", t.chainID, "seq", cp.Seq, "error", err)
+				"its last checkpoint", "chain_id", t.chainID, "seq", cp.Seq,
+				"signed_through", t.lastSigned, "error", err)
 			return
 		}
 		t.log.Error("audit checkpoint write failed; retrying with the next batch or tick",
 			"chain_id", t.chainID, "seq", cp.Seq, "error", err)
 		return
 	}
+	t.lastSigned = cp.Seq
 	t.unsigned = 0
 	t.oldestUnsignedAt = now
 }

@@ -355,7 +355,14 @@ func TestTrailInvalidUTF8Verifies(t *testing.T) {
 		t.Errorf("stored sequence = %q, want %q", got, want)
 	}
 	verify(t, st, trail)
+	if _, err := verifyExport(t, st, trail); err != nil {
+		t.Errorf("verify the export: %v", err)
+	}
+}
 
+// verifyExport exports st and verifies the export with the public key of trail.
+func verifyExport(t *testing.T, st audit.Source, trail *audit.Trail) (audit.Report, error) {
+	t.Helper()
 	var export bytes.Buffer
 	if err := audit.Export(t.Context(), st, &export); err != nil {
 		t.Fatal(err)
@@ -364,7 +371,5 @@ func TestTrailInvalidUTF8Verifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := audit.VerifyExport(&export, key); err != nil {
-		t.Errorf("verify the export: %v", err)
-	}
+	return audit.VerifyExport(&export, key)
 }

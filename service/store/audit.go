@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -177,6 +178,11 @@ func (s *SQLStore) AuditAppendIsLocal(chainID string) bool {
 // AppendAudit appends records and checkpoints in one commit. Record times are
 // truncated to milliseconds, the precision the hash covers; a zero time is rejected
 // because the column cannot hold it.
+//
+// Checkpoints without records of a chain file that cannot be written
+// (ErrChainFileNotWritable) go to the audit_checkpoints table instead, where every read
+// of the chain finds them, so that the end of the chain can still be signed. Records
+// never do: the error is returned, and the records are not stored.
 func (s *SQLStore) AppendAudit(
 	ctx context.Context,
 	records []AuditRecord,
@@ -197,6 +203,9 @@ func (s *SQLStore) AppendAudit(
 		if err == nil && w != nil {
 			err = w.append(records, checkpoints, s.auditFsync.Load())
 		}
+		if errors.Is(err, ErrChainFileNotWritable) && len(records) == 0 {
+			return s.appendCheckpointsBesideFile(ctx, w, checkpoints, err)
+		}
 		if err != nil {
 			return fmt.Errorf("append %d audit records and %d checkpoints: %w", len(records),
 				len(checkpoints), err)
@@ -205,7 +214,37 @@ func (s *SQLStore) AppendAudit(
 			return nil
 		}
 	}
+	return s.appendAuditTables(ctx, records, checkpoints)
+}
 
+// appendCheckpointsBesideFile inserts checkpoints of the chain file of w, which failed
+// with fileErr, into the audit_checkpoints table, and keeps w from writing a checkpoint
+// of the same seqs to the file later.
+func (s *SQLStore) appendCheckpointsBesideFile(
+	ctx context.Context,
+	w *chainWriter,
+	checkpoints []AuditCheckpoint,
+	fileErr error,
+) error {
+	if err := s.appendAuditTables(ctx, nil, checkpoints); err != nil {
+		return fmt.Errorf("append %d audit checkpoints: %w; inserting them into the "+
+			"audit_checkpoints table instead failed: %w", len(checkpoints), fileErr, err)
+	}
+	last := checkpoints[len(checkpoints)-1]
+	w.skipCheckpoints(last.Seq)
+	s.log.Warn("audit chain file cannot be written; its checkpoint is stored in the "+
+		"audit_checkpoints table of the database instead", "chain_id", last.ChainID,
+		"seq", last.Seq, "error", fileErr)
+	return nil
+}
+
+// appendAuditTables appends records and checkpoints to the audit_records and
+// audit_checkpoints tables in one transaction.
+func (s *SQLStore) appendAuditTables(
+	ctx context.Context,
+	records []AuditRecord,
+	checkpoints []AuditCheckpoint,
+) error {
 	op := fmt.Sprintf("append %d audit records and %d checkpoints", len(records),
 		len(checkpoints))
 	if s.d.name == "sqlite" && !s.auditFsync.Load() {
@@ -343,6 +382,13 @@ func (s *SQLStore) ListAuditChains(ctx context.Context) ([]AuditChain, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list audit chains: %w", err)
 	}
+	// A chain file whose checkpoints are in the audit_checkpoints table
+	// (appendCheckpointsBesideFile) is listed once, as a chain file.
+	orphans = slices.DeleteFunc(orphans, func(orphan AuditChain) bool {
+		return slices.ContainsFunc(fileChains, func(c AuditChain) bool {
+			return c.ID == orphan.ID
+		})
+	})
 	for _, c := range fileChains {
 		// A chain file whose first line is missing or incomplete has no start time.
 		if c.StartedAt.IsZero() {
@@ -465,17 +511,54 @@ func (s *SQLStore) ListAuditCheckpoints(
 	if limit < 1 {
 		return nil, fmt.Errorf("%s: limit %d must be at least 1", op, limit)
 	}
-	if inFile, err := s.chainInFile(chainID); inFile || err != nil {
-		var checkpoints []AuditCheckpoint
-		if err == nil {
-			checkpoints, err = s.files.checkpoints(chainID, afterSeq, limit)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", op, err)
-		}
-		return checkpoints, nil
+	inFile, err := s.chainInFile(chainID)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	if !inFile {
+		return s.listTableAuditCheckpoints(ctx, op, chainID, afterSeq, limit)
 	}
 
+	checkpoints, err := s.files.checkpoints(chainID, afterSeq, limit)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	// Checkpoints that could not be written to the file are in the table
+	// (appendCheckpointsBesideFile).
+	inTable, err := s.listTableAuditCheckpoints(ctx, op, chainID, afterSeq, limit)
+	if err != nil {
+		return nil, err
+	}
+	return mergeCheckpoints(checkpoints, inTable, limit), nil
+}
+
+// mergeCheckpoints merges a and b, each sorted by seq, and returns the first limit
+// checkpoints in seq order. A seq in both is returned twice, so that verification
+// reports it.
+func mergeCheckpoints(a, b []AuditCheckpoint, limit int) []AuditCheckpoint {
+	if len(b) == 0 {
+		return a
+	}
+	merged := make([]AuditCheckpoint, 0, min(limit, len(a)+len(b)))
+	for len(merged) < limit && (len(a) > 0 || len(b) > 0) {
+		if len(b) == 0 || len(a) > 0 && a[0].Seq <= b[0].Seq {
+			merged, a = append(merged, a[0]), a[1:]
+		} else {
+			merged, b = append(merged, b[0]), b[1:]
+		}
+	}
+	return merged
+}
+
+// listTableAuditCheckpoints returns up to limit checkpoints of the chain after afterSeq
+// from the audit_checkpoints table, in seq order. Errors are wrapped with op.
+func (s *SQLStore) listTableAuditCheckpoints(
+	ctx context.Context,
+	op string,
+	chainID string,
+	afterSeq uint64,
+	limit int,
+) ([]AuditCheckpoint, error) {
 	rows, err := s.read.QueryContext(ctx, s.d.rebind("SELECT chain_id, seq, record_hash, "+
 		"signature FROM audit_checkpoints WHERE chain_id = ? AND seq > ? ORDER BY seq LIMIT ?"),
 		chainID, afterSeq, limit)

@@ -73,6 +73,15 @@ var errMapUnsupported = errors.New("the file system cannot allocate file regions
 // the cut left it, and the caller starts a new chain.
 var ErrChainFileCut = errors.New("audit chain file cut short by another program")
 
+// ErrChainFileNotWritable is matched by the error of an append to a chain file that the
+// writer cannot write or extend, although the file keeps its length. The causes are an
+// immutable or append-only file (chattr +i, +a), a read-only or full file system, the file
+// size limit and a denied permission. The file keeps the lines written before, and the
+// lines of the failed append are not part of the chain. Each later append tries again, so
+// appends go on in the same chain once the file can be written. Errors that match it
+// match ErrUnavailable too.
+var ErrChainFileNotWritable = errors.New("audit chain file cannot be written")
+
 // ErrChainFileDamaged is matched by every *ChainFileError.
 var ErrChainFileDamaged = errors.New("audit chain file damaged")
 
@@ -403,6 +412,13 @@ func (w *chainWriter) append(records []AuditRecord, checkpoints []AuditCheckpoin
 	return nil
 }
 
+// skipCheckpoints makes append reject checkpoints up to seq, which are stored elsewhere.
+func (w *chainWriter) skipCheckpoints(seq uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.lastCheckpoint = max(w.lastCheckpoint, seq)
+}
+
 // write appends b, which holds whole lines, to the file: copied into the mapped region,
 // or with write(2) when the file cannot be mapped. A failed or short write is cut off
 // again, so that the file never holds a part of a line before a later one. The caller
@@ -428,23 +444,24 @@ func (w *chainWriter) write(b []byte, flush bool) error {
 	}
 
 	if w.damaged {
-		if err := w.f.Truncate(w.size); err != nil {
-			return fmt.Errorf("cut a partial line off chain file %s: %w: %w", w.path,
-				ErrUnavailable, err)
+		if err := w.cutOffPartialLine(); err != nil {
+			return err
 		}
-		w.damaged = false
 	}
 
 	n, err := w.f.Write(b)
-	if err == nil && flush {
-		err = fdatasync(w.f)
-	}
 	if err != nil {
 		if n > 0 {
 			// The next write cuts it off; a reader stops at a line without its newline.
 			w.damaged = w.f.Truncate(w.size) != nil
 		}
-		return fmt.Errorf("write chain file %s: %w: %w", w.path, ErrUnavailable, err)
+		return w.writeFailure("write", err)
+	}
+	if flush {
+		if err := fdatasync(w.f); err != nil {
+			w.damaged = w.f.Truncate(w.size) != nil
+			return fmt.Errorf("write chain file %s: %w: %w", w.path, ErrUnavailable, err)
+		}
 	}
 
 	w.size += int64(n)

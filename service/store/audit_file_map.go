@@ -138,10 +138,7 @@ func (w *chainWriter) writeMapped(b []byte) error {
 
 	at := w.size - w.mapOff
 	if err := copyLines(w.m[at:at+int64(len(b))], b); err != nil {
-		// The mapping lost its pages: the file was cut short under it.
-		w.unmap()
-		w.cut = true
-		return fmt.Errorf("write chain file %s: %w: %w", w.path, ErrChainFileCut, err)
+		return w.storeFailed(at, at+int64(len(b)), err)
 	}
 	w.size += int64(len(b))
 	return nil
@@ -152,11 +149,9 @@ func (w *chainWriter) writeMapped(b []byte) error {
 func (w *chainWriter) remap(n int) error {
 	w.unmap()
 	if w.damaged {
-		if err := w.f.Truncate(w.size); err != nil {
-			return fmt.Errorf("cut a partial line off chain file %s: %w: %w", w.path,
-				ErrUnavailable, err)
+		if err := w.cutOffPartialLine(); err != nil {
+			return err
 		}
-		w.damaged = false
 	}
 
 	page := int64(os.Getpagesize())
@@ -174,7 +169,7 @@ func (w *chainWriter) remap(n int) error {
 	if err != nil {
 		// Allocating may have grown the file: cut it back before the next try.
 		w.damaged = true
-		return fmt.Errorf("map chain file %s: %w: %w", w.path, ErrUnavailable, err)
+		return w.writeFailure("map", err)
 	}
 	w.m, w.mapOff = m, off
 	return nil
@@ -190,19 +185,30 @@ func (w *chainWriter) unmap() {
 }
 
 // copyLines copies b, which ends with a newline, to dst, the newline last. A store to a
-// mapping of a file that another program cut short raises SIGBUS, which is returned as
-// an error instead of ending the process.
-func copyLines(dst, b []byte) (err error) {
+// mapping of a file that another program cut short, or that the file system rejects,
+// raises SIGBUS, which is returned as an error instead of ending the process.
+func copyLines(dst, b []byte) error {
+	return storeMapped(func() {
+		n := len(b) - 1
+		copy(dst[:n], b[:n])
+		dst[n] = b[n]
+	})
+}
+
+// storeMapped calls store, which stores into a mapping of a file, and returns an error
+// when a store faults (see copyLines).
+func storeMapped(store func()) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
-		if r := recover(); r != nil {
+		r := recover()
+		if fault, ok := r.(interface{ Addr() uintptr }); ok {
+			err = fmt.Errorf("store to the mapped file faulted at address %#x", fault.Addr())
+		} else if r != nil {
 			err = fmt.Errorf("store to the mapped file failed: %v", r)
 		}
 	}()
 
-	n := len(b) - 1
-	copy(dst[:n], b[:n])
-	dst[n] = b[n]
+	store()
 	return nil
 }
 
@@ -222,7 +228,7 @@ func (w *chainWriter) finish() (appended int64, err error) {
 	}
 	w.unmap()
 	if err := w.f.Truncate(w.size); err != nil {
-		return 0, fmt.Errorf("cut the allocated end off chain file %s: %w", w.path, err)
+		return 0, w.writeFailure("cut the allocated end off", err)
 	}
 	w.damaged = false
 	w.dirty = true

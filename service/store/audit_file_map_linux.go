@@ -4,6 +4,8 @@ import (
 	"errors"
 	"os"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // mapFileRegion allocates the blocks of the region [off, off+length) of f, growing the
@@ -30,3 +32,24 @@ func mapFileRegion(f *os.File, off int64, length int) ([]byte, error) {
 
 // unmapFileRegion removes a mapping made by mapFileRegion.
 func unmapFileRegion(m []byte) error { return syscall.Munmap(m) }
+
+// notWritableCause returns why f cannot be written, as far as its attributes and the
+// mount flags of its file system show, or "" when they show no cause.
+func notWritableCause(f *os.File) string {
+	fd := int(f.Fd())
+	var stat unix.Statx_t
+	err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_TYPE, &stat)
+	switch {
+	case err == nil && stat.Attributes&unix.STATX_ATTR_IMMUTABLE != 0:
+		return "the file is immutable; chattr -i clears the flag"
+	case err == nil && stat.Attributes&unix.STATX_ATTR_APPEND != 0:
+		return "the file is append-only, which a mapped file cannot be; chattr -a clears " +
+			"the flag"
+	}
+
+	var fs unix.Statfs_t
+	if unix.Fstatfs(fd, &fs) == nil && fs.Flags&unix.ST_RDONLY != 0 {
+		return "the file system is read-only"
+	}
+	return ""
+}

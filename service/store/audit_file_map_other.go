@@ -8,3 +8,6 @@ import "os"
 func mapFileRegion(*os.File, int64, int) ([]byte, error) { return nil, errMapUnsupported }
 
 func unmapFileRegion([]byte) error { return nil }
+
+// notWritableCause returns "": the cause is not looked up here.
+func notWritableCause(*os.File) string { return "" }
