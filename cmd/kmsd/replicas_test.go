@@ -240,13 +240,7 @@ func TestReplicaSeesDisableWithinBound(t *testing.T) {
 func TestCreateKeyStoreRefusesWrite(t *testing.T) {
 	schemaURL := storetest.PostgresURL(t)
 	admin, schema := openAdminDB(t, schemaURL)
-	role := "kms_r_" + strings.TrimPrefix(schema, "s_")
-	mustExec(t, admin, fmt.Sprintf(`CREATE ROLE %s LOGIN`, role))
-	t.Cleanup(func() {
-		mustExec(t, admin, fmt.Sprintf(`DROP OWNED BY %s CASCADE`, role))
-		mustExec(t, admin, fmt.Sprintf(`DROP ROLE %s`, role))
-	})
-	mustExec(t, admin, fmt.Sprintf(`GRANT ALL ON SCHEMA %s TO %s`, schema, role))
+	role := createSchemaRole(t, admin, schema, "kms_r_")
 	roleURL := withUser(t, schemaURL, role)
 
 	dataDir := filepath.Join(t.TempDir(), "kms-data")
@@ -358,6 +352,20 @@ func openAdminDB(t *testing.T, schemaURL string) (*sql.DB, string) {
 	}
 	t.Cleanup(func() { db.Close() })
 	return db, schema
+}
+
+// createSchemaRole creates a login role named prefix and the schema's random part, with
+// every privilege on schema, and drops it with everything it owns when t ends.
+func createSchemaRole(t *testing.T, admin *sql.DB, schema, prefix string) string {
+	t.Helper()
+	role := prefix + strings.TrimPrefix(schema, "s_")
+	mustExec(t, admin, fmt.Sprintf(`CREATE ROLE %s LOGIN`, role))
+	t.Cleanup(func() {
+		mustExec(t, admin, fmt.Sprintf(`DROP OWNED BY %s CASCADE`, role))
+		mustExec(t, admin, fmt.Sprintf(`DROP ROLE %s`, role))
+	})
+	mustExec(t, admin, fmt.Sprintf(`GRANT ALL ON SCHEMA %s TO %s`, schema, role))
+	return role
 }
 
 func withUser(t *testing.T, rawURL, user string) string {

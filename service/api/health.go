@@ -24,7 +24,8 @@ var (
 	// ErrTokenBehind means the token lacks key versions that the store records: it is an
 	// older copy of the live token (service.ErrTokenBehindStore).
 	ErrTokenBehind = errors.New("token older than the store")
-	// ErrStoreNotReady means the metadata store cannot be used.
+	// ErrStoreNotReady means the metadata store cannot be used: it does not respond, or
+	// it does not commit a write.
 	ErrStoreNotReady = errors.New("store unavailable")
 	// ErrAuditNotReady means the audit trail failed to write records, so every call
 	// would get 503.

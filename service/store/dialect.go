@@ -48,6 +48,10 @@ type dialect struct {
 
 	// isAliasViolation reports whether err is a violation of the alias index.
 	isAliasViolation func(err error) bool
+
+	// isBusy reports whether err means that another writer held a lock that the
+	// statement needed, so that the statement failed without showing that writes fail.
+	isBusy func(err error) bool
 }
 
 var sqliteDialect = dialect{
@@ -63,6 +67,7 @@ var sqliteDialect = dialect{
 	readTx:           nil,
 	classify:         classifySQLite,
 	isAliasViolation: isSQLiteAliasViolation,
+	isBusy:           isSQLiteBusy,
 }
 
 var postgresDialect = dialect{
@@ -84,6 +89,7 @@ var postgresDialect = dialect{
 	readTx:           &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true},
 	classify:         classifyPostgres,
 	isAliasViolation: isPostgresAliasViolation,
+	isBusy:           isPostgresBusy,
 }
 
 // migrationLockClass is the first key of the migration advisory lock: the bytes of "kms"
@@ -189,6 +195,14 @@ func classifySQLite(err error) error {
 	return nil
 }
 
+func isSQLiteBusy(err error) bool {
+	var sqliteErr sqlite3.Error
+	if !errors.As(err, &sqliteErr) {
+		return false
+	}
+	return sqliteErr.Code == sqlite3.ErrBusy || sqliteErr.Code == sqlite3.ErrLocked
+}
+
 // isSQLiteAliasViolation recognises the message SQLite gives for the alias index,
 // "UNIQUE constraint failed: keys.project_id, keys.alias", because SQLite does not
 // report the index name.
@@ -247,4 +261,18 @@ func isPostgresAliasViolation(err error) bool {
 		return false
 	}
 	return pgErr.Code == "23505" && pgErr.ConstraintName == aliasIndex
+}
+
+// isPostgresBusy recognises lock_not_available (55P03), serialization_failure (40001) and
+// deadlock_detected (40P01).
+func isPostgresBusy(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch pgErr.Code {
+	case "55P03", "40001", "40P01":
+		return true
+	}
+	return false
 }

@@ -83,6 +83,8 @@ type SQLStore struct {
 	auditDir string
 	readOnly bool // opened with mode=ro: no chain file is created or written
 	files    *auditFiles
+
+	writeCheck writeCheck
 }
 
 // SetAuditFsync chooses how SQLite stores flush audit batches. With false (the default),

@@ -138,6 +138,10 @@ type Store interface {
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error
 
+	// CheckWrite checks that the database commits writes, which Ping does not, because
+	// a database can respond to pings while every write fails. See SQLStore.CheckWrite.
+	CheckWrite(ctx context.Context) error
+
 	// Close closes the database.
 	Close() error
 }

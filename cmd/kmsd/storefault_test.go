@@ -1,0 +1,117 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hsmkms/kms/service/store/storetest"
+)
+
+// storeNotReadyLog is part of the log line that kmsd writes when /readyz finds the store
+// unusable.
+const storeNotReadyLog = `msg="not ready" reason="store unavailable"`
+
+// waitForNotReady polls /readyz every 100 ms until it responds 503 with reason, for at
+// most 30 s.
+func waitForNotReady(t *testing.T, p *kmsdProcess, reason string) {
+	t.Helper()
+	var status int
+	var body string
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		status, body = p.get("/readyz")
+		var answer struct{ Reason string }
+		_ = json.Unmarshal([]byte(body), &answer)
+		if status == http.StatusServiceUnavailable && answer.Reason == reason {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("/readyz did not answer 503 with the reason %q within 30 s; last answer %d %s; "+
+		"logs:\n%s", reason, status, body, p.logs)
+}
+
+// TestReadyzSQLiteWALImmutable makes the -wal file of kmsd's SQLite database immutable
+// while kmsd runs. Pings and reads still work then, but no write commits. /readyz must
+// report the store unavailable and log the cause once, and report ready once writes
+// commit again.
+func TestReadyzSQLiteWALImmutable(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "kms-data")
+	r := startReplica(t, dataDir, filepath.Join(dataDir, "kms.db"))
+	keyID := r.createKey(t, "before")
+
+	wal := filepath.Join(dataDir, "kms.db-wal")
+	storetest.SetImmutable(t, wal)
+	waitForNotReady(t, r.p, "store unavailable")
+
+	if status, body := r.post(t, "describe-key", map[string]any{"key_id": keyID}); status != http.StatusOK {
+		t.Errorf("describe-key with an immutable -wal file: status %d %v, expected 200", status, body)
+	}
+	if status, body := r.post(t, "create-key", map[string]any{"key_alias": "during"}); status < 500 {
+		t.Errorf("create-key with an immutable -wal file: status %d %v, expected a 5xx", status, body)
+	}
+	// Further probes must not log the unchanged cause again.
+	for range 3 {
+		r.p.get("/readyz")
+	}
+	logs := r.p.logs.String()
+	if n := strings.Count(logs, storeNotReadyLog); n != 1 {
+		t.Errorf("the log has %d lines %s, expected 1; logs:\n%s", n, storeNotReadyLog, logs)
+	}
+	if !strings.Contains(logs, "operation not permitted") {
+		t.Errorf("the log does not name the cause, operation not permitted; logs:\n%s", logs)
+	}
+
+	storetest.ClearImmutable(t, wal)
+	r.p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
+	r.createKey(t, "after")
+}
+
+// TestReadyzPostgresReadOnly makes the PostgreSQL sessions of kmsd read-only, as they are
+// after a failover to a hot standby. It sets default_transaction_read_only on kmsd's role
+// and ends its sessions, so that kmsd opens new ones. /readyz must report the store
+// unavailable, and report ready once the sessions accept writes again.
+func TestReadyzPostgresReadOnly(t *testing.T) {
+	schemaURL := storetest.PostgresURL(t)
+	admin, schema := openAdminDB(t, schemaURL)
+	role := createSchemaRole(t, admin, schema, "kms_ro_")
+
+	dataDir := filepath.Join(t.TempDir(), "kms-data")
+	r := startReplica(t, dataDir, withUser(t, schemaURL, role))
+	r.createKey(t, "before")
+
+	endSessions := func() {
+		t.Helper()
+		mustExec(t, admin, fmt.Sprintf(
+			`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '%s'`, role))
+	}
+	mustExec(t, admin, fmt.Sprintf(`ALTER ROLE %s SET default_transaction_read_only = on`, role))
+	endSessions()
+	// pgx checks a pooled connection before reuse only when it has been idle for more
+	// than a second (stdlib Conn.ResetSession), and database/sql does not retry a ping
+	// that meets an ended session. Without this pause a ping could fail once and the test
+	// would pass without any check that writes.
+	time.Sleep(1500 * time.Millisecond)
+	waitForNotReady(t, r.p, "store unavailable")
+
+	if status, body := r.post(t, "create-key", map[string]any{"key_alias": "during"}); status < 500 {
+		t.Errorf("create-key on read-only sessions: status %d %v, expected a 5xx", status, body)
+	}
+	logs := r.p.logs.String()
+	if n := strings.Count(logs, storeNotReadyLog); n != 1 {
+		t.Errorf("the log has %d lines %s, expected 1; logs:\n%s", n, storeNotReadyLog, logs)
+	}
+	if !strings.Contains(logs, "SQLSTATE 25006") {
+		t.Errorf("the log does not name the cause, SQLSTATE 25006; logs:\n%s", logs)
+	}
+
+	mustExec(t, admin, fmt.Sprintf(`ALTER ROLE %s RESET default_transaction_read_only`, role))
+	endSessions()
+	r.p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
+	r.createKey(t, "after")
+}
