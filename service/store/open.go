@@ -20,7 +20,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/mattn/go-sqlite3" // also registers the "sqlite3" database/sql driver
+	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" database/sql driver
 )
 
 // SQLite settings.
@@ -526,10 +526,7 @@ func (s *SQLStore) pingAtStart(ctx context.Context) error {
 	deadline := time.Now().Add(sqliteBusyTimeout)
 	for {
 		err := s.Ping(ctx)
-		var busy sqlite3.Error
-		locked := errors.As(err, &busy) &&
-			(busy.Code == sqlite3.ErrBusy || busy.Code == sqlite3.ErrLocked)
-		if !locked || s.d.name != "sqlite" || time.Now().After(deadline) {
+		if !isSQLiteBusy(err) || s.d.name != "sqlite" || time.Now().After(deadline) {
 			return err
 		}
 
