@@ -109,7 +109,7 @@ func (s *SQLStore) GetAlias(ctx context.Context, projectID, alias string) (Alias
 		return Alias{}, fmt.Errorf("%s: %w", op, ErrNotFound)
 	}
 	if err != nil {
-		return Alias{}, s.d.wrap(op, err)
+		return Alias{}, s.wrap(op, err)
 	}
 	return a, nil
 }

@@ -134,7 +134,7 @@ func (s *SQLStore) CreateAuditChain(ctx context.Context, c AuditChain) error {
 		"INSERT INTO audit_chains (chain_id, started_at, host) VALUES (?, ?, ?)"),
 		c.ID, s.d.timeValue(c.StartedAt), c.Host)
 	if err != nil {
-		return s.d.wrap(op, err)
+		return s.wrap(op, err)
 	}
 	return nil
 }
@@ -146,7 +146,7 @@ func (s *SQLStore) createAuditChainFile(ctx context.Context, op string, c AuditC
 	err := s.read.QueryRowContext(ctx, "SELECT count(*) FROM audit_chains WHERE chain_id = ?",
 		c.ID).Scan(&n)
 	if err != nil {
-		return s.d.wrap(op, err)
+		return s.wrap(op, err)
 	}
 	if n > 0 {
 		return fmt.Errorf("%s: the chain is in the audit_chains table: %w", op, ErrConflict)
@@ -363,7 +363,7 @@ func (s *SQLStore) LastAuditRecord(ctx context.Context, chainID string) (AuditRe
 		return AuditRecord{}, fmt.Errorf("%s: %w", op, ErrNotFound)
 	}
 	if err != nil {
-		return AuditRecord{}, s.d.wrap(op, err)
+		return AuditRecord{}, s.wrap(op, err)
 	}
 	return r, nil
 }
@@ -481,7 +481,7 @@ func (s *SQLStore) ListAuditRecords(
 		" FROM audit_records WHERE chain_id = ? AND seq > ? ORDER BY seq LIMIT ?"),
 		chainID, afterSeq, limit)
 	if err != nil {
-		return nil, s.d.wrap(op, err)
+		return nil, s.wrap(op, err)
 	}
 	defer rows.Close()
 
@@ -489,12 +489,12 @@ func (s *SQLStore) ListAuditRecords(
 	for rows.Next() {
 		r, err := scanAuditRecord(rows)
 		if err != nil {
-			return nil, s.d.wrap(op, err)
+			return nil, s.wrap(op, err)
 		}
 		records = append(records, r)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, s.d.wrap(op, err)
+		return nil, s.wrap(op, err)
 	}
 	return records, nil
 }
@@ -563,7 +563,7 @@ func (s *SQLStore) listTableAuditCheckpoints(
 		"signature FROM audit_checkpoints WHERE chain_id = ? AND seq > ? ORDER BY seq LIMIT ?"),
 		chainID, afterSeq, limit)
 	if err != nil {
-		return nil, s.d.wrap(op, err)
+		return nil, s.wrap(op, err)
 	}
 	defer rows.Close()
 
@@ -571,12 +571,12 @@ func (s *SQLStore) listTableAuditCheckpoints(
 	for rows.Next() {
 		var c AuditCheckpoint
 		if err := rows.Scan(&c.ChainID, &c.Seq, &c.RecordHash, &c.Signature); err != nil {
-			return nil, s.d.wrap(op, err)
+			return nil, s.wrap(op, err)
 		}
 		checkpoints = append(checkpoints, c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, s.d.wrap(op, err)
+		return nil, s.wrap(op, err)
 	}
 	return checkpoints, nil
 }

@@ -75,7 +75,7 @@ func (s *SQLStore) appendAuditSQLite(
 ) error {
 	conn, err := s.write.Conn(ctx)
 	if err != nil {
-		return s.d.wrap(op+": get writer connection", err)
+		return s.wrap(op+": get writer connection", err)
 	}
 	defer conn.Close()
 
@@ -104,7 +104,7 @@ func (s *SQLStore) appendAuditSQLite(
 		return txErr
 	})
 	if err != nil {
-		return s.d.wrap(op, err)
+		return s.wrap(op, err)
 	}
 	return nil
 }

@@ -59,7 +59,9 @@ type walCheckpointer struct {
 }
 
 // startWALCheckpointer starts checkpointing through db, a pool of one connection that the
-// checkpointer owns and closes on stop.
+// checkpointer owns and closes on stop. When a checkpoint finds the database read-only,
+// the checkpointer closes its connection, so that the next checkpoint opens a new one
+// (see renew.go).
 func startWALCheckpointer(db *sql.DB, log *slog.Logger) *walCheckpointer {
 	c := &walCheckpointer{db: db, log: log, stop: make(chan struct{})}
 	c.done.Go(c.run)
@@ -79,6 +81,9 @@ func (c *walCheckpointer) run() {
 		}
 
 		err := c.checkpoint()
+		if isSQLiteReadOnly(err) {
+			closeIdleConns(c.db, 1)
+		}
 		switch {
 		case err != nil && !failing:
 			// Logged once per failure streak: the next tick tries again.

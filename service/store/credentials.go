@@ -39,7 +39,7 @@ func (s *SQLStore) PutCredential(ctx context.Context, c Credential) error {
 		c.AccessKey, c.SealedSecret, c.UserID, c.ProjectID, c.DomainID, c.Role, c.Disabled,
 		s.d.timeValue(c.CreatedAt), s.d.timeValue(c.UpdatedAt))
 	if err != nil {
-		return s.d.wrap(op, err)
+		return s.wrap(op, err)
 	}
 	return nil
 }
@@ -54,7 +54,7 @@ func (s *SQLStore) GetCredential(ctx context.Context, accessKey string) (Credent
 		return Credential{}, fmt.Errorf("%s: %w", op, ErrNotFound)
 	}
 	if err != nil {
-		return Credential{}, s.d.wrap(op, err)
+		return Credential{}, s.wrap(op, err)
 	}
 	return c, nil
 }
@@ -64,7 +64,7 @@ func (s *SQLStore) ListCredentials(ctx context.Context) ([]Credential, error) {
 	rows, err := s.read.QueryContext(ctx,
 		"SELECT "+credentialColumns+" FROM credentials ORDER BY access_key")
 	if err != nil {
-		return nil, s.d.wrap("list credentials", err)
+		return nil, s.wrap("list credentials", err)
 	}
 	defer rows.Close()
 
@@ -72,12 +72,12 @@ func (s *SQLStore) ListCredentials(ctx context.Context) ([]Credential, error) {
 	for rows.Next() {
 		c, err := scanCredential(rows)
 		if err != nil {
-			return nil, s.d.wrap("list credentials", err)
+			return nil, s.wrap("list credentials", err)
 		}
 		creds = append(creds, c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, s.d.wrap("list credentials", err)
+		return nil, s.wrap("list credentials", err)
 	}
 	return creds, nil
 }
@@ -108,12 +108,12 @@ func (s *SQLStore) DeleteCredential(ctx context.Context, accessKey string) error
 // write matched no row.
 func (s *SQLStore) checkOneRow(op string, res sql.Result, err error) error {
 	if err != nil {
-		return s.d.wrap(op, err)
+		return s.wrap(op, err)
 	}
 
 	n, err := res.RowsAffected()
 	if err != nil {
-		return s.d.wrap(op, err)
+		return s.wrap(op, err)
 	}
 	if n == 0 {
 		return fmt.Errorf("%s: %w", op, ErrNotFound)
@@ -133,7 +133,7 @@ func (s *SQLStore) OperatorProject(ctx context.Context) (string, bool, error) {
 		return "", false, nil
 	}
 	if err != nil {
-		return "", false, s.d.wrap("get operator project", err)
+		return "", false, s.wrap("get operator project", err)
 	}
 	return project, true, nil
 }
@@ -151,14 +151,14 @@ func (s *SQLStore) RecordOperatorProject(ctx context.Context, projectID string) 
 		"INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"),
 		operatorProjectSetting, projectID)
 	if err != nil {
-		return "", s.d.wrap(op, err)
+		return "", s.wrap(op, err)
 	}
 
 	var recorded string
 	err = s.write.QueryRowContext(ctx, s.d.rebind("SELECT value FROM settings WHERE name = ?"),
 		operatorProjectSetting).Scan(&recorded)
 	if err != nil {
-		return "", s.d.wrap(op, err)
+		return "", s.wrap(op, err)
 	}
 	return recorded, nil
 }

@@ -180,7 +180,7 @@ func (s *SQLStore) GetGrant(ctx context.Context, projectID, grantID string) (Gra
 		return Grant{}, fmt.Errorf("%s: %w", op, ErrNotFound)
 	}
 	if err != nil {
-		return Grant{}, s.d.wrap(op, err)
+		return Grant{}, s.wrap(op, err)
 	}
 	return g, nil
 }
@@ -252,7 +252,7 @@ func (s *SQLStore) ListGranteeGrants(
 		"WHERE key_id = ? AND grantee <> '' AND "+granteeCondition+" ORDER BY created_at, id",
 		keyID, userID, domainID)
 	if err != nil {
-		return nil, s.d.wrap("list grants of the caller on key "+keyID, err)
+		return nil, s.wrap("list grants of the caller on key "+keyID, err)
 	}
 	return grants, nil
 }
@@ -268,7 +268,7 @@ func (s *SQLStore) HasGranteeGrants(
 		"WHERE project_id = ? AND grantee <> '' AND "+granteeCondition+" LIMIT 1) AS g"),
 		projectID, userID, domainID).Scan(&n)
 	if err != nil {
-		return false, s.d.wrap("check grants of the caller in project "+projectID, err)
+		return false, s.wrap("check grants of the caller in project "+projectID, err)
 	}
 	return n > 0, nil
 }
@@ -288,7 +288,7 @@ func (s *SQLStore) MaxGrantsPerKey(ctx context.Context, projectID string) (int, 
 		"(SELECT COUNT(*) AS n FROM grants WHERE project_id = ? GROUP BY key_id) AS g"),
 		projectID).Scan(&n)
 	if err != nil {
-		return 0, s.d.wrap("count grants per key in project "+projectID, err)
+		return 0, s.wrap("count grants per key in project "+projectID, err)
 	}
 	return n, nil
 }

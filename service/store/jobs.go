@@ -59,7 +59,7 @@ func (s *SQLStore) WithKeyLock(
 	op := "lock key " + keyID
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
-		return false, s.d.wrap(op+": begin transaction", err)
+		return false, s.wrap(op+": begin transaction", err)
 	}
 	defer func() {
 		if err := tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
@@ -71,7 +71,7 @@ func (s *SQLStore) WithKeyLock(
 	err = tx.QueryRowContext(ctx, "SELECT pg_try_advisory_xact_lock("+keyLockClass+
 		", hashtext(current_schema() || ':' || $1))", keyID).Scan(&locked)
 	if err != nil {
-		return false, s.d.wrap(op, err)
+		return false, s.wrap(op, err)
 	}
 	if !locked {
 		return false, nil
@@ -113,7 +113,7 @@ func (s *SQLStore) SealCount(ctx context.Context, keyID string, version uint32) 
 		return 0, fmt.Errorf("%s: %w", op, ErrNotFound)
 	}
 	if err != nil {
-		return 0, s.d.wrap(op, err)
+		return 0, s.wrap(op, err)
 	}
 	return uint64(n), nil
 }

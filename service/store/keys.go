@@ -35,7 +35,7 @@ func (s *SQLStore) BeginKeyVersion(ctx context.Context, keyID string, version ui
 		"INSERT INTO key_versions (key_id, version, state, created_at) VALUES (?, ?, ?, ?)"),
 		keyID, version, VersionCreating, s.d.timeValue(currentTime()))
 	if err != nil {
-		return s.d.wrap(fmt.Sprintf("begin version %d of key %s", version, keyID), err)
+		return s.wrap(fmt.Sprintf("begin version %d of key %s", version, keyID), err)
 	}
 	return nil
 }
@@ -206,7 +206,7 @@ func (s *SQLStore) GetKey(ctx context.Context, projectID, keyID string) (Key, er
 		return Key{}, fmt.Errorf("get key %s: %w", keyID, ErrNotFound)
 	}
 	if err != nil {
-		return Key{}, s.d.wrap("get key "+keyID, err)
+		return Key{}, s.wrap("get key "+keyID, err)
 	}
 	return k, nil
 }
@@ -226,7 +226,7 @@ func (s *SQLStore) GetKeyByAlias(ctx context.Context, projectID, alias string) (
 		return Key{}, fmt.Errorf("%s: %w", op, ErrNotFound)
 	}
 	if err != nil {
-		return Key{}, s.d.wrap(op, err)
+		return Key{}, s.wrap(op, err)
 	}
 	return k, nil
 }
@@ -305,7 +305,7 @@ func (s *SQLStore) CountKeys(ctx context.Context, projectID string) (int, error)
 	err := s.read.QueryRowContext(ctx, s.d.rebind(
 		"SELECT COUNT(*) FROM keys WHERE project_id = ?"), projectID).Scan(&n)
 	if err != nil {
-		return 0, s.d.wrap("count keys of project "+projectID, err)
+		return 0, s.wrap("count keys of project "+projectID, err)
 	}
 	return n, nil
 }
@@ -388,7 +388,7 @@ func (s *SQLStore) ListKeyVersions(ctx context.Context, keyID string) ([]KeyVers
 		"SELECT key_id, version, state, created_at FROM key_versions WHERE key_id = ? "+
 			"ORDER BY version", keyID)
 	if err != nil {
-		return nil, s.d.wrap("list versions of key "+keyID, err)
+		return nil, s.wrap("list versions of key "+keyID, err)
 	}
 	return versions, nil
 }
@@ -408,7 +408,7 @@ func (s *SQLStore) ActiveVersions(
 
 	rows, err := s.read.QueryContext(ctx, s.d.rebind(query), args...)
 	if err != nil {
-		return nil, s.d.wrap("list active key versions", err)
+		return nil, s.wrap("list active key versions", err)
 	}
 	defer rows.Close()
 
@@ -416,12 +416,12 @@ func (s *SQLStore) ActiveVersions(
 	for rows.Next() {
 		v := KeyVersion{State: VersionActive}
 		if err := rows.Scan(&v.KeyID, &v.Version, timeColumn{&v.CreatedAt}, &v.ProjectID); err != nil {
-			return nil, s.d.wrap("list active key versions", err)
+			return nil, s.wrap("list active key versions", err)
 		}
 		versions = append(versions, v)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, s.d.wrap("list active key versions", err)
+		return nil, s.wrap("list active key versions", err)
 	}
 	return versions, nil
 }
@@ -514,7 +514,7 @@ func (s *SQLStore) ListKeysDueForDeletion(ctx context.Context, now time.Time) ([
 		"WHERE state = ? AND deletion_at IS NOT NULL AND deletion_at <= ? "+
 		"ORDER BY deletion_at, id", KeyStatePendingDeletion, s.d.timeValue(now))
 	if err != nil {
-		return nil, s.d.wrap("list keys due for deletion", err)
+		return nil, s.wrap("list keys due for deletion", err)
 	}
 	return keys, nil
 }
@@ -528,7 +528,7 @@ func (s *SQLStore) ListKeysDueForRotation(ctx context.Context, now time.Time) ([
 		s.d.rotationDue+" ORDER BY created_at, id",
 		KeyStateEnabled, true, s.d.timeValue(now))
 	if err != nil {
-		return nil, s.d.wrap("list keys due for rotation", err)
+		return nil, s.wrap("list keys due for rotation", err)
 	}
 	return keys, nil
 }
@@ -543,7 +543,7 @@ func (s *SQLStore) ListStaleVersions(
 			"WHERE state = ? AND created_at < ? ORDER BY created_at, key_id, version",
 		VersionCreating, s.d.timeValue(olderThan))
 	if err != nil {
-		return nil, s.d.wrap("list stale key versions", err)
+		return nil, s.wrap("list stale key versions", err)
 	}
 	return versions, nil
 }

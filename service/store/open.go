@@ -85,6 +85,13 @@ type SQLStore struct {
 	files    *auditFiles
 
 	writeCheck writeCheck
+	// writeIdleConns is the idle connection limit of the write pool, restored after
+	// renewWriteConns. It is 0 for an in-memory SQLite database, whose connection is
+	// never closed.
+	writeIdleConns int
+	// lastRenewal is when renewWriteConns last closed the write pool's idle
+	// connections, in Unix nanoseconds.
+	lastRenewal atomic.Int64
 }
 
 // SetAuditFsync chooses how SQLite stores flush audit batches. With false (the default),
@@ -331,7 +338,7 @@ func openPostgres(databaseURL string) (*SQLStore, error) {
 	db.SetConnMaxLifetime(postgresConnMaxLifetime)
 	db.SetConnMaxIdleTime(postgresConnMaxIdleTime)
 
-	return &SQLStore{write: db, read: db, d: postgresDialect}, nil
+	return &SQLStore{write: db, read: db, d: postgresDialect, writeIdleConns: maxConns}, nil
 }
 
 // cutMaxConns removes this store's own max_conns parameter (1 to 1000 connections per
@@ -432,7 +439,7 @@ func openSQLite(databaseURL string, log *slog.Logger) (*SQLStore, error) {
 	}
 	checkpointDB.SetMaxOpenConns(1)
 
-	return &SQLStore{write: write, read: read, d: sqliteDialect,
+	return &SQLStore{write: write, read: read, d: sqliteDialect, writeIdleConns: 1,
 		checkpointDB: checkpointDB, auditDir: path + "-audit",
 		readOnly: params.Get("mode") == "ro"}, nil
 }
@@ -508,11 +515,11 @@ func cloneValues(v url.Values) url.Values {
 // Ping checks that the database responds on the write and the read pools.
 func (s *SQLStore) Ping(ctx context.Context) error {
 	if err := s.write.PingContext(ctx); err != nil {
-		return s.d.wrap("ping database", err)
+		return s.wrap("ping database", err)
 	}
 	if s.read != s.write {
 		if err := s.read.PingContext(ctx); err != nil {
-			return s.d.wrap("ping database", err)
+			return s.wrap("ping database", err)
 		}
 	}
 	return nil
@@ -595,7 +602,7 @@ func (s *SQLStore) inTx(
 ) error {
 	tx, err := db.BeginTx(ctx, opts)
 	if err != nil {
-		return s.d.wrap(op+": begin transaction", err)
+		return s.wrap(op+": begin transaction", err)
 	}
 
 	if err := fn(tx); err != nil {
@@ -605,11 +612,11 @@ func (s *SQLStore) inTx(
 		if rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) && ctx.Err() == nil {
 			s.log.Warn("transaction rollback failed", "op", op, "err", rbErr)
 		}
-		return s.d.wrap(op, err)
+		return s.wrap(op, err)
 	}
 
 	if err := tx.Commit(); err != nil {
-		return s.d.wrap(op+": commit", err)
+		return s.wrap(op+": commit", err)
 	}
 	return nil
 }

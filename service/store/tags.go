@@ -207,7 +207,7 @@ func (s *SQLStore) ListProjectTags(ctx context.Context, projectID string) ([]Tag
 	rows, err := s.read.QueryContext(ctx, s.d.rebind("SELECT DISTINCT tag_key, tag_value "+
 		"FROM key_tags WHERE project_id = ? ORDER BY tag_key, tag_value"), projectID)
 	if err != nil {
-		return nil, s.d.wrap(op, err)
+		return nil, s.wrap(op, err)
 	}
 	defer rows.Close()
 
@@ -215,7 +215,7 @@ func (s *SQLStore) ListProjectTags(ctx context.Context, projectID string) ([]Tag
 	for rows.Next() {
 		var key, value string
 		if err := rows.Scan(&key, &value); err != nil {
-			return nil, s.d.wrap(op, err)
+			return nil, s.wrap(op, err)
 		}
 		if n := len(tags); n > 0 && tags[n-1].Key == key {
 			tags[n-1].Values = append(tags[n-1].Values, value)
@@ -224,7 +224,7 @@ func (s *SQLStore) ListProjectTags(ctx context.Context, projectID string) ([]Tag
 		tags = append(tags, TagValues{Key: key, Values: []string{value}})
 	}
 	if err := rows.Err(); err != nil {
-		return nil, s.d.wrap(op, err)
+		return nil, s.wrap(op, err)
 	}
 	return tags, nil
 }

@@ -117,7 +117,7 @@ func (s *SQLStore) writeCheckRow() (busy bool, err error) {
 	defer cancelConn()
 	conn, err := s.write.Conn(connCtx)
 	if err != nil {
-		return errors.Is(err, context.DeadlineExceeded), s.d.wrap(op+": get the write connection", err)
+		return errors.Is(err, context.DeadlineExceeded), s.wrap(op+": get the write connection", err)
 	}
 	defer conn.Close()
 
@@ -132,7 +132,9 @@ func (s *SQLStore) writeCheckRow() (busy bool, err error) {
 	_, err = conn.ExecContext(ctx, s.d.rebind("INSERT INTO settings (name, value) VALUES (?, ?) "+
 		"ON CONFLICT (name) DO UPDATE SET value = excluded.value"), writeCheckSetting, value)
 	if err != nil {
-		return s.d.isBusy(err), s.d.wrap(op, err)
+		// The connection goes back to the pool before s.wrap, which may close it.
+		conn.Close()
+		return s.d.isBusy(err), s.wrap(op, err)
 	}
 	return false, nil
 }
