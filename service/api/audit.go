@@ -14,7 +14,10 @@ import (
 )
 
 // The audit routes are this service's own, under /v1.0/{project_id}/kms-admin/audit, and
-// allowed only to the admin role: they read the whole trail, every project included.
+// allowed only to admins of the operator project (Config.OperatorProjectID): they read
+// the whole trail, every project's calls included, and one chain cannot be split by
+// project without breaking its hashes. The public key, which only verifies, is for every
+// admin.
 // kmsctl audit export and tail page through them; the answers use the lines of the
 // export format (audit.Line).
 
@@ -28,7 +31,10 @@ func (s *Server) auditRoutes(g *routeGroup) {
 	g.GET("/audit/public-key", s.op("get-audit-public-key", s.auditPublicKey))
 }
 
-func (s *Server) checkAuditAdmin(st *requestState) error {
+// checkAuditAdmin returns nil when the caller may use the audit route: every admin for
+// the public key (trailWide false), and only an admin of the operator project for the
+// routes that read the trail (trailWide true).
+func (s *Server) checkAuditAdmin(st *requestState, trailWide bool) error {
 	if s.cfg.AuditSource == nil || s.cfg.AuditPublicKey == nil {
 		return service.Errorf(service.CodeInvalidURL, "the audit trail is not enabled")
 	}
@@ -37,11 +43,15 @@ func (s *Server) checkAuditAdmin(st *requestState) error {
 	if st.principal.Role != auth.RoleAdmin {
 		return service.Errorf(service.CodeRoleForbidden, "only the admin role reads the audit trail")
 	}
+	if trailWide && !s.isOperator(st) {
+		return service.Errorf(service.CodeRoleForbidden, "only an admin of the operator "+
+			"project reads the audit trail, which holds the calls of every project")
+	}
 	return nil
 }
 
 func (s *Server) listAuditChains(c echo.Context, st *requestState) (any, error) {
-	if err := s.checkAuditAdmin(st); err != nil {
+	if err := s.checkAuditAdmin(st, true); err != nil {
 		return nil, err
 	}
 
@@ -57,7 +67,7 @@ func (s *Server) listAuditChains(c echo.Context, st *requestState) (any, error) 
 }
 
 func (s *Server) listAuditRecords(c echo.Context, st *requestState) (any, error) {
-	if err := s.checkAuditAdmin(st); err != nil {
+	if err := s.checkAuditAdmin(st, true); err != nil {
 		return nil, err
 	}
 	chainID, after, limit, err := auditPage(c)
@@ -78,7 +88,7 @@ func (s *Server) listAuditRecords(c echo.Context, st *requestState) (any, error)
 }
 
 func (s *Server) listAuditCheckpoints(c echo.Context, st *requestState) (any, error) {
-	if err := s.checkAuditAdmin(st); err != nil {
+	if err := s.checkAuditAdmin(st, true); err != nil {
 		return nil, err
 	}
 	chainID, after, limit, err := auditPage(c)
@@ -99,7 +109,7 @@ func (s *Server) listAuditCheckpoints(c echo.Context, st *requestState) (any, er
 }
 
 func (s *Server) auditPublicKey(c echo.Context, st *requestState) (any, error) {
-	if err := s.checkAuditAdmin(st); err != nil {
+	if err := s.checkAuditAdmin(st, false); err != nil {
 		return nil, err
 	}
 

@@ -589,3 +589,36 @@ func TestAuditRecordNamesKeyOfFailedCall(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditTrailOperatorOnly checks that an admin of another project than the operator's
+// cannot read the trail, which holds the calls of every project, but can fetch the public
+// key that verifies it.
+func TestAuditTrailOperatorOnly(t *testing.T) {
+	e := newTestEnv(t)
+	e.admin.mustPost(t, "gen-random", map[string]any{"random_data_length": "256"})
+	p2Admin := newP2Admin(t, e)
+	chainID := e.trail.ChainID()
+
+	base := "/v1.0/" + projectP2 + "/kms-admin/audit/"
+	forbidden := []string{
+		"chains",
+		"records?chain_id=" + chainID,
+		"checkpoints?chain_id=" + chainID,
+	}
+	for _, route := range forbidden {
+		t.Run(route, func(t *testing.T) {
+			r := p2Admin.do(t, http.MethodGet, base+route, nil)
+			checkError(t, route, r, http.StatusForbidden, "KMS.0307")
+			if strings.Contains(string(r.Raw), e.admin.ak) {
+				t.Errorf("the refusal names the operator's access key: %s", r.Raw)
+			}
+		})
+	}
+
+	r := p2Admin.do(t, http.MethodGet, base+"public-key", nil)
+	checkOK(t, "public key", r)
+
+	operator := e.admin.do(t, http.MethodGet,
+		"/v1.0/"+e.admin.projectID+"/kms-admin/audit/records?chain_id="+chainID, nil)
+	checkOK(t, "operator reads the records", operator)
+}
