@@ -8,8 +8,10 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/hsmkms/kms/hsm"
 	"github.com/hsmkms/kms/service"
 	"github.com/hsmkms/kms/service/auth"
+	"github.com/hsmkms/kms/service/store"
 )
 
 // The credential routes are this service's own (Huawei manages access keys in IAM, not
@@ -203,6 +205,23 @@ func credentialError(err error) error {
 		return service.Errorf(service.CodeInvalidParameter, "the access key does not exist")
 	case errors.Is(err, auth.ErrAccessKeyExists):
 		return service.Errorf(service.CodeInvalidParameter, "the access key already exists")
+	default:
+		return credentialBackendError(err)
+	}
+}
+
+// credentialBackendError turns a failure of the token or the store that keep the
+// credentials into a *service.Error: 503 KMS.0102 when either is unavailable, so that
+// clients retry, and an internal error otherwise.
+func credentialBackendError(err error) error {
+	switch {
+	case errors.Is(err, hsm.ErrUnavailable):
+		// Sealing and unsealing secret keys needs the token.
+		return &service.Error{Code: service.CodeUnavailable,
+			Message: "the key token is unavailable; retry later", Err: err}
+	case errors.Is(err, store.ErrUnavailable):
+		return &service.Error{Code: service.CodeUnavailable,
+			Message: "the credential store is unavailable; retry later", Err: err}
 	default:
 		return &service.Error{Code: service.CodeInternal, Message: "internal error", Err: err}
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/hsmkms/kms/service/auth"
+	"github.com/hsmkms/kms/service/store/storetest"
 )
 
 // credentialsPath is the credential collection route of project.
@@ -232,4 +233,36 @@ func TestCredentialsLastEnabledOperatorAdminKept(t *testing.T) {
 		e.admin.do(t, http.MethodPost, other+"/enable", nil))
 	checkOK(t, "disable one of two enabled operator admins",
 		e.admin.do(t, http.MethodPost, own+"/disable", nil))
+}
+
+// TestCredentialCallsStoreUnavailable makes the -wal file of the store immutable, so that
+// no write commits, and checks that the credential calls return 503 KMS.0102, as key
+// calls do, so that clients retry.
+func TestCredentialCallsStoreUnavailable(t *testing.T) {
+	requireSQLite(t)
+	e := newTestEnv(t)
+	created := e.admin.do(t, http.MethodPost, credentialsPath(projectP1),
+		map[string]any{"role": auth.RoleReadOnly})
+	checkOK(t, "create before the fault", created)
+	accessKey := created.str("access_key")
+
+	storetest.SetImmutable(t, e.dbPath+"-wal")
+	calls := []struct {
+		name   string
+		method string
+		path   string
+		body   map[string]any
+	}{
+		{"create", http.MethodPost, credentialsPath(projectP1),
+			map[string]any{"role": auth.RoleReadOnly}},
+		{"disable", http.MethodPost, credentialsPath(projectP1) + "/" + accessKey + "/disable",
+			nil},
+		{"delete", http.MethodDelete, credentialsPath(projectP1) + "/" + accessKey, nil},
+	}
+	for _, call := range calls {
+		t.Run(call.name, func(t *testing.T) {
+			r := e.admin.do(t, call.method, call.path, call.body)
+			checkError(t, call.name, r, http.StatusServiceUnavailable, "KMS.0102")
+		})
+	}
 }

@@ -9,10 +9,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/hsmkms/kms/hsm"
 	"github.com/hsmkms/kms/service"
 	"github.com/hsmkms/kms/service/auth"
-	"github.com/hsmkms/kms/service/store"
 )
 
 var errBodyTooLarge = &service.Error{Code: service.CodeTooLong,
@@ -165,14 +163,5 @@ func verifyError(err error) error {
 			return &authFailure{err: err}
 		}
 	}
-	if errors.Is(err, hsm.ErrUnavailable) {
-		// Unsealing a credential that is not cached needs the token.
-		return &service.Error{Code: service.CodeUnavailable,
-			Message: "the key token is unavailable; retry later", Err: err}
-	}
-	if errors.Is(err, store.ErrUnavailable) {
-		return &service.Error{Code: service.CodeUnavailable,
-			Message: "the credential store is unavailable; retry later", Err: err}
-	}
-	return &service.Error{Code: service.CodeInternal, Message: "internal error", Err: err}
+	return credentialBackendError(err)
 }
