@@ -215,18 +215,25 @@ func isSQLiteAliasViolation(err error) bool {
 }
 
 func classifyPostgres(err error) error {
+	// A connection that could not be opened leaves the store unusable, whatever the
+	// reason: refused or timed out, or rejected by the server with an SQLSTATE, as for a
+	// database that does not accept connections (55000), a changed password (28P01) or
+	// a missing database (3D000).
+	var connectErr *pgconn.ConnectError
+	if errors.As(err, &connectErr) {
+		return ErrUnavailable
+	}
+
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		return classifyPostgresCode(pgErr.Code)
 	}
 
-	// Errors without an SQLSTATE come from the connection: refused, reset or timed out
-	// before the server answered.
-	var connectErr *pgconn.ConnectError
+	// Errors without an SQLSTATE come from the connection: reset or timed out before the
+	// server's response.
 	var netErr net.Error
 	switch {
-	case errors.As(err, &connectErr),
-		errors.As(err, &netErr),
+	case errors.As(err, &netErr),
 		errors.Is(err, driver.ErrBadConn),
 		errors.Is(err, io.EOF),
 		errors.Is(err, io.ErrUnexpectedEOF),

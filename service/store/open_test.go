@@ -587,3 +587,28 @@ func TestPostgresConnectErrorHidesOptionValues(t *testing.T) {
 		})
 	}
 }
+
+func TestOpenPostgresRejectedConnection(t *testing.T) {
+	base, err := url.Parse(storetest.PostgresURL(t))
+	if err != nil {
+		t.Fatalf("parse URL: %v", err)
+	}
+	tests := []struct {
+		name   string
+		change func(u *url.URL)
+	}{
+		// SQLSTATE 3D000, which the server sends while the connection starts.
+		{"missing database", func(u *url.URL) { u.Path = "/kms_no_such_database" }},
+		// SQLSTATE 28000.
+		{"missing role", func(u *url.URL) { u.User = url.User("kms_no_such_role") }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := *base
+			tt.change(&u)
+
+			_, err := store.Open(t.Context(), u.String(), nil)
+			checkErr(t, "Open", err, store.ErrUnavailable)
+		})
+	}
+}
