@@ -218,11 +218,13 @@ func validateRequest(req CreateRequest) error {
 		return fmt.Errorf("%w: set both access key and secret key, or neither",
 			ErrInvalidCredential)
 	}
-	if req.AccessKey != "" && !validAccessKey(req.AccessKey) {
-		// The value is not repeated: an invalid access key is often a secret key pasted
-		// into the wrong field.
+	// A chosen access key must be plausible (plausibleAccessKey): shorter than any secret
+	// key, so that a secret key pasted into the wrong field is rejected instead of being
+	// sent in every Authorization header and logged. The value is not repeated, for the
+	// same reason.
+	if req.AccessKey != "" && !plausibleAccessKey(req.AccessKey) {
 		return fmt.Errorf("%w: access key is not 1 to %d characters of A-Z a-z 0-9 _ - .",
-			ErrInvalidCredential, maxAccessKeyLength)
+			ErrInvalidCredential, minSecretLength-1)
 	}
 	if len(req.SecretKey) > maxSecretLength {
 		return fmt.Errorf("%w: secret key is longer than %d bytes", ErrInvalidCredential,

@@ -90,6 +90,18 @@ func TestCredentialsCreateRejects(t *testing.T) {
 				r.AccessKey, r.SecretKey = "q7Kd2/LmX9+pRt4vWz8bNc1sYh6jFg3aEu", chosenSecret("x")
 			},
 		},
+		{
+			name: "generated secret key pasted as access key",
+			change: func(r *CreateRequest) {
+				r.AccessKey, r.SecretKey = "hONxrYiGIB4SbaFONdw8vWlJklDTJ0ZTnm5dNNF6", chosenSecret("x")
+			},
+		},
+		{
+			name: "access key of 32 characters",
+			change: func(r *CreateRequest) {
+				r.AccessKey, r.SecretKey = strings.Repeat("A", 32), chosenSecret("x")
+			},
+		},
 	}
 	creds, _ := newTestCredentials(t, nil)
 	for _, tt := range tests {
