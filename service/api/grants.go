@@ -167,14 +167,9 @@ func bindListGrants(c echo.Context, st *requestState) (service.ListGrantsInput, 
 		return service.ListGrantsInput{}, err
 	}
 
-	limit, set, err := req.Limit.int("limit", service.CodeInvalidLimit)
+	limit, err := listLimit(req.Limit)
 	if err != nil {
 		return service.ListGrantsInput{}, err
-	}
-	if set && limit < 1 {
-		// The service reads 0 as "no limit given", so an explicit 0 is rejected here.
-		return service.ListGrantsInput{}, service.Errorf(service.CodeInvalidLimit,
-			"limit must be 1 to %d", service.MaxListLimit)
 	}
 	marker, _, err := req.Marker.int("marker", service.CodeInvalidMarker)
 	if err != nil {

@@ -152,7 +152,7 @@ func (s *Server) listKeys(c echo.Context, st *requestState) (any, error) {
 		return nil, err
 	}
 
-	limit, _, err := req.Limit.int("limit", service.CodeInvalidLimit)
+	limit, err := listLimit(req.Limit)
 	if err != nil {
 		return nil, err
 	}

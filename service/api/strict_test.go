@@ -134,7 +134,7 @@ func TestFlexIntegerCanonical(t *testing.T) {
 	}
 
 	// list-keys decodes limit with encoding/json, the other path to flexString.
-	for _, limit := range []string{`" 5"`, `"+5"`, `"05"`, `5.0`, `5e0`} {
+	for _, limit := range []string{`" 5"`, `"+5"`, `"05"`, `5.0`, `5e0`, `"0"`, `0`, `"-1"`} {
 		t.Run("list-keys limit "+limit, func(t *testing.T) {
 			r := e.admin.post(t, "list-keys", `{"limit":`+limit+`}`)
 			checkError(t, "list-keys", r, http.StatusBadRequest, service.CodeInvalidLimit)

@@ -77,6 +77,20 @@ func (f flexString) int(field, code string) (int, bool, error) {
 	return n, true, nil
 }
 
+// listLimit returns the limit member of a list-keys or list-grants request, 0 when it is
+// absent. The service reads 0 as "no limit given", so an explicit 0 is rejected here.
+func listLimit(limit flexString) (int, error) {
+	n, set, err := limit.int("limit", service.CodeInvalidLimit)
+	if err != nil {
+		return 0, err
+	}
+	if set && n < 1 {
+		return 0, service.Errorf(service.CodeInvalidLimit, "limit must be 1 to %d",
+			service.MaxListLimit)
+	}
+	return n, nil
+}
+
 // canonicalDigits reports whether s is "0" or a run of ASCII digits without a leading 0.
 func canonicalDigits(s string) bool {
 	if s == "" || (s[0] == '0' && len(s) > 1) {
