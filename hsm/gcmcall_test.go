@@ -218,11 +218,7 @@ func TestMaxConcurrentCalls(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			done := make(chan error, 1)
-			go func() {
-				_, err := m.Seal(ctx, ref, dataKey, nil)
-				done <- err
-			}()
+			done := sealInBackground(ctx, m, ref)
 			select {
 			case err := <-done:
 				t.Fatalf("Seal returned %v while %d calls held every slot", err, bound)
@@ -254,6 +250,50 @@ func TestMaxConcurrentCalls(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// sealInBackground seals dataKey under ref in a goroutine and returns the channel that
+// receives the error of Seal.
+func sealInBackground(ctx context.Context, m *Module, ref KeyRef) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.Seal(ctx, ref, dataKey, nil)
+		done <- err
+	}()
+	return done
+}
+
+// TestOneCallHeldTooLongFailsFast checks that with a bound of 1, a call that finds the
+// slot held for longer than SessionWaitTimeout, as by a call hung in the token, returns
+// ErrUnavailable instead of queueing behind it.
+func TestOneCallHeldTooLongFailsFast(t *testing.T) {
+	m := openTestModule(t, func(cfg *Config) {
+		cfg.MaxConcurrentCalls = 1
+		cfg.SessionWaitTimeout = 50 * time.Millisecond
+	})
+	ref := KeyRef{KeyID: "held", Version: 1}
+	generateTestKey(t, m, ref)
+	ctx := context.Background()
+
+	if err := m.startCall(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the held call outlasts SessionWaitTimeout
+
+	done := sealInBackground(ctx, m, ref)
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrUnavailable) {
+			t.Errorf("Seal behind a call held too long = %v, want ErrUnavailable", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Seal queued behind a call held longer than SessionWaitTimeout")
+	}
+
+	m.endCall()
+	if _, err := m.Seal(ctx, ref, dataKey, nil); err != nil {
+		t.Errorf("Seal after the held call ended: %v", err)
 	}
 }
 

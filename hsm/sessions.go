@@ -421,12 +421,16 @@ func unavailable(err error) error {
 // progress. With a bound above 1 it waits at most until ctx is done or
 // Config.SessionWaitTimeout passes.
 //
-// NOTE: with a bound of 1 the wait cannot be cancelled: it lasts until the calls ahead
-// return, however long the token takes to complete them.
+// With a bound of 1 the wait is a sync.Mutex, which cannot be cancelled (see
+// Module.oneCall). So a call that finds the slot held by a call in progress for longer
+// than Config.SessionWaitTimeout, such as one hung in the token, fails at once with
+// ErrUnavailable instead of queueing behind it.
+//
+// NOTE: calls that started waiting before the call in progress passed
+// SessionWaitTimeout wait until it returns, however long the token takes.
 func (m *Module) startCall(ctx context.Context) error {
 	if m.cfg.MaxConcurrentCalls == 1 {
-		m.oneCall.Lock()
-		return nil
+		return m.startOneCall()
 	}
 	if m.calls == nil {
 		return nil
@@ -450,10 +454,32 @@ func (m *Module) startCall(ctx context.Context) error {
 	}
 }
 
+// startOneCall takes oneCall, the slot of the bound of 1 (see startCall).
+func (m *Module) startOneCall() error {
+	if !m.oneCall.TryLock() {
+		since := time.Duration(m.oneCallSince.Load())
+		if held := sinceMonotonicStart() - since; since != 0 &&
+			held > m.cfg.SessionWaitTimeout {
+			return fmt.Errorf("%w: a token call has been in progress for %s",
+				ErrUnavailable, held.Round(time.Millisecond))
+		}
+		m.oneCall.Lock()
+	}
+	m.oneCallSince.Store(int64(max(sinceMonotonicStart(), 1))) // 0 means no call
+	return nil
+}
+
+// monotonicStart is the origin of the times that oneCallSince keeps.
+var monotonicStart = time.Now()
+
+// sinceMonotonicStart returns the time since monotonicStart, from the monotonic clock.
+func sinceMonotonicStart() time.Duration { return time.Since(monotonicStart) }
+
 // endCall frees the slot that startCall took.
 func (m *Module) endCall() {
 	switch {
 	case m.cfg.MaxConcurrentCalls == 1:
+		m.oneCallSince.Store(0)
 		m.oneCall.Unlock()
 	case m.calls != nil:
 		<-m.calls
