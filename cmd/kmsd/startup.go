@@ -209,12 +209,18 @@ func startServices(ctx context.Context, c components, sw *handlerSwitch, svcs *s
 	return nil
 }
 
-// checkReady returns nil when the token is usable and the store responds and commits
-// writes, else an error wrapping the api readiness category. The write check reuses its
+// checkReady returns nil when the token is usable and, for the embedded token, can store
+// new keys, and the store responds and commits writes, else an error wrapping the api
+// readiness category. The write check reuses its
 // result for a second, so frequent probes add little load (store.SQLStore.CheckWrite).
 func checkReady(ctx context.Context, token hsm.Token, st store.Store) error {
 	if err := token.Ping(ctx); err != nil {
 		return fmt.Errorf("%w: %w", api.ErrTokenNotReady, err)
+	}
+	if w, ok := token.(writableChecker); ok {
+		if err := w.CheckWritable(); err != nil {
+			return fmt.Errorf("%w: %w", api.ErrTokenNotReady, err)
+		}
 	}
 	if err := st.Ping(ctx); err != nil {
 		return fmt.Errorf("%w: %w", api.ErrStoreNotReady, err)

@@ -158,3 +158,36 @@ func TestKmsdStartsWithImmutableWAL(t *testing.T) {
 	}
 	r.p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
 }
+
+// TestKmsdTokenFolderNotWritable makes the embedded token's folder immutable while kmsd
+// runs, as a volume gone read-only would. SoftHSM2 then fails key generation with
+// CKR_GENERAL_ERROR. create-key must return 503 KMS.0102, /readyz must report the token
+// unavailable, data keys must keep working, and kmsd must recover once the folder can
+// be written.
+func TestKmsdTokenFolderNotWritable(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "kms-data")
+	r := startReplica(t, dataDir, filepath.Join(dataDir, "kms.db"))
+	keyID := r.createKey(t, "before")
+
+	folders, err := filepath.Glob(filepath.Join(dataDir, "tokens", "*"))
+	if err != nil || len(folders) != 1 {
+		t.Fatalf("token folders %v (%v), expected one", folders, err)
+	}
+	storetest.SetImmutable(t, folders[0])
+
+	status, body := r.post(t, "create-key", map[string]any{"key_alias": "during"})
+	if status != http.StatusServiceUnavailable || errorCode(body) != "KMS.0102" {
+		t.Errorf("create-key with the token folder immutable: status %d %v, expected 503 "+
+			"KMS.0102", status, body)
+	}
+	waitForNotReady(t, r.p, "token unavailable")
+	status, body = r.post(t, "create-datakey", map[string]any{"key_id": keyID})
+	if status != http.StatusOK {
+		t.Errorf("create-datakey with the token folder immutable: status %d %v, expected 200",
+			status, body)
+	}
+
+	storetest.ClearImmutable(t, folders[0])
+	r.p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
+	r.createKey(t, "after")
+}

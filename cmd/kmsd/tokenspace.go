@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/hsmkms/kms/hsm"
 )
@@ -23,16 +25,55 @@ const (
 // 2.6.1 returns CKR_FUNCTION_FAILED when it cannot write an object file, which would
 // otherwise become 500 KMS.0101. With this wrapper the caller gets 503 KMS.0102 and may
 // retry once space is freed, and the log names the folder and its free space.
+//
+// A token folder that cannot be written (a read-only volume, chattr +i, or a mode that
+// denies kmsd) gets the same treatment, and CheckWritable reports it to /readyz.
 type tokenSpace struct {
 	hsm.Token
 	dir string
 	// free returns the bytes and the inodes that an unprivileged process may still use in
 	// dir's volume.
 	free func(dir string) (bytes, files uint64, err error)
+	// writable returns nil when this process may write the file or folder at path.
+	writable func(path string) error
 }
 
 func newTokenSpace(token hsm.Token, dir string) *tokenSpace {
-	return &tokenSpace{Token: token, dir: dir, free: freeBytes}
+	return &tokenSpace{Token: token, dir: dir, free: freeBytes, writable: canWrite}
+}
+
+// writableChecker is a token that can report whether it can store new objects.
+type writableChecker interface {
+	CheckWritable() error
+}
+
+// CheckWritable returns an error wrapping hsm.ErrUnavailable when a token folder under
+// t.dir cannot take new objects. SoftHSM2 creates a file in the folder for each object
+// and rewrites the folder's generation file, so both must be writable. Data keys need
+// neither and keep working. A t.dir that cannot be read is left to the token's Ping.
+func (t *tokenSpace) CheckWritable() error {
+	entries, err := os.ReadDir(t.dir)
+	if err != nil {
+		return nil
+	}
+
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		folder := filepath.Join(t.dir, e.Name())
+		paths := []string{folder}
+		if _, err := os.Stat(filepath.Join(folder, "generation")); err == nil {
+			paths = append(paths, filepath.Join(folder, "generation"))
+		}
+		for _, path := range paths {
+			if err := t.writable(path); err != nil {
+				return fmt.Errorf("%w: the token folder cannot be written, so no key can be "+
+					"created: %w", hsm.ErrUnavailable, err)
+			}
+		}
+	}
+	return nil
 }
 
 // GenerateKey implements hsm.Token.
@@ -45,14 +86,17 @@ func (t *tokenSpace) GenerateSigningKey(ctx context.Context, ref hsm.KeyRef) err
 	return t.checkSpace(t.Token.GenerateSigningKey(ctx, ref))
 }
 
-// checkSpace returns err wrapped with hsm.ErrUnavailable when the token folder's volume
-// has less than minTokenSpace bytes or minTokenFiles inodes free, and err unchanged
-// otherwise.
+// checkSpace returns err wrapped with hsm.ErrUnavailable when a token folder cannot be
+// written (CheckWritable) or its volume has less than minTokenSpace bytes or
+// minTokenFiles inodes free, and err unchanged otherwise.
 func (t *tokenSpace) checkSpace(err error) error {
 	if err == nil || errors.Is(err, hsm.ErrUnavailable) {
 		return err
 	}
 
+	if writeErr := t.CheckWritable(); writeErr != nil {
+		return fmt.Errorf("%w: %w", writeErr, err)
+	}
 	bytes, files, statErr := t.free(t.dir)
 	if statErr != nil || (bytes >= minTokenSpace && files >= minTokenFiles) {
 		return err

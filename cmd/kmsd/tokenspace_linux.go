@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // freeBytes returns the bytes available to an unprivileged user in the volume of dir, and
@@ -20,4 +22,13 @@ func freeBytes(dir string) (bytes, files uint64, err error) {
 		files = math.MaxUint64
 	}
 	return st.Bavail * uint64(st.Bsize), files, nil
+}
+
+// canWrite returns nil when this process may write path. access(2) also refuses root
+// a file or folder with the immutable flag, or on a read-only mount.
+func canWrite(path string) error {
+	if err := unix.Access(path, unix.W_OK); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
 }

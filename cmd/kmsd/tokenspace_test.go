@@ -3,9 +3,13 @@ package main
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/hsmkms/kms/hsm"
+	"github.com/hsmkms/kms/service/store/storetest"
 )
 
 // failingToken fails every key generation with err, as SoftHSM2 fails when it cannot write
@@ -27,6 +31,7 @@ func TestTokenSpace(t *testing.T) {
 		generateErr     error
 		free, files     uint64
 		statErr         error
+		writeErr        error
 		wantUnavailable bool
 	}{
 		{name: "generation succeeds", generateErr: nil},
@@ -36,12 +41,19 @@ func TestTokenSpace(t *testing.T) {
 		{name: "fails without free inodes", generateErr: errFailed, free: 10 << 20, files: 3,
 			wantUnavailable: true},
 		{name: "fails and statfs fails", generateErr: errFailed, statErr: errors.New("EACCES")},
+		{name: "fails in a folder that cannot be written", generateErr: errFailed,
+			free: 10 << 20, files: 1000, writeErr: syscall.EPERM, wantUnavailable: true},
 		{name: "already unavailable", generateErr: errGone, wantUnavailable: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			space := newTokenSpace(failingToken{err: tt.generateErr}, "/data/tokens")
+			dir := t.TempDir()
+			if err := os.Mkdir(filepath.Join(dir, "token"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			space := newTokenSpace(failingToken{err: tt.generateErr}, dir)
 			space.free = func(string) (uint64, uint64, error) { return tt.free, tt.files, tt.statErr }
+			space.writable = func(string) error { return tt.writeErr }
 
 			for op, generate := range map[string]func(context.Context, hsm.KeyRef) error{
 				"GenerateKey":        space.GenerateKey,
@@ -71,5 +83,36 @@ func TestFreeBytes(t *testing.T) {
 
 	if _, _, err := freeBytes("/nonexistent/kms-tokens"); err == nil {
 		t.Error("freeBytes of a missing folder succeeded, want an error")
+	}
+}
+
+// TestCheckWritableImmutableFolder makes a token folder immutable, as a read-only volume
+// would leave it for root too, and checks that CheckWritable reports it until the flag
+// is cleared.
+func TestCheckWritableImmutableFolder(t *testing.T) {
+	dir := t.TempDir()
+	folder := filepath.Join(dir, "token")
+	if err := os.Mkdir(folder, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(folder, "generation"), []byte("1"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	space := newTokenSpace(nil, dir)
+	if err := space.CheckWritable(); err != nil {
+		t.Fatalf("CheckWritable on a writable folder: %v", err)
+	}
+
+	for _, path := range []string{folder, filepath.Join(folder, "generation")} {
+		storetest.SetImmutable(t, path)
+		if err := space.CheckWritable(); !errors.Is(err, hsm.ErrUnavailable) {
+			t.Errorf("CheckWritable with %s immutable = %v, want %v", path, err,
+				hsm.ErrUnavailable)
+		}
+		storetest.ClearImmutable(t, path)
+	}
+
+	if err := space.CheckWritable(); err != nil {
+		t.Errorf("CheckWritable after the flags were cleared: %v", err)
 	}
 }
