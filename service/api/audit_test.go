@@ -516,7 +516,8 @@ func overwriteLine(t *testing.T, path string, n int, text string) {
 }
 
 func TestRecordedKeyID(t *testing.T) {
-	valid := "alias/" + strings.Repeat("k", 255)
+	valid := "alias/" + strings.Repeat("key-", 63) + "kms" // 261 bytes, the longest valid
+	dataKey := strings.Repeat("75430714E8D1A2B3", 4)       // 64 hex digits
 	tests := []struct {
 		name string
 		id   string
@@ -527,8 +528,15 @@ func TestRecordedKeyID(t *testing.T) {
 		{"longest alias kept whole", valid, valid},
 		{"one byte over is cut", valid + "x", valid + "...(262 bytes)"},
 		// "é" is two bytes that straddle the cut, so the cut drops both.
-		{"cut at a rune boundary", strings.Repeat("a", 260) + "é" + "zz",
-			strings.Repeat("a", 260) + "...(264 bytes)"},
+		{"cut at a rune boundary", strings.Repeat("a-", 130) + "é" + "zz",
+			strings.Repeat("a-", 130) + "...(264 bytes)"},
+		{"alias with a run of 31 kept", "alias/" + strings.Repeat("a", 25),
+			"alias/" + strings.Repeat("a", 25)},
+		{"data key redacted", dataKey, redactedKeyID},
+		{"data key as alias redacted", "alias/" + dataKey, redactedKeyID},
+		{"base64 ciphertext redacted", "Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0+/==", redactedKeyID},
+		{"secret key inside an alias redacted", "alias/app:" + strings.Repeat("q7Kd2LmX", 5),
+			redactedKeyID},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -541,7 +549,7 @@ func TestRecordedKeyID(t *testing.T) {
 
 func TestAuditRecordCutsLongKeyID(t *testing.T) {
 	e := newTestEnv(t)
-	long := strings.Repeat("x", 10000)
+	long := strings.Repeat("x-", 5000)
 
 	r := e.admin.post(t, "create-datakey", map[string]any{"key_id": long})
 	if r.Status != http.StatusBadRequest {
@@ -552,7 +560,7 @@ func TestAuditRecordCutsLongKeyID(t *testing.T) {
 	if len(records) != 1 {
 		t.Fatalf("trail contains %d records, want 1", len(records))
 	}
-	want := strings.Repeat("x", maxRecordedKeyIDLength) + "...(10000 bytes)"
+	want := strings.Repeat("x-", maxRecordedKeyIDLength/2) + "x...(10000 bytes)"
 	if got := records[0].KeyID; got != want {
 		t.Errorf("recorded key_id has %d bytes, want %d: %.40q", len(got), len(want), got)
 	}
@@ -621,4 +629,29 @@ func TestAuditTrailOperatorOnly(t *testing.T) {
 	operator := e.admin.do(t, http.MethodGet,
 		"/v1.0/"+e.admin.projectID+"/kms-admin/audit/records?chain_id="+chainID, nil)
 	checkOK(t, "operator reads the records", operator)
+}
+
+// TestAuditRecordRedactsDataKeyAsKeyID sends a data key that kmsd issued as the key_id of
+// later calls, a client mistake. Their audit records must not hold it.
+func TestAuditRecordRedactsDataKeyAsKeyID(t *testing.T) {
+	e := newTestEnv(t)
+	keyID := e.admin.createKey(t, "issuer")
+	issued := e.admin.mustPost(t, "create-datakey", map[string]any{"key_id": keyID})
+	plain := issued.str("plain_text")
+
+	for _, tc := range []struct{ op, keyID string }{
+		{"encrypt-data", plain},
+		{"describe-key", "alias/" + plain},
+	} {
+		r := e.admin.post(t, tc.op, map[string]any{"key_id": tc.keyID, "plain_text": "hello"})
+		if r.Status != http.StatusBadRequest && r.Status != http.StatusNotFound {
+			t.Errorf("%s with a data key as key_id: status %d, want 400 or 404", tc.op, r.Status)
+		}
+	}
+
+	for _, rec := range chainRecords(t, e) {
+		if strings.Contains(rec.KeyID, plain) {
+			t.Errorf("the %s record holds the data key in key_id", rec.Operation)
+		}
+	}
 }

@@ -399,9 +399,36 @@ func (s *Server) op(name string, h opHandler) echo.HandlerFunc {
 // to the body limit into the trail on every call.
 const maxRecordedKeyIDLength = service.MaxKeyRefLength
 
-// recordedKeyID returns id, or for an id longer than maxRecordedKeyIDLength its first
-// bytes up to that length at a UTF-8 boundary followed by its length in bytes.
-func recordedKeyID(id string) string { return cutRecorded(id, maxRecordedKeyIDLength) }
+// minRedactedKeyIDRun is the shortest run of letters, digits, "+", "/" and "=" for which
+// recordedKeyID shows a key_id as redactedKeyID. Key ids have runs of 12 hex digits at
+// most, and aliases that people choose are broken up by "-", "_" or ":". A data key, a
+// ciphertext or a secret key that a client sent as key_id by mistake is one run of 32 or
+// more.
+const minRedactedKeyIDRun = 32
+
+// redactedKeyID is the placeholder that audit records and logs show for a key_id that
+// can be a secret.
+const redactedKeyID = "(redacted)"
+
+// recordedKeyID returns how audit records and logs show id: redactedKeyID when id has a
+// run of minRedactedKeyIDRun or more letters, digits, "+", "/" and "=", else id, cut as
+// cutRecorded does past maxRecordedKeyIDLength.
+func recordedKeyID(id string) string {
+	run := 0
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			c == '+' || c == '/' || c == '=' {
+			run++
+			if run >= minRedactedKeyIDRun {
+				return redactedKeyID
+			}
+			continue
+		}
+		run = 0
+	}
+	return cutRecorded(id, maxRecordedKeyIDLength)
+}
 
 // maxRecordedIDLength is the length of the longest valid access key, project id or user
 // id (1 to 64 characters), to which audit records cut such values as sent.
