@@ -116,6 +116,14 @@ func (c *Credentials) EnsureAdmin(
 				"is %s", ErrInvalidCredential, EnvProjectID, env.ProjectID, operator)
 		}
 		env.ProjectID = operator
+		if env.DomainID == "" {
+			// Every admin of the project was disabled or deleted. The new one keeps the
+			// project's domain, so that the keys and credentials it creates by default,
+			// and domain grants, stay in one domain.
+			if env.DomainID, err = c.projectDomain(ctx, operator); err != nil {
+				return Credential{}, err
+			}
+		}
 	}
 
 	created, err := c.createFirstAdmin(ctx, dataDir, env)
@@ -201,13 +209,31 @@ func (c *Credentials) createFirstAdmin(
 		return Credential{}, errors.Join(err, restoreAdminFile(keptPath, path))
 	}
 	if keptPath != "" {
-		c.logger.Warn("the data directory had an admin credentials file that this store "+
-			"does not know; it was renamed", "path", keptPath)
+		c.logger.Warn("the data directory had an admin credentials file of a credential "+
+			"that this store lacks or holds disabled; it was renamed", "path", keptPath)
 	}
 
 	c.logger.Info("admin credential generated, secret key written to file",
 		"access_key", created.AccessKey, "project_id", created.ProjectID, "path", path)
 	return created, nil
+}
+
+// projectDomain returns the domain of the oldest credential of project, enabled or not,
+// or "" when the project has none.
+func (c *Credentials) projectDomain(ctx context.Context, project string) (string, error) {
+	credentials, err := c.List(ctx)
+	if err != nil {
+		return "", fmt.Errorf("find the operator project's domain: %w", err)
+	}
+
+	var oldest Credential
+	for _, credential := range credentials {
+		if credential.ProjectID == project &&
+			(oldest.AccessKey == "" || credential.CreatedAt.Before(oldest.CreatedAt)) {
+			oldest = credential
+		}
+	}
+	return oldest.DomainID, nil
 }
 
 // findAdmin returns the oldest enabled admin credential of project, or the oldest admin

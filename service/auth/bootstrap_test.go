@@ -262,4 +262,8 @@ func TestEnsureAdminReplacesDisabledOperatorAdmins(t *testing.T) {
 		t.Errorf("new admin's project = %s, expected the operator project %s",
 			again.ProjectID, first.ProjectID)
 	}
+	if again.DomainID != first.DomainID {
+		t.Errorf("new admin's domain = %s, expected the operator project's domain %s",
+			again.DomainID, first.DomainID)
+	}
 }
