@@ -185,6 +185,8 @@ func (c *Credentials) completeRequest(ctx context.Context, req *CreateRequest) e
 		if req.UserID, err = c.randomHex(ctx, 16); err != nil {
 			return err
 		}
+	} else if err := c.checkUserDomain(ctx, *req); err != nil {
+		return err
 	}
 	if req.AccessKey == "" {
 		if req.AccessKey, err = c.randomString(ctx, upperAlphanumeric, accessKeyLength); err != nil {
@@ -192,6 +194,27 @@ func (c *Credentials) completeRequest(ctx context.Context, req *CreateRequest) e
 		}
 		if req.SecretKey, err = c.randomString(ctx, alphanumeric, secretKeyLength); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// checkUserDomain returns an error wrapping ErrInvalidCredential when req's chosen user
+// id belongs to a credential of another domain. A user, as in Huawei IAM, belongs to one
+// domain and may work in several of its projects. Without the check, an admin of any
+// project could name its credentials after another domain's user, whose id audit records
+// and grants then show for calls that user never made.
+//
+// NOTE: two concurrent calls that choose the same user id in two domains can both pass.
+func (c *Credentials) checkUserDomain(ctx context.Context, req CreateRequest) error {
+	credentials, err := c.store.ListCredentials(ctx)
+	if err != nil {
+		return fmt.Errorf("check user id %s: %w", req.UserID, err)
+	}
+	for _, other := range credentials {
+		if other.UserID == req.UserID && other.DomainID != req.DomainID {
+			return fmt.Errorf("%w: user id %s belongs to another domain", ErrInvalidCredential,
+				req.UserID)
 		}
 	}
 	return nil

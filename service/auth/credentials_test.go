@@ -669,3 +669,24 @@ func TestEnsureAdminRestoresFileWhenStoreFails(t *testing.T) {
 		t.Errorf("kept files = %v, want none after the restore", kept)
 	}
 }
+
+func TestCredentialsUserIDStaysInItsDomain(t *testing.T) {
+	ctx := context.Background()
+	creds, _ := newTestCredentials(t, nil)
+	create := func(project, domain string) error {
+		_, _, err := creds.Create(ctx, CreateRequest{UserID: "alice", ProjectID: project,
+			DomainID: domain, Role: RoleReadOnly})
+		return err
+	}
+
+	if err := create("p1", "d1"); err != nil {
+		t.Fatalf("first credential of the user: %v", err)
+	}
+	if err := create("p2", "d1"); err != nil {
+		t.Errorf("the user in another project of its domain: %v", err)
+	}
+	err := create("p3", "d2")
+	if !errors.Is(err, ErrInvalidCredential) {
+		t.Errorf("the user in another domain: error %v, expected %v", err, ErrInvalidCredential)
+	}
+}
