@@ -26,9 +26,10 @@ func newErrorLimiter(log *slog.Logger) *summaryLimiter {
 // a budget a flood of unsigned requests writes a log line for each.
 const authFailureLinesPerSecond = 10
 
-// summaryLimiter caps log lines at limit per second and reports the lines it suppressed in a summary once the second in which they were suppressed is
-// over. The summary is written even when no line follows, as at the end of a flood. It
-// is safe for concurrent use.
+// summaryLimiter caps log lines at limit per second and reports the lines it suppressed
+// in a summary once the second in which they were suppressed is over. The summary is
+// written even when no line follows, as at the end of a flood. It is safe for concurrent
+// use.
 type summaryLimiter struct {
 	limit int
 	// summarize writes the summary line of suppressed lines.

@@ -117,9 +117,9 @@ func (s *SQLStore) writeCheckRow() (busy bool, err error) {
 	defer cancelConn()
 	conn, err := s.write.Conn(connCtx)
 	if err != nil {
-		return errors.Is(err, context.DeadlineExceeded), s.wrap(op+": get the write connection", err)
+		busy := errors.Is(err, context.DeadlineExceeded)
+		return busy, s.wrap(op+": get the write connection", err)
 	}
-	defer conn.Close()
 
 	// The statement gets a timeout of its own, so that a long wait for the connection
 	// does not count against it.
@@ -131,9 +131,10 @@ func (s *SQLStore) writeCheckRow() (busy bool, err error) {
 	value := strconv.FormatInt(time.Now().UnixNano(), 10)
 	_, err = conn.ExecContext(ctx, s.d.rebind("INSERT INTO settings (name, value) VALUES (?, ?) "+
 		"ON CONFLICT (name) DO UPDATE SET value = excluded.value"), writeCheckSetting, value)
+	// The connection goes back to the pool before s.wrap, which may close it. An error
+	// of Close would only repeat the statement's.
+	_ = conn.Close()
 	if err != nil {
-		// The connection goes back to the pool before s.wrap, which may close it.
-		conn.Close()
 		return s.d.isBusy(err), s.wrap(op, err)
 	}
 	return false, nil
