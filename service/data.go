@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 
 	"github.com/hsmkms/kms/service/auth"
 )
@@ -150,11 +151,11 @@ func (s *Service) ReEncrypt(ctx context.Context, p auth.Principal, in ReEncryptI
 
 	src, err := s.usableKeyFor(ctx, p, decryptOp, ct.KeyID)
 	if err != nil {
-		return ReEncryptOutput{}, err
+		return ReEncryptOutput{}, namingKey("the source key", err)
 	}
 	dst, err := s.usableKeyFor(ctx, p, encryptOp, in.DestKeyRef)
 	if err != nil {
-		return ReEncryptOutput{}, err
+		return ReEncryptOutput{}, namingKey("the destination key", err)
 	}
 
 	pt, err := s.open(ctx, src, ct, in.SourceBinding)
@@ -177,4 +178,15 @@ func checkAlgorithm(algorithm string) error {
 			AlgorithmSymmetricDefault)
 	}
 	return nil
+}
+
+// namingKey returns err with its client message prefixed by which, so that a caller of a
+// call with two keys learns which one the error is about. Errors that are not *Error
+// are returned unchanged.
+func namingKey(which string, err error) error {
+	var se *Error
+	if !errors.As(err, &se) {
+		return err
+	}
+	return &Error{Code: se.Code, Message: which + ": " + se.Message, Err: se.Err}
 }

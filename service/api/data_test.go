@@ -249,3 +249,34 @@ func TestReEncrypt(t *testing.T) {
 		"cipher_text": data.str("cipher_text"), "destination_key_id": dest,
 	}), "KMS.0209")
 }
+
+// TestReEncryptNamesDisabledKey checks that the error of a re-encrypt that fails on a
+// disabled key names the source or the destination key.
+func TestReEncryptNamesDisabledKey(t *testing.T) {
+	e := newTestEnv(t)
+	source := e.admin.createKey(t, "named-source")
+	dest := e.admin.createKey(t, "named-dest")
+	dk := e.admin.mustPost(t, "create-datakey", map[string]any{"key_id": source})
+
+	tests := []struct {
+		disabled string
+		want     string
+	}{
+		{dest, "the destination key: the key is disabled"},
+		{source, "the source key: the key is disabled"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.want, func(t *testing.T) {
+			e.admin.mustPost(t, "disable-key", map[string]any{"key_id": tt.disabled})
+			defer e.admin.mustPost(t, "enable-key", map[string]any{"key_id": tt.disabled})
+
+			r := e.admin.post(t, "re-encrypt", map[string]any{
+				"cipher_text": dk.str("cipher_text"), "destination_key_id": dest,
+			})
+			wantError(t, "re-encrypt with a disabled key", r, "KMS.0209")
+			if got := r.errorMessage(); got != tt.want {
+				t.Errorf("error_msg = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
