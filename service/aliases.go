@@ -66,7 +66,8 @@ func (s *Service) CreateAlias(
 	}
 
 	s.aliases.drop(p.ProjectID, alias)
-	s.log.Info("alias created", "key_id", k.ID, "project_id", p.ProjectID, "alias", alias)
+	s.log.Info("alias created", "key_id", k.ID, "project_id", p.ProjectID,
+		"alias", loggedAlias(alias))
 	return a, nil
 }
 
@@ -212,7 +213,8 @@ func (s *Service) AssociateAlias(
 	}
 
 	s.aliases.drop(p.ProjectID, alias)
-	s.log.Info("alias associated", "key_id", k.ID, "project_id", p.ProjectID, "alias", alias)
+	s.log.Info("alias associated", "key_id", k.ID, "project_id", p.ProjectID,
+		"alias", loggedAlias(alias))
 	return a, nil
 }
 
@@ -341,4 +343,13 @@ func (c *aliasCache) drop(projectID, alias string) {
 	c.mu.Lock()
 	delete(c.entries, aliasCacheKey{projectID, alias})
 	c.mu.Unlock()
+}
+
+// loggedAlias returns alias, or Redacted when it can be a secret that a client sent as
+// an alias by mistake (MaybeSecret).
+func loggedAlias(alias string) string {
+	if MaybeSecret(alias) {
+		return Redacted
+	}
+	return alias
 }

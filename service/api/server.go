@@ -399,33 +399,16 @@ func (s *Server) op(name string, h opHandler) echo.HandlerFunc {
 // to the body limit into the trail on every call.
 const maxRecordedKeyIDLength = service.MaxKeyRefLength
 
-// minRedactedKeyIDRun is the shortest run of letters, digits, "+", "/" and "=" for which
-// recordedKeyID shows a key_id as redactedKeyID. Key ids have runs of 12 hex digits at
-// most, and aliases that people choose are broken up by "-", "_" or ":". A data key, a
-// ciphertext or a secret key that a client sent as key_id by mistake is one run of 32 or
-// more.
-const minRedactedKeyIDRun = 32
-
 // redactedKeyID is the placeholder that audit records and logs show for a key_id that
 // can be a secret.
-const redactedKeyID = "(redacted)"
+const redactedKeyID = service.Redacted
 
-// recordedKeyID returns how audit records and logs show id: redactedKeyID when id has a
-// run of minRedactedKeyIDRun or more letters, digits, "+", "/" and "=", else id, cut as
-// cutRecorded does past maxRecordedKeyIDLength.
+// recordedKeyID returns how audit records and logs show id: redactedKeyID when id can be
+// a data key, a ciphertext or a secret key sent by mistake (service.MaybeSecret), else
+// id, cut as cutRecorded does past maxRecordedKeyIDLength.
 func recordedKeyID(id string) string {
-	run := 0
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
-			c == '+' || c == '/' || c == '=' {
-			run++
-			if run >= minRedactedKeyIDRun {
-				return redactedKeyID
-			}
-			continue
-		}
-		run = 0
+	if service.MaybeSecret(id) {
+		return redactedKeyID
 	}
 	return cutRecorded(id, maxRecordedKeyIDLength)
 }
