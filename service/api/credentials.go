@@ -148,6 +148,8 @@ func (s *Server) changeCredential(action string) opHandler {
 			return nil, credentialError(fmt.Errorf("%w: %s", auth.ErrUnknownAccessKey, ak))
 		}
 		if action == "delete" || action == "disable" {
+			s.operatorAdmins.Lock()
+			defer s.operatorAdmins.Unlock()
 			if err := s.checkNotLastOperatorAdmin(ctx, target, action); err != nil {
 				return nil, err
 			}
@@ -173,7 +175,10 @@ func (s *Server) changeCredential(action string) opHandler {
 // other projects' credentials: a deleted last admin is replaced only at the next start
 // of kmsd, and a disabled one not even then.
 //
-// NOTE: two concurrent calls on the last two operator admins can both pass this check.
+// The caller holds s.operatorAdmins until the change is stored, so two calls of one
+// process on the last two operator admins cannot both pass.
+//
+// NOTE: two replicas can still each let one such call pass at the same time.
 func (s *Server) checkNotLastOperatorAdmin(
 	ctx context.Context, target auth.Credential, action string,
 ) error {

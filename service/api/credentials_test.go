@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"sync"
 	"testing"
 
 	"github.com/hsmkms/kms/service/auth"
@@ -264,5 +265,39 @@ func TestCredentialCallsStoreUnavailable(t *testing.T) {
 			r := e.admin.do(t, call.method, call.path, call.body)
 			checkError(t, call.name, r, http.StatusServiceUnavailable, "KMS.0102")
 		})
+	}
+}
+
+// TestCredentialsLastOperatorAdminsRace has the last two enabled operator admins disable
+// each other at once, many times over. Exactly one of each pair may succeed, so that
+// the operator project always keeps an enabled admin.
+func TestCredentialsLastOperatorAdminsRace(t *testing.T) {
+	e := newTestEnv(t)
+	survivor := e.admin
+	for round := range 20 {
+		second := e.newPrincipal(t, auth.RoleAdmin, projectP1, domainD1).client
+		pair := []client{survivor, second}
+
+		statuses := make([]int, 2)
+		var wg sync.WaitGroup
+		for i, caller := range pair {
+			target := pair[1-i]
+			wg.Go(func() {
+				r := caller.do(t, http.MethodPost,
+					credentialsPath(projectP1)+"/"+target.ak+"/disable", nil)
+				statuses[i] = r.Status
+			})
+		}
+		wg.Wait()
+
+		switch {
+		case statuses[0] == http.StatusOK && statuses[1] != http.StatusOK:
+			survivor = pair[0]
+		case statuses[1] == http.StatusOK && statuses[0] != http.StatusOK:
+			survivor = pair[1]
+		default:
+			t.Fatalf("round %d: the two disables returned %v, expected exactly one 200",
+				round, statuses)
+		}
 	}
 }

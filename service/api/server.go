@@ -89,6 +89,9 @@ type Server struct {
 	errorLog *summaryLimiter
 	// authFailures writes the "authentication failed" lines of 401 responses, capped.
 	authFailures *authFailureLog
+	// operatorAdmins serialises the disabling and deleting of operator-project admin
+	// credentials in this process (checkNotLastOperatorAdmin).
+	operatorAdmins sync.Mutex
 }
 
 // New builds the echo server and registers every route.
