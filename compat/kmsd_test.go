@@ -187,16 +187,38 @@ func (s *server) log() string {
 	return string(b)
 }
 
+// freeAddress returns a loopback address with a port that is free now. When
+// KMS_TEST_PORTS is set to FIRST-LAST, as for the tests of cmd/kmsd, the port is the
+// first free one of that range.
 func freeAddress() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("finding a free port: %w", err)
+	candidates := []string{"127.0.0.1:0"}
+	if ports := os.Getenv("KMS_TEST_PORTS"); ports != "" {
+		var first, last int
+		if _, err := fmt.Sscanf(ports, "%d-%d", &first, &last); err != nil || first > last {
+			return "", fmt.Errorf("KMS_TEST_PORTS=%q: want FIRST-LAST, for example 23100-23199",
+				ports)
+		}
+		candidates = candidates[:0]
+		for port := first; port <= last; port++ {
+			candidates = append(candidates, fmt.Sprintf("127.0.0.1:%d", port))
+		}
 	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
-		return "", fmt.Errorf("finding a free port: %w", err)
+
+	var lastErr error
+	for _, candidate := range candidates {
+		ln, err := net.Listen("tcp", candidate)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		addr := ln.Addr().String()
+		if err := ln.Close(); err != nil {
+			return "", fmt.Errorf("finding a free port: %w", err)
+		}
+		return addr, nil
 	}
-	return addr, nil
+	return "", fmt.Errorf("finding a free port: none of %d candidates is free: %w",
+		len(candidates), lastErr)
 }
 
 func randomHex(n int) string {
