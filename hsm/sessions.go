@@ -457,11 +457,11 @@ func (m *Module) startCall(ctx context.Context) error {
 // startOneCall takes oneCall, the slot of the bound of 1 (see startCall).
 func (m *Module) startOneCall() error {
 	if !m.oneCall.TryLock() {
-		since := time.Duration(m.oneCallSince.Load())
-		if held := sinceMonotonicStart() - since; since != 0 &&
-			held > m.cfg.SessionWaitTimeout {
+		started := time.Duration(m.oneCallSince.Load())
+		heldFor := sinceMonotonicStart() - started
+		if started != 0 && heldFor > m.cfg.SessionWaitTimeout {
 			return fmt.Errorf("%w: a token call has been in progress for %s",
-				ErrUnavailable, held.Round(time.Millisecond))
+				ErrUnavailable, heldFor.Round(time.Millisecond))
 		}
 		m.oneCall.Lock()
 	}

@@ -180,13 +180,13 @@ func checkAlgorithm(algorithm string) error {
 	return nil
 }
 
-// namingKey returns err with its client message prefixed by which, so that a caller of a
-// call with two keys learns which one the error is about. Errors that are not *Error
+// namingKey returns err with its client message prefixed by keyRole, so that a caller of
+// a call with two keys learns which one the error is about. Errors that are not *Error
 // are returned unchanged.
-func namingKey(which string, err error) error {
+func namingKey(keyRole string, err error) error {
 	var se *Error
 	if !errors.As(err, &se) {
 		return err
 	}
-	return &Error{Code: se.Code, Message: which + ": " + se.Message, Err: se.Err}
+	return &Error{Code: se.Code, Message: keyRole + ": " + se.Message, Err: se.Err}
 }

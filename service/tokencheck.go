@@ -51,9 +51,9 @@ var lookupRetries = []time.Duration{50 * time.Millisecond, 200 * time.Millisecon
 // replica's clock runs further ahead, its deletion job may destroy the objects of a key
 // that this process still counts. Until that job marks the versions destroyed, the check
 // reports the token behind, a false alarm that stops key creation but lets no older token
-// pass. When this process's clock runs ahead, keys are left out earlier by the skew: a
+// pass. When this process's clock runs ahead, keys are left out earlier by the skew. A
 // copy that lacks only versions of keys due for deletion within the margin plus the skew
-// passes, as one that lacks only versions due within the margin always does.
+// then passes, as one that lacks only versions due within the margin always does.
 const deletionMargin = time.Minute
 
 // CheckTokenCurrent returns a *TokenBehindError when the token lacks the object of the
