@@ -484,6 +484,9 @@ func (w *chainWriter) flush() error {
 	dirty := w.dirty
 	w.dirty = false
 	w.checkCut()
+	if dirty {
+		w.unmapWritten()
+	}
 	w.mu.Unlock()
 
 	if !dirty {

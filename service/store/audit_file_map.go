@@ -175,6 +175,31 @@ func (w *chainWriter) remap(n int) error {
 	return nil
 }
 
+// unmapWritten maps the region again from the page of w.size to its end, so that the
+// full pages before it are no longer mapped when the file is flushed. Before the kernel
+// writes back a dirty page of a shared mapping, it makes the page read-only in every
+// mapping. Each mapped page then costs a TLB flush, which interrupts every other
+// processor that runs a thread of the process. When the rest of the region cannot be
+// mapped, the old mapping stays. The caller holds w.mu.
+func (w *chainWriter) unmapWritten() {
+	if w.m == nil || w.damaged {
+		return
+	}
+
+	page := int64(os.Getpagesize())
+	off := w.size / page * page
+	end := w.mapOff + int64(len(w.m))
+	if off == w.mapOff || off >= end {
+		return
+	}
+	m, err := mapAllocatedRegion(w.f, off, int(end-off))
+	if err != nil {
+		return
+	}
+	w.unmap()
+	w.m, w.mapOff = m, off
+}
+
 // unmap removes the mapping, if any. The file keeps its length.
 func (w *chainWriter) unmap() {
 	if w.m != nil {

@@ -27,7 +27,14 @@ func mapFileRegion(f *os.File, off int64, length int) ([]byte, error) {
 			return nil, err
 		}
 	}
-	return syscall.Mmap(fd, off, length, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	return mapAllocatedRegion(f, off, length)
+}
+
+// mapAllocatedRegion maps the region [off, off+length) of f, which mapFileRegion
+// allocated before, into memory for writing. off must be a multiple of the page size.
+func mapAllocatedRegion(f *os.File, off int64, length int) ([]byte, error) {
+	return syscall.Mmap(int(f.Fd()), off, length, syscall.PROT_READ|syscall.PROT_WRITE,
+		syscall.MAP_SHARED)
 }
 
 // unmapFileRegion removes a mapping made by mapFileRegion.

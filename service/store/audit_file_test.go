@@ -919,3 +919,92 @@ func TestChainFileNonCanonicalLine(t *testing.T) {
 		})
 	}
 }
+
+// TestChainFileFlushUnmapsWritten checks that a flush unmaps the full pages before the
+// end of the lines, so that writing them back needs no TLB flush. Appends after the
+// flush, reads and closing the file must work as before.
+func TestChainFileFlushUnmapsWritten(t *testing.T) {
+	tests := []struct {
+		name    string
+		records int // appended before the flush, after the first two
+		moves   bool
+	}{
+		{"end in the first page", 1, false},
+		{"end several pages in", 60, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := t.Context()
+			s, err := Open(ctx, filepath.Join(t.TempDir(), "kms.db"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			closed := false
+			defer func() {
+				if !closed {
+					s.Close()
+				}
+			}()
+			err = s.CreateAuditChain(ctx, AuditChain{ID: "c", StartedAt: fileTestTime})
+			if err == nil {
+				err = s.AppendAudit(ctx, fileRecords("c", 1, 2+tt.records), nil)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			chainFile := s.files.path("c")
+
+			w := s.files.openWriter("c")
+			w.mu.Lock()
+			startBefore, endBefore := w.mapOff, w.mapOff+int64(len(w.m))
+			w.mu.Unlock()
+
+			if err := w.flush(); err != nil {
+				t.Fatalf("flush: %v", err)
+			}
+
+			w.mu.Lock()
+			page := int64(os.Getpagesize())
+			start, end, size := w.mapOff, w.mapOff+int64(len(w.m)), w.size
+			w.mu.Unlock()
+			wantStart := startBefore
+			if tt.moves {
+				wantStart = size / page * page
+			}
+			if start != wantStart || end != endBefore {
+				t.Errorf("mapped region after the flush = [%d, %d), want [%d, %d) "+
+					"(before: [%d, %d), lines end at %d)",
+					start, end, wantStart, endBefore, startBefore, endBefore, size)
+			}
+
+			last := uint64(2 + tt.records)
+			if err := s.AppendAudit(ctx, fileRecords("c", last+1, 5), nil); err != nil {
+				t.Fatalf("AppendAudit after the flush: %v", err)
+			}
+			records, err := s.ListAuditRecords(ctx, "c", 0, 1<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(records) != int(last)+5 {
+				t.Fatalf("read %d records, want %d", len(records), last+5)
+			}
+			for i, r := range records {
+				if r.Seq != uint64(i)+1 {
+					t.Fatalf("record %d has seq %d", i+1, r.Seq)
+				}
+			}
+
+			closed = true
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			data, err := os.ReadFile(chainFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bytes.IndexByte(data, 0) >= 0 || !bytes.HasSuffix(data, []byte("\n")) {
+				t.Errorf("closed chain file holds zero bytes or lacks its last newline")
+			}
+		})
+	}
+}

@@ -52,10 +52,11 @@ func (w *writerConnector) Driver() driver.Driver { return w.driver }
 // never hold up a commit. PASSIVE copies what no reader still needs and waits for no
 // lock. A later run, or the automatic checkpoint, copies the frames it leaves.
 type walCheckpointer struct {
-	db   *sql.DB
-	log  *slog.Logger
-	stop chan struct{}
-	done sync.WaitGroup
+	db       *sql.DB
+	log      *slog.Logger
+	stop     chan struct{}
+	stopOnce sync.Once
+	done     sync.WaitGroup
 }
 
 // startWALCheckpointer starts checkpointing through db, a pool of one connection that the
@@ -110,9 +111,10 @@ func (c *walCheckpointer) checkpoint() error {
 	return c.db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied)
 }
 
-// close stops the checkpointer and closes its connection.
+// close stops the checkpointer and closes its connection. Calls after the first return
+// nil.
 func (c *walCheckpointer) close() error {
-	close(c.stop)
+	c.stopOnce.Do(func() { close(c.stop) })
 	c.done.Wait()
 	return c.db.Close()
 }

@@ -612,3 +612,18 @@ func TestOpenPostgresRejectedConnection(t *testing.T) {
 		})
 	}
 }
+
+// TestCloseTwice checks that a second Close of a store returns nil instead of failing or
+// panicking.
+func TestCloseTwice(t *testing.T) {
+	s, err := store.Open(t.Context(), filepath.Join(t.TempDir(), "kms.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("first Close: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close = %v, want nil", err)
+	}
+}

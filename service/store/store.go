@@ -142,7 +142,7 @@ type Store interface {
 	// a database can respond to pings while every write fails. See SQLStore.CheckWrite.
 	CheckWrite(ctx context.Context) error
 
-	// Close closes the database.
+	// Close closes the database. Calls after the first return nil.
 	Close() error
 }
 
