@@ -161,6 +161,13 @@ func (w *chainWriter) remap(n int) error {
 	if (errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EFBIG)) &&
 		need < auditFileMapSize {
 		// A nearly full disk, or a file size limit: allocate only what the n bytes need.
+		// ext4 keeps the blocks that a failed fallocate allocated before it ran out, past
+		// the end of the file, so they are freed first. Otherwise the file would hold the
+		// disk's last free space, which the database needs to become writable again.
+		if truncErr := w.f.Truncate(w.size); truncErr != nil {
+			w.damaged = true
+			return w.writeFailure("free the blocks of a failed allocation", truncErr)
+		}
 		m, err = mapFileRegion(w.f, off, int(need))
 	}
 	if errors.Is(err, errMapUnsupported) {

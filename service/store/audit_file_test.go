@@ -1008,3 +1008,77 @@ func TestChainFileFlushUnmapsWritten(t *testing.T) {
 		})
 	}
 }
+
+// TestChainFileFullDiskKeepsFreeSpace checks that a writer on a nearly full ext4 file
+// system, whose region allocation fails part way, does not keep the blocks it got. It
+// needs root and a loop device, and skips without them.
+func TestChainFileFullDiskKeepsFreeSpace(t *testing.T) {
+	dir := mountSmallExt4(t, 16<<20)
+
+	// Leave about 2 MiB free, less than the 4 MiB region a new chain file allocates.
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(dir, &fs); err != nil {
+		t.Fatal(err)
+	}
+	free := int64(fs.Bavail) * fs.Bsize
+	filler, err := os.Create(filepath.Join(dir, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer filler.Close()
+	if err := syscall.Fallocate(int(filler.Fd()), 0, 0, free-2<<20); err != nil {
+		t.Fatalf("fill the file system: %v", err)
+	}
+
+	ctx := t.Context()
+	s := openFileStore(t, filepath.Join(dir, "kms.db"))
+	if err := s.CreateAuditChain(ctx, AuditChain{ID: "c", StartedAt: fileTestTime}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendAudit(ctx, fileRecords("c", 1, 3), nil); err != nil {
+		t.Fatalf("AppendAudit on a nearly full file system: %v", err)
+	}
+
+	var st syscall.Stat_t
+	if err := syscall.Stat(s.files.path("c"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if allocated := st.Blocks * 512; allocated > 64<<10 {
+		t.Errorf("chain file holds %d bytes of disk after a failed region allocation, "+
+			"want at most %d", allocated, 64<<10)
+	}
+}
+
+// mountSmallExt4 mounts a new ext4 file system of size bytes, in a loop device, on a new
+// directory that it returns, and unmounts it when t ends.
+func mountSmallExt4(t *testing.T, size int64) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a file system needs root")
+	}
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		t.Skip("mkfs.ext4 is not installed")
+	}
+
+	image := filepath.Join(t.TempDir(), "fs.img")
+	if err := os.WriteFile(image, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(image, size); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", image).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-o", "loop", image, dir).CombinedOutput(); err != nil {
+		t.Skipf("mounting a loop device failed: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	return dir
+}
