@@ -183,15 +183,33 @@ func (s *Service) createKeyObjects(ctx context.Context, k store.Key) error {
 }
 
 // destroyUncommitted undoes a generated key object whose metadata could not be
-// committed. A failure here is logged and left to Reconcile.
+// committed. A failure here is logged, and a row it could not remove is left to Reconcile.
+//
+// The version's row goes first, because AbortKeyVersion removes it only while it is still
+// "creating". A write that failed for the caller may have committed all the same, as when
+// a request is cancelled while PostgreSQL commits it, and the object of such a version
+// must stay.
+//
+// NOTE: when the row is gone and destroying the object fails, no row is left that points
+// Reconcile at the object, so it stays in the token unused.
 func (s *Service) destroyUncommitted(ctx context.Context, ref hsm.KeyRef) {
 	ctx = context.WithoutCancel(ctx)
-	if err := s.token.DestroyKey(ctx, ref); err != nil && !errors.Is(err, hsm.ErrKeyNotFound) {
-		s.log.Warn("destroying an uncommitted key object failed; reconciliation will retry",
+	err := s.store.AbortKeyVersion(ctx, ref.KeyID, ref.Version)
+	switch {
+	case errors.Is(err, store.ErrConflict):
+		s.log.Warn("a key version was committed although its write failed; keeping its key object",
+			"key_id", ref.KeyID, "key_version", ref.Version, "error", err)
+		return
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		s.log.Warn("removing a creating key version row failed; reconciliation will retry",
 			"key_id", ref.KeyID, "key_version", ref.Version, "error", err)
 		return
 	}
-	s.abortVersion(ctx, ref)
+
+	if err := s.token.DestroyKey(ctx, ref); err != nil && !errors.Is(err, hsm.ErrKeyNotFound) {
+		s.log.Warn("destroying an uncommitted key object failed; the object stays unused",
+			"key_id", ref.KeyID, "key_version", ref.Version, "error", err)
+	}
 }
 
 func (s *Service) abortVersion(ctx context.Context, ref hsm.KeyRef) {

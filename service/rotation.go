@@ -198,22 +198,15 @@ func (s *Service) rotateIfCurrent(ctx context.Context, projectID, keyID string, 
 // changed meanwhile (stale revision), the new object is destroyed and the rotation fails
 // with a retryable error.
 func (s *Service) rotateKey(ctx context.Context, k store.Key) (store.Key, error) {
-	if k.CurrentVersion == math.MaxUint32 {
-		return store.Key{}, &Error{Code: CodeInternal, Message: "internal error",
-			Err: fmt.Errorf("key %s has used every version number", k.ID)}
-	}
-	ref := hsm.KeyRef{KeyID: k.ID, Version: k.CurrentVersion + 1}
-
 	if err := s.requireCurrentToken(ctx, "rotate key"); err != nil {
 		return store.Key{}, err
 	}
 
-	if err := s.store.BeginKeyVersion(ctx, ref.KeyID, ref.Version); err != nil {
-		if errors.Is(err, store.ErrConflict) {
-			return store.Key{}, keyUpdateError(err)
-		}
-		return store.Key{}, storeError("begin key version", err)
+	version, err := s.beginNextVersion(ctx, k)
+	if err != nil {
+		return store.Key{}, err
 	}
+	ref := hsm.KeyRef{KeyID: k.ID, Version: version}
 
 	if err := s.token.GenerateKey(ctx, ref); err != nil {
 		s.abortVersion(ctx, ref)
@@ -233,6 +226,51 @@ func (s *Service) rotateKey(ctx context.Context, k store.Key) (store.Key, error)
 	k.CurrentVersion = ref.Version
 	k.Revision++
 	return k, nil
+}
+
+// beginNextVersion records the start of the key's next version and returns its number:
+// k.CurrentVersion+1, or one above every version of the key when rows left in "creating"
+// hold the numbers above the current version. A kmsd stopped during a rotation leaves
+// such a row, and so can a request cancelled while PostgreSQL committed its insert.
+// Reconciliation removes the row only after Config.StaleVersionAge, and the key could not
+// rotate until then. A version above the current one in any other state means that k
+// is stale, which returns a retryable conflict, as does a second conflict.
+func (s *Service) beginNextVersion(ctx context.Context, k store.Key) (uint32, error) {
+	version, err := s.beginVersion(ctx, k.ID, k.CurrentVersion, k.CurrentVersion)
+	if !errors.Is(err, store.ErrConflict) {
+		return version, err
+	}
+
+	versions, err := s.store.ListKeyVersions(ctx, k.ID)
+	if err != nil {
+		return 0, storeError("list key versions", err)
+	}
+	highest := k.CurrentVersion + 1
+	for _, v := range versions {
+		if v.Version > k.CurrentVersion && v.State != store.VersionCreating {
+			return 0, keyUpdateError(store.ErrConflict)
+		}
+		highest = max(highest, v.Version)
+	}
+	s.log.Info("versions of the key are left in creating; rotating to a higher version",
+		"key_id", k.ID, "key_version", k.CurrentVersion+1, "next_version", highest+1)
+	return s.beginVersion(ctx, k.ID, k.CurrentVersion, highest)
+}
+
+// beginVersion begins version after+1 of keyID; current is the key's current version.
+func (s *Service) beginVersion(ctx context.Context, keyID string, current, after uint32) (uint32, error) {
+	if after == math.MaxUint32 {
+		return 0, &Error{Code: CodeInternal, Message: "internal error",
+			Err: fmt.Errorf("key %s at version %d has used every version number", keyID, current)}
+	}
+	err := s.store.BeginKeyVersion(ctx, keyID, after+1)
+	if errors.Is(err, store.ErrConflict) {
+		return 0, keyUpdateError(err)
+	}
+	if err != nil {
+		return 0, storeError("begin key version", err)
+	}
+	return after + 1, nil
 }
 
 // rotatable checks that k is a key whose rotation settings may change: not pending

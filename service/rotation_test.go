@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/hsmkms/kms/service"
+	"github.com/hsmkms/kms/service/store"
 )
 
 // TestThousandRotationsDecryptWork rotates one key 1,000 times on the real token and
@@ -76,5 +77,133 @@ func TestThousandRotationsDecryptWork(t *testing.T) {
 	}
 	if c1001.Version != rotations+1 {
 		t.Errorf("a new data key uses version %d, want %d", c1001.Version, rotations+1)
+	}
+}
+
+// TestRotateOverCreatingVersions checks that versions left in "creating" above the
+// current one, as a kmsd stopped during a rotation leaves them, do not block the key's
+// next rotation until reconciliation removes them.
+func TestRotateOverCreatingVersions(t *testing.T) {
+	e := newJobEnv(t, service.Config{})
+	ctx := context.Background()
+	k := e.createKey(t, "left-creating")
+	before, err := e.svc.CreateDataKey(ctx, admin, service.DataKeyInput{KeyRef: k.ID}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, version := range []uint32{2, 3} {
+		if err := e.store.BeginKeyVersion(ctx, k.ID, version); err != nil {
+			t.Fatalf("BeginKeyVersion(%d): %v", version, err)
+		}
+	}
+
+	rotated, err := e.svc.RotateOnDemand(ctx, admin, k.ID)
+	if err != nil {
+		t.Fatalf("RotateOnDemand with versions 2 and 3 left in creating: %v", err)
+	}
+	if rotated.CurrentVersion != 4 {
+		t.Errorf("current version after the rotation = %d, want 4", rotated.CurrentVersion)
+	}
+
+	after, err := e.svc.CreateDataKey(ctx, admin, service.DataKeyInput{KeyRef: k.ID}, true)
+	if err != nil {
+		t.Fatalf("CreateDataKey after the rotation: %v", err)
+	}
+	for name, dk := range map[string]service.DataKeyOutput{"before": before, "after": after} {
+		out, err := e.svc.DecryptDataKey(ctx, admin, service.DecryptDataKeyInput{
+			KeyRef: k.ID, Ciphertext: dk.Ciphertext, DataKeyLen: len(dk.Plaintext),
+		})
+		if err != nil {
+			t.Errorf("DecryptDataKey of the data key created %s the rotation: %v", name, err)
+			continue
+		}
+		if string(out.Plaintext) != string(dk.Plaintext) {
+			t.Errorf("the data key created %s the rotation decrypts to another key", name)
+		}
+	}
+}
+
+// activateThenFailStore commits ActivateKeyVersion and then returns an error. A request
+// cancelled while PostgreSQL commits its write gets the same result.
+type activateThenFailStore struct {
+	store.Store
+}
+
+func (s activateThenFailStore) ActivateKeyVersion(ctx context.Context, k store.Key, version uint32) error {
+	if err := s.Store.ActivateKeyVersion(ctx, k, version); err != nil {
+		return err
+	}
+	return context.Canceled
+}
+
+// TestRotationKeepsCommittedVersion checks that a rotation whose activation committed
+// although the store reported a failure keeps the new version's key object, which the
+// key now uses.
+func TestRotationKeepsCommittedVersion(t *testing.T) {
+	e := newJobEnv(t, service.Config{})
+	ctx := context.Background()
+	k := e.createKey(t, "committed-rotation")
+	failing := service.New(e.token, activateThenFailStore{Store: e.store}, discardLogger(),
+		service.Config{KeyCacheTTL: -1})
+
+	if _, err := failing.RotateOnDemand(ctx, admin, k.ID); err == nil {
+		t.Fatal("RotateOnDemand succeeded although the store reported a failure")
+	}
+
+	if got := e.tokenVersions(t, k.ID); len(got) != 2 || got[1] != 2 {
+		t.Errorf("token objects of the key = versions %v, want [1 2]", got)
+	}
+	dk, err := e.svc.CreateDataKey(ctx, admin, service.DataKeyInput{KeyRef: k.ID}, true)
+	if err != nil {
+		t.Fatalf("CreateDataKey under the committed version: %v", err)
+	}
+	out, err := e.svc.DecryptDataKey(ctx, admin, service.DecryptDataKeyInput{
+		KeyRef: k.ID, Ciphertext: dk.Ciphertext, DataKeyLen: len(dk.Plaintext),
+	})
+	if err != nil {
+		t.Fatalf("DecryptDataKey under the committed version: %v", err)
+	}
+	if string(out.Plaintext) != string(dk.Plaintext) {
+		t.Error("the data key decrypts to another key")
+	}
+}
+
+// TestSealLimitRetryWaits checks that after a rotation at the seal limit failed, the
+// seals of the next 10 s do not start it again, and the first seal after them does.
+func TestSealLimitRetryWaits(t *testing.T) {
+	e := newJobEnv(t, service.Config{SealLimit: 2})
+	ctx := context.Background()
+	k := e.createKey(t, "seal-limit-retry")
+	seal := func() {
+		t.Helper()
+		if _, err := e.svc.CreateDataKey(ctx, admin, service.DataKeyInput{KeyRef: k.ID}, true); err != nil {
+			t.Fatalf("CreateDataKey: %v", err)
+		}
+	}
+	currentVersion := func() uint32 {
+		t.Helper()
+		got, err := e.svc.DescribeKey(ctx, admin, k.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.CurrentVersion
+	}
+
+	e.token.failGenerate.Store(true)
+	seal()
+	seal() // reaches the limit; the rotation fails
+	e.token.failGenerate.Store(false)
+
+	e.advance(9 * time.Second)
+	seal()
+	if v := currentVersion(); v != 1 {
+		t.Errorf("current version 9 s after the failed rotation = %d, want 1", v)
+	}
+
+	e.advance(2 * time.Second)
+	seal()
+	if v := currentVersion(); v != 2 {
+		t.Errorf("current version 11 s after the failed rotation = %d, want 2", v)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hsmkms/kms/hsm"
 	"github.com/hsmkms/kms/service/store"
@@ -31,7 +32,15 @@ type sealCounter struct {
 	pending atomic.Uint64
 	// rotating is set while, or after, this version's seal limit started a rotation.
 	rotating atomic.Bool
+	// retryAt is when a seal may start the rotation again after it failed, in Unix
+	// nanoseconds of Config.Clock, or 0.
+	retryAt atomic.Int64
 }
+
+// sealRotationRetry is how long the seals of a version past its seal limit go on without
+// starting the rotation again after it failed. Each attempt writes to the store and logs
+// a line, and the seals succeed meanwhile.
+const sealRotationRetry = 10 * time.Second
 
 // counter returns the counter of ref, loading its stored count on first use.
 func (s *Service) sealCounter(ctx context.Context, ref hsm.KeyRef) *sealCounter {
@@ -53,11 +62,15 @@ func (s *Service) sealCounter(ctx context.Context, ref hsm.KeyRef) *sealCounter 
 // countSeal records one seal under ref, the current version of k, and rotates k when the
 // version has reached Config.SealLimit. The rotation runs in the request that reaches
 // the limit, once per version and process. Its failure is logged, not returned, because
-// the seal itself succeeded, and a later seal tries again.
+// the seal itself succeeded, and the first seal after sealRotationRetry tries again.
 func (s *Service) countSeal(ctx context.Context, k store.Key, ref hsm.KeyRef) {
 	c := s.sealCounter(ctx, ref)
 	total := c.stored.Load() + c.pending.Add(1)
-	if total < s.cfg.SealLimit || !c.rotating.CompareAndSwap(false, true) {
+	if total < s.cfg.SealLimit {
+		return
+	}
+	now := s.cfg.Clock()
+	if now.UnixNano() < c.retryAt.Load() || !c.rotating.CompareAndSwap(false, true) {
 		return
 	}
 
@@ -66,9 +79,11 @@ func (s *Service) countSeal(ctx context.Context, k store.Key, ref hsm.KeyRef) {
 		"key_version", ref.Version, "seals", total, "seal_limit", s.cfg.SealLimit)
 
 	if err := s.rotateIfCurrent(ctx, k.ProjectID, k.ID, ref.Version); err != nil {
+		c.retryAt.Store(now.Add(sealRotationRetry).UnixNano())
 		c.rotating.Store(false)
-		s.log.Warn("rotation at the seal limit failed; the next seal retries",
-			"key_id", k.ID, "key_version", ref.Version, "error", err)
+		s.log.Warn("rotation at the seal limit failed; a seal retries it later",
+			"key_id", k.ID, "key_version", ref.Version, "retry_after", sealRotationRetry,
+			"error", err)
 	}
 }
 
