@@ -87,10 +87,7 @@ func TestRotateOverCreatingVersions(t *testing.T) {
 	e := newJobEnv(t, service.Config{})
 	ctx := context.Background()
 	k := e.createKey(t, "left-creating")
-	before, err := e.svc.CreateDataKey(ctx, admin, service.DataKeyInput{KeyRef: k.ID}, true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := e.createDataKey(t, k.ID)
 
 	for _, version := range []uint32{2, 3} {
 		if err := e.store.BeginKeyVersion(ctx, k.ID, version); err != nil {
@@ -106,21 +103,35 @@ func TestRotateOverCreatingVersions(t *testing.T) {
 		t.Errorf("current version after the rotation = %d, want 4", rotated.CurrentVersion)
 	}
 
-	after, err := e.svc.CreateDataKey(ctx, admin, service.DataKeyInput{KeyRef: k.ID}, true)
+	after := e.createDataKey(t, k.ID)
+	e.checkDecrypts(t, k.ID, before, "the data key created before the rotation")
+	e.checkDecrypts(t, k.ID, after, "the data key created after the rotation")
+}
+
+// createDataKey creates a data key under keyID, with its plaintext.
+func (e *jobEnv) createDataKey(t *testing.T, keyID string) service.DataKeyOutput {
+	t.Helper()
+	dk, err := e.svc.CreateDataKey(context.Background(), admin,
+		service.DataKeyInput{KeyRef: keyID}, true)
 	if err != nil {
-		t.Fatalf("CreateDataKey after the rotation: %v", err)
+		t.Fatalf("CreateDataKey(%s): %v", keyID, err)
 	}
-	for name, dk := range map[string]service.DataKeyOutput{"before": before, "after": after} {
-		out, err := e.svc.DecryptDataKey(ctx, admin, service.DecryptDataKeyInput{
-			KeyRef: k.ID, Ciphertext: dk.Ciphertext, DataKeyLen: len(dk.Plaintext),
-		})
-		if err != nil {
-			t.Errorf("DecryptDataKey of the data key created %s the rotation: %v", name, err)
-			continue
-		}
-		if string(out.Plaintext) != string(dk.Plaintext) {
-			t.Errorf("the data key created %s the rotation decrypts to another key", name)
-		}
+	return dk
+}
+
+// checkDecrypts checks that the data key dk, named what in failures, decrypts under
+// keyID to its plaintext.
+func (e *jobEnv) checkDecrypts(t *testing.T, keyID string, dk service.DataKeyOutput, what string) {
+	t.Helper()
+	out, err := e.svc.DecryptDataKey(context.Background(), admin, service.DecryptDataKeyInput{
+		KeyRef: keyID, Ciphertext: dk.Ciphertext, DataKeyLen: len(dk.Plaintext),
+	})
+	if err != nil {
+		t.Errorf("DecryptDataKey of %s: %v", what, err)
+		return
+	}
+	if string(out.Plaintext) != string(dk.Plaintext) {
+		t.Errorf("%s decrypts to another data key", what)
 	}
 }
 
@@ -154,19 +165,8 @@ func TestRotationKeepsCommittedVersion(t *testing.T) {
 	if got := e.tokenVersions(t, k.ID); len(got) != 2 || got[1] != 2 {
 		t.Errorf("token objects of the key = versions %v, want [1 2]", got)
 	}
-	dk, err := e.svc.CreateDataKey(ctx, admin, service.DataKeyInput{KeyRef: k.ID}, true)
-	if err != nil {
-		t.Fatalf("CreateDataKey under the committed version: %v", err)
-	}
-	out, err := e.svc.DecryptDataKey(ctx, admin, service.DecryptDataKeyInput{
-		KeyRef: k.ID, Ciphertext: dk.Ciphertext, DataKeyLen: len(dk.Plaintext),
-	})
-	if err != nil {
-		t.Fatalf("DecryptDataKey under the committed version: %v", err)
-	}
-	if string(out.Plaintext) != string(dk.Plaintext) {
-		t.Error("the data key decrypts to another key")
-	}
+	dk := e.createDataKey(t, k.ID)
+	e.checkDecrypts(t, k.ID, dk, "a data key of the committed version")
 }
 
 // TestSealLimitRetryWaits checks that after a rotation at the seal limit failed, the
@@ -175,12 +175,7 @@ func TestSealLimitRetryWaits(t *testing.T) {
 	e := newJobEnv(t, service.Config{SealLimit: 2})
 	ctx := context.Background()
 	k := e.createKey(t, "seal-limit-retry")
-	seal := func() {
-		t.Helper()
-		if _, err := e.svc.CreateDataKey(ctx, admin, service.DataKeyInput{KeyRef: k.ID}, true); err != nil {
-			t.Fatalf("CreateDataKey: %v", err)
-		}
-	}
+	seal := func() { e.createDataKey(t, k.ID) }
 	currentVersion := func() uint32 {
 		t.Helper()
 		got, err := e.svc.DescribeKey(ctx, admin, k.ID)
