@@ -520,3 +520,50 @@ func TestConfigDatabaseURLValidation(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenConfigPINSources checks where the token PIN comes from, and that KMS_PIN and
+// a PIN file together are rejected instead of one silently winning.
+func TestTokenConfigPINSources(t *testing.T) {
+	pinFile := filepath.Join(t.TempDir(), "pin")
+	if err := os.WriteFile(pinFile, []byte("file-pin\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		pinFile string
+		envPIN  string
+		wantPIN string
+		wantErr string
+	}{
+		{"PIN file only", pinFile, "", "file-pin", ""},
+		{"KMS_PIN only", "", "env-pin", "env-pin", ""},
+		{"both", pinFile, "env-pin", "", "both KMS_PIN and a PIN file"},
+		{"neither", "", "", "", "no user PIN"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := config{PKCS11Module: "/opt/vendor/libpkcs11.so", TokenLabel: "kms",
+				PINFile: tt.pinFile}
+			getenv := func(name string) string {
+				if name == "KMS_PIN" {
+					return tt.envPIN
+				}
+				return ""
+			}
+
+			hc, err := tokenConfig(cfg, getenv)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("tokenConfig error = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("tokenConfig: %v", err)
+			}
+			if hc.PIN != tt.wantPIN {
+				t.Errorf("PIN = %q, want %q", hc.PIN, tt.wantPIN)
+			}
+		})
+	}
+}

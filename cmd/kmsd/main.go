@@ -221,7 +221,7 @@ func newRegistry(module *hsm.Module) (*prometheus.Registry, error) {
 
 // tokenConfig returns the token settings: the embedded SoftHSM2 token in the data
 // directory when no module is configured, else the configured module with its PIN from
-// KMS_PIN or the PIN file.
+// KMS_PIN or the PIN file. Setting both KMS_PIN and a PIN file is an error.
 func tokenConfig(cfg config, getenv func(string) string) (hsm.Config, error) {
 	hc := hsm.Config{
 		ModulePath:         cfg.PKCS11Module,
@@ -248,6 +248,11 @@ func tokenConfig(cfg config, getenv func(string) string) (hsm.Config, error) {
 	}
 
 	pin := getenv("KMS_PIN")
+	if pin != "" && cfg.PINFile != "" {
+		// Either one could be the stale one, so kmsd does not pick.
+		return hsm.Config{}, errors.New("both KMS_PIN and a PIN file (--pin-file, " +
+			"KMS_PIN_FILE or pin_file) are set: unset one of them")
+	}
 	if pin == "" {
 		if pinFile == "" {
 			return hsm.Config{}, errors.New("no user PIN: set KMS_PIN or --pin-file")
