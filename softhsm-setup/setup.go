@@ -97,7 +97,7 @@ func Ensure(dataDir, label string) (Setup, error) {
 		return Setup{}, err
 	}
 
-	conf, err := writeConf(dataDir)
+	conf, createdTokens, err := writeConf(dataDir)
 	if err != nil {
 		return Setup{}, err
 	}
@@ -148,6 +148,11 @@ func Ensure(dataDir, label string) (Setup, error) {
 			return Setup{}, fmt.Errorf("%w: SoftHSM2 finds no token %q in %s, which is not "+
 				"empty. Check that this user can read the files there, or restore the "+
 				"directory from a backup", ErrTokenMissing, label, tokens)
+		}
+		if createdTokens {
+			// Left in place, the empty directory would take in a backup moved back to
+			// its path (mv BACKUP tokens) instead of letting it take the name.
+			_ = os.Remove(tokens)
 		}
 		return Setup{}, fmt.Errorf("%w: token %q was initialised in %s before and is not "+
 			"there now. Restore that directory from a backup, because a new token would hold "+
@@ -208,21 +213,24 @@ func recordKnownToken(dataDir, label string) error {
 
 // writeConf creates dataDir and its token directory and writes softhsm2.conf, returning its
 // path.
-func writeConf(dataDir string) (string, error) {
+func writeConf(dataDir string) (conf string, createdTokens bool, err error) {
 	tokens := filepath.Join(dataDir, "tokens")
+	if _, err := os.Stat(tokens); errors.Is(err, os.ErrNotExist) {
+		createdTokens = true
+	}
 	if err := os.MkdirAll(tokens, 0o700); err != nil {
-		return "", fmt.Errorf("create token directory: %w", err)
+		return "", false, fmt.Errorf("create token directory: %w", err)
 	}
 
-	conf := filepath.Join(dataDir, "softhsm2.conf")
+	conf = filepath.Join(dataDir, "softhsm2.conf")
 	text := "directories.tokendir = " + tokens + "\n" +
 		"objectstore.backend = file\n" +
 		"log.level = ERROR\n"
 	if err := writeFileAtomic(conf, []byte(text)); err != nil {
-		return "", fmt.Errorf("write %s: %w", conf, err)
+		return "", false, fmt.Errorf("write %s: %w", conf, err)
 	}
 
-	return conf, nil
+	return conf, createdTokens, nil
 }
 
 // ensurePIN returns the PIN stored in path, generating and storing one when path is

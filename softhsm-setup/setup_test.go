@@ -95,6 +95,13 @@ func TestEnsureFirstRun(t *testing.T) {
 	if _, err := Ensure(dataDir, "kms"); !errors.Is(err, ErrTokenMissing) {
 		t.Fatalf("Ensure after the token directory was deleted: %v, want ErrTokenMissing", err)
 	}
+	if _, err := os.Stat(filepath.Join(dataDir, "tokens")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("token directory after the refused Ensure: %v, want it not to exist, so "+
+			"that a backup moved back takes its name", err)
+	}
+	if err := os.MkdirAll(filepath.Join(dataDir, "tokens"), 0o700); err != nil {
+		t.Fatal(err)
+	}
 	if n := countTokens(t, setup.ModulePath, "kms"); n != 0 {
 		t.Errorf("%d tokens labelled kms after the token directory was deleted, want 0", n)
 	}
