@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/hsmkms/kms/hsm"
@@ -265,6 +266,17 @@ func validateRequest(req CreateRequest) error {
 func validateChosenSecret(secret string) error {
 	advice := fmt.Sprintf("Choose a random secret key of at least %d characters, or "+
 		"leave access key and secret key empty to have both generated", minSecretLength)
+	if !utf8.ValidString(secret) {
+		return fmt.Errorf("%w: secret key is not valid UTF-8. %s", ErrInvalidCredential, advice)
+	}
+	// A control character, NUL among them, cannot be written reliably in the
+	// configuration files and environment variables that SDKs read the secret key from.
+	for i, r := range []rune(secret) {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("%w: character %d of the secret key is a control character. %s",
+				ErrInvalidCredential, i+1, advice)
+		}
+	}
 	if utf8.RuneCountInString(secret) < minSecretLength {
 		return fmt.Errorf("%w: secret key is shorter than %d characters. %s",
 			ErrInvalidCredential, minSecretLength, advice)

@@ -140,6 +140,9 @@ func TestCredentialsCreateRejectsWeakSecret(t *testing.T) {
 		// 31 characters of 2 bytes each are 62 bytes, but still too few characters.
 		{"31 two-byte characters", strings.Repeat("éèêëàâîïôû", 3) + "ç",
 			"shorter than 32 characters"},
+		{"NUL character", chosenSecret("a\x00b"), "character 2 of the secret key is a control"},
+		{"newline", chosenSecret("ab\n"), "character 3 of the secret key is a control"},
+		{"invalid UTF-8", chosenSecret("\xff"), "not valid UTF-8"},
 		{"32 characters, ten distinct", strings.Repeat("abcdefghij", 3) + "ab", ""},
 		{"40 random characters", testSK, ""},
 	}
