@@ -54,10 +54,11 @@ func ValidateDescription(d string) error {
 //
 // Consistency with the token: a "creating" version row is committed before the token
 // object is generated, and the key row only after it exists. When the key row cannot be
-// committed, the token object is destroyed at once. When even that fails (the process
-// dies, the token is gone), the reconciliation job finds the "creating" row later and
-// destroys the object. So no token object is left without a row, and no key row names
-// a missing object.
+// committed, the "creating" row is removed and the token object destroyed at once. When
+// the process dies first, the reconciliation job finds the "creating" row later and
+// destroys the object. So no key row names a missing object. A token object is left
+// without a row only when destroying it fails after its row was removed (see
+// destroyUncommitted).
 func (s *Service) CreateKey(ctx context.Context, p auth.Principal, in CreateKeyInput) (store.Key, error) {
 	if err := s.authorize(ctx, p, "create-key", nil); err != nil {
 		return store.Key{}, err
