@@ -229,12 +229,13 @@ func (s *Service) rotateKey(ctx context.Context, k store.Key) (store.Key, error)
 }
 
 // beginNextVersion records the start of the key's next version and returns its number:
-// k.CurrentVersion+1, or one above every version of the key when rows left in "creating"
-// hold the numbers above the current version. A kmsd stopped during a rotation leaves
-// such a row, and so can a request cancelled while PostgreSQL committed its insert.
-// Reconciliation removes the row only after Config.StaleVersionAge, and the key could not
-// rotate until then. A version above the current one in any other state means that k
-// is stale, which returns a retryable conflict, as does a second conflict.
+// k.CurrentVersion+1, or one above every version of the key when rows that are not
+// active hold the numbers above the current version. A kmsd stopped during a rotation
+// leaves such a row in "creating", and so can a request cancelled while PostgreSQL
+// committed its insert. Reconciliation removes the row only after
+// Config.StaleVersionAge, and the key could not rotate until then. An active version
+// above the current one means that k is stale, which returns a retryable conflict, as
+// does a second conflict.
 func (s *Service) beginNextVersion(ctx context.Context, k store.Key) (uint32, error) {
 	version, err := s.beginVersion(ctx, k.ID, k.CurrentVersion, k.CurrentVersion)
 	if !errors.Is(err, store.ErrConflict) {
@@ -247,7 +248,7 @@ func (s *Service) beginNextVersion(ctx context.Context, k store.Key) (uint32, er
 	}
 	highest := k.CurrentVersion + 1
 	for _, v := range versions {
-		if v.Version > k.CurrentVersion && v.State != store.VersionCreating {
+		if v.Version > k.CurrentVersion && v.State == store.VersionActive {
 			return 0, keyUpdateError(store.ErrConflict)
 		}
 		highest = max(highest, v.Version)
