@@ -202,3 +202,45 @@ func TestSealLimitRetryWaits(t *testing.T) {
 		t.Errorf("current version 11 s after the failed rotation = %d, want 2", v)
 	}
 }
+
+// TestSealLimitCountsEveryReplica checks that a replica compares the seal limit with the
+// seals that other replicas flushed since it loaded the count, and not only with its own.
+func TestSealLimitCountsEveryReplica(t *testing.T) {
+	cfg := service.Config{SealLimit: 10}
+	e := newJobEnv(t, cfg)
+	ctx := context.Background()
+	k := e.createKey(t, "seal-limit-replicas")
+	cfg.Clock, cfg.KeyCacheTTL = e.clock, -1
+	other := service.New(e.token, e.store, discardLogger(), cfg)
+
+	seal := func(svc *service.Service, n int) {
+		t.Helper()
+		for range n {
+			_, err := svc.CreateDataKey(ctx, admin, service.DataKeyInput{KeyRef: k.ID}, true)
+			if err != nil {
+				t.Fatalf("CreateDataKey: %v", err)
+			}
+		}
+	}
+	flush := func(svc *service.Service) {
+		t.Helper()
+		if err := svc.FlushSealCounts(ctx); err != nil {
+			t.Fatalf("FlushSealCounts: %v", err)
+		}
+	}
+
+	seal(e.svc, 1) // loads the stored count, 0
+	seal(other, 6)
+	flush(other)
+	flush(e.svc) // the store now holds 7 seals of version 1
+	seal(e.svc, 3)
+
+	got, err := e.svc.DescribeKey(ctx, admin, k.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.CurrentVersion != 2 {
+		t.Errorf("current version after 10 seals on two replicas = %d, want 2",
+			got.CurrentVersion)
+	}
+}

@@ -25,8 +25,8 @@ type sealCounters struct {
 
 type sealCounter struct {
 	load sync.Once
-	// stored is the count in the store when it was loaded, plus what this process has
-	// flushed since. Counts flushed by other replicas after the load are not included.
+	// stored is the count in the store at the load or at this process's last flush,
+	// whichever came later. It includes the counts that other replicas flushed before.
 	stored atomic.Uint64
 	// pending counts seals not yet flushed.
 	pending atomic.Uint64
@@ -105,15 +105,18 @@ func (s *Service) FlushSealCounts(ctx context.Context) error {
 		return nil
 	}
 
-	if err := s.store.AddSealCounts(ctx, counts); err != nil {
+	totals, err := s.store.AddSealCounts(ctx, counts)
+	if err != nil {
 		for i, c := range counters {
 			c.pending.Add(counts[i].Count)
 		}
 		return storeError("flush seal counts", err)
 	}
 
+	// The stored totals include the seals that other replicas flushed, so that each
+	// replica compares the seal limit with the seals of all of them.
 	for i, c := range counters {
-		c.stored.Add(counts[i].Count)
+		c.stored.Store(totals[i])
 	}
 	return nil
 }

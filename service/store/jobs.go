@@ -16,8 +16,11 @@ type JobStore interface {
 	WithKeyLock(ctx context.Context, keyID string, fn func(ctx context.Context) error) (bool, error)
 
 	// AddSealCounts adds each count to the seal count of its key version, in one
-	// transaction. Counts of versions that no longer exist are dropped.
-	AddSealCounts(ctx context.Context, counts []SealCount) error
+	// transaction, and returns the stored count of each version after the addition, in
+	// the order of counts: the seals of every replica that flushed. Counts of versions
+	// that no longer exist are dropped, and their totals are 0, as are those of zero
+	// counts.
+	AddSealCounts(ctx context.Context, counts []SealCount) ([]uint64, error)
 
 	// SealCount returns the stored seal count of a key version, or ErrNotFound.
 	SealCount(ctx context.Context, keyID string, version uint32) (uint64, error)
@@ -81,24 +84,36 @@ func (s *SQLStore) WithKeyLock(
 }
 
 // AddSealCounts adds the counts in one transaction. Zero counts are skipped.
-func (s *SQLStore) AddSealCounts(ctx context.Context, counts []SealCount) error {
+func (s *SQLStore) AddSealCounts(ctx context.Context, counts []SealCount) ([]uint64, error) {
 	if len(counts) == 0 {
-		return nil
+		return nil, nil
 	}
 
-	return s.inWriteTx(ctx, "add seal counts", func(tx *sql.Tx) error {
+	totals := make([]uint64, len(counts))
+	err := s.inWriteTx(ctx, "add seal counts", func(tx *sql.Tx) error {
 		update := s.d.rebind("UPDATE key_versions SET seal_count = seal_count + ? " +
-			"WHERE key_id = ? AND version = ?")
-		for _, c := range counts {
+			"WHERE key_id = ? AND version = ? RETURNING seal_count")
+		for i, c := range counts {
+			totals[i] = 0
 			if c.Count == 0 {
 				continue
 			}
-			if _, err := tx.ExecContext(ctx, update, int64(c.Count), c.KeyID, c.Version); err != nil {
+			var total int64
+			err := tx.QueryRowContext(ctx, update, int64(c.Count), c.KeyID, c.Version).Scan(&total)
+			if errors.Is(err, sql.ErrNoRows) {
+				continue // the version no longer exists
+			}
+			if err != nil {
 				return fmt.Errorf("version %d of key %s: %w", c.Version, c.KeyID, err)
 			}
+			totals[i] = uint64(total)
 		}
 		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	return totals, nil
 }
 
 // SealCount returns the stored seal count of a key version, or ErrNotFound.

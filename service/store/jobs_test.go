@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/hsmkms/kms/service/store"
@@ -25,17 +26,23 @@ func TestSealCounts(t *testing.T) {
 		}
 
 		const large = uint64(1) << 33 // beyond 32 bits, as a long-lived version reaches
-		err = s.AddSealCounts(ctx, []store.SealCount{
+		totals, err := s.AddSealCounts(ctx, []store.SealCount{
 			{KeyID: k.ID, Version: 1, Count: large},
 			{KeyID: k.ID, Version: 2, Count: 7},
 			{KeyID: k.ID, Version: 3, Count: 5}, // no such version: dropped
 			{KeyID: k.ID, Version: 2, Count: 0},
 		})
 		checkErr(t, "AddSealCounts", err, nil)
-		checkErr(t, "AddSealCounts again", s.AddSealCounts(ctx, []store.SealCount{
-			{KeyID: k.ID, Version: 1, Count: 1},
-		}), nil)
-		checkErr(t, "AddSealCounts of nothing", s.AddSealCounts(ctx, nil), nil)
+		if want := []uint64{large, 7, 0, 0}; !slices.Equal(totals, want) {
+			t.Errorf("AddSealCounts totals = %v, want %v", totals, want)
+		}
+		totals, err = s.AddSealCounts(ctx, []store.SealCount{{KeyID: k.ID, Version: 1, Count: 1}})
+		checkErr(t, "AddSealCounts again", err, nil)
+		if want := []uint64{large + 1}; !slices.Equal(totals, want) {
+			t.Errorf("AddSealCounts totals after a second add = %v, want %v", totals, want)
+		}
+		_, err = s.AddSealCounts(ctx, nil)
+		checkErr(t, "AddSealCounts of nothing", err, nil)
 
 		tests := []struct {
 			version uint32
