@@ -253,7 +253,15 @@ func (s *Service) open(ctx context.Context, k store.Key, ct Ciphertext, b Bindin
 		return nil, errCipherText("cipher_text was not made with this key")
 	}
 	if ct.Version > k.CurrentVersion {
-		return nil, errCipherText("cipher_text names a key version that does not exist")
+		// k may come from the key cache, from before another replica rotated the key.
+		fresh, err := s.freshKey(ctx, k.ProjectID, k.ID)
+		if err != nil {
+			return nil, err
+		}
+		s.dropCached(k.ProjectID, k.ID)
+		if ct.Version > fresh.CurrentVersion {
+			return nil, errCipherText("cipher_text names a key version that does not exist")
+		}
 	}
 
 	aad := EncodeAAD(make([]byte, 0, 64+len(b.AAD)), ct.Header, b)

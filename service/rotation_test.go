@@ -244,3 +244,33 @@ func TestSealLimitCountsEveryReplica(t *testing.T) {
 			got.CurrentVersion)
 	}
 }
+
+// TestDecryptNewVersionWithStaleCache checks that a replica whose key cache predates a
+// rotation on another replica decrypts a data key sealed under the new version, instead
+// of reporting a version that does not exist.
+func TestDecryptNewVersionWithStaleCache(t *testing.T) {
+	e := newJobEnv(t, service.Config{})
+	ctx := context.Background()
+	k := e.createKey(t, "stale-cache")
+	cached := service.New(e.token, e.store, discardLogger(),
+		service.Config{Clock: e.clock, KeyCacheTTL: time.Hour})
+
+	first := e.createDataKey(t, k.ID)
+	if _, err := cached.DecryptDataKey(ctx, admin, service.DecryptDataKeyInput{
+		KeyRef: k.ID, Ciphertext: first.Ciphertext, DataKeyLen: len(first.Plaintext),
+	}); err != nil {
+		t.Fatalf("DecryptDataKey before the rotation: %v", err)
+	}
+
+	e.rotate(t, k.ID)
+	second := e.createDataKey(t, k.ID)
+	out, err := cached.DecryptDataKey(ctx, admin, service.DecryptDataKeyInput{
+		KeyRef: k.ID, Ciphertext: second.Ciphertext, DataKeyLen: len(second.Plaintext),
+	})
+	if err != nil {
+		t.Fatalf("DecryptDataKey of version 2 on the replica that cached version 1: %v", err)
+	}
+	if string(out.Plaintext) != string(second.Plaintext) {
+		t.Error("the data key of version 2 decrypts to another data key")
+	}
+}
