@@ -169,11 +169,10 @@ func (s *Service) createKeyObjects(ctx context.Context, k store.Key) error {
 	}
 
 	err := s.store.CreateKey(ctx, k, s.cfg.KeysPerProject)
-	if err == nil {
+	if err == nil || s.destroyUncommitted(ctx, ref) {
 		return nil
 	}
 
-	s.destroyUncommitted(ctx, ref)
 	if errors.Is(err, store.ErrAliasExists) {
 		return Errorf(CodeAliasExists, "the key_alias is already in use")
 	}
@@ -184,7 +183,9 @@ func (s *Service) createKeyObjects(ctx context.Context, k store.Key) error {
 }
 
 // destroyUncommitted undoes a generated key object whose metadata could not be
-// committed. A failure here is logged, and a row it could not remove is left to Reconcile.
+// committed, and reports whether the metadata was committed after all, in which case the
+// object stays and the caller's write succeeded. A failure here is logged, and a row it
+// could not remove is left to Reconcile.
 //
 // The version's row goes first, because AbortKeyVersion removes it only while it is still
 // "creating". A write that failed for the caller may have committed all the same, as when
@@ -193,24 +194,25 @@ func (s *Service) createKeyObjects(ctx context.Context, k store.Key) error {
 //
 // NOTE: when the row is gone and destroying the object fails, no row is left that points
 // Reconcile at the object, so it stays in the token unused.
-func (s *Service) destroyUncommitted(ctx context.Context, ref hsm.KeyRef) {
+func (s *Service) destroyUncommitted(ctx context.Context, ref hsm.KeyRef) (committed bool) {
 	ctx = context.WithoutCancel(ctx)
 	err := s.store.AbortKeyVersion(ctx, ref.KeyID, ref.Version)
 	switch {
 	case errors.Is(err, store.ErrConflict):
-		s.log.Warn("a key version was committed although its write failed; keeping its key object",
+		s.log.Info("a key version was committed although its write returned an error",
 			"key_id", ref.KeyID, "key_version", ref.Version, "error", err)
-		return
+		return true
 	case err != nil && !errors.Is(err, store.ErrNotFound):
 		s.log.Warn("removing a creating key version row failed; reconciliation will retry",
 			"key_id", ref.KeyID, "key_version", ref.Version, "error", err)
-		return
+		return false
 	}
 
 	if err := s.token.DestroyKey(ctx, ref); err != nil && !errors.Is(err, hsm.ErrKeyNotFound) {
 		s.log.Warn("destroying an uncommitted key object failed; the object stays unused",
 			"key_id", ref.KeyID, "key_version", ref.Version, "error", err)
 	}
+	return false
 }
 
 func (s *Service) abortVersion(ctx context.Context, ref hsm.KeyRef) {

@@ -215,8 +215,8 @@ func (s *Service) rotateKey(ctx context.Context, k store.Key) (store.Key, error)
 
 	k.LastRotationAt = s.cfg.Clock().UTC()
 	k.RotationCount++
-	if err := s.store.ActivateKeyVersion(ctx, k, ref.Version); err != nil {
-		s.destroyUncommitted(ctx, ref)
+	err = s.store.ActivateKeyVersion(ctx, k, ref.Version)
+	if err != nil && !s.destroyUncommitted(ctx, ref) {
 		return store.Key{}, keyUpdateError(err)
 	}
 	s.dropCached(k.ProjectID, k.ID)

@@ -149,8 +149,8 @@ func (s activateThenFailStore) ActivateKeyVersion(ctx context.Context, k store.K
 }
 
 // TestRotationKeepsCommittedVersion checks that a rotation whose activation committed
-// although the store reported a failure keeps the new version's key object, which the
-// key now uses.
+// although the store returned an error succeeds and keeps the new version's key object,
+// which the key now uses.
 func TestRotationKeepsCommittedVersion(t *testing.T) {
 	e := newJobEnv(t, service.Config{})
 	ctx := context.Background()
@@ -158,8 +158,12 @@ func TestRotationKeepsCommittedVersion(t *testing.T) {
 	failing := service.New(e.token, activateThenFailStore{Store: e.store}, discardLogger(),
 		service.Config{KeyCacheTTL: -1})
 
-	if _, err := failing.RotateOnDemand(ctx, admin, k.ID); err == nil {
-		t.Fatal("RotateOnDemand succeeded although the store reported a failure")
+	rotated, err := failing.RotateOnDemand(ctx, admin, k.ID)
+	if err != nil {
+		t.Fatalf("RotateOnDemand whose activation committed: %v", err)
+	}
+	if rotated.CurrentVersion != 2 {
+		t.Errorf("current version returned by the rotation = %d, want 2", rotated.CurrentVersion)
 	}
 
 	if got := e.tokenVersions(t, k.ID); len(got) != 2 || got[1] != 2 {
@@ -273,4 +277,32 @@ func TestDecryptNewVersionWithStaleCache(t *testing.T) {
 	if string(out.Plaintext) != string(second.Plaintext) {
 		t.Error("the data key of version 2 decrypts to another data key")
 	}
+}
+
+// createThenFailStore commits CreateKey and then returns an error, as activateThenFailStore
+// does for ActivateKeyVersion.
+type createThenFailStore struct {
+	store.Store
+}
+
+func (s createThenFailStore) CreateKey(ctx context.Context, k store.Key, maxKeys int) error {
+	if err := s.Store.CreateKey(ctx, k, maxKeys); err != nil {
+		return err
+	}
+	return context.Canceled
+}
+
+// TestCreateKeyKeepsCommittedKey checks that a create-key whose key row committed although
+// the store returned an error succeeds, and that the key works.
+func TestCreateKeyKeepsCommittedKey(t *testing.T) {
+	e := newJobEnv(t, service.Config{})
+	failing := service.New(e.token, createThenFailStore{Store: e.store}, discardLogger(),
+		service.Config{KeyCacheTTL: -1})
+
+	k, err := failing.CreateKey(context.Background(), admin, service.CreateKeyInput{Alias: "committed"})
+	if err != nil {
+		t.Fatalf("CreateKey whose key row committed: %v", err)
+	}
+	dk := e.createDataKey(t, k.ID)
+	e.checkDecrypts(t, k.ID, dk, "a data key of the committed key")
 }
