@@ -248,8 +248,8 @@ func (s *Service) requireCurrentToken(ctx context.Context, op string) error {
 }
 
 // missingObject turns hsm.ErrKeyNotFound for ref, a version that the store records, into
-// an *Error: 503 when the token is older than the store, 400 KMS.2203 for opening under a
-// version marked destroyed (see MarkLostVersions), and 500 otherwise.
+// an *Error: 400 KMS.2203 for opening under a version marked destroyed (see
+// MarkLostVersions), and a retryable 503 otherwise.
 func (s *Service) missingObject(ctx context.Context, op string, ref hsm.KeyRef, opening bool, err error) error {
 	// While a check has found the token behind, calls fail at once instead of each
 	// waiting through lookupRetries; /readyz checks again (TokenBehindStore).
@@ -264,7 +264,10 @@ func (s *Service) missingObject(ctx context.Context, op string, ref hsm.KeyRef, 
 		return Errorf(CodeDecryptFailed, "cipher_text was made with a key version that no "+
 			"longer exists")
 	}
-	return &Error{Code: CodeInternal, Message: "internal error",
+	// The store names the version and the token holds the newest one. Most often another
+	// replica made the object a moment ago and this process's view of a SoftHSM2 token
+	// has not caught up yet, so the caller may retry.
+	return &Error{Code: CodeUnavailable, Message: "the key's token object was not found; retry later",
 		Err: fmt.Errorf("%s: the token has no object for key version %s: %w", op, ref, err)}
 }
 

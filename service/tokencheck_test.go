@@ -436,3 +436,21 @@ func TestMarkLostVersionsResumes(t *testing.T) {
 		t.Errorf("CheckTokenCurrent after the second run = %v, want nil", err)
 	}
 }
+
+// TestMissingOlderObjectRetryable loses the object of a key that is not the newest, as
+// a replica sees a key that another replica created a moment ago. The token check passes,
+// and a data key under that key must get a retryable 503, not 500.
+func TestMissingOlderObjectRetryable(t *testing.T) {
+	t.Cleanup(service.SetLookupRetries([]time.Duration{time.Millisecond}))
+	e := newJobEnv(t, service.Config{})
+	lost := e.createKey(t, "older")
+	e.createKey(t, "newest")
+	e.loseObject(t, lost.ID, 1)
+
+	_, err := e.svc.CreateDataKey(context.Background(), admin,
+		service.DataKeyInput{KeyRef: lost.ID}, true)
+	if got := codeOf(err); got != service.CodeUnavailable {
+		t.Errorf("CreateDataKey under a key whose object is missing: %v, want %s", err,
+			service.CodeUnavailable)
+	}
+}
