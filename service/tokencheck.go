@@ -264,9 +264,9 @@ func (s *Service) missingObject(ctx context.Context, op string, ref hsm.KeyRef, 
 		return Errorf(CodeDecryptFailed, "cipher_text was made with a key version that no "+
 			"longer exists")
 	}
-	// The store names the version and the token holds the newest one. Most often another
-	// replica made the object a moment ago and this process's view of a SoftHSM2 token
-	// has not caught up yet, so the caller may retry.
+	// The store names the version and the token holds the newest one. A likely cause is
+	// that another replica made the object a moment ago and this process's view of a
+	// SoftHSM2 token has not caught up yet, so the caller may retry.
 	return &Error{Code: CodeUnavailable, Message: "the key's token object was not found; retry later",
 		Err: fmt.Errorf("%s: the token has no object for key version %s: %w", op, ref, err)}
 }

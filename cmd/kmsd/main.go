@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/hsmkms/kms/hsm"
+	"github.com/hsmkms/kms/service/api"
 	"github.com/hsmkms/kms/service/store"
 	softhsmsetup "github.com/hsmkms/kms/softhsm-setup"
 )
@@ -293,7 +294,7 @@ func listenAndServe(
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorLog:          api.NewServerErrorLog(log),
 		TLSConfig:         tlsConfig(),
 		ConnState:         clients.track,
 	}

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"io"
+	stdlog "log"
 	"log/slog"
 	"sync"
 	"time"
@@ -88,4 +90,34 @@ func (l *summaryLimiter) flush() {
 	if suppressed > 0 {
 		l.summarize(suppressed)
 	}
+}
+
+// serverErrorLinesPerSecond is the budget of net/http's own error lines, such as TLS
+// handshake failures. Any client can cause one per connection it opens.
+const serverErrorLinesPerSecond = 10
+
+// NewServerErrorLog returns a logger for http.Server.ErrorLog that writes net/http's lines
+// to log at WARN, at most serverErrorLinesPerSecond a second, and a summary of the lines
+// it dropped.
+func NewServerErrorLog(log *slog.Logger) *stdlog.Logger {
+	limiter := newSummaryLimiter(serverErrorLinesPerSecond, func(suppressed int64) {
+		log.Warn("HTTP server errors not logged because they exceeded the log limit",
+			"suppressed", suppressed, "limit_per_second", serverErrorLinesPerSecond)
+	})
+	lines := slog.NewLogLogger(log.Handler(), slog.LevelWarn).Writer()
+	return stdlog.New(limitedWriter{limiter: limiter, w: lines}, "", 0)
+}
+
+// limitedWriter writes each line it gets to w while its limiter allows it, and drops the
+// others.
+type limitedWriter struct {
+	limiter *summaryLimiter
+	w       io.Writer
+}
+
+func (l limitedWriter) Write(p []byte) (int, error) {
+	if !l.limiter.allow() {
+		return len(p), nil
+	}
+	return l.w.Write(p)
 }

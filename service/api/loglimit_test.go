@@ -122,3 +122,24 @@ func TestLogFailureCapsServerErrors(t *testing.T) {
 		t.Errorf("log %q has no summary line with %s", logs.String(), want)
 	}
 }
+
+// TestServerErrorLogCapsLines checks that net/http's own error lines, which any client
+// can cause one per connection, reach the log at WARN and at most
+// serverErrorLinesPerSecond a second.
+func TestServerErrorLogCapsLines(t *testing.T) {
+	var buf bytes.Buffer
+	logger := NewServerErrorLog(slog.New(slog.NewTextHandler(&buf, nil)))
+
+	for i := range 3 * serverErrorLinesPerSecond {
+		logger.Printf("http: TLS handshake error from 127.0.0.1:%d: EOF", 40000+i)
+	}
+
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != serverErrorLinesPerSecond {
+		t.Errorf("%d lines logged for %d errors in one burst, want %d", len(lines),
+			3*serverErrorLinesPerSecond, serverErrorLinesPerSecond)
+	}
+	if !strings.Contains(lines[0], "level=WARN") || !strings.Contains(lines[0], "TLS handshake error") {
+		t.Errorf("first line = %q, want a WARN line with net/http's message", lines[0])
+	}
+}
