@@ -48,15 +48,31 @@ type writableChecker interface {
 }
 
 // CheckWritable returns an error wrapping hsm.ErrUnavailable when a token folder under
-// t.dir cannot take new objects. SoftHSM2 creates a file in the folder for each object
-// and rewrites the folder's generation file, so both must be writable. Data keys need
-// neither and keep working. A t.dir that cannot be read is left to the token's Ping.
+// t.dir cannot take new objects: a folder that cannot be written, or a volume with less
+// than minTokenSpace bytes or minTokenFiles inodes free. SoftHSM2 creates a file in the
+// folder for each object and rewrites the folder's generation file, so both must be
+// writable. Data keys need neither and keep working. A t.dir that cannot be read is left
+// to the token's Ping, and a volume whose free space cannot be read counts as not full.
 func (t *tokenSpace) CheckWritable() error {
 	entries, err := os.ReadDir(t.dir)
 	if err != nil {
 		return nil
 	}
+	if err := t.checkFolders(entries); err != nil {
+		return err
+	}
 
+	bytes, files, err := t.free(t.dir)
+	if err != nil || (bytes >= minTokenSpace && files >= minTokenFiles) {
+		return nil
+	}
+	return fmt.Errorf("%w: the volume of the token folder %s has %d bytes and %d inodes "+
+		"free, so no key can be created", hsm.ErrUnavailable, t.dir, bytes, files)
+}
+
+// checkFolders returns an error wrapping hsm.ErrUnavailable when a token folder among
+// entries of t.dir, or its generation file, cannot be written.
+func (t *tokenSpace) checkFolders(entries []os.DirEntry) error {
 	for _, e := range entries {
 		if !e.IsDir() {
 			continue
@@ -86,9 +102,8 @@ func (t *tokenSpace) GenerateSigningKey(ctx context.Context, ref hsm.KeyRef) err
 	return t.checkSpace(t.Token.GenerateSigningKey(ctx, ref))
 }
 
-// checkSpace returns err wrapped with hsm.ErrUnavailable when a token folder cannot be
-// written (CheckWritable) or its volume has less than minTokenSpace bytes or
-// minTokenFiles inodes free, and err unchanged otherwise.
+// checkSpace returns err wrapped with hsm.ErrUnavailable when CheckWritable reports that
+// the token folder cannot take new objects, and err unchanged otherwise.
 func (t *tokenSpace) checkSpace(err error) error {
 	if err == nil || errors.Is(err, hsm.ErrUnavailable) {
 		return err
@@ -97,10 +112,5 @@ func (t *tokenSpace) checkSpace(err error) error {
 	if writeErr := t.CheckWritable(); writeErr != nil {
 		return fmt.Errorf("%w: %w", writeErr, err)
 	}
-	bytes, files, statErr := t.free(t.dir)
-	if statErr != nil || (bytes >= minTokenSpace && files >= minTokenFiles) {
-		return err
-	}
-	return fmt.Errorf("%w: the volume of the token folder %s has %d bytes and %d inodes "+
-		"free: %w", hsm.ErrUnavailable, t.dir, bytes, files, err)
+	return err
 }

@@ -116,3 +116,35 @@ func TestCheckWritableImmutableFolder(t *testing.T) {
 		t.Errorf("CheckWritable after the flags were cleared: %v", err)
 	}
 }
+
+// TestCheckWritableFullVolume checks that /readyz's check reports a token volume that is
+// nearly out of space or inodes, where key creation fails while data keys work.
+func TestCheckWritableFullVolume(t *testing.T) {
+	tests := []struct {
+		name            string
+		free, files     uint64
+		statErr         error
+		wantUnavailable bool
+	}{
+		{name: "space left", free: 10 << 20, files: 1000},
+		{name: "nearly no bytes", free: 4096, files: 1000, wantUnavailable: true},
+		{name: "nearly no inodes", free: 10 << 20, files: 3, wantUnavailable: true},
+		{name: "statfs fails", statErr: errors.New("EACCES")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.Mkdir(filepath.Join(dir, "token"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			space := newTokenSpace(failingToken{}, dir)
+			space.free = func(string) (uint64, uint64, error) { return tt.free, tt.files, tt.statErr }
+			space.writable = func(string) error { return nil }
+
+			err := space.CheckWritable()
+			if got := errors.Is(err, hsm.ErrUnavailable); got != tt.wantUnavailable {
+				t.Errorf("CheckWritable = %v, unavailable %t, want %t", err, got, tt.wantUnavailable)
+			}
+		})
+	}
+}
