@@ -394,7 +394,7 @@ func TestServeRepeatedInOneProcess(t *testing.T) {
 		if err := <-served; err != nil {
 			t.Fatalf("round %d: serve returned %v; logs:\n%s", round, err, logs)
 		}
-		for _, line := range []string{"kmsd stopped", "token closed"} {
+		for _, line := range []string{"HTTP server stopped", "token closed"} {
 			if !strings.Contains(logs.String(), line) {
 				t.Errorf("round %d: no %q in the log:\n%s", round, line, logs)
 			}

@@ -66,6 +66,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		log.Error("kmsd stopped with an error", "error", err)
 		return 1
 	}
+	log.Info("kmsd stopped")
 	return 0
 }
 
@@ -350,7 +351,7 @@ func listenAndServe(
 		log.Warn("in-flight requests did not finish in time", "error", err)
 		_ = hs.Close()
 	}
-	log.Info("kmsd stopped")
+	log.Info("HTTP server stopped")
 	return nil
 }
 
