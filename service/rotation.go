@@ -210,6 +210,11 @@ func (s *Service) rotateKey(ctx context.Context, k store.Key) (store.Key, error)
 
 	if err := s.token.GenerateKey(ctx, ref); err != nil {
 		s.abortVersion(ctx, ref)
+		if errors.Is(err, hsm.ErrKeyExists) {
+			// A failed rotation removes its row before it destroys its object, so for a
+			// moment a new rotation can take the same version number.
+			return store.Key{}, keyUpdateError(fmt.Errorf("%w: %w", store.ErrConflict, err))
+		}
 		return store.Key{}, tokenError("generate key", err)
 	}
 

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmkms/kms/hsm"
 	"github.com/hsmkms/kms/service"
 	"github.com/hsmkms/kms/service/store"
 )
@@ -305,4 +306,34 @@ func TestCreateKeyKeepsCommittedKey(t *testing.T) {
 	}
 	dk := e.createDataKey(t, k.ID)
 	e.checkDecrypts(t, k.ID, dk, "a data key of the committed key")
+}
+
+// TestRotationOverLeftoverObjectRetryable checks that a rotation whose version number
+// still has a token object, which a failed rotation is about to destroy, gets a retryable
+// 503 and leaves no row behind, so the rotation after the object is gone succeeds.
+func TestRotationOverLeftoverObjectRetryable(t *testing.T) {
+	e := newJobEnv(t, service.Config{})
+	ctx := context.Background()
+	k := e.createKey(t, "leftover-object")
+	leftover := hsm.KeyRef{KeyID: k.ID, Version: 2}
+	if err := e.raw.GenerateKey(ctx, leftover); err != nil {
+		t.Fatal(err)
+	}
+
+	_, err := e.svc.RotateOnDemand(ctx, admin, k.ID)
+	if got := codeOf(err); got != service.CodeUnavailable {
+		t.Fatalf("RotateOnDemand over a leftover object: %v, want %s", err, service.CodeUnavailable)
+	}
+	versions, err := e.store.ListKeyVersions(ctx, k.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(versions) != 1 {
+		t.Errorf("versions after the refused rotation = %v, want only version 1", versions)
+	}
+
+	if err := e.raw.DestroyKey(ctx, leftover); err != nil {
+		t.Fatal(err)
+	}
+	e.rotate(t, k.ID)
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"database/sql"
 	"fmt"
 	"io"
 	"log/slog"
@@ -131,16 +132,21 @@ func sendSigned(t *testing.T, e *testEnv, baseURL, op string, body []byte) net.C
 }
 
 // hungStore is a store whose ListKeys waits for its context to end and then fails with
-// the context's error, as a query to a database that stopped responding does.
+// the context's error, as a query to a database that stopped responding does, or with
+// sql.ErrTxDone when txDone is set, as a commit that the cancellation rolled back does.
 type hungStore struct {
 	store.Store
 	entered chan struct{}
+	txDone  bool
 }
 
 func (h hungStore) ListKeys(ctx context.Context, _ string, _ store.ListKeysFilter) (
 	[]store.Key, int, error) {
 	close(h.entered)
 	<-ctx.Done()
+	if h.txDone {
+		return nil, 0, fmt.Errorf("list keys: commit: %w", sql.ErrTxDone)
+	}
 	return nil, 0, fmt.Errorf("list keys: begin transaction: %w", ctx.Err())
 }
 
@@ -148,8 +154,18 @@ func (h hungStore) ListKeys(ctx context.Context, _ string, _ store.ListKeysFilte
 // because the client hung up is not an internal error. It is logged at INFO, audited
 // and counted with status 499, and the connection is closed without a response.
 func TestClientDisconnectDuringStoreCall(t *testing.T) {
+	for _, txDone := range []bool{false, true} {
+		name := "query cancelled"
+		if txDone {
+			name = "commit rolled back"
+		}
+		t.Run(name, func(t *testing.T) { testClientDisconnect(t, txDone) })
+	}
+}
+
+func testClientDisconnect(t *testing.T, txDone bool) {
 	e := newTestEnv(t)
-	hung := hungStore{entered: make(chan struct{})}
+	hung := hungStore{entered: make(chan struct{}), txDone: txDone}
 	e.serviceStore = func(s store.Store) store.Store {
 		hung.Store = s
 		return hung

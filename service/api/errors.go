@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"net/http"
 
@@ -60,7 +61,10 @@ func (s *Server) handleError(err error, c echo.Context) {
 		return
 	}
 	st := stateOf(c)
-	if errors.Is(err, context.Canceled) && clientGone(c) {
+	// database/sql reports a transaction that the cancellation rolled back during its
+	// commit as sql.ErrTxDone, without context.Canceled.
+	cancelled := errors.Is(err, context.Canceled) || errors.Is(err, sql.ErrTxDone)
+	if cancelled && clientGone(c) {
 		s.closeForGoneClient(c, st, err)
 		return
 	}
