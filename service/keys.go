@@ -42,10 +42,15 @@ func ValidateAlias(alias string) error {
 	return nil
 }
 
-// ValidateDescription checks a key_description: at most 255 characters.
+// ValidateDescription checks a key_description: at most 255 characters, none of them
+// ASCII 0 to 31. PostgreSQL cannot store the NUL character in text at all.
 func ValidateDescription(d string) error {
 	if len([]rune(d)) > maxDescriptionLength {
 		return Errorf(CodeInvalidDescription, "key_description is longer than 255 characters")
+	}
+	if strings.IndexFunc(d, func(r rune) bool { return r < 0x20 }) >= 0 {
+		return Errorf(CodeInvalidDescription, "key_description must not contain control "+
+			"characters (ASCII 0 to 31)")
 	}
 	return nil
 }

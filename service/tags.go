@@ -400,9 +400,10 @@ func resourceNameMatch(matches []TagMatch) (string, error) {
 	if m.Key != matchResourceName {
 		return "", Errorf(CodeInvalidMatchKey, "the match key must be resource_name")
 	}
-	if utf8.RuneCountInString(m.Value) > MaxMatchValueLength || !utf8.ValidString(m.Value) {
-		return "", Errorf(CodeInvalidMatchValue, "the match value must be 0 to %d characters",
-			MaxMatchValueLength)
+	if utf8.RuneCountInString(m.Value) > MaxMatchValueLength || !utf8.ValidString(m.Value) ||
+		strings.ContainsRune(m.Value, 0) {
+		return "", Errorf(CodeInvalidMatchValue, "the match value must be 0 to %d characters, "+
+			"without the NUL character", MaxMatchValueLength)
 	}
 	return m.Value, nil
 }

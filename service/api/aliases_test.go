@@ -131,6 +131,12 @@ func TestUpdateKeyAliasAndDescription(t *testing.T) {
 			"key_description": strings.Repeat("d", 256)}, "KMS.1103"},
 		{"description missing", "update-key-description", map[string]any{"key_id": keyID},
 			"KMS.0204"},
+		{"description with NUL", "update-key-description", map[string]any{"key_id": keyID,
+			"key_description": "x\x00y"}, "KMS.1103"},
+		{"description with newline", "update-key-description", map[string]any{
+			"key_id": keyID, "key_description": "x\ny"}, "KMS.1103"},
+		{"new key description with NUL", "create-key", map[string]any{
+			"key_alias": "nul-description", "key_description": "\x00"}, "KMS.1103"},
 		{"description pending deletion", "update-key-description", map[string]any{
 			"key_id": pending, "key_description": "x"}, "KMS.0210"},
 	}

@@ -328,6 +328,9 @@ func TestResourceInstances(t *testing.T) {
 		{"match value too long", map[string]any{"action": "filter",
 			"matches": []map[string]string{{"key": "resource_name",
 				"value": strings.Repeat("x", 256)}}}, "KMS.0402"},
+		{"match value with NUL", map[string]any{"action": "count",
+			"matches": []map[string]string{{"key": "resource_name", "value": "a\x00"}}},
+			"KMS.0402"},
 		{"two matches", map[string]any{"action": "filter", "matches": []map[string]string{
 			{"key": "resource_name", "value": "a"}, {"key": "resource_name", "value": "b"}}},
 			"KMS.0415"},
