@@ -337,3 +337,43 @@ func TestRotationOverLeftoverObjectRetryable(t *testing.T) {
 	}
 	e.rotate(t, k.ID)
 }
+
+// TestSealLimitRereadsAfterIdle checks that a replica whose last read of a version's
+// seal count is old reads it again at its first seal after a flush, so that the seals
+// another replica flushed meanwhile count towards the limit.
+func TestSealLimitRereadsAfterIdle(t *testing.T) {
+	cfg := service.Config{SealLimit: 10}
+	e := newJobEnv(t, cfg)
+	ctx := context.Background()
+	k := e.createKey(t, "seal-limit-idle")
+	cfg.Clock, cfg.KeyCacheTTL = e.clock, -1
+	other := service.New(e.token, e.store, discardLogger(), cfg)
+	flush := func(svc *service.Service) {
+		t.Helper()
+		if err := svc.FlushSealCounts(ctx); err != nil {
+			t.Fatalf("FlushSealCounts: %v", err)
+		}
+	}
+
+	e.createDataKey(t, k.ID)
+	flush(e.svc) // the store holds 1 seal, and so does this replica's count
+	for range 6 {
+		if _, err := other.CreateDataKey(ctx, admin, service.DataKeyInput{KeyRef: k.ID}, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flush(other) // the store holds 7 seals
+	e.advance(2 * time.Second)
+	for range 3 {
+		e.createDataKey(t, k.ID)
+	}
+
+	got, err := e.svc.DescribeKey(ctx, admin, k.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.CurrentVersion != 2 {
+		t.Errorf("current version after 10 seals on two replicas = %d, want 2",
+			got.CurrentVersion)
+	}
+}

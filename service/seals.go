@@ -25,9 +25,12 @@ type sealCounters struct {
 
 type sealCounter struct {
 	load sync.Once
-	// stored is the count in the store at the load or at this process's last flush,
-	// whichever came later. It includes the counts that other replicas flushed before.
+	// stored is the count in the store at its last read: the load, this process's last
+	// flush, or a refresh (refreshSealCount). It includes the counts that other replicas
+	// flushed before that read. readAt is the time of that read in Unix nanoseconds of
+	// Config.Clock, or 0 when none succeeded.
 	stored atomic.Uint64
+	readAt atomic.Int64
 	// pending counts seals not yet flushed.
 	pending atomic.Uint64
 	// rotating is set while, or after, this version's seal limit started a rotation.
@@ -36,6 +39,11 @@ type sealCounter struct {
 	// nanoseconds of Config.Clock, or 0.
 	retryAt atomic.Int64
 }
+
+// sealCountRefresh is the age of a counter's stored count past which the first seal
+// after a flush reads the count again. A replica that sealed little for a while then
+// counts what the other replicas flushed meanwhile before it compares with the limit.
+const sealCountRefresh = time.Second
 
 // sealRotationRetry is how long the seals of a version past its seal limit go on without
 // starting the rotation again after it failed. Each attempt writes to the store and logs
@@ -50,13 +58,38 @@ func (s *Service) sealCounter(ctx context.Context, ref hsm.KeyRef) *sealCounter 
 	c.load.Do(func() {
 		n, err := s.store.SealCount(context.WithoutCancel(ctx), ref.KeyID, ref.Version)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			s.log.Warn("reading the seal count failed; counting from 0 in this process",
+			s.log.Warn("reading the seal count failed; counting from 0 until it is read again",
 				"key_id", ref.KeyID, "key_version", ref.Version, "error", err)
 			return
 		}
-		c.stored.Add(n)
+		c.storeRead(n, s.cfg.Clock())
 	})
 	return c
+}
+
+// refreshSealCount reads the stored count of ref again when the last read is older than
+// sealCountRefresh. A failure leaves the count as it was, for the next flush to update.
+func (s *Service) refreshSealCount(ctx context.Context, ref hsm.KeyRef, c *sealCounter) {
+	now := s.cfg.Clock()
+	if now.UnixNano()-c.readAt.Load() < int64(sealCountRefresh) {
+		return
+	}
+	n, err := s.store.SealCount(context.WithoutCancel(ctx), ref.KeyID, ref.Version)
+	if err == nil {
+		c.storeRead(n, now)
+	}
+}
+
+// storeRead records n, a count read from the store at time at. Stored counts only grow,
+// so a read that is older than the one in place, and so lower, is dropped.
+func (c *sealCounter) storeRead(n uint64, at time.Time) {
+	for {
+		old := c.stored.Load()
+		if n <= old || c.stored.CompareAndSwap(old, n) {
+			break
+		}
+	}
+	c.readAt.Store(at.UnixNano())
 }
 
 // countSeal records one seal under ref, the current version of k, and rotates k when the
@@ -65,7 +98,12 @@ func (s *Service) sealCounter(ctx context.Context, ref hsm.KeyRef) *sealCounter 
 // the seal itself succeeded, and the first seal after sealRotationRetry tries again.
 func (s *Service) countSeal(ctx context.Context, k store.Key, ref hsm.KeyRef) {
 	c := s.sealCounter(ctx, ref)
-	total := c.stored.Load() + c.pending.Add(1)
+	pending := c.pending.Add(1)
+	if pending == 1 {
+		// The first seal since the last flush: the stored count may be old.
+		s.refreshSealCount(ctx, ref, c)
+	}
+	total := c.stored.Load() + pending
 	if total < s.cfg.SealLimit {
 		return
 	}
@@ -115,8 +153,9 @@ func (s *Service) FlushSealCounts(ctx context.Context) error {
 
 	// The stored totals include the seals that other replicas flushed, so that each
 	// replica compares the seal limit with the seals of all of them.
+	now := s.cfg.Clock()
 	for i, c := range counters {
-		c.stored.Store(totals[i])
+		c.storeRead(totals[i], now)
 	}
 	return nil
 }
