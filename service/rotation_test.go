@@ -227,17 +227,11 @@ func TestSealLimitCountsEveryReplica(t *testing.T) {
 			}
 		}
 	}
-	flush := func(svc *service.Service) {
-		t.Helper()
-		if err := svc.FlushSealCounts(ctx); err != nil {
-			t.Fatalf("FlushSealCounts: %v", err)
-		}
-	}
 
 	seal(e.svc, 1) // loads the stored count, 0
 	seal(other, 6)
-	flush(other)
-	flush(e.svc) // the store now holds 7 seals of version 1
+	flushSeals(t, other)
+	flushSeals(t, e.svc) // the store now holds 7 seals of version 1
 	seal(e.svc, 3)
 
 	got, err := e.svc.DescribeKey(ctx, admin, k.ID)
@@ -348,21 +342,15 @@ func TestSealLimitRereadsAfterIdle(t *testing.T) {
 	k := e.createKey(t, "seal-limit-idle")
 	cfg.Clock, cfg.KeyCacheTTL = e.clock, -1
 	other := service.New(e.token, e.store, discardLogger(), cfg)
-	flush := func(svc *service.Service) {
-		t.Helper()
-		if err := svc.FlushSealCounts(ctx); err != nil {
-			t.Fatalf("FlushSealCounts: %v", err)
-		}
-	}
 
 	e.createDataKey(t, k.ID)
-	flush(e.svc) // the store holds 1 seal, and so does this replica's count
+	flushSeals(t, e.svc) // the store holds 1 seal, and so does this replica's count
 	for range 6 {
 		if _, err := other.CreateDataKey(ctx, admin, service.DataKeyInput{KeyRef: k.ID}, true); err != nil {
 			t.Fatal(err)
 		}
 	}
-	flush(other) // the store holds 7 seals
+	flushSeals(t, other) // the store holds 7 seals
 	e.advance(2 * time.Second)
 	for range 3 {
 		e.createDataKey(t, k.ID)
@@ -375,5 +363,13 @@ func TestSealLimitRereadsAfterIdle(t *testing.T) {
 	if got.CurrentVersion != 2 {
 		t.Errorf("current version after 10 seals on two replicas = %d, want 2",
 			got.CurrentVersion)
+	}
+}
+
+// flushSeals flushes the seal counts of svc.
+func flushSeals(t *testing.T, svc *service.Service) {
+	t.Helper()
+	if err := svc.FlushSealCounts(context.Background()); err != nil {
+		t.Fatalf("FlushSealCounts: %v", err)
 	}
 }
