@@ -655,3 +655,41 @@ func TestAuditRecordRedactsDataKeyAsKeyID(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditNULInRequest checks that NUL characters from a request, in the URL or in a
+// key_id, reach the audit trail as U+FFFD. PostgreSQL cannot store NUL in text, and a
+// record it rejects fails its whole batch and makes kmsd not ready.
+func TestAuditNULInRequest(t *testing.T) {
+	e := newTestEnv(t)
+
+	res, err := http.Post(e.http.URL+"/v1.0/%00/kms/list-keys", "application/json",
+		strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusUnauthorized {
+		t.Errorf("unsigned list-keys with NUL as project id: status %d, want 401", res.StatusCode)
+	}
+	wantCode(t, e.admin.post(t, "describe-key", map[string]any{"key_id": "\x00"}), "KMS.0205")
+
+	ready, err := http.Get(e.http.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready.Body.Close()
+	if ready.StatusCode != http.StatusOK {
+		t.Errorf("/readyz after the requests with NUL: status %d, want 200", ready.StatusCode)
+	}
+
+	records := chainRecords(t, e)
+	if len(records) != 2 {
+		t.Fatalf("trail holds %d records, want 2", len(records))
+	}
+	if got := records[0].ProjectID; got != "\ufffd" {
+		t.Errorf("recorded project id = %q, want U+FFFD", got)
+	}
+	if got := records[1].KeyID; got != "\ufffd" {
+		t.Errorf("recorded key id = %q, want U+FFFD", got)
+	}
+}

@@ -770,41 +770,43 @@ func storedRecord(chainID string, seq uint64, prev []byte, r Record) store.Audit
 		at = time.Now()
 	}
 
-	// Fields from the request (the sequence, a forwarded address) may hold invalid UTF-8,
-	// which JSON cannot carry: exports and chain files would read back other bytes than
-	// the hash covers. So the record keeps U+FFFD in place of each invalid byte.
+	// Fields from the request (the sequence, a forwarded address, a key id) may hold
+	// invalid UTF-8, which JSON cannot carry, so exports and chain files would read back
+	// other bytes than the hash covers. They may also hold NUL, which PostgreSQL cannot
+	// store in text, so that one such request would fail the whole batch of records with
+	// it. So the record keeps U+FFFD in place of each invalid byte and each NUL.
 	s := store.AuditRecord{
 		ChainID:    chainID,
 		Seq:        seq,
 		Time:       at.UTC().Truncate(time.Millisecond),
-		RequestID:  validUTF8(r.RequestID),
-		AccessKey:  validUTF8(r.AccessKey),
-		UserID:     validUTF8(r.UserID),
-		ProjectID:  validUTF8(r.ProjectID),
-		SourceIP:   validUTF8(r.SourceIP),
-		Operation:  validUTF8(r.Operation),
-		KeyID:      validUTF8(r.KeyID),
+		RequestID:  storableText(r.RequestID),
+		AccessKey:  storableText(r.AccessKey),
+		UserID:     storableText(r.UserID),
+		ProjectID:  storableText(r.ProjectID),
+		SourceIP:   storableText(r.SourceIP),
+		Operation:  storableText(r.Operation),
+		KeyID:      storableText(r.KeyID),
 		KeyVersion: r.KeyVersion,
-		GrantID:    validUTF8(r.GrantID),
+		GrantID:    storableText(r.GrantID),
 		Status:     r.Status,
-		ErrorCode:  validUTF8(r.ErrorCode),
-		Sequence:   validUTF8(r.Sequence),
+		ErrorCode:  storableText(r.ErrorCode),
+		Sequence:   storableText(r.Sequence),
 		PrevHash:   prev,
 	}
 	s.Hash = RecordHash(s)
 	return s
 }
 
-// validUTF8 returns s with each invalid UTF-8 byte replaced by U+FFFD, as encoding/json
-// writes it, and s itself when it is valid.
-func validUTF8(s string) string {
-	if utf8.ValidString(s) {
+// storableText returns s with each invalid UTF-8 byte and each NUL replaced by U+FFFD,
+// as encoding/json writes an invalid byte, and s itself when it has neither.
+func storableText(s string) string {
+	if utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 {
 		return s
 	}
 	var b strings.Builder
 	for i := 0; i < len(s); {
 		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
+		if (r == utf8.RuneError && size == 1) || r == 0 {
 			b.WriteRune(utf8.RuneError)
 		} else {
 			b.WriteString(s[i : i+size])

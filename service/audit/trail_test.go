@@ -330,8 +330,8 @@ func checkpointSeqs(checkpoints []store.AuditCheckpoint) string {
 	return fmt.Sprint(seqs)
 }
 
-// TestTrailInvalidUTF8Verifies checks that a request field with invalid UTF-8 is stored
-// so that the trail still verifies, through the store and through an export.
+// TestTrailInvalidUTF8Verifies checks that a request field with invalid UTF-8 or NUL is
+// stored so that the trail still verifies, through the store and through an export.
 func TestTrailInvalidUTF8Verifies(t *testing.T) {
 	st := openSQLite(t, filepath.Join(t.TempDir(), "kms.db"))
 	trail, err := audit.Open(t.Context(), st, openToken(t), audit.Config{})
@@ -339,7 +339,8 @@ func TestTrailInvalidUTF8Verifies(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = trail.Record(t.Context(), audit.Record{RequestID: "r", Operation: "create-datakey",
-		Status: 400, Sequence: "seq-\xff\xfe-end", SourceIP: "10.0.0.1\xc3"})
+		Status: 400, Sequence: "seq-\xff\xfe-end", SourceIP: "10.0.0.1\xc3",
+		KeyID: "key-\x00-id"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,6 +354,9 @@ func TestTrailInvalidUTF8Verifies(t *testing.T) {
 	}
 	if got, want := records[0].Sequence, "seq-\ufffd\ufffd-end"; got != want {
 		t.Errorf("stored sequence = %q, want %q", got, want)
+	}
+	if got, want := records[0].KeyID, "key-\ufffd-id"; got != want {
+		t.Errorf("stored key id = %q, want %q: PostgreSQL cannot store NUL", got, want)
 	}
 	verify(t, st, trail)
 	if _, err := verifyExport(t, st, trail); err != nil {
