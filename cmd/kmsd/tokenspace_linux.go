@@ -3,16 +3,16 @@ package main
 import (
 	"fmt"
 	"math"
-	"os"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// freeBytes returns the bytes available to this process in the volume of dir, and its
-// free inodes. Root may use the blocks that the file system reserves for it, which
-// unprivileged users may not. A file system without an inode limit, such as btrfs,
-// reports no inodes at all, and gets math.MaxUint64 free inodes.
+// freeBytes returns the bytes available to an unprivileged user in the volume of dir, and
+// its free inodes. The blocks that the file system reserves for root do not count, even
+// when kmsd runs as root. statfs counts as free some blocks that not even root can use
+// (ext4's reserved clusters), and only the unprivileged figure leaves them out. A file system without an inode limit, such as btrfs, reports no inodes at
+// all, and gets math.MaxUint64 free inodes.
 func freeBytes(dir string) (bytes, files uint64, err error) {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil {
@@ -23,11 +23,7 @@ func freeBytes(dir string) (bytes, files uint64, err error) {
 	if st.Files == 0 {
 		files = math.MaxUint64
 	}
-	blocks := st.Bavail
-	if os.Geteuid() == 0 {
-		blocks = st.Bfree
-	}
-	return blocks * uint64(st.Bsize), files, nil
+	return st.Bavail * uint64(st.Bsize), files, nil
 }
 
 // canWrite returns nil when this process may write path. access(2) also refuses root
