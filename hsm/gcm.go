@@ -109,8 +109,12 @@ func (m *Module) sealInSession(
 		}
 	}
 
-	if m.cfg.TokenGeneratesIV && bytes.Equal(sealed.IV, make([]byte, GCMIVSize)) {
-		return Sealed{}, errNoTokenIV
+	if m.cfg.TokenGeneratesIV {
+		noIV := bytes.Equal(sealed.IV, make([]byte, GCMIVSize))
+		m.noTokenIV.Store(noIV)
+		if noIV {
+			return Sealed{}, errNoTokenIV
+		}
 	}
 	return sealed, nil
 }

@@ -124,10 +124,18 @@ func TestSealTokenGeneratesIVOnSoftHSM(t *testing.T) {
 	ref := KeyRef{KeyID: "token-iv", Version: 1}
 	generateTestKey(t, m, ref)
 
+	if err := m.Ping(context.Background()); err != nil {
+		t.Fatalf("Ping before any seal: %v", err)
+	}
+
 	// SoftHSM2 2.6.1 uses the IV it is given, so the zeroed buffer comes back unchanged.
 	_, err := m.Seal(context.Background(), ref, []byte("data"), nil)
 	if !errors.Is(err, errNoTokenIV) {
 		t.Errorf("Seal returned %v, expected errNoTokenIV", err)
+	}
+	// /readyz calls Ping: a replica whose every seal fails must not stay ready.
+	if err := m.Ping(context.Background()); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Ping after a seal without a token IV = %v, want ErrUnavailable", err)
 	}
 }
 

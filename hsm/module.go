@@ -162,6 +162,11 @@ type Module struct {
 	// channel proceed in arrival order.
 	calls chan struct{}
 
+	// noTokenIV is set when the last seal with Config.TokenGeneratesIV found that the
+	// token did not choose the IV, and cleared by one that did. Ping then fails, so that
+	// /readyz reports a replica whose every seal fails.
+	noTokenIV atomic.Bool
+
 	// genMu serialises the creation and destruction of token objects, because SoftHSM2
 	// 2.6.1 fails with CKR_GENERAL_ERROR when C_GenerateKey runs while another session
 	// destroys a token object (seen with parallel create-key calls over the key quota,
@@ -390,7 +395,13 @@ func (m *Module) Close() error {
 
 // Ping opens or reuses a pooled session and checks that it is logged in and that
 // C_GetTokenInfo succeeds. A token that fails either check is reconnected, as in every call.
+// Ping also fails while seals fail because Config.TokenGeneratesIV is set for a token
+// that does not choose IVs.
 func (m *Module) Ping(ctx context.Context) error {
+	if m.noTokenIV.Load() {
+		return fmt.Errorf("ping token: %w: %w", ErrUnavailable, errNoTokenIV)
+	}
+
 	err := m.do(ctx, true, func(c *conn, s *session) error {
 		if err := c.checkLogin(s.handle); err != nil {
 			return err
