@@ -120,30 +120,38 @@ func (e *jobEnv) createDataKey(t *testing.T, keyID string) service.DataKeyOutput
 	return dk
 }
 
-// checkDecrypts checks that the data key dk, named what in failures, decrypts under
-// keyID to its plaintext.
-func (e *jobEnv) checkDecrypts(t *testing.T, keyID string, dk service.DataKeyOutput, what string) {
+// checkDecrypts checks that the data key dk decrypts under keyID to its plaintext.
+// description names dk in failure messages.
+func (e *jobEnv) checkDecrypts(t *testing.T, keyID string, dk service.DataKeyOutput,
+	description string) {
 	t.Helper()
 	out, err := e.svc.DecryptDataKey(context.Background(), admin, service.DecryptDataKeyInput{
 		KeyRef: keyID, Ciphertext: dk.Ciphertext, DataKeyLen: len(dk.Plaintext),
 	})
 	if err != nil {
-		t.Errorf("DecryptDataKey of %s: %v", what, err)
+		t.Errorf("DecryptDataKey of %s: %v", description, err)
 		return
 	}
 	if string(out.Plaintext) != string(dk.Plaintext) {
-		t.Errorf("%s decrypts to another data key", what)
+		t.Errorf("%s decrypts to another data key", description)
 	}
 }
 
-// activateThenFailStore commits ActivateKeyVersion and then returns an error. A request
-// cancelled while PostgreSQL commits its write gets the same result.
-type activateThenFailStore struct {
+// commitThenFailStore commits CreateKey and ActivateKeyVersion and then returns an
+// error. A request cancelled while PostgreSQL commits its write gets the same result.
+type commitThenFailStore struct {
 	store.Store
 }
 
-func (s activateThenFailStore) ActivateKeyVersion(ctx context.Context, k store.Key, version uint32) error {
+func (s commitThenFailStore) ActivateKeyVersion(ctx context.Context, k store.Key, version uint32) error {
 	if err := s.Store.ActivateKeyVersion(ctx, k, version); err != nil {
+		return err
+	}
+	return context.Canceled
+}
+
+func (s commitThenFailStore) CreateKey(ctx context.Context, k store.Key, maxKeys int) error {
+	if err := s.Store.CreateKey(ctx, k, maxKeys); err != nil {
 		return err
 	}
 	return context.Canceled
@@ -156,7 +164,7 @@ func TestRotationKeepsCommittedVersion(t *testing.T) {
 	e := newJobEnv(t, service.Config{})
 	ctx := context.Background()
 	k := e.createKey(t, "committed-rotation")
-	failing := service.New(e.token, activateThenFailStore{Store: e.store}, discardLogger(),
+	failing := service.New(e.token, commitThenFailStore{Store: e.store}, discardLogger(),
 		service.Config{KeyCacheTTL: -1})
 
 	rotated, err := failing.RotateOnDemand(ctx, admin, k.ID)
@@ -274,24 +282,11 @@ func TestDecryptNewVersionWithStaleCache(t *testing.T) {
 	}
 }
 
-// createThenFailStore commits CreateKey and then returns an error, as activateThenFailStore
-// does for ActivateKeyVersion.
-type createThenFailStore struct {
-	store.Store
-}
-
-func (s createThenFailStore) CreateKey(ctx context.Context, k store.Key, maxKeys int) error {
-	if err := s.Store.CreateKey(ctx, k, maxKeys); err != nil {
-		return err
-	}
-	return context.Canceled
-}
-
 // TestCreateKeyKeepsCommittedKey checks that a create-key whose key row committed although
 // the store returned an error succeeds, and that the key works.
 func TestCreateKeyKeepsCommittedKey(t *testing.T) {
 	e := newJobEnv(t, service.Config{})
-	failing := service.New(e.token, createThenFailStore{Store: e.store}, discardLogger(),
+	failing := service.New(e.token, commitThenFailStore{Store: e.store}, discardLogger(),
 		service.Config{KeyCacheTTL: -1})
 
 	k, err := failing.CreateKey(context.Background(), admin, service.CreateKeyInput{Alias: "committed"})

@@ -437,9 +437,9 @@ func TestMarkLostVersionsResumes(t *testing.T) {
 	}
 }
 
-// TestMissingOlderObjectRetryable loses the object of a key that is not the newest, as
-// a replica sees a key that another replica created a moment ago. The token check passes,
-// and a data key under that key must get a retryable 503, not 500.
+// TestMissingOlderObjectRetryable loses the object of a key that is not the newest, as on
+// a replica whose token view lags a key that another replica created a moment ago. The
+// token check passes, and a data key under that key must get a retryable 503, not 500.
 func TestMissingOlderObjectRetryable(t *testing.T) {
 	t.Cleanup(service.SetLookupRetries([]time.Duration{time.Millisecond}))
 	e := newJobEnv(t, service.Config{})
