@@ -103,22 +103,55 @@ func (s *Service) KeyRotationStatus(ctx context.Context, p auth.Principal, keyID
 }
 
 // RotateOnDemand rotates an enabled key now, whether or not automatic rotation is on.
+// Concurrent calls for one key wait for each other in this process, and each adds a
+// version. A rotation that loses to a change made by another replica is retried up to
+// maxKeyChangeAttempts times.
 func (s *Service) RotateOnDemand(ctx context.Context, p auth.Principal, keyID string) (store.Key, error) {
 	if err := s.authorize(ctx, p, auth.OpRotateOnDemand, nil); err != nil {
 		return store.Key{}, err
 	}
-	k, err := s.freshKey(ctx, p.ProjectID, keyID)
-	if err != nil {
-		return store.Key{}, err
-	}
-	if err := rotatable(k); err != nil {
-		return store.Key{}, err
-	}
-	if err := usableKey(k); err != nil {
+	if _, err := s.freshKey(ctx, p.ProjectID, keyID); err != nil {
 		return store.Key{}, err
 	}
 
-	return s.rotateKey(ctx, k)
+	unlock, err := s.lockRotation(ctx, keyID)
+	if err != nil {
+		return store.Key{}, err
+	}
+	defer unlock()
+
+	for attempt := 1; ; attempt++ {
+		k, err := s.freshKey(ctx, p.ProjectID, keyID)
+		if err != nil {
+			return store.Key{}, err
+		}
+		if err := rotatable(k); err != nil {
+			return store.Key{}, err
+		}
+		if err := usableKey(k); err != nil {
+			return store.Key{}, err
+		}
+
+		k, err = s.rotateKey(ctx, k)
+		if !errors.Is(err, store.ErrConflict) || attempt == maxKeyChangeAttempts {
+			return k, err
+		}
+		s.log.Info("rotation lost to a concurrent change of the key; retrying", "key_id", keyID,
+			"attempt", attempt)
+	}
+}
+
+// lockRotation takes this process's rotation lock of keyID (Service.rotations) and
+// returns the function that releases it. When ctx ends first, the error is a retryable
+// KMS.0102 that wraps ctx's error.
+func (s *Service) lockRotation(ctx context.Context, keyID string) (unlock func(), err error) {
+	unlock, err = s.rotations.lock(ctx, keyID)
+	if err != nil {
+		return nil, &Error{Code: CodeUnavailable,
+			Message: "another rotation of the key is in progress; retry",
+			Err:     fmt.Errorf("wait for the rotation lock of key %s: %w", keyID, err)}
+	}
+	return unlock, nil
 }
 
 // RunRotation rotates every enabled key with rotation on whose interval has passed, each
@@ -152,8 +185,15 @@ func (s *Service) RunRotation(ctx context.Context) (int, error) {
 	return rotated, nil
 }
 
-// rotateIfDue re-reads the key under its job lock and rotates it if it is still due.
+// rotateIfDue re-reads the key under its job lock and this process's rotation lock, and
+// rotates it if it is still due.
 func (s *Service) rotateIfDue(ctx context.Context, projectID, keyID string, now time.Time) error {
+	unlock, err := s.lockRotation(ctx, keyID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
 	k, err := s.store.GetKey(ctx, projectID, keyID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
@@ -178,8 +218,15 @@ func (s *Service) rotateIfDue(ctx context.Context, projectID, keyID string, now 
 }
 
 // rotateIfCurrent rotates the key if version is still its current version and the key
-// is enabled, as the seal limit requires.
+// is enabled, as the seal limit requires. It holds this process's rotation lock of the
+// key.
 func (s *Service) rotateIfCurrent(ctx context.Context, projectID, keyID string, version uint32) error {
+	unlock, err := s.lockRotation(ctx, keyID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
 	k, err := s.store.GetKey(ctx, projectID, keyID)
 	if err != nil {
 		return err

@@ -368,3 +368,110 @@ func flushSeals(t *testing.T, svc *service.Service) {
 		t.Fatalf("FlushSealCounts: %v", err)
 	}
 }
+
+// TestConcurrentRotationsAllSucceed checks that rotate-on-demand calls racing on one key
+// in one process wait for each other: every call succeeds and adds the next version, so
+// no version number is skipped.
+func TestConcurrentRotationsAllSucceed(t *testing.T) {
+	e := newJobEnv(t, service.Config{})
+	ctx := context.Background()
+	k := e.createKey(t, "concurrent-rotations")
+
+	const rotations = 10
+	errs := make(chan error, rotations)
+	for range rotations {
+		go func() {
+			_, err := e.svc.RotateOnDemand(ctx, admin, k.ID)
+			errs <- err
+		}()
+	}
+	for range rotations {
+		if err := <-errs; err != nil {
+			t.Errorf("RotateOnDemand racing on one key: %v", err)
+		}
+	}
+
+	got, err := e.svc.DescribeKey(ctx, admin, k.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.CurrentVersion != rotations+1 {
+		t.Errorf("current version = %d, want %d", got.CurrentVersion, rotations+1)
+	}
+	versions := e.tokenVersions(t, k.ID)
+	for i, v := range versions {
+		if v != uint32(i+1) {
+			t.Fatalf("token objects of the key = versions %v, want 1 to %d", versions,
+				rotations+1)
+		}
+	}
+	if len(versions) != rotations+1 {
+		t.Errorf("token objects of the key = %d versions, want %d", len(versions), rotations+1)
+	}
+	dk := e.createDataKey(t, k.ID)
+	e.checkDecrypts(t, k.ID, dk, "a data key of the last version")
+}
+
+// replicaChangeStore changes the key's description through another replica (a second
+// Service on the same store and token) before each of its first `changes`
+// ActivateKeyVersion calls, so that their revision checks fail as in a real race.
+type replicaChangeStore struct {
+	store.Store
+	replica *service.Service
+	changes int // calls still to precede with a change
+}
+
+func (s *replicaChangeStore) ActivateKeyVersion(ctx context.Context, k store.Key, version uint32) error {
+	if s.changes > 0 {
+		s.changes--
+		if _, err := s.replica.UpdateKeyDescription(ctx, admin, k.ID, "changed by a replica"); err != nil {
+			return err
+		}
+	}
+	return s.Store.ActivateKeyVersion(ctx, k, version)
+}
+
+// TestRotationRetriesReplicaChange checks that rotate-on-demand retries a rotation that
+// lost its revision check to another replica's change of the key, and gives up with a
+// retryable KMS.0102 after three losses.
+func TestRotationRetriesReplicaChange(t *testing.T) {
+	tests := []struct {
+		name        string
+		changes     int
+		wantCode    string
+		wantVersion uint32
+	}{
+		{name: "one lost check", changes: 1, wantVersion: 2},
+		{name: "two lost checks", changes: 2, wantVersion: 2},
+		{name: "three lost checks", changes: 3, wantCode: service.CodeUnavailable, wantVersion: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newJobEnv(t, service.Config{})
+			ctx := context.Background()
+			k := e.createKey(t, "replica-change")
+			replica := service.New(e.token, e.store, discardLogger(),
+				service.Config{KeyCacheTTL: -1})
+			racing := service.New(e.token,
+				&replicaChangeStore{Store: e.store, replica: replica, changes: tt.changes},
+				discardLogger(), service.Config{KeyCacheTTL: -1})
+
+			_, err := racing.RotateOnDemand(ctx, admin, k.ID)
+			if got := codeOf(err); got != tt.wantCode {
+				t.Errorf("RotateOnDemand error code = %q (%v), want %q", got, err, tt.wantCode)
+			}
+
+			got, err := e.svc.DescribeKey(ctx, admin, k.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.CurrentVersion != tt.wantVersion {
+				t.Errorf("current version = %d, want %d", got.CurrentVersion, tt.wantVersion)
+			}
+			if versions := e.tokenVersions(t, k.ID); uint32(len(versions)) != tt.wantVersion {
+				t.Errorf("token objects of the key = versions %v, want 1 to %d", versions,
+					tt.wantVersion)
+			}
+		})
+	}
+}

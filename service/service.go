@@ -68,6 +68,9 @@ type Service struct {
 	// aliases caches alias API lookups; see aliases.go.
 	aliases aliasCache
 
+	// rotations serialises the rotations of each key in this process.
+	rotations keyLocks
+
 	// tokenBehind is set while the last token check found the token older than the
 	// store; see tokencheck.go.
 	tokenBehind atomic.Bool
