@@ -288,10 +288,12 @@ func listenAndServe(
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
 
+	// ReadTimeout ends before WriteTimeout, so that a request whose body is still
+	// arriving when it passes gets a 408 response instead of a closed connection.
 	hs := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
+		ReadTimeout:       20 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,

@@ -159,6 +159,9 @@ func httpErrorDetail(he *echo.HTTPError) (int, errorDetail) {
 		return he.Code, errorDetail{service.CodeInvalidURL, "the request URL or method is invalid"}
 	case http.StatusRequestEntityTooLarge:
 		return he.Code, errorDetail{service.CodeTooLong, "the request body is too large"}
+	case http.StatusRequestTimeout:
+		return he.Code, errorDetail{service.CodeInvalidJSON,
+			"the request body did not arrive before the server's read timeout; send it again"}
 	default:
 		if he.Code >= 400 && he.Code < 500 {
 			return he.Code, errorDetail{service.CodeInvalidParameter, http.StatusText(he.Code)}

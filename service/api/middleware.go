@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"runtime"
 
@@ -28,6 +29,13 @@ func (s *Server) readBody(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 
 		body, err := readAtMost(r.Body, r.ContentLength, s.cfg.MaxBodyBytes+1)
+		var netErr net.Error
+		if errors.As(err, &netErr) && netErr.Timeout() {
+			// The server's read timeout passed: the connection cannot carry another
+			// request, but its write timeout, which is later, leaves time to send the response.
+			c.Response().Header().Set("Connection", "close")
+			return &echo.HTTPError{Code: http.StatusRequestTimeout, Internal: err}
+		}
 		if err != nil {
 			return &service.Error{Code: service.CodeInvalidJSON,
 				Message: "the request body could not be read", Err: err}

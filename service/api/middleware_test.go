@@ -1,11 +1,14 @@
 package api
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -258,5 +261,58 @@ func TestAuthFailureFloodThroughServer(t *testing.T) {
 	}
 	if logged == 0 {
 		t.Error("logged no authentication failure")
+	}
+}
+
+// TestSlowBodyGets408 sends a request whose body stops arriving. When the server's read
+// timeout passes, the client gets 408 KMS.0202 and a closed connection instead of a
+// connection closed without a response, and the call is audited.
+func TestSlowBodyGets408(t *testing.T) {
+	e := newTestEnv(t)
+	srv := New(e.svc, auth.NewVerifier(e.creds, auth.VerifierConfig{}), testLogger(),
+		Config{Credentials: e.creds, OperatorProjectID: projectP1, Audit: e.trail})
+	hs := httptest.NewUnstartedServer(srv.Handler())
+	hs.Config.ReadTimeout = 300 * time.Millisecond
+	hs.Config.WriteTimeout = 10 * time.Second
+	hs.Start()
+	defer hs.Close()
+
+	conn, err := net.Dial("tcp", hs.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	head := "POST /v1.0/" + projectP1 + "/kms/list-keys HTTP/1.1\r\nHost: kms\r\n" +
+		"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"lim"
+	if _, err := conn.Write([]byte(head)); err != nil {
+		t.Fatal(err)
+	}
+
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("read response: %v", err)
+	}
+	body, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != http.StatusRequestTimeout {
+		t.Errorf("status %d, want 408: %s", res.StatusCode, body)
+	}
+	if !strings.Contains(string(body), `"error_code":"KMS.0202"`) {
+		t.Errorf("body %s, want error code KMS.0202", body)
+	}
+	if !res.Close {
+		t.Error("the response does not close the connection")
+	}
+
+	records := chainRecords(t, e)
+	if len(records) != 1 {
+		t.Fatalf("trail contains %d records, want 1", len(records))
+	}
+	if got := records[0].Status; got != http.StatusRequestTimeout {
+		t.Errorf("audited status %d, want 408", got)
 	}
 }
