@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -141,4 +142,76 @@ func TestFlexIntegerCanonical(t *testing.T) {
 		})
 	}
 	checkOK(t, "list-keys limit 5", e.admin.post(t, "list-keys", `{"limit":"5"}`))
+}
+
+// TestBindNamesTheCause checks that body errors name their real cause: a body that is not
+// valid JSON after a member of the wrong type gets the syntax error, a body nested too
+// deep gets its own message, and wrong types are named as JSON types, not Go types.
+func TestBindNamesTheCause(t *testing.T) {
+	e := newTestEnv(t)
+	keyID := e.admin.createKey(t, "causes")
+	deep := strings.Repeat("[", 100) + strings.Repeat("]", 100)
+
+	tests := []struct {
+		name     string
+		op       string
+		body     string
+		wantCode string
+		wantMsg  string
+	}{
+		{"unquoted hex after a key id", "decrypt-datakey",
+			`{"key_id":"` + keyID + `","cipher_text":0133AB,"datakey_cipher_length":"32"}`,
+			service.CodeInvalidJSON, "not a valid JSON object"},
+		{"repeat before a syntax error", "create-datakey",
+			`{"key_id":"` + keyID + `","key_id":"x",}`,
+			service.CodeInvalidJSON, "not a valid JSON object"},
+		{"valid JSON nested too deep", "create-datakey",
+			`{"key_id":"` + keyID + `","x":` + deep + `}`,
+			service.CodeInvalidJSON, "deeper than 64 levels"},
+		{"too deep for encoding/json operations", "describe-key",
+			`{"key_id":"` + keyID + `","x":` + deep + `}`,
+			service.CodeInvalidJSON, "deeper than 64 levels"},
+		{"wrong type still reported", "decrypt-datakey",
+			`{"key_id":"` + keyID + `","cipher_text":12,"datakey_cipher_length":"32"}`,
+			service.CodeInvalidParameter, "cipher_text has the wrong JSON type: expected string"},
+		{"object expected", keyID + "/tags", `{"tag":"x"}`,
+			service.CodeInvalidParameter, "tag has the wrong JSON type: expected object"},
+		{"array of objects expected", "resource_instances/action",
+			`{"action":"filter","tags":"x"}`,
+			service.CodeInvalidParameter, "tags has the wrong JSON type: expected array of objects"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.admin.post(t, tc.op, tc.body)
+			checkError(t, tc.op, r, http.StatusBadRequest, tc.wantCode)
+			if !strings.Contains(string(r.Raw), tc.wantMsg) {
+				t.Errorf("%s: message %s, want one containing %q", tc.op, r.Raw, tc.wantMsg)
+			}
+		})
+	}
+}
+
+func TestJSONTypeName(t *testing.T) {
+	type object struct{ A int }
+	tests := []struct {
+		value any
+		want  string
+	}{
+		{"", "string"},
+		{true, "boolean"},
+		{int64(0), "number"},
+		{1.5, "number"},
+		{[]byte(nil), "string"},
+		{[]string(nil), "array of strings"},
+		{object{}, "object"},
+		{map[string]string(nil), "object"},
+		{[]object(nil), "array of objects"},
+		{[][]int(nil), "array of arrays of numbers"},
+		{&object{}, "object"},
+	}
+	for _, tt := range tests {
+		if got := jsonTypeName(reflect.TypeOf(tt.value)); got != tt.want {
+			t.Errorf("jsonTypeName(%T) = %q, want %q", tt.value, got, tt.want)
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -145,13 +146,43 @@ func bind(c echo.Context, v any) error {
 	var typeErr *json.UnmarshalTypeError
 	if errors.As(err, &typeErr) && typeErr.Field != "" {
 		return service.Errorf(service.CodeInvalidParameter,
-			"%s has the wrong JSON type: expected %s", typeErr.Field, typeErr.Type)
+			"%s has the wrong JSON type: expected %s", typeErr.Field, jsonTypeName(typeErr.Type))
 	}
 	if errors.Is(err, errNotStringOrNumber) {
 		return service.Errorf(service.CodeInvalidParameter,
 			"a numeric field must be a JSON string or number")
 	}
 	return service.Errorf(service.CodeInvalidJSON, "the request body is not a valid JSON object")
+}
+
+// jsonTypeName names the JSON type that encoding/json decodes into t, such as "string" or
+// "array of objects", for error messages that must not show Go type names.
+func jsonTypeName(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Pointer:
+		return jsonTypeName(t.Elem())
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+		reflect.Float32, reflect.Float64:
+		return "number"
+	case reflect.Slice, reflect.Array:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return "string" // encoding/json reads []byte as base64 text
+		}
+		elem := jsonTypeName(t.Elem())
+		if rest, ok := strings.CutPrefix(elem, "array of "); ok {
+			return "array of arrays of " + rest
+		}
+		return "array of " + elem + "s"
+	case reflect.Struct, reflect.Map:
+		return "object"
+	default:
+		return "JSON value"
+	}
 }
 
 // ignoreFields is a fieldDecoder that decodes nothing, for the duplicate check.
@@ -235,12 +266,23 @@ func millis(t time.Time) string {
 // member name with KMS.0202.
 func bindFields(body []byte, fd fieldDecoder) error {
 	var names memberNames
+	// The first member that fails to decode does not stop the scan, so that a body that
+	// is not valid JSON after it gets the syntax error, which names the real cause.
+	var memberErr error
 	err := jsonscan.Object(body, func(name string, raw []byte) error {
-		if !names.add(name) {
-			return &duplicateMemberError{name: name}
+		if memberErr != nil {
+			return nil
 		}
-		return fd.decodeField(name, raw)
+		if !names.add(name) {
+			memberErr = &duplicateMemberError{name: name}
+		} else {
+			memberErr = fd.decodeField(name, raw)
+		}
+		return nil
 	})
+	if err == nil {
+		err = memberErr
+	}
 	if err == nil {
 		// Before the errors.As targets below, which would otherwise move to the heap on
 		// every call.
@@ -254,6 +296,9 @@ func bindFields(body []byte, fd fieldDecoder) error {
 		return service.Errorf(service.CodeInvalidJSON, "%s", dupErr.Error())
 	case errors.As(err, &typeErr):
 		return service.Errorf(service.CodeInvalidParameter, "%s", typeErr.Error())
+	case errors.Is(err, jsonscan.ErrTooDeep):
+		return service.Errorf(service.CodeInvalidJSON,
+			"the request body nests JSON deeper than %d levels", jsonscan.MaxDepth)
 	case errors.Is(err, jsonscan.ErrSyntax):
 		return service.Errorf(service.CodeInvalidJSON, "the request body is not a valid JSON object")
 	default:

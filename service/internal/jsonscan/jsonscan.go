@@ -7,6 +7,7 @@ package jsonscan
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 
 	"unicode/utf8"
 )
@@ -14,8 +15,13 @@ import (
 // ErrSyntax is returned for input that is not one valid JSON object.
 var ErrSyntax = errors.New("invalid JSON")
 
-// maxJSONDepth bounds nesting, so a hostile body cannot exhaust the stack.
-const maxJSONDepth = 64
+// MaxDepth bounds nesting, so a hostile body cannot exhaust the stack. encoding/json
+// allows 10,000 levels, but the API's request bodies nest only a few.
+const MaxDepth = 64
+
+// ErrTooDeep is returned for valid JSON nested deeper than MaxDepth levels. It wraps
+// ErrSyntax.
+var ErrTooDeep = fmt.Errorf("%w: nested deeper than %d levels", ErrSyntax, MaxDepth)
 
 // Object calls fn with the name and the raw bytes of each member of the JSON object
 // b, in order. Duplicate names are passed as often as they occur. Whitespace around b is
@@ -195,8 +201,8 @@ func isHex4(b []byte) bool {
 }
 
 func skipContainer(b []byte, i, depth int) (int, error) {
-	if depth > maxJSONDepth {
-		return 0, ErrSyntax
+	if depth > MaxDepth {
+		return 0, ErrTooDeep
 	}
 	closing := byte(']')
 	isObject := b[i] == '{'

@@ -48,8 +48,11 @@ func TestObjectRejects(t *testing.T) {
 
 func TestObjectDepthLimit(t *testing.T) {
 	deep := `{"a":` + string(repeat('[', 100)) + string(repeat(']', 100)) + `}`
+	if _, err := members(t, deep); !errors.Is(err, ErrTooDeep) {
+		t.Fatalf("100 levels of nesting: error %v, want ErrTooDeep", err)
+	}
 	if _, err := members(t, deep); !errors.Is(err, ErrSyntax) {
-		t.Fatalf("100 levels of nesting accepted: %v", err)
+		t.Errorf("100 levels of nesting: error %v does not wrap ErrSyntax", err)
 	}
 }
 
