@@ -83,8 +83,13 @@ func ValidateTagValue(value string) error {
 	return nil
 }
 
+// systemTagPrefix starts the keys of Huawei Cloud's system tags, which tenants cannot
+// add. Deleting such a tag stays allowed, so that one added before kmsd checked the
+// prefix can still be removed.
+const systemTagPrefix = "_sys_"
+
 // validateTags checks a list of tags to add: 1 to MaxTagsPerKey tags with valid, unique
-// keys and valid values.
+// keys that do not start with systemTagPrefix, and valid values.
 func validateTags(tags []store.Tag) error {
 	if len(tags) == 0 {
 		return Errorf(CodeTagListEmpty, "the tag list is empty")
@@ -98,6 +103,10 @@ func validateTags(tags []store.Tag) error {
 	for _, tag := range tags {
 		if err := ValidateTagKey(tag.Key); err != nil {
 			return err
+		}
+		if strings.HasPrefix(tag.Key, systemTagPrefix) {
+			return Errorf(CodeInvalidTagKey, "tag keys starting with %s are reserved for "+
+				"system tags", systemTagPrefix)
 		}
 		if err := ValidateTagValue(tag.Value); err != nil {
 			return err
@@ -169,7 +178,7 @@ func (s *Service) DeleteTag(ctx context.Context, p auth.Principal, keyID, tagKey
 }
 
 func (s *Service) deleteTags(ctx context.Context, k store.Key, tagKeys []string) error {
-	err := s.store.DeleteTags(ctx, k.ProjectID, k.ID, tagKeys)
+	deleted, err := s.store.DeleteTags(ctx, k.ProjectID, k.ID, tagKeys)
 	if errors.Is(err, store.ErrNotFound) {
 		s.dropCached(k.ProjectID, k.ID)
 		return errKeyNotFound()
@@ -178,7 +187,8 @@ func (s *Service) deleteTags(ctx context.Context, k store.Key, tagKeys []string)
 		return storeError("delete tags", err)
 	}
 
-	s.log.Info("tags deleted", "key_id", k.ID, "project_id", k.ProjectID, "count", len(tagKeys))
+	s.log.Info("tags deleted", "key_id", k.ID, "project_id", k.ProjectID, "count", deleted,
+		"requested", len(tagKeys))
 	return nil
 }
 

@@ -137,6 +137,7 @@ func TestTagLimits(t *testing.T) {
 		{"value of 43 non-ASCII characters", one("v43u", strings.Repeat("值", 43))},
 		{"empty value", one("empty", "")},
 		{"space and punctuation", one("a b.c_d-e:f/g@h", "x y")},
+		{"sys_ without the leading underscore", one("sys_x", "v")},
 	}
 	for _, tc := range okTests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -161,6 +162,9 @@ func TestTagLimits(t *testing.T) {
 		{"key with backslash", keyID + "/tags", one(`a\b`, "v"), "KMS.0406"},
 		{"key with =", keyID + "/tags", one("a=b", "v"), "KMS.0406"},
 		{"key with a control character", keyID + "/tags", one("a\tb", "v"), "KMS.0406"},
+		{"system tag key", keyID + "/tags", one("_sys_enterprise_project_id", "0"), "KMS.0406"},
+		{"system tag key in a batch", keyID + "/tags/action",
+			batch("create", map[string]string{"key": "_sys_x", "value": "v"}), "KMS.0406"},
 		{"value with =", keyID + "/tags", one("k", "a=b"), "KMS.0405"},
 		{"value with a control character", keyID + "/tags", one("k", "a\x1fb"), "KMS.0405"},
 		{"value not a string", keyID + "/tags",

@@ -18,9 +18,10 @@ type TagStore interface {
 	// ErrTagLimit, changing nothing, when the key would then have more than maxTags.
 	PutTags(ctx context.Context, projectID, keyID string, tags []Tag, maxTags int) error
 
-	// DeleteTags deletes the tags with the given tag keys from the key. Tag keys that the
-	// key lacks are ignored. ErrNotFound when keyID is not a key of projectID.
-	DeleteTags(ctx context.Context, projectID, keyID string, tagKeys []string) error
+	// DeleteTags deletes the tags with the given tag keys from the key and returns how
+	// many it deleted. Tag keys that the key lacks are ignored. ErrNotFound when keyID is
+	// not a key of projectID.
+	DeleteTags(ctx context.Context, projectID, keyID string, tagKeys []string) (int, error)
 
 	// ListKeyTags returns the tags of the key ordered by tag key, or ErrNotFound when
 	// keyID is not a key of projectID.
@@ -131,21 +132,33 @@ func (s *SQLStore) DeleteTags(
 	ctx context.Context,
 	projectID, keyID string,
 	tagKeys []string,
-) error {
+) (int, error) {
 	op := fmt.Sprintf("delete %d tags of key %s", len(tagKeys), keyID)
-	return s.inWriteTx(ctx, op, func(tx *sql.Tx) error {
+	deleted := 0
+	err := s.inWriteTx(ctx, op, func(tx *sql.Tx) error {
+		deleted = 0
 		if err := s.lockKeyRow(ctx, tx, projectID, keyID); err != nil {
 			return err
 		}
 
 		remove := s.d.rebind("DELETE FROM key_tags WHERE key_id = ? AND tag_key = ?")
 		for _, tagKey := range tagKeys {
-			if _, err := tx.ExecContext(ctx, remove, keyID, tagKey); err != nil {
+			res, err := tx.ExecContext(ctx, remove, keyID, tagKey)
+			if err != nil {
 				return err
 			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			deleted += int(n)
 		}
 		return nil
 	})
+	if err != nil {
+		return 0, err
+	}
+	return deleted, nil
 }
 
 // ListKeyTags returns the tags of the key ordered by tag key. The key check and the tags
