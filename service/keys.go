@@ -289,8 +289,12 @@ func (s *Service) ListKeys(ctx context.Context, p auth.Principal, in ListKeysInp
 	case "", SpecAES256:
 		f.Spec = SpecAES256 // without ALL, only AES_256 keys are listed, as Huawei's API does
 	case "ALL":
+	case "SM4", "RSA_2048", "RSA_3072", "RSA_4096", "EC_P256", "EC_P384", "SM2":
+		f.Spec = in.Spec // filter values of Huawei's API for specs that kmsd does not create
 	default:
-		f.Spec = in.Spec
+		return ListKeysResult{}, Errorf(CodeInvalidParameter,
+			"key_spec %q is not one of AES_256, SM4, RSA_2048, RSA_3072, RSA_4096, EC_P256, "+
+				"EC_P384, SM2 and ALL", in.Spec)
 	}
 
 	keys, total, err := s.store.ListKeys(ctx, p.ProjectID, f)

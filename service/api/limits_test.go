@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmkms/kms/service"
 	"github.com/hsmkms/kms/service/auth"
 )
 
@@ -78,5 +79,42 @@ func TestListKeysEmptyBody(t *testing.T) {
 	}
 	if r.Body["truncated"] != "false" {
 		t.Errorf("truncated = %v, want \"false\"", r.Body["truncated"])
+	}
+}
+
+// TestListKeysSpecFilter checks list-keys' key_spec filter: AES_256 and ALL list the key,
+// another spec of Huawei's list lists nothing, and a value outside that list is 400
+// KMS.0308, as an invalid key_state is.
+func TestListKeysSpecFilter(t *testing.T) {
+	e := newTestEnv(t)
+	e.admin.createKey(t, "spec-filter")
+
+	tests := []struct {
+		spec     string
+		wantKeys int
+		wantCode string
+	}{
+		{spec: "", wantKeys: 1},
+		{spec: "AES_256", wantKeys: 1},
+		{spec: "ALL", wantKeys: 1},
+		{spec: "SM4", wantKeys: 0},
+		{spec: "EC_P384", wantKeys: 0},
+		{spec: "FOO", wantCode: service.CodeInvalidParameter},
+		{spec: "aes_256", wantCode: service.CodeInvalidParameter},
+	}
+	for _, tt := range tests {
+		t.Run("key_spec "+tt.spec, func(t *testing.T) {
+			r := e.admin.post(t, "list-keys", map[string]any{"key_spec": tt.spec})
+			if tt.wantCode != "" {
+				checkError(t, "list-keys", r, http.StatusBadRequest, tt.wantCode)
+				return
+			}
+			if r.Status != http.StatusOK {
+				t.Fatalf("status %d: %s", r.Status, r.Raw)
+			}
+			if keys, _ := r.Body["keys"].([]any); len(keys) != tt.wantKeys {
+				t.Errorf("keys = %v, want %d", r.Body["keys"], tt.wantKeys)
+			}
+		})
 	}
 }
