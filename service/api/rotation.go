@@ -104,9 +104,15 @@ func (s *Server) getKeyRotationStatus(c echo.Context, st *requestState) (any, er
 	}
 
 	k := status.Key
+	// Huawei's API gives rotation_interval as 30 to 365 days. A key whose rotation was
+	// never on has none stored, and enabling rotation would set the default.
+	interval := k.RotationInterval
+	if interval == 0 {
+		interval = service.DefaultRotationInterval
+	}
 	out := keyRotationStatusResponse{
 		KeyRotationEnabled: k.RotationEnabled,
-		RotationInterval:   k.RotationInterval,
+		RotationInterval:   interval,
 		LastRotationTime:   millis(k.LastRotationAt),
 		NumberOfRotations:  k.RotationCount,
 		KeyMaterials:       make([]keyMaterial, 0, len(status.Versions)),

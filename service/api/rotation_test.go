@@ -70,6 +70,12 @@ func TestRotationStatusTypes(t *testing.T) {
 	e := newTestEnv(t)
 	keyID := e.admin.createKey(t, "rotation-types")
 
+	never := e.admin.rotationStatus(t, keyID)
+	if v, ok := never.Body["rotation_interval"].(float64); !ok || v != 365 {
+		t.Errorf("rotation_interval of a key whose rotation was never on = %#v, want the "+
+			"default 365", never.Body["rotation_interval"])
+	}
+
 	r := e.admin.mustPost(t, "enable-key-rotation", map[string]any{"key_id": keyID})
 	if string(r.Raw) != "{}\n" && string(r.Raw) != "{}" {
 		t.Errorf("enable-key-rotation answered %q, want {}", r.Raw)
