@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -190,23 +191,38 @@ func TestGrantRevokeReachesOtherReplica(t *testing.T) {
 		"KMS.0307")
 }
 
+// TestDomainGrant checks that a grant to a domain lets in the project's users of that
+// domain, and that a grant to another domain does not. A project's credentials all
+// belong to one domain, so no user of another domain can call in the project.
 func TestDomainGrant(t *testing.T) {
 	e := newTestEnv(t)
-	keyID := e.admin.createKey(t, "domain")
-	cipher, _ := e.admin.sealedDataKey(t, keyID)
+	granted := e.admin.createKey(t, "domain")
+	grantedCipher, _ := e.admin.sealedDataKey(t, granted)
+	other := e.admin.createKey(t, "other-domain")
+	otherCipher, _ := e.admin.sealedDataKey(t, other)
 	inDomain := e.newPrincipal(t, auth.RoleReadOnly, projectP1, domainD1)
-	otherDomain := e.newPrincipal(t, auth.RoleReadOnly, projectP1, "otherdomain")
 
-	e.admin.createGrant(t, keyID, map[string]any{
+	e.admin.createGrant(t, granted, map[string]any{
 		"grantee_principal": domainD1, "grantee_principal_type": "domain",
 		"operations": []string{"decrypt-datakey"},
 	})
+	e.admin.createGrant(t, other, map[string]any{
+		"grantee_principal": "otherdomain", "grantee_principal_type": "domain",
+		"operations": []string{"decrypt-datakey"},
+	})
 
-	checkOK(t, "decrypt-datakey by a user of the domain",
-		inDomain.post(t, "decrypt-datakey", decryptBody(keyID, cipher)))
-	checkError(t, "decrypt-datakey by a user of another domain",
-		otherDomain.post(t, "decrypt-datakey", decryptBody(keyID, cipher)),
-		http.StatusForbidden, "KMS.0307")
+	checkOK(t, "decrypt-datakey by a user of the granted domain",
+		inDomain.post(t, "decrypt-datakey", decryptBody(granted, grantedCipher)))
+	checkError(t, "decrypt-datakey under a grant to another domain",
+		inDomain.post(t, "decrypt-datakey", decryptBody(other, otherCipher)),
+		http.StatusForbidden, "KMS.0306")
+
+	_, _, err := e.creds.Create(context.Background(), auth.CreateRequest{
+		ProjectID: projectP1, DomainID: "otherdomain", Role: auth.RoleReadOnly})
+	if !errors.Is(err, auth.ErrInvalidCredential) {
+		t.Errorf("credential of the project in another domain: error %v, want %v", err,
+			auth.ErrInvalidCredential)
+	}
 }
 
 func TestGranteeCreatesGrantWithinItsOperations(t *testing.T) {

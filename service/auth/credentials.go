@@ -181,13 +181,14 @@ func (c *Credentials) completeRequest(ctx context.Context, req *CreateRequest) e
 		return err
 	}
 
+	if err := c.checkDomains(ctx, *req); err != nil {
+		return err
+	}
 	var err error
 	if req.UserID == "" {
 		if req.UserID, err = c.randomHex(ctx, 16); err != nil {
 			return err
 		}
-	} else if err := c.checkUserDomain(ctx, *req); err != nil {
-		return err
 	}
 	if req.AccessKey == "" {
 		if req.AccessKey, err = c.randomString(ctx, upperAlphanumeric, accessKeyLength); err != nil {
@@ -200,20 +201,30 @@ func (c *Credentials) completeRequest(ctx context.Context, req *CreateRequest) e
 	return nil
 }
 
-// checkUserDomain returns an error wrapping ErrInvalidCredential when req's chosen user
-// id belongs to a credential of another domain. A user, as in Huawei IAM, belongs to one
-// domain and may work in several of its projects. Without the check, an admin of any
-// project could name its credentials after another domain's user, whose id audit records
-// and grants then show for calls that user never made.
+// checkDomains returns an error wrapping ErrInvalidCredential when req's project or its
+// chosen user id belongs to credentials of another domain. As in Huawei IAM, a project
+// belongs to one domain, and a user belongs to one domain and may work in several of its
+// projects. Without the check, an admin of any project could name its credentials after
+// another domain's user, whose id audit records and grants then show for calls that user
+// never made. The operator admin, who creates credentials for any project, could give a
+// project's keys to two domains.
 //
-// NOTE: two concurrent calls that choose the same user id in two domains can both pass.
-func (c *Credentials) checkUserDomain(ctx context.Context, req CreateRequest) error {
+// NOTE: two concurrent calls that name the same project or user id with two domains can
+// both pass.
+func (c *Credentials) checkDomains(ctx context.Context, req CreateRequest) error {
 	credentials, err := c.store.ListCredentials(ctx)
 	if err != nil {
-		return fmt.Errorf("check user id %s: %w", req.UserID, err)
+		return fmt.Errorf("check the domain of project %s: %w", req.ProjectID, err)
 	}
 	for _, other := range credentials {
-		if other.UserID == req.UserID && other.DomainID != req.DomainID {
+		if other.DomainID == req.DomainID {
+			continue
+		}
+		if other.ProjectID == req.ProjectID {
+			return fmt.Errorf("%w: project %s belongs to another domain", ErrInvalidCredential,
+				req.ProjectID)
+		}
+		if req.UserID != "" && other.UserID == req.UserID {
 			return fmt.Errorf("%w: user id %s belongs to another domain", ErrInvalidCredential,
 				req.UserID)
 		}

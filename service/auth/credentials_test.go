@@ -693,3 +693,31 @@ func TestCredentialsUserIDStaysInItsDomain(t *testing.T) {
 		t.Errorf("the user in another domain: error %v, expected %v", err, ErrInvalidCredential)
 	}
 }
+
+func TestCredentialsProjectStaysInItsDomain(t *testing.T) {
+	ctx := context.Background()
+	creds, _ := newTestCredentials(t, nil)
+	create := func(project, domain string) error {
+		_, _, err := creds.Create(ctx, CreateRequest{ProjectID: project, DomainID: domain,
+			Role: RoleReadOnly})
+		return err
+	}
+
+	if err := create("p1", "d1"); err != nil {
+		t.Fatalf("first credential of the project: %v", err)
+	}
+	if err := create("p1", "d1"); err != nil {
+		t.Errorf("a second credential of the project in its domain: %v", err)
+	}
+	if err := create("p2", "d2"); err != nil {
+		t.Errorf("a project of another domain: %v", err)
+	}
+	err := create("p1", "d2")
+	if !errors.Is(err, ErrInvalidCredential) {
+		t.Errorf("the project with another domain: error %v, expected %v", err,
+			ErrInvalidCredential)
+	}
+	if err != nil && !strings.Contains(err.Error(), "project p1 belongs to another domain") {
+		t.Errorf("the project with another domain: error %q does not name the project", err)
+	}
+}
