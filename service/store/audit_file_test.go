@@ -1082,3 +1082,41 @@ func mountSmallExt4(t *testing.T, size int64) string {
 	})
 	return dir
 }
+
+// TestCopyLinesStoresInOrder copies a batch of 4,000 bytes into memory whose second page
+// faults, as a killed or faulting writer stops in the middle of a copy. The bytes before
+// the fault must all be stored, so that an interrupted copy never leaves zero bytes with
+// data after them. The destination is not 16-byte aligned, which made runtime.memmove
+// store the first 32 bytes after the rest.
+func TestCopyLinesStoresInOrder(t *testing.T) {
+	page := os.Getpagesize()
+	mem, err := syscall.Mmap(-1, 0, 2*page, syscall.PROT_READ|syscall.PROT_WRITE,
+		syscall.MAP_ANON|syscall.MAP_PRIVATE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Munmap(mem)
+	if err := syscall.Mprotect(mem[page:], syscall.PROT_NONE); err != nil {
+		t.Fatal(err)
+	}
+
+	batch := bytes.Repeat([]byte("0123456789abcdef"), 250)
+	batch[len(batch)-1] = '\n'
+	const before = 3000 // bytes of the batch that fit before the faulting page
+	start := page - before
+	if start%16 == 0 {
+		t.Fatalf("destination offset %d is 16-byte aligned", start)
+	}
+
+	if err := copyLines(mem[start:start+len(batch)], batch); err == nil {
+		t.Fatal("copyLines into a page without access returned no error")
+	}
+	stored := mem[start:page]
+	if z := bytes.IndexByte(stored, 0); z >= 0 {
+		t.Errorf("byte %d of the batch is zero although the copy faulted only at byte %d",
+			z, before)
+	}
+	if !bytes.Equal(stored, batch[:before]) {
+		t.Error("the bytes before the fault differ from the batch")
+	}
+}
