@@ -17,7 +17,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -26,7 +25,6 @@ import (
 
 	"github.com/hsmkms/kms/hsm"
 	"github.com/hsmkms/kms/service/api"
-	"github.com/hsmkms/kms/service/store"
 	softhsmsetup "github.com/hsmkms/kms/softhsm-setup"
 )
 
@@ -140,17 +138,11 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, log *slo
 		token = newTokenSpace(metered, filepath.Join(cfg.DataDir, "tokens"))
 	}
 
-	st, err := store.Open(ctx, cfg.DatabaseURL, log)
-	if err != nil {
-		return fmt.Errorf("opening the metadata store: %w", err)
-	}
-	defer closeLogged(log, "store", st.Close)
-
-	// The token can be missing at start, so everything that needs it starts in the
-	// background while HTTP already serves /healthz, /readyz and /metrics.
+	// The store and the token can be unavailable at start, so everything that needs them
+	// starts in the background while HTTP already serves /healthz, /readyz and /metrics.
 	sw := &handlerSwitch{}
-	tokenMismatch := &atomic.Bool{}
-	sw.set(startingHandler(registry, token, tokenMismatch, cfg.MetricsListen == ""))
+	state := &startState{}
+	sw.set(startingHandler(registry, token, state, cfg.MetricsListen == ""))
 	if cfg.MetricsListen != "" && cfg.MetricsListen != "off" {
 		stopMetrics, err := serveMetrics(cfg.MetricsListen, registry, log)
 		if err != nil {
@@ -167,7 +159,7 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, log *slo
 	go func() {
 		startErr <- startServices(startCtx, components{
 			cfg: cfg, getenv: getenv, log: log, registry: registry, token: token,
-			pin: module, store: st, clients: clients, tokenMismatch: tokenMismatch,
+			pin: module, clients: clients, state: state,
 		}, sw, svcs)
 	}()
 
@@ -189,8 +181,8 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, log *slo
 
 	err = listenAndServe(ctx, cfg, handler, clients, startErr, log)
 
-	// Stop start-up and wait for it, then stop what it started, before the deferred
-	// closes of the store and the token.
+	// Stop start-up and wait for it, then stop what it started and close the store,
+	// before the deferred close of the token.
 	cancelStart()
 	if e := <-startErr; e != nil && err == nil && !errors.Is(e, context.Canceled) {
 		err = e

@@ -44,12 +44,20 @@ func (s *handlerSwitch) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // reasonTokenMismatch is the /readyz reason while the token does not match the store.
 const reasonTokenMismatch = "token does not match the store"
 
-// startingHandler serves while the token is not usable yet: /healthz returns 200,
-// /readyz returns 503 with the reason "token unavailable", reasonTokenMismatch while
-// mismatch is set, or "starting", /metrics serves registry, and every other path returns
-// 503 with the retryable KMS.0102 error body.
+// startState holds the conditions that start-up waits for, which /readyz reports.
+type startState struct {
+	// storeDown is set while the metadata store is unavailable at start.
+	storeDown atomic.Bool
+	// tokenMismatch is set while the token does not match the store.
+	tokenMismatch atomic.Bool
+}
+
+// startingHandler serves while the store or the token is not usable yet. /healthz
+// returns 200, and /readyz returns 503 with the reason "store unavailable", "token
+// unavailable", reasonTokenMismatch or "starting". /metrics serves registry, and every
+// other path returns 503 with the retryable KMS.0102 error body.
 func startingHandler(
-	registry *prometheus.Registry, token hsm.Token, mismatch *atomic.Bool, metricsHere bool,
+	registry *prometheus.Registry, token hsm.Token, state *startState, metricsHere bool,
 ) http.Handler {
 	mux := http.NewServeMux()
 
@@ -58,9 +66,11 @@ func startingHandler(
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		reason := api.ErrStarting.Error()
-		if err := token.Ping(r.Context()); err != nil {
+		if state.storeDown.Load() {
+			reason = api.ErrStoreNotReady.Error()
+		} else if err := token.Ping(r.Context()); err != nil {
 			reason = api.ErrTokenNotReady.Error()
-		} else if mismatch.Load() {
+		} else if state.tokenMismatch.Load() {
 			reason = reasonTokenMismatch
 		}
 		w.Header().Set("Retry-After", "1")
@@ -72,7 +82,7 @@ func startingHandler(
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		msg := "the service is starting; retry later"
-		if mismatch.Load() {
+		if state.tokenMismatch.Load() {
 			msg = "the service is not ready: its token does not match its store; retry later"
 		}
 		w.Header().Set("Retry-After", "1")
@@ -95,20 +105,24 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 	_ = json.NewEncoder(w).Encode(body)
 }
 
-// services are the parts of kmsd built once the token is usable.
+// services are the parts of kmsd built once the store and the token are usable.
 type services struct {
-	stopAudit func()
-	stopJobs  func()
+	stopAudit  func()
+	stopJobs   func()
+	closeStore func()
 }
 
-// stop stops the jobs, then flushes and stops the audit trail. It is safe on a zero
-// services, whose parts were never started.
+// stop stops the jobs, flushes and stops the audit trail, then closes the store. It is
+// safe on a zero services, whose parts were never started.
 func (s *services) stop() {
 	if s.stopJobs != nil {
 		s.stopJobs()
 	}
 	if s.stopAudit != nil {
 		s.stopAudit()
+	}
+	if s.closeStore != nil {
+		s.closeStore()
 	}
 }
 
@@ -120,12 +134,13 @@ type components struct {
 	registry *prometheus.Registry
 	token    hsm.Token
 	// pin binds the token once it matches the store (hsm.Module.PinToken).
-	pin   tokenPinner
+	pin tokenPinner
+	// store is opened by startServices.
 	store *store.SQLStore
 	// clients counts the open client connections of the API listener.
 	clients *connCounter
-	// tokenMismatch is set while the token does not match the store, for /readyz.
-	tokenMismatch *atomic.Bool
+	// state reports what start-up waits for, for /readyz.
+	state *startState
 }
 
 // startServices waits until the token is usable and matches the store, then opens the
@@ -137,11 +152,18 @@ type components struct {
 // NOTE: a token that goes away between the wait and opening the audit trail ends kmsd
 // instead of being waited for again.
 func startServices(ctx context.Context, c components, sw *handlerSwitch, svcs *services) error {
+	st, err := openStore(ctx, c.cfg.DatabaseURL, &c.state.storeDown, c.log)
+	if err != nil {
+		return err
+	}
+	svcs.closeStore = func() { closeLogged(c.log, "store", st.Close) }
+	c.store = st
+
 	if err := waitForToken(ctx, c.token, c.log); err != nil {
 		return err
 	}
 	if err := waitForTokenForStore(ctx, c.token, c.pin, c.store, c.cfg.AcceptRestoredToken,
-		c.tokenMismatch, c.log); err != nil {
+		&c.state.tokenMismatch, c.log); err != nil {
 		return err
 	}
 
@@ -243,6 +265,40 @@ func checkAuditReady(recorder audit.Recorder) error {
 		return fmt.Errorf("%w: %w", api.ErrAuditNotReady, err)
 	}
 	return nil
+}
+
+// openStore opens the metadata store at url. While the store is unavailable (a database
+// that is down or unreachable), it sets down and tries again, so that a replica started
+// during a database outage reports not ready and starts once the database is back.
+// Other errors, such as an invalid URL, a failed login or a failed migration, return at
+// once, as does ctx's error.
+func openStore(ctx context.Context, url string, down *atomic.Bool, log *slog.Logger) (*store.SQLStore, error) {
+	var st *store.SQLStore
+	var openErr error
+	err := retry(ctx, func(attempt int) error {
+		s, err := store.Open(ctx, url, log)
+		if err == nil || !errors.Is(err, store.ErrUnavailable) {
+			st, openErr = s, err
+			if err == nil && attempt > 1 {
+				log.Info("metadata store available, starting the service", "attempts", attempt)
+			}
+			return nil
+		}
+		down.Store(true)
+		if attempt == 1 {
+			log.Warn("metadata store unavailable, waiting for it; the API returns 503 until "+
+				"then", "error", err)
+		}
+		return err
+	})
+	down.Store(false)
+	if err == nil {
+		err = openErr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening the metadata store: %w", err)
+	}
+	return st, nil
 }
 
 // waitForToken returns once token.Ping succeeds, or with ctx's error. The Module logs

@@ -3,9 +3,13 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -190,4 +194,80 @@ func TestKmsdTokenFolderNotWritable(t *testing.T) {
 	storetest.ClearImmutable(t, folders[0])
 	r.p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
 	r.createKey(t, "after")
+}
+
+// TestKmsdWaitsForPostgresAtStart starts kmsd while its PostgreSQL address refuses
+// connections, as when a replica restarts during a database outage. kmsd must serve
+// /healthz, report the store unavailable in /readyz, and start the service without a
+// restart once the database accepts connections, here through a TCP proxy to the test
+// server.
+func TestKmsdWaitsForPostgresAtStart(t *testing.T) {
+	schemaURL := storetest.PostgresURL(t)
+	u, err := url.Parse(schemaURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	database := u.Host
+	u.Host = freeAddr(t) // nothing listens there yet
+	dataDir := filepath.Join(t.TempDir(), "kms-data")
+
+	p := launchKmsd(t, []string{"--data-dir", dataDir, "--database", u.String()})
+	waitForNotReady(t, p, "store unavailable")
+	if status, body := p.get("/healthz"); status != http.StatusOK {
+		t.Errorf("/healthz while the store is unavailable: %d %s, want 200", status, body)
+	}
+
+	proxyTCP(t, u.Host, database)
+	p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
+
+	ak, sk, projectID := readAdmin(t, dataDir)
+	r := &replica{p: p, ak: ak, sk: sk, projectID: projectID}
+	r.createKey(t, "after-outage")
+	logs := p.logs.String()
+	if n := strings.Count(logs, "metadata store unavailable, waiting for it"); n != 1 {
+		t.Errorf("the log has %d lines about waiting for the store, want 1; logs:\n%s", n, logs)
+	}
+	p.stop(t)
+}
+
+// proxyTCP accepts connections on listen and copies each to and from a new connection to
+// target, until the test ends.
+func proxyTCP(t *testing.T, listen, target string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			client, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			server, err := net.Dial("tcp", target)
+			if err != nil {
+				client.Close()
+				continue
+			}
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				_, _ = io.Copy(server, client)
+				server.Close()
+			}()
+			go func() {
+				defer wg.Done()
+				_, _ = io.Copy(client, server)
+				client.Close()
+			}()
+		}
+	}()
 }
