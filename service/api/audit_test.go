@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmkms/kms/service"
 	"github.com/hsmkms/kms/service/audit"
 	"github.com/hsmkms/kms/service/auth"
 	"github.com/hsmkms/kms/service/store"
@@ -118,11 +119,12 @@ func (e *testEnv) newCredential(t *testing.T, role string) client {
 	return e.client(r.str("access_key"), r.str("secret_key"), projectP1)
 }
 
-// failingAuditStore fails AppendAudit while fail is set, as a database that rejects
-// writes would.
+// failingAuditStore fails AppendAudit with cause while fail is set, as a database that
+// rejects writes would. A nil cause is store.ErrUnavailable.
 type failingAuditStore struct {
 	store.AuditStore
-	fail atomic.Bool
+	cause error
+	fail  atomic.Bool
 }
 
 func (f *failingAuditStore) AppendAudit(
@@ -131,41 +133,62 @@ func (f *failingAuditStore) AppendAudit(
 	checkpoints []store.AuditCheckpoint,
 ) error {
 	if f.fail.Load() {
+		if f.cause != nil {
+			return f.cause
+		}
 		return errors.Join(store.ErrUnavailable, errors.New("injected write failure"))
 	}
 	return f.AuditStore.AppendAudit(ctx, records, checkpoints)
 }
 
+// TestAuditWriteFailureReleasesNothing fails the audit record of create-datakey: the
+// call must get 503 without the data key, and the message must name the store when the
+// store is unavailable, as /readyz does.
 func TestAuditWriteFailureReleasesNothing(t *testing.T) {
-	e := newTestEnv(t)
-	failing := &failingAuditStore{}
-	e.auditStore = func(s store.AuditStore) store.AuditStore {
-		failing.AuditStore = s
-		return failing
+	tests := []struct {
+		name    string
+		cause   error
+		wantMsg string
+	}{
+		{"store unavailable", nil, errAuditStoreUnavailable.Message},
+		{"other failure", errors.New("injected chain file failure"), errAuditUnavailable.Message},
 	}
-	e.restart()
-	keyID := e.admin.createKey(t, "fails")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTestEnv(t)
+			failing := &failingAuditStore{cause: tt.cause}
+			e.auditStore = func(s store.AuditStore) store.AuditStore {
+				failing.AuditStore = s
+				return failing
+			}
+			e.restart()
+			keyID := e.admin.createKey(t, "fails")
 
-	failing.fail.Store(true)
-	r := e.admin.post(t, "create-datakey", map[string]any{"key_id": keyID})
-	if r.Status != http.StatusServiceUnavailable {
-		t.Fatalf("create-datakey with a failing trail: status %d, want 503", r.Status)
-	}
-	if r.code() != errAuditUnavailable.Code {
-		t.Errorf("error code = %q, want %s", r.code(), errAuditUnavailable.Code)
-	}
-	for _, field := range []string{"plain_text", "cipher_text", "data_key"} {
-		if strings.Contains(string(r.Raw), field) {
-			t.Errorf("503 answer contains %s: %s", field, r.Raw)
-		}
-	}
+			failing.fail.Store(true)
+			r := e.admin.post(t, "create-datakey", map[string]any{"key_id": keyID})
+			if r.Status != http.StatusServiceUnavailable {
+				t.Fatalf("create-datakey with a failing trail: status %d, want 503", r.Status)
+			}
+			if r.code() != service.CodeUnavailable {
+				t.Errorf("error code = %q, want %s", r.code(), service.CodeUnavailable)
+			}
+			if !strings.Contains(string(r.Raw), tt.wantMsg) {
+				t.Errorf("503 body %s, want the message %q", r.Raw, tt.wantMsg)
+			}
+			for _, field := range []string{"plain_text", "cipher_text", "data_key"} {
+				if strings.Contains(string(r.Raw), field) {
+					t.Errorf("503 answer contains %s: %s", field, r.Raw)
+				}
+			}
 
-	failing.fail.Store(false)
-	e.admin.mustPost(t, "create-datakey", map[string]any{"key_id": keyID})
+			failing.fail.Store(false)
+			e.admin.mustPost(t, "create-datakey", map[string]any{"key_id": keyID})
 
-	records := chainRecords(t, e)
-	if n := len(records); n != 2 {
-		t.Errorf("trail holds %d records, want 2 (the failed call is not stored)", n)
+			records := chainRecords(t, e)
+			if n := len(records); n != 2 {
+				t.Errorf("trail holds %d records, want 2 (the failed call is not stored)", n)
+			}
+		})
 	}
 }
 

@@ -10,11 +10,25 @@ import (
 
 	"github.com/hsmkms/kms/service"
 	"github.com/hsmkms/kms/service/auth"
+	"github.com/hsmkms/kms/service/store"
 )
 
 // errAuditUnavailable is the error of a call whose audit record could not be made durable.
 var errAuditUnavailable = &service.Error{Code: service.CodeUnavailable,
 	Message: "the audit trail is unavailable; retry later"}
+
+// errAuditStoreUnavailable is errAuditUnavailable when the store that holds the trail is
+// unavailable, which /readyz reports as "store unavailable" too.
+var errAuditStoreUnavailable = &service.Error{Code: service.CodeUnavailable,
+	Message: "the metadata store is unavailable, so the call could not be audited; retry later"}
+
+// auditFailure returns the error of a call whose audit record failed with err.
+func auditFailure(err error) *service.Error {
+	if errors.Is(err, store.ErrUnavailable) {
+		return errAuditStoreUnavailable
+	}
+	return errAuditUnavailable
+}
 
 // statusClientClosed is the status that the audit trail and the metrics record for a
 // call that failed because its client hung up, the 499 that nginx logs for the same
@@ -96,7 +110,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if st.op != "" && !st.audited {
 		if aerr := s.record(c, st, status, detail.Code); aerr != nil {
 			status, detail = http.StatusServiceUnavailable,
-				errorDetail{service.CodeUnavailable, errAuditUnavailable.Message}
+				errorDetail{service.CodeUnavailable, auditFailure(aerr).Message}
 			s.logFailure(st, status, detail.Code, aerr)
 		}
 	}

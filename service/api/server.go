@@ -458,7 +458,7 @@ func (s *Server) record(c echo.Context, st *requestState, status int, code strin
 	ctx := context.WithoutCancel(c.Request().Context())
 	if err := s.cfg.Audit.Record(ctx, r); err != nil {
 		// The caller logs the 503 as a failed request, within the error log's budget.
-		return fmt.Errorf("%w: %w", errAuditUnavailable, err)
+		return fmt.Errorf("%w: %w", auditFailure(err), err)
 	}
 	return nil
 }
