@@ -29,16 +29,8 @@ func (s *Server) readBody(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 
 		body, err := readAtMost(r.Body, r.ContentLength, s.cfg.MaxBodyBytes+1)
-		var netErr net.Error
-		if errors.As(err, &netErr) && netErr.Timeout() {
-			// The server's read timeout passed: the connection cannot carry another
-			// request, but its write timeout, which is later, leaves time to send the response.
-			c.Response().Header().Set("Connection", "close")
-			return &echo.HTTPError{Code: http.StatusRequestTimeout, Internal: err}
-		}
 		if err != nil {
-			return &service.Error{Code: service.CodeInvalidJSON,
-				Message: "the request body could not be read", Err: err}
+			return bodyReadError(c, err)
 		}
 		if int64(len(body)) > s.cfg.MaxBodyBytes {
 			c.Response().Header().Set("Connection", "close")
@@ -56,6 +48,19 @@ func (s *Server) readBody(next echo.HandlerFunc) echo.HandlerFunc {
 		runtime.Gosched()
 		return next(c)
 	}
+}
+
+// bodyReadError returns the error of a request whose body could not be read. When the
+// server's read timeout passed, the connection cannot carry another request, but its
+// write timeout, which is later, leaves time to send a 408 response.
+func bodyReadError(c echo.Context, err error) error {
+	var netErr net.Error
+	if errors.As(err, &netErr) && netErr.Timeout() {
+		c.Response().Header().Set("Connection", "close")
+		return &echo.HTTPError{Code: http.StatusRequestTimeout, Internal: err}
+	}
+	return &service.Error{Code: service.CodeInvalidJSON,
+		Message: "the request body could not be read", Err: err}
 }
 
 // readAtMost reads r to its end, or to limit bytes when it is longer, as
