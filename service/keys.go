@@ -198,7 +198,8 @@ func (s *Service) createKeyObjects(ctx context.Context, k store.Key) error {
 // must stay.
 //
 // NOTE: when the row is gone and destroying the object fails, no row is left that points
-// Reconcile at the object, so it stays in the token unused.
+// Reconcile at the object, so it stays in the token unused. A later rotation skips its
+// version number (generateVersion).
 func (s *Service) destroyUncommitted(ctx context.Context, ref hsm.KeyRef) (committed bool) {
 	ctx = context.WithoutCancel(ctx)
 	err := s.store.AbortKeyVersion(ctx, ref.KeyID, ref.Version)

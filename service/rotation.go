@@ -253,16 +253,9 @@ func (s *Service) rotateKey(ctx context.Context, k store.Key) (store.Key, error)
 	if err != nil {
 		return store.Key{}, err
 	}
-	ref := hsm.KeyRef{KeyID: k.ID, Version: version}
-
-	if err := s.token.GenerateKey(ctx, ref); err != nil {
-		s.abortVersion(ctx, ref)
-		if errors.Is(err, hsm.ErrKeyExists) {
-			// A failed rotation removes its row before it destroys its object, so for a
-			// moment a new rotation can take the same version number.
-			return store.Key{}, keyUpdateError(fmt.Errorf("%w: %w", store.ErrConflict, err))
-		}
-		return store.Key{}, tokenError("generate key", err)
+	ref, err := s.generateVersion(ctx, k, hsm.KeyRef{KeyID: k.ID, Version: version})
+	if err != nil {
+		return store.Key{}, err
 	}
 
 	k.LastRotationAt = s.cfg.Clock().UTC()
@@ -278,6 +271,42 @@ func (s *Service) rotateKey(ctx context.Context, k store.Key) (store.Key, error)
 	k.CurrentVersion = ref.Version
 	k.Revision++
 	return k, nil
+}
+
+// maxSkippedVersions bounds how many version numbers one rotation skips because the token
+// already holds objects with those numbers.
+const maxSkippedVersions = 4
+
+// generateVersion generates the token object of ref, whose "creating" row the caller
+// wrote, and returns the version it generated. An object that already has ref's number
+// has no row in the store, yet it is kept. A failed rotation may be about to destroy it,
+// or its destruction failed. The store may also be older than the token (a restored
+// backup), and then the object may still open data keys. The rotation takes the next
+// number instead, up to maxSkippedVersions times, and then fails with a retryable
+// conflict.
+func (s *Service) generateVersion(ctx context.Context, k store.Key, ref hsm.KeyRef) (hsm.KeyRef, error) {
+	for skipped := 0; ; skipped++ {
+		err := s.token.GenerateKey(ctx, ref)
+		if err == nil {
+			return ref, nil
+		}
+		s.abortVersion(ctx, ref)
+		if !errors.Is(err, hsm.ErrKeyExists) {
+			return hsm.KeyRef{}, tokenError("generate key", err)
+		}
+		if skipped == maxSkippedVersions {
+			return hsm.KeyRef{}, keyUpdateError(fmt.Errorf("%w: %w", store.ErrConflict, err))
+		}
+
+		s.log.Warn("token object of the key's next version exists without a store row; "+
+			"keeping the object and rotating to the number after it",
+			"key_id", ref.KeyID, "key_version", ref.Version)
+		version, err := s.beginVersion(ctx, ref.KeyID, k.CurrentVersion, ref.Version)
+		if err != nil {
+			return hsm.KeyRef{}, err
+		}
+		ref.Version = version
+	}
 }
 
 // beginNextVersion records the start of the key's next version and returns its number:

@@ -297,10 +297,10 @@ func TestCreateKeyKeepsCommittedKey(t *testing.T) {
 	e.checkDecrypts(t, k.ID, dk, "a data key of the committed key")
 }
 
-// TestRotationOverLeftoverObjectRetryable checks that a rotation whose version number
-// still has a token object, which a failed rotation is about to destroy, gets a retryable
-// 503 and leaves no row behind, so the rotation after the object is gone succeeds.
-func TestRotationOverLeftoverObjectRetryable(t *testing.T) {
+// TestRotationSkipsLeftoverObject checks that a rotation whose version number already
+// has a token object without a row, such as one whose destruction failed, keeps that
+// object and takes the next number, and that data keys then use the new version.
+func TestRotationSkipsLeftoverObject(t *testing.T) {
 	e := newJobEnv(t, service.Config{})
 	ctx := context.Background()
 	k := e.createKey(t, "leftover-object")
@@ -309,22 +309,33 @@ func TestRotationOverLeftoverObjectRetryable(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	_, err := e.svc.RotateOnDemand(ctx, admin, k.ID)
-	if got := codeOf(err); got != service.CodeUnavailable {
-		t.Fatalf("RotateOnDemand over a leftover object: %v, want %s", err, service.CodeUnavailable)
+	rotated, err := e.svc.RotateOnDemand(ctx, admin, k.ID)
+	if err != nil {
+		t.Fatalf("RotateOnDemand over a leftover object: %v", err)
+	}
+	if rotated.CurrentVersion != 3 {
+		t.Errorf("current version after the rotation = %d, want 3", rotated.CurrentVersion)
+	}
+	if got := e.tokenVersions(t, k.ID); len(got) != 3 {
+		t.Errorf("token objects of the key = versions %v, want [1 2 3] with 2 kept", got)
 	}
 	versions, err := e.store.ListKeyVersions(ctx, k.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(versions) != 1 {
-		t.Errorf("versions after the refused rotation = %v, want only version 1", versions)
+	var numbers []uint32
+	for _, v := range versions {
+		numbers = append(numbers, v.Version)
+	}
+	if len(numbers) != 2 || numbers[0] != 1 || numbers[1] != 3 {
+		t.Errorf("version rows = %v, want [1 3]", numbers)
 	}
 
-	if err := e.raw.DestroyKey(ctx, leftover); err != nil {
-		t.Fatal(err)
+	dk := e.createDataKey(t, k.ID)
+	if dk.Version != 3 {
+		t.Errorf("new data key sealed under version %d, want 3", dk.Version)
 	}
-	e.rotate(t, k.ID)
+	e.checkDecrypts(t, k.ID, dk, "a data key of the version after the leftover")
 }
 
 // TestSealLimitRereadsAfterIdle checks that a replica whose last read of a version's
