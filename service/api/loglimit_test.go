@@ -125,9 +125,10 @@ func TestLogFailureCapsServerErrors(t *testing.T) {
 
 // TestServerErrorLogCapsLines checks that net/http's own error lines, which any client
 // can cause one per connection, reach the log at WARN and at most
-// serverErrorLinesPerSecond a second.
+// serverErrorLinesPerSecond a second, and that a summary counts the rest. The summary
+// comes from a timer, so the log is a syncBuffer and the test waits for it.
 func TestServerErrorLogCapsLines(t *testing.T) {
-	var buf bytes.Buffer
+	var buf syncBuffer
 	logger := NewServerErrorLog(slog.New(slog.NewTextHandler(&buf, nil)))
 
 	for i := range 3 * serverErrorLinesPerSecond {
@@ -141,5 +142,14 @@ func TestServerErrorLogCapsLines(t *testing.T) {
 	}
 	if !strings.Contains(lines[0], "level=WARN") || !strings.Contains(lines[0], "TLS handshake error") {
 		t.Errorf("first line = %q, want a WARN line with net/http's message", lines[0])
+	}
+
+	want := fmt.Sprintf("suppressed=%d", 2*serverErrorLinesPerSecond)
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(buf.String(), want) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(buf.String(), want) {
+		t.Errorf("no summary with %s within 5 s; log:\n%s", want, buf.String())
 	}
 }
