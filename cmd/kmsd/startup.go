@@ -82,7 +82,10 @@ func startingHandler(
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		msg := "the service is starting; retry later"
-		if state.tokenMismatch.Load() {
+		switch {
+		case state.storeDown.Load():
+			msg = "the service is starting: the metadata store is unavailable; retry later"
+		case state.tokenMismatch.Load():
 			msg = "the service is not ready: its token does not match its store; retry later"
 		}
 		w.Header().Set("Retry-After", "1")
@@ -270,14 +273,14 @@ func checkAuditReady(recorder audit.Recorder) error {
 // openStore opens the metadata store at url. While the store is unavailable (a database
 // that is down or unreachable), it sets down and tries again, so that a replica started
 // during a database outage reports not ready and starts once the database is back.
-// Other errors, such as an invalid URL, a failed login or a failed migration, return at
-// once, as does ctx's error.
+// Other errors, such as an invalid URL, a rejected login, a database that does not exist
+// or a failed migration, return at once, as does ctx's error.
 func openStore(ctx context.Context, url string, down *atomic.Bool, log *slog.Logger) (*store.SQLStore, error) {
 	var st *store.SQLStore
 	var openErr error
 	err := retry(ctx, func(attempt int) error {
 		s, err := store.Open(ctx, url, log)
-		if err == nil || !errors.Is(err, store.ErrUnavailable) {
+		if err == nil || !errors.Is(err, store.ErrUnavailable) || store.LoginRejected(err) {
 			st, openErr = s, err
 			if err == nil && attempt > 1 {
 				log.Info("metadata store available, starting the service", "attempts", attempt)

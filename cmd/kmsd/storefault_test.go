@@ -216,6 +216,11 @@ func TestKmsdWaitsForPostgresAtStart(t *testing.T) {
 	if status, body := p.get("/healthz"); status != http.StatusOK {
 		t.Errorf("/healthz while the store is unavailable: %d %s, want 200", status, body)
 	}
+	status, body := p.get("/v1.0/p/kms/list-keys")
+	if status != http.StatusServiceUnavailable || !strings.Contains(body, "metadata store") {
+		t.Errorf("an API call while the store is unavailable: %d %s, want 503 naming the "+
+			"metadata store", status, body)
+	}
 
 	proxyTCP(t, u.Host, database)
 	p.waitFor(t, "/readyz", http.StatusOK, 30*time.Second)
@@ -270,4 +275,50 @@ func proxyTCP(t *testing.T, listen, target string) {
 			}()
 		}
 	}()
+}
+
+// TestKmsdExitsWhenPostgresRejectsLogin starts kmsd with PostgreSQL URLs that the server
+// rejects for good: waiting cannot fix them, so kmsd must end with an error that names
+// the cause instead of waiting for the store.
+func TestKmsdExitsWhenPostgresRejectsLogin(t *testing.T) {
+	schemaURL := storetest.PostgresURL(t)
+	tests := []struct {
+		name      string
+		change    func(u *url.URL)
+		wantCause string
+	}{
+		{"unknown role", func(u *url.URL) { u.User = url.User("kms_no_such_role") },
+			"SQLSTATE 28000"},
+		{"missing database", func(u *url.URL) { u.Path = "/kms_no_such_database" },
+			"SQLSTATE 3D000"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u, err := url.Parse(schemaURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.change(u)
+			dataDir := filepath.Join(t.TempDir(), "kms-data")
+
+			p := launchKmsd(t, []string{"--data-dir", dataDir, "--database", u.String()})
+			exited := make(chan error, 1)
+			go func() { exited <- p.cmd.Wait() }()
+			select {
+			case err := <-exited:
+				if err == nil {
+					t.Errorf("kmsd exited with status 0, want an error; logs:\n%s", p.logs)
+				}
+			case <-time.After(30 * time.Second):
+				_ = p.cmd.Process.Kill()
+				<-exited
+				t.Fatalf("kmsd still runs 30 s after its login was rejected; logs:\n%s", p.logs)
+			}
+			logs := p.logs.String()
+			if !strings.Contains(logs, "opening the metadata store") ||
+				!strings.Contains(logs, tt.wantCause) {
+				t.Errorf("the log does not name the store and %s; logs:\n%s", tt.wantCause, logs)
+			}
+		})
+	}
 }

@@ -243,6 +243,19 @@ func classifyPostgres(err error) error {
 	return nil
 }
 
+// LoginRejected reports whether err holds a PostgreSQL server's refusal of the
+// connection's login: a wrong password or an unknown role (SQLSTATE class 28), or a
+// database that does not exist (3D000). Such an error matches ErrUnavailable, because a
+// password changed under a running replica is fixed outside kmsd, but at start it is
+// a setting to correct.
+func LoginRejected(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	return strings.HasPrefix(pgErr.Code, "28") || pgErr.Code == "3D000"
+}
+
 // classifyPostgresCode maps an SQLSTATE (PostgreSQL manual, appendix A) to a sentinel.
 func classifyPostgresCode(code string) error {
 	switch {
