@@ -108,6 +108,9 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	s.logFailure(st, status, detail.Code, err)
 	if st.op != "" && !st.audited {
+		if st.principal.AccessKey == "" && st.principal.ProjectID == "" {
+			nameUnauthenticatedCaller(c, st, nil) // rejected before authentication
+		}
 		if aerr := s.record(c, st, status, detail.Code); aerr != nil {
 			status, detail = http.StatusServiceUnavailable,
 				errorDetail{service.CodeUnavailable, auditFailure(aerr).Message}
@@ -184,6 +187,17 @@ func httpErrorDetail(he *echo.HTTPError) (int, errorDetail) {
 	}
 }
 
+// nameUnauthenticatedCaller sets the access key and the project of st's principal as
+// the request sent them, unauthenticated, so that the audit record of a call rejected
+// before or by authentication can be traced to a key or a project. reason is the
+// authentication failure, if any. An Access value that can be a secret is recorded as
+// auth.RedactedAccessKey (see failedAccessKey).
+func nameUnauthenticatedCaller(c echo.Context, st *requestState, reason error) {
+	st.principal.AccessKey = cutRecorded(failedAccessKey(c.Request(), reason),
+		maxRecordedIDLength)
+	st.principal.ProjectID = cutRecorded(c.Param("project_id"), maxRecordedIDLength)
+}
+
 // authFailure is an authentication failure, answered 401 in the gateway shape.
 type authFailure struct{ err error }
 
@@ -195,12 +209,7 @@ func (s *Server) answerAuthFailure(c echo.Context, st *requestState, a *authFail
 	if st.op == "" {
 		st.op = s.operationOf(c)
 	}
-	// The record names the access key and the project as sent, unauthenticated, so
-	// that failed attempts on one key or project can be traced. An Access value that
-	// can be a secret is recorded as auth.RedactedAccessKey (see failedAccessKey).
-	st.principal.AccessKey = cutRecorded(failedAccessKey(c.Request(), a.err),
-		maxRecordedIDLength)
-	st.principal.ProjectID = cutRecorded(c.Param("project_id"), maxRecordedIDLength)
+	nameUnauthenticatedCaller(c, st, a.err)
 	if err := s.record(c, st, http.StatusUnauthorized, "APIGW.0301"); err != nil {
 		// Nothing is released either way, but a call that could not be recorded fails
 		// with 503 like every other.

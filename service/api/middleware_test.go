@@ -284,6 +284,8 @@ func TestSlowBodyGets408(t *testing.T) {
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
 	head := "POST /v1.0/" + projectP1 + "/kms/list-keys HTTP/1.1\r\nHost: kms\r\n" +
+		"Authorization: " + auth.FormatAuthorization(e.admin.ak, []string{"x-sdk-date"},
+		strings.Repeat("0", 64)) + "\r\n" +
 		"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"lim"
 	if _, err := conn.Write([]byte(head)); err != nil {
 		t.Fatal(err)
@@ -314,5 +316,11 @@ func TestSlowBodyGets408(t *testing.T) {
 	}
 	if got := records[0].Status; got != http.StatusRequestTimeout {
 		t.Errorf("audited status %d, want 408", got)
+	}
+	if got := records[0].AccessKey; got != e.admin.ak {
+		t.Errorf("audited access key %q, want the one the request sent, %q", got, e.admin.ak)
+	}
+	if got := records[0].ProjectID; got != projectP1 {
+		t.Errorf("audited project %q, want the one in the path, %q", got, projectP1)
 	}
 }
