@@ -89,7 +89,8 @@ func ValidateTagValue(value string) error {
 const systemTagPrefix = "_sys_"
 
 // validateTags checks a list of tags to add: 1 to MaxTagsPerKey tags with valid, unique
-// keys that do not start with systemTagPrefix, and valid values.
+// keys that neither start or end with white space nor start with systemTagPrefix, and
+// valid values.
 func validateTags(tags []store.Tag) error {
 	if len(tags) == 0 {
 		return Errorf(CodeTagListEmpty, "the tag list is empty")
@@ -103,6 +104,10 @@ func validateTags(tags []store.Tag) error {
 	for _, tag := range tags {
 		if err := ValidateTagKey(tag.Key); err != nil {
 			return err
+		}
+		if strings.TrimSpace(tag.Key) != tag.Key {
+			return Errorf(CodeInvalidTagKey,
+				"a tag key must not start or end with white space, as in Huawei Cloud")
 		}
 		if strings.HasPrefix(tag.Key, systemTagPrefix) {
 			return Errorf(CodeInvalidTagKey, "tag keys starting with %s are reserved for "+
