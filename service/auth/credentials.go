@@ -140,7 +140,14 @@ func NewCredentials(st store.Store, tok hsm.Token, cfg CredentialsConfig) *Crede
 
 // Create stores a new credential and returns it with its secret key, which is not
 // returned again by any method. It returns an error wrapping ErrInvalidCredential for an
-// invalid request and ErrAccessKeyExists when the access key is taken.
+// invalid request, ErrAccessKeyExists when the access key is taken, and an error wrapping
+// ErrInvalidCredential and a *store.DomainMismatchError when the project or the chosen
+// user id has credentials of another domain. As in Huawei IAM, a project belongs to one
+// domain, and a user belongs to one domain and may work in several of its projects.
+// Without the check, an admin could name its credentials after another domain's user,
+// whose id audit records and grants would then show, and the operator admin could give a
+// project's keys to two domains. The store checks and inserts in one transaction, so
+// concurrent calls cannot both pass.
 func (c *Credentials) Create(ctx context.Context, req CreateRequest) (Credential, string, error) {
 	if err := c.completeRequest(ctx, &req); err != nil {
 		return Credential{}, "", err
@@ -163,6 +170,10 @@ func (c *Credentials) Create(ctx context.Context, req CreateRequest) (Credential
 		UpdatedAt:    now,
 	}
 	err = c.store.PutCredential(ctx, row)
+	var mismatch *store.DomainMismatchError
+	if errors.As(err, &mismatch) {
+		return Credential{}, "", fmt.Errorf("%w: %w", ErrInvalidCredential, mismatch)
+	}
 	if errors.Is(err, store.ErrConflict) {
 		return Credential{}, "", fmt.Errorf("%w: %s", ErrAccessKeyExists, req.AccessKey)
 	}
@@ -181,9 +192,6 @@ func (c *Credentials) completeRequest(ctx context.Context, req *CreateRequest) e
 		return err
 	}
 
-	if err := c.checkDomains(ctx, *req); err != nil {
-		return err
-	}
 	var err error
 	if req.UserID == "" {
 		if req.UserID, err = c.randomHex(ctx, 16); err != nil {
@@ -196,37 +204,6 @@ func (c *Credentials) completeRequest(ctx context.Context, req *CreateRequest) e
 		}
 		if req.SecretKey, err = c.randomString(ctx, alphanumeric, secretKeyLength); err != nil {
 			return err
-		}
-	}
-	return nil
-}
-
-// checkDomains returns an error wrapping ErrInvalidCredential when req's project or its
-// chosen user id belongs to credentials of another domain. As in Huawei IAM, a project
-// belongs to one domain, and a user belongs to one domain and may work in several of its
-// projects. Without the check, an admin of any project could name its credentials after
-// another domain's user, whose id audit records and grants then show for calls that user
-// never made. The operator admin, who creates credentials for any project, could give a
-// project's keys to two domains.
-//
-// NOTE: two concurrent calls that name the same project or user id with two domains can
-// both pass.
-func (c *Credentials) checkDomains(ctx context.Context, req CreateRequest) error {
-	credentials, err := c.store.ListCredentials(ctx)
-	if err != nil {
-		return fmt.Errorf("check the domain of project %s: %w", req.ProjectID, err)
-	}
-	for _, other := range credentials {
-		if other.DomainID == req.DomainID {
-			continue
-		}
-		if other.ProjectID == req.ProjectID {
-			return fmt.Errorf("%w: project %s belongs to another domain", ErrInvalidCredential,
-				req.ProjectID)
-		}
-		if req.UserID != "" && other.UserID == req.UserID {
-			return fmt.Errorf("%w: user id %s belongs to another domain", ErrInvalidCredential,
-				req.UserID)
 		}
 	}
 	return nil

@@ -17,7 +17,30 @@ func scanCredential(row rowScanner) (Credential, error) {
 	return c, err
 }
 
-// PutCredential inserts c, or returns ErrConflict when the access key exists. A zero
+// DomainMismatchError is the error of PutCredential for a credential whose project, or
+// whose user id, already has credentials of another domain.
+type DomainMismatchError struct {
+	// ProjectID is set when the project belongs to another domain, UserID when the user
+	// does.
+	ProjectID, UserID string
+}
+
+func (e *DomainMismatchError) Error() string {
+	if e.ProjectID != "" {
+		return fmt.Sprintf("project %s belongs to another domain", e.ProjectID)
+	}
+	return fmt.Sprintf("user id %s belongs to another domain", e.UserID)
+}
+
+// credentialLockClass is the first key of the advisory lock that PutCredential holds on
+// PostgreSQL while it checks and inserts: the bytes of "kmc" read as a big-endian
+// integer, distinct from keyLockClass and migrationLockClass.
+const credentialLockClass = "7040355"
+
+// PutCredential inserts c, or returns ErrConflict when the access key exists and a
+// *DomainMismatchError when c's project or user id has credentials of another domain. The
+// check and the insert are one transaction, which the single SQLite writer or, on
+// PostgreSQL, an advisory lock serialises with other PutCredential calls. A zero
 // CreatedAt is set to now, a zero UpdatedAt to CreatedAt.
 func (s *SQLStore) PutCredential(ctx context.Context, c Credential) error {
 	op := "put credential " + c.AccessKey
@@ -34,14 +57,41 @@ func (s *SQLStore) PutCredential(ctx context.Context, c Credential) error {
 		c.UpdatedAt = c.CreatedAt
 	}
 
-	_, err := s.write.ExecContext(ctx, s.d.rebind("INSERT INTO credentials ("+
-		credentialColumns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-		c.AccessKey, c.SealedSecret, c.UserID, c.ProjectID, c.DomainID, c.Role, c.Disabled,
-		s.d.timeValue(c.CreatedAt), s.d.timeValue(c.UpdatedAt))
-	if err != nil {
-		return s.wrap(op, err)
+	var mismatch *DomainMismatchError
+	err := s.inWriteTx(ctx, op, func(tx *sql.Tx) error {
+		if s.d.name == postgresDialect.name {
+			_, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock("+credentialLockClass+
+				", hashtext(current_schema()))")
+			if err != nil {
+				return err
+			}
+		}
+
+		var project, user string
+		err := tx.QueryRowContext(ctx, s.d.rebind("SELECT project_id, user_id FROM credentials "+
+			"WHERE (project_id = ? OR user_id = ?) AND domain_id <> ? LIMIT 1"),
+			c.ProjectID, c.UserID, c.DomainID).Scan(&project, &user)
+		switch {
+		case err == nil && project == c.ProjectID:
+			mismatch = &DomainMismatchError{ProjectID: c.ProjectID}
+			return mismatch
+		case err == nil:
+			mismatch = &DomainMismatchError{UserID: c.UserID}
+			return mismatch
+		case !errors.Is(err, sql.ErrNoRows):
+			return err
+		}
+
+		_, err = tx.ExecContext(ctx, s.d.rebind("INSERT INTO credentials ("+
+			credentialColumns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+			c.AccessKey, c.SealedSecret, c.UserID, c.ProjectID, c.DomainID, c.Role, c.Disabled,
+			s.d.timeValue(c.CreatedAt), s.d.timeValue(c.UpdatedAt))
+		return err
+	})
+	if mismatch != nil {
+		return mismatch
 	}
-	return nil
+	return err
 }
 
 // GetCredential returns the credential of accessKey, or ErrNotFound.

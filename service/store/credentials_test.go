@@ -2,6 +2,8 @@ package store_test
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -118,4 +120,56 @@ func credentialsEqual(a, b store.Credential) bool {
 		a.UserID == b.UserID && a.ProjectID == b.ProjectID && a.DomainID == b.DomainID &&
 		a.Role == b.Role && a.Disabled == b.Disabled && a.CreatedAt.Equal(b.CreatedAt) &&
 		a.UpdatedAt.Equal(b.UpdatedAt)
+}
+
+// TestPutCredentialDomainsRace creates credentials of one project with ten domains at
+// once: exactly one domain may win, and each other call gets a *DomainMismatchError. A
+// check before the insert, outside its transaction, let several domains in.
+func TestPutCredentialDomainsRace(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, func(t *testing.T, b storetest.Backend) {
+		t.Parallel()
+		s := openStore(t, b)
+		ctx := t.Context()
+
+		const calls = 10
+		errs := make(chan error, calls)
+		for i := range calls {
+			go func() {
+				c := newCredential(fmt.Sprintf("AK-RACE-%d", i))
+				c.UserID = fmt.Sprintf("user-%d", i)
+				c.DomainID = fmt.Sprintf("domain-%d", i)
+				errs <- s.PutCredential(ctx, c)
+			}()
+		}
+		created := 0
+		for range calls {
+			err := <-errs
+			var mismatch *store.DomainMismatchError
+			switch {
+			case err == nil:
+				created++
+			case errors.As(err, &mismatch):
+				if mismatch.ProjectID != "p1" {
+					t.Errorf("mismatch error names project %q, want p1", mismatch.ProjectID)
+				}
+			default:
+				t.Errorf("PutCredential racing on one project: %v", err)
+			}
+		}
+		if created != 1 {
+			t.Errorf("%d of %d racing domains got credentials of project p1, want 1", created,
+				calls)
+		}
+
+		alice := newCredential("AK-ALICE-1")
+		alice.UserID, alice.ProjectID, alice.DomainID = "alice", "p3", "domain-a"
+		checkErr(t, "PutCredential(alice)", s.PutCredential(ctx, alice), nil)
+		alice.AccessKey, alice.ProjectID, alice.DomainID = "AK-ALICE-2", "p4", "domain-b"
+		var mismatch *store.DomainMismatchError
+		if err := s.PutCredential(ctx, alice); !errors.As(err, &mismatch) || mismatch.UserID != "alice" {
+			t.Errorf("PutCredential of alice in another domain = %v, want a mismatch naming "+
+				"alice", err)
+		}
+	})
 }

@@ -222,7 +222,8 @@ type LifecycleStore interface {
 
 // CredentialStore keeps access key pairs.
 type CredentialStore interface {
-	// PutCredential inserts c, or returns ErrConflict when the access key exists.
+	// PutCredential inserts c, or returns ErrConflict when the access key exists and a
+	// *DomainMismatchError when c's project or user id has credentials of another domain.
 	PutCredential(ctx context.Context, c Credential) error
 
 	// GetCredential returns the credential of accessKey, or ErrNotFound.
