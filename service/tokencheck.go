@@ -40,6 +40,11 @@ func (e *TokenBehindError) Unwrap() error { return ErrTokenBehindStore }
 // that the token seems to lack. Another kmsd that shares a SoftHSM2 token folder may not
 // see a key object for a moment after its creation: two replicas that each created a key
 // a second saw a few such misses in a minute. A retry a little later finds the object.
+//
+// NOTE: under concurrent rotations on two replicas sharing a SoftHSM2 folder, one
+// replica's SoftHSM2 once missed another's new object until that replica restarted, and
+// the check reported the token behind the store all that time. kmsd has no way to make
+// SoftHSM2 read its folder again short of closing the library under calls in progress.
 var lookupRetries = []time.Duration{50 * time.Millisecond, 200 * time.Millisecond,
 	750 * time.Millisecond}
 
