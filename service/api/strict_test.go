@@ -179,6 +179,13 @@ func TestBindNamesTheCause(t *testing.T) {
 		{"array of objects expected", "resource_instances/action",
 			`{"action":"filter","tags":"x"}`,
 			service.CodeInvalidParameter, "tags has the wrong JSON type: expected array of objects"},
+		{"array element not an object", keyID + "/tags/action",
+			`{"action":"create","tags":["a"]}`,
+			service.CodeInvalidParameter, "tags has the wrong JSON type: expected array of objects"},
+		{"array element not a string", "create-grant",
+			`{"key_id":"` + keyID + `","grantee_principal":"u","operations":[1]}`,
+			service.CodeInvalidParameter,
+			"operations has the wrong JSON type: expected array of strings"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -145,8 +145,14 @@ func bind(c echo.Context, v any) error {
 
 	var typeErr *json.UnmarshalTypeError
 	if errors.As(err, &typeErr) && typeErr.Field != "" {
+		// The error's type is the element's for an element of an array, so the member's
+		// own type, where v has one by that name, says what the whole value must be.
+		want := typeErr.Type
+		if member, ok := memberType(v, typeErr.Field); ok {
+			want = member
+		}
 		return service.Errorf(service.CodeInvalidParameter,
-			"%s has the wrong JSON type: expected %s", typeErr.Field, jsonTypeName(typeErr.Type))
+			"%s has the wrong JSON type: expected %s", typeErr.Field, jsonTypeName(want))
 	}
 	if errors.Is(err, errNotStringOrNumber) {
 		return service.Errorf(service.CodeInvalidParameter,
@@ -183,6 +189,26 @@ func jsonTypeName(t reflect.Type) string {
 	default:
 		return "JSON value"
 	}
+}
+
+// memberType returns the Go type of the top-level member name of the struct that v
+// points to, as its json tag or field name spells it.
+func memberType(v any, name string) (reflect.Type, bool) {
+	t := reflect.TypeOf(v)
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == nil || t.Kind() != reflect.Struct {
+		return nil, false
+	}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if tag == name || (tag == "" && f.Name == name) {
+			return f.Type, true
+		}
+	}
+	return nil, false
 }
 
 // ignoreFields is a fieldDecoder that decodes nothing, for the duplicate check.
