@@ -146,7 +146,7 @@ func bind(c echo.Context, v any) error {
 	var typeErr *json.UnmarshalTypeError
 	if errors.As(err, &typeErr) && typeErr.Field != "" {
 		// The error's type is the element's for an element of an array, so the member's
-		// own type, where v has one by that name, says what the whole value must be.
+		// own type, where v has one by that name, gives what the whole value must be.
 		want := typeErr.Type
 		if member, ok := memberType(v, typeErr.Field); ok {
 			want = member
