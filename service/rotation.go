@@ -103,8 +103,9 @@ func (s *Service) KeyRotationStatus(ctx context.Context, p auth.Principal, keyID
 }
 
 // RotateOnDemand rotates an enabled key now, whether or not automatic rotation is on.
-// Concurrent calls for one key wait for each other in this process, and each adds a
-// version. A rotation that loses to a change made by another replica is retried up to
+// Concurrent calls for one key wait for each other, in this process and, on PostgreSQL,
+// across replicas (withRotationLocks), and each adds a version. A rotation that loses to
+// another change of the key, such as a description update, is retried up to
 // maxKeyChangeAttempts times.
 func (s *Service) RotateOnDemand(ctx context.Context, p auth.Principal, keyID string) (store.Key, error) {
 	if err := s.authorize(ctx, p, auth.OpRotateOnDemand, nil); err != nil {
@@ -114,31 +115,57 @@ func (s *Service) RotateOnDemand(ctx context.Context, p auth.Principal, keyID st
 		return store.Key{}, err
 	}
 
-	unlock, err := s.lockRotation(ctx, keyID)
+	var rotated store.Key
+	err := s.withRotationLocks(ctx, keyID, func(ctx context.Context) error {
+		for attempt := 1; ; attempt++ {
+			k, err := s.freshKey(ctx, p.ProjectID, keyID)
+			if err != nil {
+				return err
+			}
+			if err := rotatable(k); err != nil {
+				return err
+			}
+			if err := usableKey(k); err != nil {
+				return err
+			}
+
+			rotated, err = s.rotateKey(ctx, k)
+			if !errors.Is(err, store.ErrConflict) || attempt == maxKeyChangeAttempts {
+				return err
+			}
+			s.log.Info("rotation lost to a concurrent change of the key; retrying",
+				"key_id", keyID, "attempt", attempt)
+		}
+	})
 	if err != nil {
 		return store.Key{}, err
 	}
+	return rotated, nil
+}
+
+// withRotationLocks runs fn while holding this process's rotation lock of keyID and then
+// the key's job lock in the store, waiting for both (store.JobStore.WaitKeyLock).
+// RunRotation takes them in the same order, so no two rotations of one key can each hold
+// the lock that the other waits for. It returns fn's error, or an *Error when a lock
+// could not be taken.
+func (s *Service) withRotationLocks(ctx context.Context, keyID string, fn func(ctx context.Context) error) error {
+	unlock, err := s.lockRotation(ctx, keyID)
+	if err != nil {
+		return err
+	}
 	defer unlock()
 
-	for attempt := 1; ; attempt++ {
-		k, err := s.freshKey(ctx, p.ProjectID, keyID)
-		if err != nil {
-			return store.Key{}, err
-		}
-		if err := rotatable(k); err != nil {
-			return store.Key{}, err
-		}
-		if err := usableKey(k); err != nil {
-			return store.Key{}, err
-		}
-
-		k, err = s.rotateKey(ctx, k)
-		if !errors.Is(err, store.ErrConflict) || attempt == maxKeyChangeAttempts {
-			return k, err
-		}
-		s.log.Info("rotation lost to a concurrent change of the key; retrying", "key_id", keyID,
-			"attempt", attempt)
+	ran := false
+	var fnErr error
+	err = s.store.WaitKeyLock(ctx, keyID, func(ctx context.Context) error {
+		ran = true
+		fnErr = fn(ctx)
+		return fnErr
+	})
+	if ran {
+		return fnErr
 	}
+	return storeError("lock key "+keyID, err)
 }
 
 // lockRotation takes this process's rotation lock of keyID (Service.rotations) and
@@ -171,9 +198,7 @@ func (s *Service) RunRotation(ctx context.Context) (int, error) {
 			return rotated, err
 		}
 
-		locked, err := s.store.WithKeyLock(ctx, k.ID, func(ctx context.Context) error {
-			return s.rotateIfDue(ctx, k.ProjectID, k.ID, now)
-		})
+		locked, err := s.rotateIfDueLocked(ctx, k, now)
 		switch {
 		case err != nil:
 			s.log.Warn("scheduled rotation failed; the next run retries", "key_id", k.ID,
@@ -185,15 +210,24 @@ func (s *Service) RunRotation(ctx context.Context) (int, error) {
 	return rotated, nil
 }
 
-// rotateIfDue re-reads the key under its job lock and this process's rotation lock, and
-// rotates it if it is still due.
-func (s *Service) rotateIfDue(ctx context.Context, projectID, keyID string, now time.Time) error {
-	unlock, err := s.lockRotation(ctx, keyID)
+// rotateIfDueLocked runs rotateIfDue for k under this process's rotation lock and then
+// the key's job lock, in withRotationLocks' order. It reports false without rotating when
+// another replica holds the job lock.
+func (s *Service) rotateIfDueLocked(ctx context.Context, k store.Key, now time.Time) (bool, error) {
+	unlock, err := s.lockRotation(ctx, k.ID)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer unlock()
 
+	return s.store.WithKeyLock(ctx, k.ID, func(ctx context.Context) error {
+		return s.rotateIfDue(ctx, k.ProjectID, k.ID, now)
+	})
+}
+
+// rotateIfDue re-reads the key, whose locks the caller holds, and rotates it if it is
+// still due.
+func (s *Service) rotateIfDue(ctx context.Context, projectID, keyID string, now time.Time) error {
 	k, err := s.store.GetKey(ctx, projectID, keyID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
@@ -218,25 +252,21 @@ func (s *Service) rotateIfDue(ctx context.Context, projectID, keyID string, now 
 }
 
 // rotateIfCurrent rotates the key if version is still its current version and the key
-// is enabled, as the seal limit requires. It holds this process's rotation lock of the
-// key.
+// is enabled, as the seal limit requires, under the key's rotation locks
+// (withRotationLocks).
 func (s *Service) rotateIfCurrent(ctx context.Context, projectID, keyID string, version uint32) error {
-	unlock, err := s.lockRotation(ctx, keyID)
-	if err != nil {
-		return err
-	}
-	defer unlock()
+	return s.withRotationLocks(ctx, keyID, func(ctx context.Context) error {
+		k, err := s.store.GetKey(ctx, projectID, keyID)
+		if err != nil {
+			return err
+		}
+		if k.CurrentVersion != version || k.State != store.KeyStateEnabled {
+			return nil
+		}
 
-	k, err := s.store.GetKey(ctx, projectID, keyID)
-	if err != nil {
+		_, err = s.rotateKey(ctx, k)
 		return err
-	}
-	if k.CurrentVersion != version || k.State != store.KeyStateEnabled {
-		return nil
-	}
-
-	_, err = s.rotateKey(ctx, k)
-	return err
+	})
 }
 
 // rotateKey adds version k.CurrentVersion+1: a "creating" row, then the token object,

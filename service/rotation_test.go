@@ -8,6 +8,7 @@ import (
 	"github.com/hsmkms/kms/hsm"
 	"github.com/hsmkms/kms/service"
 	"github.com/hsmkms/kms/service/store"
+	"github.com/hsmkms/kms/service/store/storetest"
 )
 
 // TestThousandRotationsDecryptWork rotates one key 1,000 times on the real token and
@@ -484,5 +485,62 @@ func TestRotationRetriesReplicaChange(t *testing.T) {
 					tt.wantVersion)
 			}
 		})
+	}
+}
+
+// TestReplicaRotationsAllSucceed races rotate-on-demand calls on two replicas: two
+// Services with their own connection pools to one PostgreSQL database, sharing the token.
+// The key's job lock in the database must make every call wait its turn, so every call
+// succeeds and the versions are numbered without gaps.
+func TestReplicaRotationsAllSucceed(t *testing.T) {
+	e := newJobEnv(t, service.Config{})
+	ctx := context.Background()
+	dbURL := storetest.PostgresURL(t)
+	replicas := make([]*service.Service, 2)
+	for i := range replicas {
+		st, err := store.Open(ctx, dbURL, nil)
+		if err != nil {
+			t.Fatalf("open the store of replica %d: %v", i, err)
+		}
+		t.Cleanup(func() { st.Close() })
+		replicas[i] = service.New(e.token, st, discardLogger(), service.Config{KeyCacheTTL: -1})
+	}
+	k, err := replicas[0].CreateKey(ctx, admin, service.CreateKeyInput{Alias: "replica-race"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	const perReplica = 6
+	errs := make(chan error, 2*perReplica)
+	for range perReplica {
+		for _, r := range replicas {
+			go func() {
+				_, err := r.RotateOnDemand(ctx, admin, k.ID)
+				errs <- err
+			}()
+		}
+	}
+	for range 2 * perReplica {
+		if err := <-errs; err != nil {
+			t.Errorf("RotateOnDemand racing on two replicas: %v", err)
+		}
+	}
+
+	got, err := replicas[1].DescribeKey(ctx, admin, k.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := uint32(2*perReplica + 1); got.CurrentVersion != want {
+		t.Errorf("current version = %d, want %d", got.CurrentVersion, want)
+	}
+	status, err := replicas[1].KeyRotationStatus(ctx, admin, k.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range status.Versions {
+		if v.Version != uint32(i+1) {
+			t.Errorf("version %d is numbered %d: the numbers have a gap", i+1, v.Version)
+			break
+		}
 	}
 }

@@ -15,6 +15,11 @@ type JobStore interface {
 	// running fn when another holder has the lock, and fn's error otherwise.
 	WithKeyLock(ctx context.Context, keyID string, fn func(ctx context.Context) error) (bool, error)
 
+	// WaitKeyLock runs fn while holding the same lock as WithKeyLock, waiting for it
+	// while another holder has it, until ctx ends. It returns fn's error, or the error of
+	// taking the lock.
+	WaitKeyLock(ctx context.Context, keyID string, fn func(ctx context.Context) error) error
+
 	// AddSealCounts adds each count to the seal count of its key version, in one
 	// transaction, and returns the stored count of each version after the addition, in
 	// the order of counts: the seals of every replica that flushed. Counts of versions
@@ -81,6 +86,34 @@ func (s *SQLStore) WithKeyLock(
 	}
 
 	return true, fn(ctx)
+}
+
+// WaitKeyLock runs fn under the job lock of keyID, as WithKeyLock does, but waits for
+// the lock (pg_advisory_xact_lock) instead of giving up. While it waits it holds one
+// pooled connection, so callers should let one waiter per key at a time into it. On
+// SQLite it runs fn at once, as WithKeyLock does.
+func (s *SQLStore) WaitKeyLock(ctx context.Context, keyID string, fn func(ctx context.Context) error) error {
+	if s.d.name != postgresDialect.name {
+		return fn(ctx)
+	}
+
+	op := "wait for the lock of key " + keyID
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return s.wrap(op+": begin transaction", err)
+	}
+	defer func() {
+		if err := tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
+			s.log.Warn("releasing a key job lock failed", "key_id", keyID, "error", err)
+		}
+	}()
+
+	_, err = tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock("+keyLockClass+
+		", hashtext(current_schema() || ':' || $1))", keyID)
+	if err != nil {
+		return s.wrap(op, err)
+	}
+	return fn(ctx)
 }
 
 // AddSealCounts adds the counts in one transaction. Zero counts are skipped.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/hsmkms/kms/service/store"
 	"github.com/hsmkms/kms/service/store/storetest"
@@ -123,5 +125,49 @@ func TestWithKeyLockExcludesReplicas(t *testing.T) {
 	locked, err = second.WithKeyLock(ctx, "key-1", func(context.Context) error { return nil })
 	if !locked || err != nil {
 		t.Errorf("WithKeyLock after the first released = %v, %v; want true, nil", locked, err)
+	}
+}
+
+// TestWaitKeyLockWaitsForHolder holds the lock of one key from one store while a second
+// store on the same database waits for it, as a second replica's rotation does. The
+// waiter must run only after the holder released the lock, and a job that only tries the
+// lock must not get it while the waiter holds it.
+func TestWaitKeyLockWaitsForHolder(t *testing.T) {
+	t.Parallel()
+	b := storetest.Backend{Name: storetest.Postgres, URL: storetest.PostgresURL(t)}
+	first := openStore(t, b)
+	second := openStore(t, b)
+	ctx := t.Context()
+
+	var released atomic.Bool
+	waiterDone := make(chan error, 1)
+	holding := make(chan struct{})
+	err := first.WaitKeyLock(ctx, "key-1", func(ctx context.Context) error {
+		go func() {
+			close(holding)
+			waiterDone <- second.WaitKeyLock(ctx, "key-1", func(ctx context.Context) error {
+				if !released.Load() {
+					t.Error("the waiter ran while the first store held the lock")
+				}
+				locked, err := first.WithKeyLock(ctx, "key-1", func(context.Context) error {
+					return nil
+				})
+				if locked || err != nil {
+					t.Errorf("WithKeyLock while the waiter holds the lock = %v, %v; want "+
+						"false, nil", locked, err)
+				}
+				return nil
+			})
+		}()
+		<-holding
+		time.Sleep(200 * time.Millisecond) // long enough for the waiter to block
+		released.Store(true)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("first WaitKeyLock: %v", err)
+	}
+	if err := <-waiterDone; err != nil {
+		t.Errorf("second WaitKeyLock: %v", err)
 	}
 }
