@@ -89,15 +89,23 @@ func (s *SQLStore) WithKeyLock(
 }
 
 // WaitKeyLock runs fn under the job lock of keyID, as WithKeyLock does, but waits for
-// the lock (pg_advisory_xact_lock) instead of giving up. While it waits it holds one
-// pooled connection, so callers should let one waiter per key at a time into it. On
-// SQLite it runs fn at once, as WithKeyLock does.
+// the lock (pg_advisory_xact_lock) instead of giving up. From the wait until fn returns
+// it holds one pooled connection, and at most a quarter of the pool's connections are
+// held so at once (keyLockWaiters); further calls wait for a turn. On SQLite it runs fn
+// at once, as WithKeyLock does.
 func (s *SQLStore) WaitKeyLock(ctx context.Context, keyID string, fn func(ctx context.Context) error) error {
 	if s.d.name != postgresDialect.name {
 		return fn(ctx)
 	}
 
 	op := "wait for the lock of key " + keyID
+	select {
+	case s.keyLockWaiters <- struct{}{}:
+		defer func() { <-s.keyLockWaiters }()
+	case <-ctx.Done():
+		return fmt.Errorf("%s: %w", op, ctx.Err())
+	}
+
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
 		return s.wrap(op+": begin transaction", err)

@@ -3,6 +3,8 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/url"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -169,5 +171,40 @@ func TestWaitKeyLockWaitsForHolder(t *testing.T) {
 	}
 	if err := <-waiterDone; err != nil {
 		t.Errorf("second WaitKeyLock: %v", err)
+	}
+}
+
+// TestWaitKeyLockLeavesConnections holds the locks of more keys at once than the pool
+// has connections, each holder querying the store while it holds its lock, as
+// concurrent rotations of different keys do. Without a bound on the holders every
+// connection would hold a lock and no query could run.
+func TestWaitKeyLockLeavesConnections(t *testing.T) {
+	t.Parallel()
+	u, err := url.Parse(storetest.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("max_conns", "4")
+	u.RawQuery = q.Encode()
+	s := openStore(t, storetest.Backend{Name: storetest.Postgres, URL: u.String()})
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+
+	const holders = 8
+	errs := make(chan error, holders)
+	for i := range holders {
+		go func() {
+			errs <- s.WaitKeyLock(ctx, fmt.Sprintf("key-%d", i), func(ctx context.Context) error {
+				_, err := s.ListCredentials(ctx)
+				return err
+			})
+		}()
+	}
+	for range holders {
+		if err := <-errs; err != nil {
+			t.Errorf("WaitKeyLock with a query inside, %d holders on 4 connections: %v",
+				holders, err)
+		}
 	}
 }

@@ -92,6 +92,11 @@ type SQLStore struct {
 	// lastRenewal is when renewWriteConns last closed the write pool's idle
 	// connections, in Unix nanoseconds.
 	lastRenewal atomic.Int64
+
+	// keyLockWaiters bounds the WaitKeyLock calls that hold a connection at once on
+	// PostgreSQL to a quarter of the pool. Each holds one while its function needs
+	// others, so a holder for every connection would leave none for the functions.
+	keyLockWaiters chan struct{}
 }
 
 // SetAuditFsync chooses how SQLite stores flush audit batches. With false (the default),
@@ -338,7 +343,8 @@ func openPostgres(databaseURL string) (*SQLStore, error) {
 	db.SetConnMaxLifetime(postgresConnMaxLifetime)
 	db.SetConnMaxIdleTime(postgresConnMaxIdleTime)
 
-	return &SQLStore{write: db, read: db, d: postgresDialect, writeIdleConns: maxConns}, nil
+	return &SQLStore{write: db, read: db, d: postgresDialect, writeIdleConns: maxConns,
+		keyLockWaiters: make(chan struct{}, max(1, maxConns/4))}, nil
 }
 
 // cutMaxConns removes this store's own max_conns parameter (1 to 1000 connections per
