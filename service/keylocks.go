@@ -24,18 +24,7 @@ type keyLock struct {
 // lock takes the lock of keyID, waiting for its holder, and returns the function that
 // releases it. It returns ctx's error, without the lock, when ctx ends first.
 func (l *keyLocks) lock(ctx context.Context, keyID string) (unlock func(), err error) {
-	l.mu.Lock()
-	if l.locks == nil {
-		l.locks = make(map[string]*keyLock)
-	}
-	kl := l.locks[keyID]
-	if kl == nil {
-		kl = &keyLock{held: make(chan struct{}, 1)}
-		l.locks[keyID] = kl
-	}
-	kl.users++
-	l.mu.Unlock()
-
+	kl := l.use(keyID)
 	select {
 	case kl.held <- struct{}{}:
 		return func() {
@@ -46,6 +35,40 @@ func (l *keyLocks) lock(ctx context.Context, keyID string) (unlock func(), err e
 		l.release(keyID, kl)
 		return nil, ctx.Err()
 	}
+}
+
+// tryLock takes the lock of keyID when it is free and returns the function that
+// releases it, or ok false without waiting.
+func (l *keyLocks) tryLock(keyID string) (unlock func(), ok bool) {
+	kl := l.use(keyID)
+	select {
+	case kl.held <- struct{}{}:
+		return func() {
+			<-kl.held
+			l.release(keyID, kl)
+		}, true
+	default:
+		l.release(keyID, kl)
+		return nil, false
+	}
+}
+
+// use returns the lock of keyID, adding it to the map when it has no users, and counts
+// one more user of it.
+func (l *keyLocks) use(keyID string) *keyLock {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+
+	if l.locks == nil {
+		l.locks = make(map[string]*keyLock)
+	}
+	kl := l.locks[keyID]
+	if kl == nil {
+		kl = &keyLock{held: make(chan struct{}, 1)}
+		l.locks[keyID] = kl
+	}
+	kl.users++
+	return kl
 }
 
 // release drops one user of kl and removes it from the map when it has none left.

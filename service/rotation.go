@@ -162,10 +162,21 @@ func (s *Service) withRotationLocks(ctx context.Context, keyID string, fn func(c
 		fnErr = fn(ctx)
 		return fnErr
 	})
-	if ran {
+	switch {
+	case ran:
 		return fnErr
+	case errors.Is(err, store.ErrKeyLocked):
+		return errRotationInProgress(err)
+	default:
+		return storeError("lock key "+keyID, err)
 	}
-	return storeError("lock key "+keyID, err)
+}
+
+// errRotationInProgress is the retryable error of a rotation that did not get a lock of
+// its key because another rotation or job holds it.
+func errRotationInProgress(err error) error {
+	return &Error{Code: CodeUnavailable,
+		Message: "another rotation of the key is in progress; retry", Err: err}
 }
 
 // lockRotation takes this process's rotation lock of keyID (Service.rotations) and
@@ -174,9 +185,8 @@ func (s *Service) withRotationLocks(ctx context.Context, keyID string, fn func(c
 func (s *Service) lockRotation(ctx context.Context, keyID string) (unlock func(), err error) {
 	unlock, err = s.rotations.lock(ctx, keyID)
 	if err != nil {
-		return nil, &Error{Code: CodeUnavailable,
-			Message: "another rotation of the key is in progress; retry",
-			Err:     fmt.Errorf("wait for the rotation lock of key %s: %w", keyID, err)}
+		return nil, errRotationInProgress(
+			fmt.Errorf("wait for the rotation lock of key %s: %w", keyID, err))
 	}
 	return unlock, nil
 }
@@ -252,10 +262,18 @@ func (s *Service) rotateIfDue(ctx context.Context, projectID, keyID string, now 
 }
 
 // rotateIfCurrent rotates the key if version is still its current version and the key
-// is enabled, as the seal limit requires, under the key's rotation locks
-// (withRotationLocks).
+// is enabled, as the seal limit requires. It runs in the request whose seal reached the
+// limit, whose data key is already sealed, so it takes the key's locks only when they
+// are free, in withRotationLocks' order, and otherwise returns errRotationInProgress for
+// a later seal to retry.
 func (s *Service) rotateIfCurrent(ctx context.Context, projectID, keyID string, version uint32) error {
-	return s.withRotationLocks(ctx, keyID, func(ctx context.Context) error {
+	unlock, ok := s.rotations.tryLock(keyID)
+	if !ok {
+		return errRotationInProgress(fmt.Errorf("key %s is being rotated in this process", keyID))
+	}
+	defer unlock()
+
+	locked, err := s.store.WithKeyLock(ctx, keyID, func(ctx context.Context) error {
 		k, err := s.store.GetKey(ctx, projectID, keyID)
 		if err != nil {
 			return err
@@ -267,6 +285,10 @@ func (s *Service) rotateIfCurrent(ctx context.Context, projectID, keyID string, 
 		_, err = s.rotateKey(ctx, k)
 		return err
 	})
+	if err == nil && !locked {
+		return errRotationInProgress(fmt.Errorf("key %s is locked by another replica", keyID))
+	}
+	return err
 }
 
 // rotateKey adds version k.CurrentVersion+1: a "creating" row, then the token object,

@@ -2,6 +2,7 @@ package service_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -498,12 +499,7 @@ func TestReplicaRotationsAllSucceed(t *testing.T) {
 	dbURL := storetest.PostgresURL(t)
 	replicas := make([]*service.Service, 2)
 	for i := range replicas {
-		st, err := store.Open(ctx, dbURL, nil)
-		if err != nil {
-			t.Fatalf("open the store of replica %d: %v", i, err)
-		}
-		t.Cleanup(func() { st.Close() })
-		replicas[i] = service.New(e.token, st, discardLogger(), service.Config{KeyCacheTTL: -1})
+		replicas[i], _ = openReplica(t, e, dbURL, service.Config{})
 	}
 	k, err := replicas[0].CreateKey(ctx, admin, service.CreateKeyInput{Alias: "replica-race"})
 	if err != nil {
@@ -542,5 +538,79 @@ func TestReplicaRotationsAllSucceed(t *testing.T) {
 			t.Errorf("version %d is numbered %d: the numbers have a gap", i+1, v.Version)
 			break
 		}
+	}
+}
+
+// openReplica returns a Service on e's token and a store of its own on the PostgreSQL
+// database at dbURL, as another replica has, and that store.
+func openReplica(t *testing.T, e *jobEnv, dbURL string, cfg service.Config) (*service.Service, *store.SQLStore) {
+	t.Helper()
+	st, err := store.Open(context.Background(), dbURL, nil)
+	if err != nil {
+		t.Fatalf("open the store of a replica: %v", err)
+	}
+	t.Cleanup(func() { st.Close() })
+	cfg.KeyCacheTTL = -1
+	return service.New(e.token, st, discardLogger(), cfg), st
+}
+
+// holdKeyLock holds the job lock of keyID from st, as a replica that hangs during a
+// rotation does, until the returned function is called.
+func holdKeyLock(t *testing.T, st *store.SQLStore, keyID string) (release func()) {
+	t.Helper()
+	held, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		err := st.WaitKeyLock(context.Background(), keyID, func(context.Context) error {
+			close(held)
+			<-done
+			return nil
+		})
+		if err != nil {
+			t.Errorf("hold the lock of key %s: %v", keyID, err)
+			close(held)
+		}
+	}()
+	<-held
+	return func() { close(done) }
+}
+
+// TestRotationBehindHeldLock holds a key's lock from another replica. A rotate-on-demand
+// call waiting for it must get a retryable KMS.0102 after store.KeyLockWait. A seal that
+// reaches the seal limit must not wait for the lock at all, so its data key is returned.
+// The hang check gives up after a minute, far above KeyLockWait.
+func TestRotationBehindHeldLock(t *testing.T) {
+	e := newJobEnv(t, service.Config{})
+	ctx := context.Background()
+	dbURL := storetest.PostgresURL(t)
+	svc, _ := openReplica(t, e, dbURL, service.Config{SealLimit: 1})
+	_, other := openReplica(t, e, dbURL, service.Config{})
+	k, err := svc.CreateKey(ctx, admin, service.CreateKeyInput{Alias: "held-lock"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := holdKeyLock(t, other, k.ID)
+	defer release()
+
+	done := make(chan error, 2)
+	go func() {
+		_, err := svc.RotateOnDemand(ctx, admin, k.ID)
+		done <- err
+	}()
+	go func() {
+		_, err := svc.CreateDataKey(ctx, admin, service.DataKeyInput{KeyRef: k.ID}, true)
+		done <- err
+	}()
+	var codes []string
+	for range 2 {
+		select {
+		case err := <-done:
+			codes = append(codes, codeOf(err))
+		case <-time.After(time.Minute):
+			t.Fatal("a call waited a minute for a key lock that another replica holds")
+		}
+	}
+	slices.Sort(codes)
+	if want := []string{"", service.CodeUnavailable}; !slices.Equal(codes, want) {
+		t.Errorf("error codes of create-datakey and rotate-on-demand = %q, want %q", codes, want)
 	}
 }

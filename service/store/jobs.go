@@ -5,6 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // JobStore serves the background jobs (deletion, rotation, reconciliation) and the seal
@@ -88,20 +91,33 @@ func (s *SQLStore) WithKeyLock(
 	return true, fn(ctx)
 }
 
-// WaitKeyLock runs fn under the job lock of keyID, as WithKeyLock does, but waits for
-// the lock (pg_advisory_xact_lock) instead of giving up. From the wait until fn returns
-// it holds one pooled connection, and at most a quarter of the pool's connections are
-// held so at once (keyLockWaiters); further calls wait for a turn. On SQLite it runs fn
-// at once, as WithKeyLock does.
+// KeyLockWait bounds how long WaitKeyLock waits for its turn and for the lock. It is well
+// below kmsd's HTTP read and write timeouts (20 s and 30 s), so that a call waiting behind
+// a holder that hangs, such as a stopped replica, still gets an error response.
+const KeyLockWait = 5 * time.Second
+
+// ErrKeyLocked means that WaitKeyLock did not get the lock within KeyLockWait.
+var ErrKeyLocked = errors.New("the key's job lock is held by another process")
+
+// WaitKeyLock runs fn under the job lock of keyID, as WithKeyLock does, but waits up to
+// KeyLockWait for the lock (pg_advisory_xact_lock with lock_timeout) instead of giving
+// up at once, and then returns an error wrapping ErrKeyLocked. From the wait until fn
+// returns it holds one pooled connection, and at most a quarter of the pool's
+// connections are held so at once (keyLockWaiters). On SQLite it runs fn at once, as
+// WithKeyLock does.
 func (s *SQLStore) WaitKeyLock(ctx context.Context, keyID string, fn func(ctx context.Context) error) error {
 	if s.d.name != postgresDialect.name {
 		return fn(ctx)
 	}
 
 	op := "wait for the lock of key " + keyID
+	turn := time.NewTimer(KeyLockWait)
+	defer turn.Stop()
 	select {
 	case s.keyLockWaiters <- struct{}{}:
 		defer func() { <-s.keyLockWaiters }()
+	case <-turn.C:
+		return fmt.Errorf("%s: %w: no turn to wait within %s", op, ErrKeyLocked, KeyLockWait)
 	case <-ctx.Done():
 		return fmt.Errorf("%s: %w", op, ctx.Err())
 	}
@@ -111,13 +127,24 @@ func (s *SQLStore) WaitKeyLock(ctx context.Context, keyID string, fn func(ctx co
 		return s.wrap(op+": begin transaction", err)
 	}
 	defer func() {
-		if err := tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
+		err := tx.Rollback()
+		// A cancelled call's connection is closed, which releases the lock too.
+		if err != nil && !errors.Is(err, sql.ErrTxDone) && ctx.Err() == nil {
 			s.log.Warn("releasing a key job lock failed", "key_id", keyID, "error", err)
 		}
 	}()
 
+	_, err = tx.ExecContext(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d",
+		KeyLockWait.Milliseconds()))
+	if err != nil {
+		return s.wrap(op, err)
+	}
 	_, err = tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock("+keyLockClass+
 		", hashtext(current_schema() || ':' || $1))", keyID)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "55P03" { // lock_not_available
+		return fmt.Errorf("%s: %w within %s", op, ErrKeyLocked, KeyLockWait)
+	}
 	if err != nil {
 		return s.wrap(op, err)
 	}

@@ -208,3 +208,24 @@ func TestWaitKeyLockLeavesConnections(t *testing.T) {
 		}
 	}
 }
+
+// TestWaitKeyLockGivesUp waits for a key lock that another store holds for longer than
+// KeyLockWait: the waiter must give up with ErrKeyLocked instead of waiting on, and must
+// not run its function.
+func TestWaitKeyLockGivesUp(t *testing.T) {
+	t.Parallel()
+	b := storetest.Backend{Name: storetest.Postgres, URL: storetest.PostgresURL(t)}
+	first := openStore(t, b)
+	second := openStore(t, b)
+	ctx := t.Context()
+
+	err := first.WaitKeyLock(ctx, "key-1", func(ctx context.Context) error {
+		return second.WaitKeyLock(ctx, "key-1", func(context.Context) error {
+			t.Error("the waiter ran while the first store held the lock")
+			return nil
+		})
+	})
+	if !errors.Is(err, store.ErrKeyLocked) {
+		t.Errorf("WaitKeyLock behind a held lock = %v, want ErrKeyLocked", err)
+	}
+}

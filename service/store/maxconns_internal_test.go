@@ -16,6 +16,8 @@ func TestCutMaxConns(t *testing.T) {
 		{"absent", "postgres://u@h/db?sslmode=disable", "postgres://u@h/db?sslmode=disable", postgresMaxConns, false},
 		{"set", "postgres://u@h/db?max_conns=64&sslmode=disable", "postgres://u@h/db?sslmode=disable", 64, false},
 		{"zero", "postgres://u@h/db?max_conns=0", "", 0, true},
+		{"one, too few for a key lock and its job", "postgres://u@h/db?max_conns=1", "", 0, true},
+		{"two", "postgres://u@h/db?max_conns=2", "postgres://u@h/db", 2, false},
 		{"too many", "postgres://u@h/db?max_conns=5000", "", 0, true},
 		{"not a number", "postgres://u@h/db?max_conns=lots", "", 0, true},
 	}

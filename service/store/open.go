@@ -347,9 +347,10 @@ func openPostgres(databaseURL string) (*SQLStore, error) {
 		keyLockWaiters: make(chan struct{}, max(1, maxConns/4))}, nil
 }
 
-// cutMaxConns removes this store's own max_conns parameter (1 to 1000 connections per
+// cutMaxConns removes this store's own max_conns parameter (2 to 1000 connections per
 // process) from a postgres:// URL, which pgx would otherwise send to the server as a
-// run-time parameter, and returns it, or postgresMaxConns when the URL has none.
+// run-time parameter, and returns it, or postgresMaxConns when the URL has none. One
+// connection is too few: a key's job lock holds one while the job needs another.
 func cutMaxConns(databaseURL string) (string, int, error) {
 	u, err := url.Parse(databaseURL)
 	if err != nil {
@@ -362,8 +363,9 @@ func cutMaxConns(databaseURL string) (string, int, error) {
 	}
 
 	n, err := strconv.Atoi(q.Get("max_conns"))
-	if err != nil || n < 1 || n > 1000 {
-		return "", 0, fmt.Errorf("max_conns %q in the database URL: expected 1 to 1000", q.Get("max_conns"))
+	if err != nil || n < 2 || n > 1000 {
+		return "", 0, fmt.Errorf("max_conns %q in the database URL: expected 2 to 1000",
+			q.Get("max_conns"))
 	}
 	q.Del("max_conns")
 	u.RawQuery = q.Encode()
