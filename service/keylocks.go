@@ -27,10 +27,7 @@ func (l *keyLocks) lock(ctx context.Context, keyID string) (unlock func(), err e
 	kl := l.use(keyID)
 	select {
 	case kl.held <- struct{}{}:
-		return func() {
-			<-kl.held
-			l.release(keyID, kl)
-		}, nil
+		return l.unlocker(keyID, kl), nil
 	case <-ctx.Done():
 		l.release(keyID, kl)
 		return nil, ctx.Err()
@@ -43,10 +40,7 @@ func (l *keyLocks) tryLock(keyID string) (unlock func(), ok bool) {
 	kl := l.use(keyID)
 	select {
 	case kl.held <- struct{}{}:
-		return func() {
-			<-kl.held
-			l.release(keyID, kl)
-		}, true
+		return l.unlocker(keyID, kl), true
 	default:
 		l.release(keyID, kl)
 		return nil, false
@@ -69,6 +63,14 @@ func (l *keyLocks) use(keyID string) *keyLock {
 	}
 	kl.users++
 	return kl
+}
+
+// unlocker returns the function that releases kl, held for keyID.
+func (l *keyLocks) unlocker(keyID string, kl *keyLock) func() {
+	return func() {
+		<-kl.held
+		l.release(keyID, kl)
+	}
 }
 
 // release drops one user of kl and removes it from the map when it has none left.
