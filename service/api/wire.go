@@ -191,16 +191,31 @@ func jsonTypeName(t reflect.Type) string {
 	}
 }
 
-// memberType returns the Go type of the top-level member name of the struct that v
-// points to, as its json tag or field name spells it.
-func memberType(v any, name string) (reflect.Type, bool) {
+// memberType returns the Go type of the member at path in the struct that v points to,
+// as json tags or field names spell it, with "." between the members of nested objects
+// (encoding/json's UnmarshalTypeError.Field). Arrays on the way are passed through to
+// their elements.
+func memberType(v any, path string) (reflect.Type, bool) {
 	t := reflect.TypeOf(v)
-	for t != nil && t.Kind() == reflect.Pointer {
-		t = t.Elem()
+	for name := range strings.SplitSeq(path, ".") {
+		for t != nil && (t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice ||
+			t.Kind() == reflect.Array) {
+			t = t.Elem()
+		}
+		if t == nil || t.Kind() != reflect.Struct {
+			return nil, false
+		}
+		field, ok := structMember(t, name)
+		if !ok {
+			return nil, false
+		}
+		t = field
 	}
-	if t == nil || t.Kind() != reflect.Struct {
-		return nil, false
-	}
+	return t, t != nil
+}
+
+// structMember returns the type of the field of struct type t that JSON calls name.
+func structMember(t reflect.Type, name string) (reflect.Type, bool) {
 	for i := range t.NumField() {
 		f := t.Field(i)
 		tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
