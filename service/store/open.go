@@ -41,6 +41,12 @@ const (
 	// leaves room for four replicas at the default and maintenance.
 	postgresMaxConns = 20
 
+	// postgresConnectTimeout bounds each new connection, from the dial to the end of the
+	// server's start-up messages, unless the URL's connect_timeout sets another bound. A
+	// server that accepts TCP connections and never responds would otherwise hold a
+	// request, or kmsd's start, for as long as it stays so.
+	postgresConnectTimeout = 10 * time.Second
+
 	// postgresConnMaxLifetime retires connections, so that after a failover or DNS change
 	// no connection stays on the old server for longer than this.
 	postgresConnMaxLifetime = 30 * time.Minute
@@ -332,6 +338,9 @@ func openPostgres(databaseURL string) (*SQLStore, error) {
 	cfg, err := pgx.ParseConfig(databaseURL)
 	if err != nil {
 		return nil, errors.New("open postgres store: invalid database URL: check its syntax")
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = postgresConnectTimeout
 	}
 	db := sql.OpenDB(redactingConnector{
 		Connector: stdlib.GetConnector(*cfg),

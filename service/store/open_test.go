@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hsmkms/kms/service/store"
 	"github.com/hsmkms/kms/service/store/storetest"
@@ -195,6 +197,47 @@ func TestOpenUnreachablePostgres(t *testing.T) {
 	_, err := store.Open(t.Context(),
 		"postgres://postgres@127.0.0.1:1/test?sslmode=disable&connect_timeout=5", nil)
 	checkErr(t, "Open(port 1)", err, store.ErrUnavailable)
+}
+
+// TestOpenSilentPostgres opens a store whose server accepts TCP connections and never
+// responds. Without a connect_timeout in the URL, the default bound must end the attempt
+// with ErrUnavailable instead of letting it wait for as long as the server stays silent.
+// The hang check gives up after a minute, far above that bound.
+func TestOpenSilentPostgres(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		var held []net.Conn // accepted, never responded to
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+
+	opened := make(chan error, 1)
+	go func() {
+		_, err := store.Open(t.Context(),
+			"postgres://postgres@"+ln.Addr().String()+"/test?sslmode=disable", nil)
+		opened <- err
+	}()
+	select {
+	case err := <-opened:
+		checkErr(t, "Open(silent server)", err, store.ErrUnavailable)
+	case <-time.After(time.Minute):
+		t.Fatal("Open of a server that never responds still waits after a minute")
+	}
 }
 
 func TestReadOnlyPostgresWrites(t *testing.T) {
