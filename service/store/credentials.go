@@ -38,7 +38,8 @@ func (e *DomainMismatchError) Error() string {
 const credentialLockClass = "7040355"
 
 // PutCredential inserts c, or returns ErrConflict when the access key exists and a
-// *DomainMismatchError when c's project or user id has credentials of another domain. The
+// *DomainMismatchError when c's project or user id has credentials of another domain, or
+// the project has keys of another domain. The
 // check and the insert are one transaction, which the single SQLite writer or, on
 // PostgreSQL, an advisory lock serialises with other PutCredential calls. A zero
 // CreatedAt is set to now, a zero UpdatedAt to CreatedAt.
@@ -77,6 +78,19 @@ func (s *SQLStore) PutCredential(ctx context.Context, c Credential) error {
 			return mismatch
 		case err == nil:
 			mismatch = &DomainMismatchError{UserID: c.UserID}
+			return mismatch
+		case !errors.Is(err, sql.ErrNoRows):
+			return err
+		}
+
+		// Keys keep the domain of the credential that created them, so a project whose
+		// credentials were all deleted still belongs to its keys' domain.
+		var one int
+		err = tx.QueryRowContext(ctx, s.d.rebind("SELECT 1 FROM keys "+
+			"WHERE project_id = ? AND domain_id <> ? LIMIT 1"), c.ProjectID, c.DomainID).Scan(&one)
+		switch {
+		case err == nil:
+			mismatch = &DomainMismatchError{ProjectID: c.ProjectID}
 			return mismatch
 		case !errors.Is(err, sql.ErrNoRows):
 			return err

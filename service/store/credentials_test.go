@@ -173,3 +173,31 @@ func TestPutCredentialDomainsRace(t *testing.T) {
 		}
 	})
 }
+
+// TestPutCredentialKeepsKeysDomain deletes every credential of a project that has a key
+// and then creates one of another domain: the project still belongs to its key's domain.
+func TestPutCredentialKeepsKeysDomain(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, func(t *testing.T, b storetest.Backend) {
+		t.Parallel()
+		s := openStore(t, b)
+		ctx := t.Context()
+
+		first := newCredential("AK-FIRST")
+		first.ProjectID, first.DomainID = "p-keys", "domain-1"
+		checkErr(t, "PutCredential(first)", s.PutCredential(ctx, first), nil)
+		createKey(t, s, newKey(t, "p-keys", "")) // newKey's domain is domain-1
+		checkErr(t, "DeleteCredential(first)", s.DeleteCredential(ctx, first.AccessKey), nil)
+
+		other := newCredential("AK-OTHER-DOMAIN")
+		other.UserID, other.ProjectID, other.DomainID = "user-2", "p-keys", "domain-2"
+		var mismatch *store.DomainMismatchError
+		if err := s.PutCredential(ctx, other); !errors.As(err, &mismatch) || mismatch.ProjectID != "p-keys" {
+			t.Errorf("PutCredential of another domain for a project with keys = %v, want a "+
+				"mismatch naming p-keys", err)
+		}
+		same := newCredential("AK-SAME-DOMAIN")
+		same.UserID, same.ProjectID = "user-3", "p-keys"
+		checkErr(t, "PutCredential of the keys' domain", s.PutCredential(ctx, same), nil)
+	})
+}
