@@ -179,10 +179,18 @@ func errRotationInProgress(err error) error {
 		Message: "another rotation of the key is in progress; retry", Err: err}
 }
 
+// rotationLockWait bounds how long a rotation waits for this process's rotation lock of
+// its key. With store.KeyLockWait after it, a rotate-on-demand call queued behind others
+// still gets its response within kmsd's 30 s HTTP write timeout.
+var rotationLockWait = 15 * time.Second
+
 // lockRotation takes this process's rotation lock of keyID (Service.rotations) and
-// returns the function that releases it. When ctx ends first, the error is a retryable
-// KMS.0102 that wraps ctx's error.
+// returns the function that releases it. When ctx ends first or rotationLockWait
+// passes, the error is a retryable KMS.0102 that wraps the context's error.
 func (s *Service) lockRotation(ctx context.Context, keyID string) (unlock func(), err error) {
+	ctx, cancel := context.WithTimeout(ctx, rotationLockWait)
+	defer cancel()
+
 	unlock, err = s.rotations.lock(ctx, keyID)
 	if err != nil {
 		return nil, errRotationInProgress(

@@ -2,6 +2,7 @@ package service_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -612,5 +613,52 @@ func TestRotationBehindHeldLock(t *testing.T) {
 	slices.Sort(codes)
 	if want := []string{"", service.CodeUnavailable}; !slices.Equal(codes, want) {
 		t.Errorf("error codes of create-datakey and rotate-on-demand = %q, want %q", codes, want)
+	}
+}
+
+// TestQueuedRotationsGiveUp queues rotate-on-demand calls of one key on one replica
+// behind a key lock that another replica holds. The call at the head of the queue waits
+// for that lock and gets store.ErrKeyLocked. Those behind it must give up on this
+// process's own lock after rotationLockWait instead of waiting their turn for the
+// database lock, one after the other, past the HTTP write timeout.
+func TestQueuedRotationsGiveUp(t *testing.T) {
+	t.Cleanup(service.SetRotationLockWait(200 * time.Millisecond))
+	e := newJobEnv(t, service.Config{})
+	ctx := context.Background()
+	dbURL := storetest.PostgresURL(t)
+	svc, _ := openReplica(t, e, dbURL, service.Config{})
+	_, other := openReplica(t, e, dbURL, service.Config{})
+	k, err := svc.CreateKey(ctx, admin, service.CreateKeyInput{Alias: "queued"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := holdKeyLock(t, other, k.ID)
+	defer release()
+
+	const calls = 4
+	errs := make(chan error, calls)
+	for range calls {
+		go func() {
+			_, err := svc.RotateOnDemand(ctx, admin, k.ID)
+			errs <- err
+		}()
+	}
+	var lockedInStore, lockedHere int
+	for range calls {
+		err := <-errs
+		switch {
+		case codeOf(err) != service.CodeUnavailable:
+			t.Errorf("queued RotateOnDemand: %v, want %s", err, service.CodeUnavailable)
+		case errors.Is(err, store.ErrKeyLocked):
+			lockedInStore++
+		case errors.Is(err, context.DeadlineExceeded):
+			lockedHere++
+		default:
+			t.Errorf("queued RotateOnDemand failed for another reason: %v", err)
+		}
+	}
+	if lockedInStore != 1 || lockedHere != calls-1 {
+		t.Errorf("%d calls gave up on the database lock and %d on this process's lock, "+
+			"want 1 and %d", lockedInStore, lockedHere, calls-1)
 	}
 }
