@@ -222,36 +222,16 @@ func TestSealLimitRetryWaits(t *testing.T) {
 // TestSealLimitCountsEveryReplica checks that a replica compares the seal limit with the
 // seals that other replicas flushed since it loaded the count, and not only with its own.
 func TestSealLimitCountsEveryReplica(t *testing.T) {
-	cfg := service.Config{SealLimit: 10}
-	e := newJobEnv(t, cfg)
-	ctx := context.Background()
-	k := e.createKey(t, "seal-limit-replicas")
-	cfg.Clock, cfg.KeyCacheTTL = e.clock, -1
-	other := service.New(e.token, e.store, discardLogger(), cfg)
+	e, k, other := sealLimitReplicas(t, "seal-limit-replicas")
 
-	seal := func(svc *service.Service, n int) {
-		t.Helper()
-		for range n {
-			_, err := svc.CreateDataKey(ctx, admin, service.DataKeyInput{KeyRef: k.ID}, true)
-			if err != nil {
-				t.Fatalf("CreateDataKey: %v", err)
-			}
-		}
-	}
-
-	seal(e.svc, 1) // loads the stored count, 0
-	seal(other, 6)
+	sealDataKeys(t, e.svc, k.ID, 1) // loads the stored count, 0
+	sealDataKeys(t, other, k.ID, 6)
 	flushSeals(t, other)
 	flushSeals(t, e.svc) // the store now holds 7 seals of version 1
-	seal(e.svc, 3)
+	sealDataKeys(t, e.svc, k.ID, 3)
 
-	got, err := e.svc.DescribeKey(ctx, admin, k.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.CurrentVersion != 2 {
-		t.Errorf("current version after 10 seals on two replicas = %d, want 2",
-			got.CurrentVersion)
+	if v := currentVersionOf(t, e.svc, k.ID); v != 2 {
+		t.Errorf("current version after 10 seals on two replicas = %d, want 2", v)
 	}
 }
 
@@ -345,34 +325,51 @@ func TestRotationSkipsLeftoverObject(t *testing.T) {
 // seal count is old reads it again at its first seal after a flush, so that the seals
 // another replica flushed meanwhile count towards the limit.
 func TestSealLimitRereadsAfterIdle(t *testing.T) {
-	cfg := service.Config{SealLimit: 10}
-	e := newJobEnv(t, cfg)
-	ctx := context.Background()
-	k := e.createKey(t, "seal-limit-idle")
-	cfg.Clock, cfg.KeyCacheTTL = e.clock, -1
-	other := service.New(e.token, e.store, discardLogger(), cfg)
+	e, k, other := sealLimitReplicas(t, "seal-limit-idle")
 
-	e.createDataKey(t, k.ID)
+	sealDataKeys(t, e.svc, k.ID, 1)
 	flushSeals(t, e.svc) // the store holds 1 seal, and so does this replica's count
-	for range 6 {
-		if _, err := other.CreateDataKey(ctx, admin, service.DataKeyInput{KeyRef: k.ID}, true); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sealDataKeys(t, other, k.ID, 6)
 	flushSeals(t, other) // the store holds 7 seals
 	e.advance(2 * time.Second)
-	for range 3 {
-		e.createDataKey(t, k.ID)
-	}
+	sealDataKeys(t, e.svc, k.ID, 3)
 
-	got, err := e.svc.DescribeKey(ctx, admin, k.ID)
+	if v := currentVersionOf(t, e.svc, k.ID); v != 2 {
+		t.Errorf("current version after 10 seals on two replicas = %d, want 2", v)
+	}
+}
+
+// sealLimitReplicas returns a job environment with a seal limit of 10, a key created in
+// it, and a second Service on the same store and token, as another replica.
+func sealLimitReplicas(t *testing.T, alias string) (*jobEnv, store.Key, *service.Service) {
+	t.Helper()
+	cfg := service.Config{SealLimit: 10}
+	e := newJobEnv(t, cfg)
+	k := e.createKey(t, alias)
+	cfg.Clock, cfg.KeyCacheTTL = e.clock, -1
+	return e, k, service.New(e.token, e.store, discardLogger(), cfg)
+}
+
+// sealDataKeys creates n data keys under keyID through svc.
+func sealDataKeys(t *testing.T, svc *service.Service, keyID string, n int) {
+	t.Helper()
+	for range n {
+		_, err := svc.CreateDataKey(context.Background(), admin,
+			service.DataKeyInput{KeyRef: keyID}, true)
+		if err != nil {
+			t.Fatalf("CreateDataKey: %v", err)
+		}
+	}
+}
+
+// currentVersionOf returns the current version of keyID as svc describes it.
+func currentVersionOf(t *testing.T, svc *service.Service, keyID string) uint32 {
+	t.Helper()
+	k, err := svc.DescribeKey(context.Background(), admin, keyID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.CurrentVersion != 2 {
-		t.Errorf("current version after 10 seals on two replicas = %d, want 2",
-			got.CurrentVersion)
-	}
+	return k.CurrentVersion
 }
 
 // flushSeals flushes the seal counts of svc.
@@ -405,12 +402,8 @@ func TestConcurrentRotationsAllSucceed(t *testing.T) {
 		}
 	}
 
-	got, err := e.svc.DescribeKey(ctx, admin, k.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.CurrentVersion != rotations+1 {
-		t.Errorf("current version = %d, want %d", got.CurrentVersion, rotations+1)
+	if v := currentVersionOf(t, e.svc, k.ID); v != rotations+1 {
+		t.Errorf("current version = %d, want %d", v, rotations+1)
 	}
 	versions := e.tokenVersions(t, k.ID)
 	for i, v := range versions {
@@ -475,12 +468,8 @@ func TestRotationRetriesReplicaChange(t *testing.T) {
 				t.Errorf("RotateOnDemand error code = %q (%v), want %q", got, err, tt.wantCode)
 			}
 
-			got, err := e.svc.DescribeKey(ctx, admin, k.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got.CurrentVersion != tt.wantVersion {
-				t.Errorf("current version = %d, want %d", got.CurrentVersion, tt.wantVersion)
+			if v := currentVersionOf(t, e.svc, k.ID); v != tt.wantVersion {
+				t.Errorf("current version = %d, want %d", v, tt.wantVersion)
 			}
 			if versions := e.tokenVersions(t, k.ID); uint32(len(versions)) != tt.wantVersion {
 				t.Errorf("token objects of the key = versions %v, want 1 to %d", versions,
@@ -523,12 +512,9 @@ func TestReplicaRotationsAllSucceed(t *testing.T) {
 		}
 	}
 
-	got, err := replicas[1].DescribeKey(ctx, admin, k.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := uint32(2*perReplica + 1); got.CurrentVersion != want {
-		t.Errorf("current version = %d, want %d", got.CurrentVersion, want)
+	want := uint32(2*perReplica + 1)
+	if v := currentVersionOf(t, replicas[1], k.ID); v != want {
+		t.Errorf("current version = %d, want %d", v, want)
 	}
 	status, err := replicas[1].KeyRotationStatus(ctx, admin, k.ID)
 	if err != nil {
@@ -559,19 +545,19 @@ func openReplica(t *testing.T, e *jobEnv, dbURL string, cfg service.Config) (*se
 // rotation does, until the returned function is called.
 func holdKeyLock(t *testing.T, st *store.SQLStore, keyID string) (release func()) {
 	t.Helper()
-	held, done := make(chan struct{}), make(chan struct{})
+	locked, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		err := st.WaitKeyLock(context.Background(), keyID, func(context.Context) error {
-			close(held)
+			close(locked)
 			<-done
 			return nil
 		})
 		if err != nil {
 			t.Errorf("hold the lock of key %s: %v", keyID, err)
-			close(held)
+			close(locked)
 		}
 	}()
-	<-held
+	<-locked
 	return func() { close(done) }
 }
 
