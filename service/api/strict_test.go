@@ -144,9 +144,9 @@ func TestFlexIntegerCanonical(t *testing.T) {
 	checkOK(t, "list-keys limit 5", e.admin.post(t, "list-keys", `{"limit":"5"}`))
 }
 
-// TestBindNamesTheCause checks that body errors name their real cause: a body that is not
-// valid JSON after a member of the wrong type gets the syntax error, a body nested too
-// deep gets its own message, and wrong types are named as JSON types, not Go types.
+// TestBindNamesTheCause checks that body errors name their real cause. A body that is not
+// valid JSON after a member of the wrong type gets the syntax error. A body nested too
+// deep gets its own message. Wrong types are named as JSON types, not Go types.
 func TestBindNamesTheCause(t *testing.T) {
 	e := newTestEnv(t)
 	keyID := e.admin.createKey(t, "causes")

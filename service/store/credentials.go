@@ -85,9 +85,10 @@ func (s *SQLStore) PutCredential(ctx context.Context, c Credential) error {
 
 		// Keys keep the domain of the credential that created them, so a project whose
 		// credentials were all deleted still belongs to its keys' domain.
-		var one int
+		var otherDomainKey int
 		err = tx.QueryRowContext(ctx, s.d.rebind("SELECT 1 FROM keys "+
-			"WHERE project_id = ? AND domain_id <> ? LIMIT 1"), c.ProjectID, c.DomainID).Scan(&one)
+			"WHERE project_id = ? AND domain_id <> ? LIMIT 1"), c.ProjectID, c.DomainID).
+			Scan(&otherDomainKey)
 		switch {
 		case err == nil:
 			mismatch = &DomainMismatchError{ProjectID: c.ProjectID}

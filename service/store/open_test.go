@@ -211,9 +211,9 @@ func TestOpenSilentPostgres(t *testing.T) {
 	}
 	defer ln.Close()
 	go func() {
-		var held []net.Conn // accepted, never responded to
+		var silent []net.Conn // accepted, never responded to
 		defer func() {
-			for _, c := range held {
+			for _, c := range silent {
 				c.Close()
 			}
 		}()
@@ -222,7 +222,7 @@ func TestOpenSilentPostgres(t *testing.T) {
 			if err != nil {
 				return
 			}
-			held = append(held, c)
+			silent = append(silent, c)
 		}
 	}()
 
