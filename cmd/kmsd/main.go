@@ -29,12 +29,15 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+	// First of all, because a successful exec starts the process over.
+	execErr := execWithMallocTunables(os.Environ(), os.LookupEnv)
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr, execErr))
 }
 
 // run starts kmsd and blocks until SIGINT or SIGTERM. It returns the exit status. With
-// -h or --help it writes the usage to stdout and returns 0 without starting.
-func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+// -h or --help it writes the usage to stdout and returns 0 without starting. execErr is
+// the error of execWithMallocTunables, logged once the logger exists.
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer, execErr error) int {
 	// The flag package writes the usage for -h and --help, and an error message with the
 	// usage for an invalid flag. Only the first goes to stdout.
 	var flagOutput bytes.Buffer
@@ -51,6 +54,11 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 
 	tuneGC()
 	log := newLogger(cfg, stderr)
+	if execErr != nil {
+		log.Warn("running with glibc's default malloc settings", "error", execErr)
+	} else if mallocTunables != "" {
+		log.Info("glibc tunables set", "glibc_tunables", getenv("GLIBC_TUNABLES"))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	go func() {

@@ -278,7 +278,7 @@ func TestHelpFlagPrintsUsage(t *testing.T) {
 	for _, helpFlag := range []string{"-h", "-help", "--help"} {
 		t.Run(helpFlag, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
-			code := run([]string{helpFlag}, envFrom(nil), &stdout, &stderr)
+			code := run([]string{helpFlag}, envFrom(nil), &stdout, &stderr, nil)
 			if code != 0 {
 				t.Errorf("kmsd %s exited with %d, want 0; stderr:\n%s", helpFlag, code, stderr.String())
 			}
@@ -296,7 +296,7 @@ func TestHelpFlagPrintsUsage(t *testing.T) {
 
 func TestInvalidFlagExitsWithUsageError(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	code := run([]string{"--no-such-flag"}, envFrom(nil), &stdout, &stderr)
+	code := run([]string{"--no-such-flag"}, envFrom(nil), &stdout, &stderr, nil)
 	if code != 2 {
 		t.Errorf("exit code %d, want 2", code)
 	}
