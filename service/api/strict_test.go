@@ -190,6 +190,17 @@ func TestBindNamesTheCause(t *testing.T) {
 			`{"key_id":"` + keyID + `","grantee_principal":"u","operations":[1]}`,
 			service.CodeInvalidParameter,
 			"operations has the wrong JSON type: expected array of strings"},
+		{"null array element", "create-grant",
+			`{"key_id":"` + keyID + `","grantee_principal":"u","operations":[ null ]}`,
+			service.CodeInvalidParameter,
+			"operations has the wrong JSON type: expected array of strings"},
+		{"null object element", keyID + "/tags/action",
+			`{"action":"create","tags":[{"key":"a","value":"b"},null]}`,
+			service.CodeInvalidParameter, "tags has the wrong JSON type: expected array of objects"},
+		{"nested null element", "resource_instances/action",
+			`{"action":"filter","tags":[{"key":"a","values":["x",null]}]}`,
+			service.CodeInvalidParameter,
+			"tags.values has the wrong JSON type: expected array of strings"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

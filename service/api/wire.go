@@ -140,6 +140,10 @@ func bind(c echo.Context, v any) error {
 
 	err := json.Unmarshal(body, v)
 	if err == nil {
+		if path, t, found := nullElement(body, reflect.TypeOf(v), ""); found {
+			return service.Errorf(service.CodeInvalidParameter,
+				"%s has the wrong JSON type: expected %s", path, jsonTypeName(t))
+		}
 		return nil
 	}
 
@@ -224,6 +228,64 @@ func structMember(t reflect.Type, name string) (reflect.Type, bool) {
 		}
 	}
 	return nil, false
+}
+
+// nullElement finds the first null element of an array that raw, a valid JSON value
+// decoded into type t, holds at any depth, where the element type cannot be null.
+// encoding/json leaves such an element at its zero value, "" or an empty object, and a
+// later check would then name the wrong cause. It returns the member's path as
+// memberType takes it and the member's type.
+func nullElement(raw []byte, t reflect.Type, path string) (string, reflect.Type, bool) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	raw = bytes.TrimSpace(raw)
+	if !bytes.Contains(raw, []byte("null")) {
+		return "", nil, false
+	}
+
+	switch {
+	case t.Kind() == reflect.Struct && raw[0] == '{':
+		var foundPath string
+		var foundType reflect.Type
+		_ = jsonscan.Object(raw, func(name string, value []byte) error {
+			member, ok := structMember(t, name)
+			if !ok || foundType != nil {
+				return nil
+			}
+			memberPath := name
+			if path != "" {
+				memberPath = path + "." + name
+			}
+			foundPath, foundType, _ = nullElement(value, member, memberPath)
+			return nil
+		})
+		return foundPath, foundType, foundType != nil
+
+	case t.Kind() == reflect.Slice && t.Elem().Kind() != reflect.Uint8 && raw[0] == '[':
+		var elements []json.RawMessage
+		if err := json.Unmarshal(raw, &elements); err != nil {
+			return "", nil, false
+		}
+		for _, element := range elements {
+			if string(element) == "null" && !nullable(t.Elem()) {
+				return path, t, true
+			}
+			if elementPath, elementType, found := nullElement(element, t.Elem(), path); found {
+				return elementPath, elementType, true
+			}
+		}
+	}
+	return "", nil, false
+}
+
+// nullable reports whether JSON null is a meaningful value of type t for encoding/json.
+func nullable(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Pointer, reflect.Interface, reflect.Slice, reflect.Map:
+		return true
+	}
+	return false
 }
 
 // ignoreFields is a fieldDecoder that decodes nothing, for the duplicate check.
