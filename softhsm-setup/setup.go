@@ -88,7 +88,8 @@ const pinLength = 18
 //   - dataDir/known-tokens.json, which lists label once the token exists.
 //
 // A token that known-tokens.json lists but the token directory does not hold is not
-// initialised again: Ensure returns an error that wraps ErrTokenMissing.
+// initialised again: Ensure returns an error that wraps ErrTokenMissing. A token without
+// a user PIN, left by a process killed during its initialisation, gets its user PIN.
 //
 // Ensure sets SOFTHSM2_CONF in the process environment. Call it before hsm.Open.
 func Ensure(dataDir, label string) (Setup, error) {
@@ -133,6 +134,14 @@ func Ensure(dataDir, label string) (Setup, error) {
 			tokens)
 	}
 	if found {
+		// The so-pin and user-pin files are written before C_InitToken, so a start that
+		// was killed before C_InitPIN left both PINs to finish with.
+		_, err := withLibrary(module, func(p11 *pkcs11.Ctx) (bool, error) {
+			return finishUserPIN(p11, label, soPIN, userPIN)
+		})
+		if err != nil {
+			return Setup{}, err
+		}
 		if err := recordKnownToken(dataDir, label); err != nil {
 			return Setup{}, err
 		}

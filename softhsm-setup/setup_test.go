@@ -3,6 +3,7 @@ package softhsmsetup
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -250,5 +251,72 @@ func TestWriteFileAtomicKeepsSameContent(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(path); string(b) != "b\n" {
 		t.Errorf("file holds %q, want %q", b, "b\n")
+	}
+}
+
+// interruptedInitDir names the data directory of the child process that
+// TestEnsureFinishesInterruptedInit starts, which has SoftHSM2 state of its own.
+const interruptedInitDir = "SOFTHSM_SETUP_TEST_INTERRUPTED_DIR"
+
+func TestEnsureFinishesInterruptedInit(t *testing.T) {
+	if _, err := FindModule(); err != nil {
+		t.Skip(err)
+	}
+	dataDir := os.Getenv(interruptedInitDir)
+	if dataDir == "" {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestEnsureFinishesInterruptedInit$", "-test.v")
+		cmd.Env = append(os.Environ(), interruptedInitDir+"="+filepath.Join(t.TempDir(), "data"))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("child test: %v\n%s", err, out)
+		}
+		if !strings.Contains(string(out), "--- PASS: TestEnsureFinishesInterruptedInit") {
+			t.Fatalf("child test did not pass:\n%s", out)
+		}
+		return
+	}
+
+	// The state of a first start killed between C_InitToken and C_InitPIN: the PIN files
+	// and a token without a user PIN.
+	conf, _, err := writeConf(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	soPIN, err := ensurePIN(filepath.Join(dataDir, "so-pin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	userPIN, err := ensurePIN(filepath.Join(dataDir, "user-pin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SOFTHSM2_CONF", conf)
+	module, err := FindModule()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = withLibrary(module, func(p11 *pkcs11.Ctx) (bool, error) {
+		slot, err := freeSlot(p11)
+		if err != nil {
+			return false, err
+		}
+		return true, p11.InitToken(slot, soPIN, "kms")
+	})
+	if err != nil {
+		t.Fatalf("C_InitToken: %v", err)
+	}
+
+	setup, err := Ensure(dataDir, "kms")
+	if err != nil {
+		t.Fatalf("Ensure: %v", err)
+	}
+	checkLogin(t, setup, userPIN)
+
+	known, err := knownTokens(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(known, "kms") {
+		t.Errorf("known tokens = %q, expected kms", known)
 	}
 }

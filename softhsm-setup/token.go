@@ -66,6 +66,12 @@ func initToken(p11 *pkcs11.Ctx, label, soPIN, userPIN string) error {
 		return fmt.Errorf("token %q not found after C_InitToken", label)
 	}
 
+	return initUserPIN(p11, slot, soPIN, userPIN)
+}
+
+// initUserPIN logs in to the token in slot as the security officer with soPIN and sets
+// its user PIN to userPIN (C_InitPIN).
+func initUserPIN(p11 *pkcs11.Ctx, slot uint, soPIN, userPIN string) error {
 	s, err := p11.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
 	if err != nil {
 		return fmt.Errorf("C_OpenSession: %w", err)
@@ -82,6 +88,29 @@ func initToken(p11 *pkcs11.Ctx, label, soPIN, userPIN string) error {
 	}
 
 	return nil
+}
+
+// finishUserPIN sets the user PIN of the token labelled label if the token has none, as
+// after a process that was killed between C_InitToken and C_InitPIN. It reports whether
+// it set the PIN.
+func finishUserPIN(p11 *pkcs11.Ctx, label, soPIN, userPIN string) (bool, error) {
+	slot, ok, err := findToken(p11, label)
+	if err != nil || !ok {
+		return false, err
+	}
+	info, err := p11.GetTokenInfo(slot)
+	if err != nil {
+		return false, fmt.Errorf("C_GetTokenInfo: %w", err)
+	}
+	if info.Flags&pkcs11.CKF_USER_PIN_INITIALIZED != 0 {
+		return false, nil
+	}
+
+	if err := initUserPIN(p11, slot, soPIN, userPIN); err != nil {
+		return false, fmt.Errorf("token %q has no user PIN, and setting it with the SO PIN "+
+			"failed: %w", label, err)
+	}
+	return true, nil
 }
 
 // withLibrary loads module, initialises it unless this process already did, runs fn, and
