@@ -54,11 +54,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, ex
 
 	tuneGC()
 	log := newLogger(cfg, stderr)
-	if execErr != nil {
-		log.Warn("running with glibc's default malloc settings", "error", execErr)
-	} else if mallocTunables != "" {
-		log.Info("glibc tunables set", "glibc_tunables", getenv("GLIBC_TUNABLES"))
-	}
+	logMallocTunables(log, getenv, execErr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	go func() {
@@ -74,6 +70,24 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, ex
 	}
 	log.Info("kmsd stopped")
 	return 0
+}
+
+// logMallocTunables logs whether kmsd runs with mallocTunables, given the error of
+// execWithMallocTunables.
+func logMallocTunables(log *slog.Logger, getenv func(string) string, execErr error) {
+	tunables := getenv("GLIBC_TUNABLES")
+	switch {
+	case errors.Is(execErr, errSecureExecution):
+		log.Info("running with glibc's default malloc settings", "reason", execErr.Error())
+	case execErr != nil:
+		log.Warn("running with glibc's default malloc settings", "error", execErr)
+	case mallocTunables == "":
+	case tunables == mallocTunables:
+		log.Info("glibc malloc tunables set", "glibc_tunables", tunables)
+	default:
+		log.Info("GLIBC_TUNABLES kept as the environment sets it, without kmsd's value",
+			"glibc_tunables", tunables, "kmsd_value", mallocTunables)
+	}
 }
 
 func newLogger(cfg config, w io.Writer) *slog.Logger {

@@ -97,6 +97,12 @@ func startKmsd(t *testing.T, dataDir string, extraEnv ...string) *kmsdProcess {
 		t.Skip(err)
 	}
 	bin := build(t, "github.com/hsmkms/kms/cmd/kmsd", "kmsd")
+	return startKmsdBinary(t, bin, dataDir, extraEnv...)
+}
+
+// startKmsdBinary starts the kmsd binary at path bin and waits until it is ready.
+func startKmsdBinary(t *testing.T, bin, dataDir string, extraEnv ...string) *kmsdProcess {
+	t.Helper()
 	addr := freeAddr(t)
 
 	p := &kmsdProcess{addr: addr, logs: &syncBuffer{}}

@@ -3,9 +3,16 @@
 package main
 
 import (
+	"bytes"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // mallocTunables is the GLIBC_TUNABLES value kmsd runs with unless the environment sets
@@ -20,27 +27,87 @@ import (
 // the variable.
 const mallocTunables = "glibc.malloc.tcache_count=1024"
 
+// errSecureExecution reports that kmsd runs in secure-execution mode (set-user-ID,
+// set-group-ID or file capabilities), where glibc ignores GLIBC_TUNABLES.
+var errSecureExecution = errors.New("glibc ignores GLIBC_TUNABLES in secure-execution " +
+	"mode (set-user-ID, set-group-ID or file capabilities)")
+
 // execWithMallocTunables replaces the kmsd process image with a new one of the same
 // binary, arguments and environment plus GLIBC_TUNABLES=mallocTunables, because glibc
 // reads its tunables only when a process starts. The process keeps its PID, open files
-// and parent, so supervisors and socket activation see no change.
+// and parent, so supervisors and socket activation see no change. It executes
+// /proc/self/exe, the file this process started from even if its path now names another
+// file or none, and restoreProcessName gives the new image its name back.
 //
 // It returns nil without doing anything when GLIBC_TUNABLES is set, whether by the
-// operator, whose value wins, or by an earlier call. It returns only an error otherwise.
+// operator, whose value wins, or by an earlier call, and errSecureExecution when glibc
+// would ignore the variable. It returns only an error otherwise.
 func execWithMallocTunables(environ []string, lookupEnv func(string) (string, bool)) error {
+	if auxv, err := os.ReadFile("/proc/self/auxv"); err == nil && secureExecution(auxv) {
+		return errSecureExecution
+	}
 	if _, set := lookupEnv("GLIBC_TUNABLES"); set {
 		return nil
 	}
 
-	// The binary's own path, not /proc/self/exe, because the kernel names the process
-	// (its comm, which pgrep and ps -C match) after the file that was executed.
-	path, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("finding the kmsd binary to re-execute: %w", err)
-	}
 	env := append(environ[:len(environ):len(environ)], "GLIBC_TUNABLES="+mallocTunables)
-	if err := syscall.Exec(path, os.Args, env); err != nil {
+	if err := syscall.Exec("/proc/self/exe", os.Args, env); err != nil {
 		return fmt.Errorf("re-executing kmsd with GLIBC_TUNABLES=%s: %w", mallocTunables, err)
 	}
 	return nil
+}
+
+// Types of auxiliary vector entries, from Linux's include/uapi/linux/auxvec.h.
+const (
+	atNull   = 0  // AT_NULL, the end of the vector
+	atSecure = 23 // AT_SECURE, non-zero in secure-execution mode
+)
+
+// secureExecution reports whether the auxiliary vector auxv, as /proc/self/auxv holds it,
+// has a non-zero AT_SECURE entry.
+func secureExecution(auxv []byte) bool {
+	const word = int(unsafe.Sizeof(uintptr(0)))
+	for i := 0; i+2*word <= len(auxv); i += 2 * word {
+		key, value := auxvWord(auxv[i:], word), auxvWord(auxv[i+word:], word)
+		if key == atNull {
+			return false
+		}
+		if key == atSecure {
+			return value != 0
+		}
+	}
+	return false
+}
+
+func auxvWord(b []byte, word int) uint64 {
+	if word == 4 {
+		return uint64(binary.NativeEndian.Uint32(b))
+	}
+	return binary.NativeEndian.Uint64(b)
+}
+
+// init runs on the main thread, whose name ps -C and pgrep match, because Go's runtime
+// locks the main goroutine to it while packages initialise (runtime/proc.go, main).
+func init() {
+	restoreProcessName()
+}
+
+// restoreProcessName names the process after its first argument, as the kernel named it
+// before execWithMallocTunables executed /proc/self/exe, which the kernel names "exe".
+// The Go runtime's threads started before init keep the name "exe" (top -H shows it).
+func restoreProcessName() {
+	comm, err := os.ReadFile("/proc/self/comm")
+	if err != nil || string(bytes.TrimSpace(comm)) != "exe" {
+		return
+	}
+	name := filepath.Base(os.Args[0])
+	if name == "exe" || name == "." || name == "/" {
+		return
+	}
+
+	// The kernel keeps at most 15 bytes of a name.
+	b := make([]byte, 0, 16)
+	b = append(b, name[:min(len(name), 15)]...)
+	b = append(b, 0)
+	_ = unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&b[0])), 0, 0, 0)
 }

@@ -4,28 +4,55 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	softhsmsetup "github.com/hsmkms/kms/softhsm-setup"
 )
 
 func TestKmsdMallocTunables(t *testing.T) {
-	cases := []struct {
-		name string
-		env  []string
-		want string
-	}{
-		{name: "unset gets kmsd's value", want: mallocTunables},
-		{
-			name: "operator value kept",
-			env:  []string{"GLIBC_TUNABLES=glibc.malloc.arena_max=2"},
-			want: "glibc.malloc.arena_max=2",
-		},
-		{name: "empty value kept", env: []string{"GLIBC_TUNABLES="}, want: ""},
+	if _, err := softhsmsetup.FindModule(); err != nil {
+		t.Skip(err)
+	}
+	bin := build(t, "github.com/hsmkms/kms/cmd/kmsd", "kmsd")
+	link := filepath.Join(t.TempDir(), "kms-link")
+	if err := os.Symlink(bin, link); err != nil {
+		t.Fatal(err)
 	}
 
-	// The unset case needs a test process without the variable.
+	cases := []struct {
+		name     string
+		bin      string
+		env      []string
+		want     string
+		wantName string
+		wantLog  string
+	}{
+		{
+			name: "unset gets kmsd's value", bin: bin, want: mallocTunables,
+			wantName: "kmsd", wantLog: "glibc malloc tunables set",
+		},
+		{
+			name: "symlink keeps its name", bin: link, want: mallocTunables,
+			wantName: "kms-link", wantLog: "glibc malloc tunables set",
+		},
+		{
+			name: "operator value kept", bin: bin,
+			env:  []string{"GLIBC_TUNABLES=glibc.malloc.arena_max=2"},
+			want: "glibc.malloc.arena_max=2", wantName: "kmsd",
+			wantLog: "kept as the environment sets it",
+		},
+		{
+			name: "empty value kept", bin: bin, env: []string{"GLIBC_TUNABLES="}, want: "",
+			wantName: "kmsd", wantLog: "kept as the environment sets it",
+		},
+	}
+
+	// The unset cases need a test process without the variable.
 	t.Setenv("GLIBC_TUNABLES", "")
 	if err := os.Unsetenv("GLIBC_TUNABLES"); err != nil {
 		t.Fatal(err)
@@ -33,7 +60,7 @@ func TestKmsdMallocTunables(t *testing.T) {
 
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p := startKmsd(t, t.TempDir(), tc.env...)
+			p := startKmsdBinary(t, tc.bin, t.TempDir(), tc.env...)
 
 			// The PID is the one the test started, so the values are those of the
 			// process image that serves, after any exec.
@@ -49,15 +76,56 @@ func TestKmsdMallocTunables(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := strings.TrimSpace(string(comm)); got != "kmsd" {
-				t.Errorf("process name = %q, want kmsd (pgrep and ps -C match it)", got)
+			if got := strings.TrimSpace(string(comm)); got != tc.wantName {
+				t.Errorf("process name = %q, want %q (pgrep and ps -C match it)", got,
+					tc.wantName)
 			}
 
 			p.stop(t)
+			if !strings.Contains(p.logs.String(), tc.wantLog) {
+				t.Errorf("kmsd logged no %q:\n%s", tc.wantLog, p.logs)
+			}
 			if strings.Contains(p.logs.String(), "default malloc settings") {
 				t.Errorf("kmsd logged a failed exec:\n%s", p.logs)
 			}
 		})
+	}
+}
+
+func TestSecureExecution(t *testing.T) {
+	entry := func(key, value uint64) []byte {
+		return binary.NativeEndian.AppendUint64(binary.NativeEndian.AppendUint64(nil, key),
+			value)
+	}
+	pageSize := entry(6, 4096) // AT_PAGESZ
+	end := entry(atNull, 0)
+
+	tests := []struct {
+		name string
+		auxv []byte
+		want bool
+	}{
+		{"secure", bytes.Join([][]byte{pageSize, entry(atSecure, 1), end}, nil), true},
+		{"not secure", bytes.Join([][]byte{pageSize, entry(atSecure, 0), end}, nil), false},
+		{"no entry", bytes.Join([][]byte{pageSize, end}, nil), false},
+		{"entry after the end", bytes.Join([][]byte{end, entry(atSecure, 1)}, nil), false},
+		{"cut short", entry(atSecure, 1)[:12], false},
+		{"empty", nil, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := secureExecution(tc.auxv); got != tc.want {
+				t.Errorf("secureExecution = %v, want %v", got, tc.want)
+			}
+		})
+	}
+
+	auxv, err := os.ReadFile("/proc/self/auxv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if secureExecution(auxv) {
+		t.Error("the test process reads as secure-execution mode")
 	}
 }
 
