@@ -65,6 +65,12 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, ex
 	}()
 
 	if err := serve(ctx, cfg, getenv, log); err != nil {
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			// SIGINT or SIGTERM during start-up cancelled the step in progress: a stop
+			// that was requested, not a failure.
+			log.Info("kmsd stopped during start-up", "step", err.Error())
+			return 0
+		}
 		log.Error("kmsd stopped with an error", "error", err)
 		return 1
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -330,5 +331,37 @@ func TestKmsdRejectsWeakAdminSecret(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "KMS_ADMIN_SECRET_KEY") {
 		t.Errorf("kmsd output does not name KMS_ADMIN_SECRET_KEY:\n%s", out)
+	}
+}
+
+func TestKmsdStopDuringStartExitsZero(t *testing.T) {
+	if _, err := softhsmsetup.FindModule(); err != nil {
+		t.Skip(err)
+	}
+	bin := build(t, "github.com/hsmkms/kms/cmd/kmsd", "kmsd")
+
+	// Signals at 1 to 40 ms after the start reach kmsd in different start-up steps:
+	// before its handler exists (the signal ends the process), while it sets up or opens
+	// the token, and once it serves. A first start does the most steps.
+	for delay := time.Millisecond; delay <= 40*time.Millisecond; delay += time.Millisecond {
+		cmd := exec.Command(bin, "--data-dir", t.TempDir(), "--listen", freeAddr(t))
+		var out syncBuffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(delay)
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+
+		err := cmd.Wait()
+		var exitErr *exec.ExitError
+		if errors.As(err, &exitErr) && exitErr.ExitCode() != -1 {
+			t.Errorf("SIGTERM %s after start: kmsd exited with %d, want 0 or the signal; "+
+				"output:\n%s", delay, exitErr.ExitCode(), out.String())
+		} else if err != nil && !errors.As(err, &exitErr) {
+			t.Fatal(err)
+		}
 	}
 }
