@@ -186,12 +186,73 @@ func readConfigFile(path string, cfg *config) error {
 		if !ok {
 			return fmt.Errorf("config file %s: unknown setting %q", path, name)
 		}
-		text := string(bytes.Trim(value, `"`))
-		if err := setField(f.value(cfg), text); err != nil {
+		text, err := configText(value, f.value(cfg))
+		if err == nil {
+			err = setField(f.value(cfg), text)
+		}
+		if err != nil {
 			return fmt.Errorf("config file %s: %s: %w", path, name, err)
 		}
 	}
 	return nil
+}
+
+// configText returns the text that setField takes for raw, the JSON value of a setting
+// whose field is v in a config file. Every setting takes a JSON string, a whole-number
+// setting also a JSON number and a boolean one true or false. Any other JSON type, null
+// included, is an error.
+func configText(raw json.RawMessage, v reflect.Value) (string, error) {
+	decoder := json.NewDecoder(bytes.NewReader(raw))
+	decoder.UseNumber()
+	var value any
+	if err := decoder.Decode(&value); err != nil {
+		return "", fmt.Errorf("invalid JSON value: %w", err)
+	}
+
+	isWholeNumber := v.Type() != durationType && (v.Kind() == reflect.Int ||
+		v.Kind() == reflect.Int64)
+	switch x := value.(type) {
+	case string:
+		return x, nil
+	case json.Number:
+		if isWholeNumber {
+			return x.String(), nil
+		}
+	case bool:
+		if v.Kind() == reflect.Bool {
+			return strconv.FormatBool(x), nil
+		}
+	}
+
+	want := "a JSON string"
+	switch {
+	case v.Type() == durationType:
+		want = `a JSON string with a unit, such as "5s"`
+	case isWholeNumber:
+		want = "a JSON number or string of digits"
+	case v.Kind() == reflect.Bool:
+		want = "true or false"
+	}
+	return "", fmt.Errorf("invalid value %s: expected %s", jsonKind(value), want)
+}
+
+// jsonKind names the JSON type of a value that encoding/json decoded into an any, with
+// numbers as json.Number.
+func jsonKind(value any) string {
+	switch value.(type) {
+	case nil:
+		return "null"
+	case string:
+		return "of type string"
+	case json.Number:
+		return "of type number"
+	case bool:
+		return "of type boolean"
+	case []any:
+		return "of type array"
+	default:
+		return "of type object"
+	}
 }
 
 func applyEnv(cfg *config, getenv func(string) string) error {
@@ -372,8 +433,8 @@ func (c config) validate() error {
 		}
 	}
 
-	_, _, err := net.SplitHostPort(c.Listen)
-	check(err == nil, "listen: %q is not host:port", c.Listen)
+	check(validHostPort(c.Listen), "listen: %q is not host:port with a port of 0 to 65535",
+		c.Listen)
 	check(c.DataDir != "", "data_dir: must not be empty")
 	if err := validateDatabaseURL(c.DatabaseURL); err != nil {
 		errs = append(errs, err)
@@ -412,8 +473,9 @@ func (c config) validate() error {
 		errs = append(errs, fmt.Errorf("trusted_proxies: %w", err))
 	}
 	if c.MetricsListen != "" && c.MetricsListen != "off" {
-		_, _, err := net.SplitHostPort(c.MetricsListen)
-		check(err == nil, "metrics_listen: %q is not empty, off or host:port", c.MetricsListen)
+		check(validHostPort(c.MetricsListen),
+			"metrics_listen: %q is not empty, off or host:port with a port of 0 to 65535",
+			c.MetricsListen)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
@@ -421,6 +483,17 @@ func (c config) validate() error {
 		errs = append(errs, fmt.Errorf("log_level: %q must be debug, info, warn or error", c.LogLevel))
 	}
 	return errors.Join(errs...)
+}
+
+// validHostPort reports whether s is host:port with a port that net.Listen takes: a
+// number from 0 to 65535 or a service name listed in /etc/services.
+func validHostPort(s string) bool {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return false
+	}
+	_, err = net.LookupPort("tcp", port)
+	return err == nil
 }
 
 // validateDatabaseURL rejects a database URL that the store would take for the path of a
@@ -431,6 +504,10 @@ func validateDatabaseURL(databaseURL string) error {
 	case store.IsMistypedPostgresURL(databaseURL):
 		return errors.New("database_url: starts like a PostgreSQL URL but not with " +
 			"postgres:// or postgresql://")
+	case store.IsKeywordValueString(databaseURL):
+		return errors.New("database_url: is a keyword/value connection string, which is " +
+			"not supported: write it as a postgres:// URL, or start a SQLite path that " +
+			"contains \"=\" with ./ or sqlite:")
 	case store.HasUnencodedAt(databaseURL):
 		return errors.New("database_url: has more than one \"@\" before its path: " +
 			"write an \"@\" in the user name or password as %40")

@@ -59,6 +59,11 @@ func TestLoadConfigRejects(t *testing.T) {
 		wantField string
 	}{
 		{"bad listen", []string{"--listen", "nope"}, nil, "listen"},
+		{"listen port out of range", []string{"--listen", "127.0.0.1:80000"}, nil, "listen"},
+		{"keyword/value database URL", nil,
+			map[string]string{"KMS_DATABASE_URL": "host=db password=pw"}, "keyword/value"},
+		{"metrics port out of range", []string{"--metrics-listen", "127.0.0.1:-1"}, nil,
+			"metrics_listen"},
 		{"bad duration", nil, map[string]string{"KMS_KEY_CACHE_TTL": "3"}, "KMS_KEY_CACHE_TTL"},
 		{"bad number", []string{"--max-sessions", "many"}, nil, "max-sessions"},
 		{"too few sessions", []string{"--max-sessions", "1"}, nil, "max_sessions"},
@@ -84,6 +89,54 @@ func TestConfigFileUnknownSetting(t *testing.T) {
 	_, err := loadConfig([]string{"--config", file}, envFrom(nil), io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "listn") {
 		t.Fatalf("error = %v, want one naming listn", err)
+	}
+}
+
+func TestConfigFileValueTypes(t *testing.T) {
+	tests := []struct {
+		name    string
+		file    string
+		wantErr string // empty for a file that loads
+		check   func(config) bool
+	}{
+		{"string", `{"token_label":"a\"b"}`, "",
+			func(c config) bool { return c.TokenLabel == `a"b` }},
+		{"number for a whole number", `{"max_sessions":4}`, "",
+			func(c config) bool { return c.MaxSessions == 4 }},
+		{"digits for a whole number", `{"max_sessions":"4"}`, "",
+			func(c config) bool { return c.MaxSessions == 4 }},
+		{"boolean", `{"audit":false}`, "", func(c config) bool { return !c.Audit }},
+		{"duration string", `{"key_cache_ttl":"2s"}`, "",
+			func(c config) bool { return c.KeyCacheTTL == 2*time.Second }},
+		{"null string", `{"token_label":null}`, "token_label: invalid value null", nil},
+		{"number for a string", `{"region":5}`, "region: invalid value of type number", nil},
+		{"array for a string", `{"region":["a"]}`, "region: invalid value of type array", nil},
+		{"object for a number", `{"max_sessions":{}}`, "max_sessions: invalid value of type object", nil},
+		{"number for a duration", `{"key_cache_ttl":2}`, `with a unit, such as "5s"`, nil},
+		{"string for a boolean", `{"audit":"yes"}`, "invalid boolean", nil},
+		{"number for a boolean", `{"audit":1}`, "expected true or false", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "kmsd.json")
+			if err := os.WriteFile(file, []byte(tt.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+
+			cfg, err := loadConfig([]string{"--config", file}, envFrom(nil), io.Discard)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("error = %v, want none", err)
+			}
+			if !tt.check(cfg) {
+				t.Errorf("setting not applied from %s: %+v", tt.file, cfg)
+			}
+		})
 	}
 }
 
