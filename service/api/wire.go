@@ -134,7 +134,7 @@ func bind(c echo.Context, v any) error {
 	}
 
 	// One jsonscan pass finds repeated names, which encoding/json silently merges.
-	if err := bindFields(body, ignoreFields{}); err != nil {
+	if err := bindFields(body, flexMembers{v}); err != nil {
 		return err
 	}
 
@@ -288,10 +288,23 @@ func nullable(t reflect.Type) bool {
 	return false
 }
 
-// ignoreFields is a fieldDecoder that decodes nothing, for the duplicate check.
-type ignoreFields struct{}
+// flexMembers is a fieldDecoder for the duplicate check of a body that encoding/json
+// decodes into v. It decodes nothing, but rejects a top-level flexString member whose
+// value is not a JSON string, number or null with the member's name, which
+// flexString.UnmarshalJSON does not know.
+type flexMembers struct{ v any }
 
-func (ignoreFields) decodeField(string, []byte) error { return nil }
+func (m flexMembers) decodeField(name string, raw []byte) error {
+	if len(raw) == 0 || raw[0] == '"' || raw[0] == '-' || (raw[0] >= '0' && raw[0] <= '9') ||
+		bytes.Equal(raw, []byte("null")) {
+		return nil
+	}
+	if t, ok := memberType(m.v, name); !ok || t != reflect.TypeOf(flexString{}) {
+		return nil
+	}
+	return service.Errorf(service.CodeInvalidParameter,
+		"%s has the wrong JSON type: expected string or number", name)
+}
 
 // binding converts the two AAD fields of a request.
 func binding(encryptionContext json.RawMessage, aad string) (service.Binding, error) {
