@@ -128,6 +128,11 @@ func (s *Service) RotateOnDemand(ctx context.Context, p auth.Principal, keyID st
 			if err := usableKey(k); err != nil {
 				return err
 			}
+			if int(k.CurrentVersion) >= s.cfg.MaxOnDemandVersion {
+				return Errorf(CodeKeyQuota, "key %s is at version %d, the highest that "+
+					"rotate-on-demand creates on this service (max_on_demand_version). "+
+					"Scheduled rotation still runs", k.ID, k.CurrentVersion)
+			}
 
 			rotated, err = s.rotateKey(ctx, k)
 			if !errors.Is(err, store.ErrConflict) || attempt == maxKeyChangeAttempts {

@@ -25,7 +25,7 @@ func TestThousandRotationsDecryptWork(t *testing.T) {
 	if testing.Short() {
 		t.Skip("1,000 key generations on SoftHSM2 take tens of seconds")
 	}
-	e := newJobEnv(t, service.Config{})
+	e := newJobEnv(t, service.Config{MaxOnDemandVersion: 2000})
 	ctx := context.Background()
 	k := e.createKey(t, "thousand-rotations")
 
@@ -646,5 +646,35 @@ func TestQueuedRotationsGiveUp(t *testing.T) {
 	if lockedInStore != 1 || lockedHere != calls-1 {
 		t.Errorf("%d calls gave up on the database lock and %d on this process's lock, "+
 			"want 1 and %d", lockedInStore, lockedHere, calls-1)
+	}
+}
+
+func TestRotateOnDemandStopsAtMaxVersion(t *testing.T) {
+	e := newJobEnv(t, service.Config{MaxOnDemandVersion: 3})
+	ctx := context.Background()
+	k := e.createKey(t, "max-version")
+	e.rotate(t, k.ID)
+	e.rotate(t, k.ID)
+
+	_, err := e.svc.RotateOnDemand(ctx, admin, k.ID)
+	if got := codeOf(err); got != service.CodeKeyQuota {
+		t.Fatalf("rotation past version 3: code %q (%v), want %s", got, err,
+			service.CodeKeyQuota)
+	}
+	if got := e.tokenVersions(t, k.ID); !slices.Equal(got, []uint32{1, 2, 3}) {
+		t.Errorf("token versions after the rejected rotation = %v, want [1 2 3]", got)
+	}
+
+	// Scheduled rotation is not bound by the limit.
+	if _, err := e.svc.EnableKeyRotation(ctx, admin, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.advance(366 * 24 * time.Hour)
+	n, err := e.svc.RunRotation(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("RunRotation = %d, %v; want 1, nil", n, err)
+	}
+	if got := e.tokenVersions(t, k.ID); !slices.Equal(got, []uint32{1, 2, 3, 4}) {
+		t.Errorf("token versions after the scheduled rotation = %v, want [1 2 3 4]", got)
 	}
 }

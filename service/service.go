@@ -47,7 +47,17 @@ type Config struct {
 	// StaleVersionAge is how old a "creating" key version row must be before Reconcile
 	// removes it. Default 15 minutes.
 	StaleVersionAge time.Duration
+	// MaxOnDemandVersion is the highest version number that rotate-on-demand creates, so
+	// that no caller can fill the token with versions, which are never deleted while
+	// their key exists. Scheduled and seal-limit rotations are not bound by it. Default
+	// DefaultMaxOnDemandVersion.
+	MaxOnDemandVersion int
 }
+
+// DefaultMaxOnDemandVersion is the default of Config.MaxOnDemandVersion. The version
+// number counts scheduled rotations too: a key that the scheduler rotates every 30 days
+// reaches 100 after about 8 years, and yearly after 99.
+const DefaultMaxOnDemandVersion = 100
 
 // Service implements the KMS operations.
 type Service struct {
@@ -111,6 +121,9 @@ func New(token hsm.Token, st store.Store, log *slog.Logger, cfg Config) *Service
 	}
 	if cfg.StaleVersionAge == 0 {
 		cfg.StaleVersionAge = 15 * time.Minute
+	}
+	if cfg.MaxOnDemandVersion == 0 {
+		cfg.MaxOnDemandVersion = DefaultMaxOnDemandVersion
 	}
 
 	return &Service{

@@ -47,15 +47,16 @@ type config struct {
 	TLSCert string `json:"tls_cert" env:"KMS_TLS_CERT" flag:"tls-cert" help:"PEM certificate file; with --tls-key, serve HTTPS"`
 	TLSKey  string `json:"tls_key" env:"KMS_TLS_KEY" flag:"tls-key" help:"PEM private key file of --tls-cert"`
 
-	Region         string        `json:"region" env:"KMS_REGION" flag:"region" help:"region id reported in key metadata"`
-	KeysPerProject int           `json:"keys_per_project" env:"KMS_KEYS_PER_PROJECT" flag:"keys-per-project" help:"key quota of each project"`
-	GrantsPerKey   int           `json:"grants_per_key" env:"KMS_GRANTS_PER_KEY" flag:"grants-per-key" help:"grant quota of each key"`
-	KeyCacheTTL    time.Duration `json:"key_cache_ttl" env:"KMS_KEY_CACHE_TTL" flag:"key-cache-ttl" help:"how long key metadata is served from memory (bounds staleness across replicas)"`
-	CredCacheTTL   time.Duration `json:"credential_cache_ttl" env:"KMS_CREDENTIAL_CACHE_TTL" flag:"credential-cache-ttl" help:"how long credentials are served from memory"`
-	AuthWindow     time.Duration `json:"auth_window" env:"KMS_AUTH_WINDOW" flag:"auth-window" help:"accepted X-Sdk-Date skew"`
-	AuthFailures   int           `json:"auth_max_failures" env:"KMS_AUTH_MAX_FAILURES" flag:"auth-max-failures" help:"consecutive signature failures that lock an access key"`
-	AuthLockout    time.Duration `json:"auth_lockout" env:"KMS_AUTH_LOCKOUT" flag:"auth-lockout" help:"how long a locked access key stays locked"`
-	MaxBodyBytes   int64         `json:"max_body_bytes" env:"KMS_MAX_BODY_BYTES" flag:"max-body-bytes" help:"largest request body accepted, in bytes"`
+	Region             string        `json:"region" env:"KMS_REGION" flag:"region" help:"region id reported in key metadata"`
+	KeysPerProject     int           `json:"keys_per_project" env:"KMS_KEYS_PER_PROJECT" flag:"keys-per-project" help:"key quota of each project"`
+	MaxOnDemandVersion int           `json:"max_on_demand_version" env:"KMS_MAX_ON_DEMAND_VERSION" flag:"max-on-demand-version" help:"highest key version number that rotate-on-demand creates (scheduled and seal-limit rotations go past it)"`
+	GrantsPerKey       int           `json:"grants_per_key" env:"KMS_GRANTS_PER_KEY" flag:"grants-per-key" help:"grant quota of each key"`
+	KeyCacheTTL        time.Duration `json:"key_cache_ttl" env:"KMS_KEY_CACHE_TTL" flag:"key-cache-ttl" help:"how long key metadata is served from memory (bounds staleness across replicas)"`
+	CredCacheTTL       time.Duration `json:"credential_cache_ttl" env:"KMS_CREDENTIAL_CACHE_TTL" flag:"credential-cache-ttl" help:"how long credentials are served from memory"`
+	AuthWindow         time.Duration `json:"auth_window" env:"KMS_AUTH_WINDOW" flag:"auth-window" help:"accepted X-Sdk-Date skew"`
+	AuthFailures       int           `json:"auth_max_failures" env:"KMS_AUTH_MAX_FAILURES" flag:"auth-max-failures" help:"consecutive signature failures that lock an access key"`
+	AuthLockout        time.Duration `json:"auth_lockout" env:"KMS_AUTH_LOCKOUT" flag:"auth-lockout" help:"how long a locked access key stays locked"`
+	MaxBodyBytes       int64         `json:"max_body_bytes" env:"KMS_MAX_BODY_BYTES" flag:"max-body-bytes" help:"largest request body accepted, in bytes"`
 
 	Audit                   bool          `json:"audit" env:"KMS_AUDIT" flag:"audit" help:"record every API call in the tamper-evident audit trail; false turns the trail off"`
 	AuditBatchSize          int           `json:"audit_batch_size" env:"KMS_AUDIT_BATCH_SIZE" flag:"audit-batch-size" help:"maximum audit records per database transaction (group commit)"`
@@ -79,25 +80,26 @@ type config struct {
 
 func defaultConfig() config {
 	return config{
-		DataDir:         "kms-data",
-		Listen:          "127.0.0.1:8080",
-		TokenLabel:      "kms",
-		MaxSessions:     8,
-		Region:          "local-1",
-		KeysPerProject:  20,
-		GrantsPerKey:    100,
-		KeyCacheTTL:     time.Second,
-		CredCacheTTL:    5 * time.Second,
-		AuthWindow:      15 * time.Minute,
-		AuthFailures:    5,
-		AuthLockout:     5 * time.Minute,
-		MaxBodyBytes:    64 << 10,
-		ShutdownTimeout: 15 * time.Second,
-		JobInterval:     time.Minute,
-		SealLimit:       int64(service.DefaultSealLimit),
-		StaleVersionAge: 15 * time.Minute,
-		LogLevel:        "info",
-		LogFormat:       "text",
+		DataDir:            "kms-data",
+		Listen:             "127.0.0.1:8080",
+		TokenLabel:         "kms",
+		MaxSessions:        8,
+		Region:             "local-1",
+		KeysPerProject:     20,
+		MaxOnDemandVersion: service.DefaultMaxOnDemandVersion,
+		GrantsPerKey:       100,
+		KeyCacheTTL:        time.Second,
+		CredCacheTTL:       5 * time.Second,
+		AuthWindow:         15 * time.Minute,
+		AuthFailures:       5,
+		AuthLockout:        5 * time.Minute,
+		MaxBodyBytes:       64 << 10,
+		ShutdownTimeout:    15 * time.Second,
+		JobInterval:        time.Minute,
+		SealLimit:          int64(service.DefaultSealLimit),
+		StaleVersionAge:    15 * time.Minute,
+		LogLevel:           "info",
+		LogFormat:          "text",
 
 		Audit:                   true,
 		AuditBatchSize:          audit.DefaultBatchSize,
@@ -449,6 +451,8 @@ func (c config) validate() error {
 	check(c.SessionIdleTimeout >= 0, "session_idle_timeout: must not be negative")
 	check((c.TLSCert == "") == (c.TLSKey == ""), "tls_cert and tls_key: give both or neither")
 	check(c.KeysPerProject >= 1, "keys_per_project: must be at least 1")
+	check(c.MaxOnDemandVersion >= 2 && c.MaxOnDemandVersion <= 100000,
+		"max_on_demand_version: must be 2 to 100000")
 	check(c.GrantsPerKey >= 1, "grants_per_key: must be at least 1")
 	check(c.CredCacheTTL >= 0 && c.CredCacheTTL <= time.Minute, "credential_cache_ttl: must be 0 to 1m")
 	check(c.KeyCacheTTL >= 0 && c.KeyCacheTTL <= time.Minute, "key_cache_ttl: must be 0 to 1m")

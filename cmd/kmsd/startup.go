@@ -190,7 +190,7 @@ func startServices(ctx context.Context, c components, sw *handlerSwitch, svcs *s
 	svc := service.New(c.token, c.store, c.log, service.Config{
 		Region: c.cfg.Region, KeyCacheTTL: c.cfg.KeyCacheTTL, KeysPerProject: c.cfg.KeysPerProject,
 		GrantsPerKey: c.cfg.GrantsPerKey, SealLimit: uint64(c.cfg.SealLimit),
-		StaleVersionAge: c.cfg.StaleVersionAge,
+		StaleVersionAge: c.cfg.StaleVersionAge, MaxOnDemandVersion: c.cfg.MaxOnDemandVersion,
 	})
 	httpMetrics, err := api.NewMetrics(c.registry, svc)
 	if err != nil {
