@@ -216,7 +216,11 @@ func parse(fs *flag.FlagSet, args []string, positional int) ([]string, error) {
 		args = fs.Args()[1:]
 	}
 	if len(pos) != positional {
-		return nil, usageError{fmt.Sprintf("expected %d arguments, got %d", positional, len(pos))}
+		noun := "arguments"
+		if positional == 1 {
+			noun = "argument"
+		}
+		return nil, usageError{fmt.Sprintf("expected %d %s, got %d", positional, noun, len(pos))}
 	}
 	return pos, nil
 }

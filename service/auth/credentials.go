@@ -217,9 +217,15 @@ func validateRequest(req CreateRequest) error {
 		return fmt.Errorf("%w: user id %q is not 1 to 64 characters of A-Z a-z 0-9 _ -",
 			ErrInvalidCredential, req.UserID)
 	}
+	if req.ProjectID == "" {
+		return fmt.Errorf("%w: project id is missing", ErrInvalidCredential)
+	}
 	if !validID(req.ProjectID) {
 		return fmt.Errorf("%w: project id %q is not 1 to 64 characters of A-Z a-z 0-9 _ -",
 			ErrInvalidCredential, req.ProjectID)
+	}
+	if req.DomainID == "" {
+		return fmt.Errorf("%w: domain id is missing", ErrInvalidCredential)
 	}
 	if !validID(req.DomainID) {
 		return fmt.Errorf("%w: domain id %q is not 1 to 64 characters of A-Z a-z 0-9 _ -",

@@ -68,13 +68,22 @@ func TestCredentialsCreateGenerated(t *testing.T) {
 func TestCredentialsCreateRejects(t *testing.T) {
 	valid := CreateRequest{ProjectID: "pid", DomainID: "did", Role: RoleReadOnly}
 	tests := []struct {
-		name   string
-		change func(*CreateRequest)
+		name    string
+		change  func(*CreateRequest)
+		wantMsg string // empty to check only the error's type
 	}{
 		{name: "unknown role", change: func(r *CreateRequest) { r.Role = "owner" }},
-		{name: "empty project id", change: func(r *CreateRequest) { r.ProjectID = "" }},
+		{
+			name:    "empty project id",
+			change:  func(r *CreateRequest) { r.ProjectID = "" },
+			wantMsg: "project id is missing",
+		},
 		{name: "project id with slash", change: func(r *CreateRequest) { r.ProjectID = "a/b" }},
-		{name: "empty domain id", change: func(r *CreateRequest) { r.DomainID = "" }},
+		{
+			name:    "empty domain id",
+			change:  func(r *CreateRequest) { r.DomainID = "" },
+			wantMsg: "domain id is missing",
+		},
 		{name: "user id too long", change: func(r *CreateRequest) { r.UserID = strings.Repeat("u", 65) }},
 		{name: "access key without secret", change: func(r *CreateRequest) { r.AccessKey = "AK" }},
 		{name: "secret without access key", change: func(r *CreateRequest) { r.SecretKey = "SK" }},
@@ -110,7 +119,10 @@ func TestCredentialsCreateRejects(t *testing.T) {
 			tt.change(&req)
 			_, _, err := creds.Create(context.Background(), req)
 			if !errors.Is(err, ErrInvalidCredential) {
-				t.Errorf("Create error = %v, expected %v", err, ErrInvalidCredential)
+				t.Fatalf("Create error = %v, expected %v", err, ErrInvalidCredential)
+			}
+			if !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Errorf("Create error %q does not contain %q", err, tt.wantMsg)
 			}
 			// An invalid access key may be a pasted secret key: the error, which
 			// reaches the caller and the log, must not repeat it.
