@@ -299,6 +299,7 @@ func TestAliasAPIRejects(t *testing.T) {
 		{"list limit not a number", http.MethodGet, "aliases?limit=x", nil, "KMS.1601"},
 		{"list negative marker", http.MethodGet, "aliases?marker=-1", nil, "KMS.1602"},
 		{"list unknown key", http.MethodGet, "aliases?key_id=" + unknown, nil, "KMS.0205"},
+		{"list repeated limit", http.MethodGet, "aliases?limit=1&limit=2", nil, "KMS.0308"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -370,6 +370,9 @@ func (s *Server) op(name string, h opHandler) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		st := stateOf(c) // its context carries st.authz for the service
 		st.op = name
+		if err := checkQueryRepeats(c.Request()); err != nil {
+			return err
+		}
 
 		resp, err := h(c, st)
 		if st.out != nil {
@@ -394,6 +397,23 @@ func (s *Server) op(name string, h opHandler) echo.HandlerFunc {
 			return c.JSON(http.StatusOK, resp)
 		}
 	}
+}
+
+// checkQueryRepeats rejects a query string that names a parameter more than once. No
+// operation takes a repeated parameter, and handlers read the first value only, so a
+// proxy or log that reads another value would see another request than the one served.
+func checkQueryRepeats(r *http.Request) error {
+	if r.URL.RawQuery == "" {
+		return nil
+	}
+	for name, values := range r.URL.Query() {
+		if len(values) > 1 {
+			return service.Errorf(service.CodeInvalidParameter,
+				"query parameter %q appears %d times", cutRecorded(name, maxRecordedIDLength),
+				len(values))
+		}
+	}
+	return nil
 }
 
 // maxRecordedKeyIDLength is the length of the longest key reference that can be valid.
