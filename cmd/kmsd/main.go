@@ -88,6 +88,7 @@ func logMallocTunables(log *slog.Logger, getenv func(string) string, execErr err
 	case execErr != nil:
 		log.Warn("running with glibc's default malloc settings", "error", execErr)
 	case mallocTunables == "":
+		// Outside Linux kmsd sets no tunables, so there is nothing to report.
 	case tunables == mallocTunables:
 		log.Info("glibc malloc tunables set", "glibc_tunables", tunables)
 	default:

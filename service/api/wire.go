@@ -141,8 +141,7 @@ func bind(c echo.Context, v any) error {
 	err := json.Unmarshal(body, v)
 	if err == nil {
 		if path, t, found := nullElement(body, reflect.TypeOf(v), ""); found {
-			return service.Errorf(service.CodeInvalidParameter,
-				"%s has the wrong JSON type: expected %s", path, jsonTypeName(t))
+			return wrongType(path, jsonTypeName(t))
 		}
 		return nil
 	}
@@ -155,8 +154,7 @@ func bind(c echo.Context, v any) error {
 		if member, ok := memberType(v, typeErr.Field); ok {
 			want = member
 		}
-		return service.Errorf(service.CodeInvalidParameter,
-			"%s has the wrong JSON type: expected %s", typeErr.Field, jsonTypeName(want))
+		return wrongType(typeErr.Field, jsonTypeName(want))
 	}
 	if errors.Is(err, errNotStringOrNumber) {
 		return service.Errorf(service.CodeInvalidParameter,
@@ -302,8 +300,7 @@ func (m flexMembers) decodeField(name string, raw []byte) error {
 	if t, ok := memberType(m.v, name); !ok || t != reflect.TypeOf(flexString{}) {
 		return nil
 	}
-	return service.Errorf(service.CodeInvalidParameter,
-		"%s has the wrong JSON type: expected string or number", name)
+	return &fieldTypeError{field: name, want: "string or number"}
 }
 
 // binding converts the two AAD fields of a request.
@@ -411,7 +408,7 @@ func bindFields(body []byte, fd fieldDecoder) error {
 	case errors.As(err, &dupErr):
 		return service.Errorf(service.CodeInvalidJSON, "%s", dupErr.Error())
 	case errors.As(err, &typeErr):
-		return service.Errorf(service.CodeInvalidParameter, "%s", typeErr.Error())
+		return wrongType(typeErr.field, typeErr.want)
 	case errors.Is(err, jsonscan.ErrTooDeep):
 		return service.Errorf(service.CodeInvalidJSON,
 			"the request body nests JSON deeper than %d levels", jsonscan.MaxDepth)
@@ -557,6 +554,12 @@ type fieldTypeError struct{ field, want string }
 
 func (e *fieldTypeError) Error() string {
 	return e.field + " has the wrong JSON type: expected " + e.want
+}
+
+// wrongType returns the KMS error of a member at path whose JSON type is not want.
+func wrongType(path, want string) error {
+	return service.Errorf(service.CodeInvalidParameter, "%s",
+		(&fieldTypeError{field: path, want: want}).Error())
 }
 
 // jsonAppender is a response type that encodes itself, which avoids the reflection of
