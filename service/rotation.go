@@ -129,9 +129,10 @@ func (s *Service) RotateOnDemand(ctx context.Context, p auth.Principal, keyID st
 				return err
 			}
 			if int(k.CurrentVersion) >= s.cfg.MaxOnDemandVersion {
-				return Errorf(CodeKeyQuota, "key %s is at version %d, the highest that "+
-					"rotate-on-demand creates on this service (max_on_demand_version). "+
-					"Scheduled rotation still runs", k.ID, k.CurrentVersion)
+				return Errorf(CodeKeyQuota, "key %s is at version %d, and rotate-on-demand "+
+					"creates versions only up to %d on this service (max_on_demand_version). "+
+					"Scheduled rotation still runs", k.ID, k.CurrentVersion,
+					s.cfg.MaxOnDemandVersion)
 			}
 
 			rotated, err = s.rotateKey(ctx, k)

@@ -181,6 +181,9 @@ func readConfigFile(path string, cfg *config) error {
 	if err := json.Unmarshal(b, &raw); err != nil {
 		return fmt.Errorf("config file %s is not a JSON object: %w", path, err)
 	}
+	if raw == nil {
+		return fmt.Errorf("config file %s is not a JSON object: it is null", path)
+	}
 
 	fields := fieldsByTag("json")
 	for name, value := range raw {
@@ -481,6 +484,11 @@ func (c config) validate() error {
 			"metrics_listen: %q is not empty, off or host:port with a port of 0 to 65535",
 			c.MetricsListen)
 	}
+	if c.PprofListen != "" {
+		if err := checkPprofListen(c.PprofListen); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -493,11 +501,24 @@ func (c config) validate() error {
 // number from 0 to 65535 or a service name listed in /etc/services.
 func validHostPort(s string) bool {
 	_, port, err := net.SplitHostPort(s)
-	if err != nil {
+	if err != nil || strings.HasPrefix(port, "+") || strings.HasPrefix(port, "-") {
 		return false
 	}
 	_, err = net.LookupPort("tcp", port)
 	return err == nil
+}
+
+// checkPprofListen returns an error unless addr is host:port on a loopback address, as
+// pprof_listen must be: profiles show memory, secrets included.
+func checkPprofListen(addr string) error {
+	if !validHostPort(addr) {
+		return fmt.Errorf("pprof_listen: %q is not host:port with a port of 0 to 65535", addr)
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("pprof_listen: %q is not a loopback address", addr)
+	}
+	return nil
 }
 
 // validateDatabaseURL rejects a database URL that the store would take for the path of a

@@ -60,6 +60,11 @@ func TestLoadConfigRejects(t *testing.T) {
 	}{
 		{"bad listen", []string{"--listen", "nope"}, nil, "listen"},
 		{"listen port out of range", []string{"--listen", "127.0.0.1:80000"}, nil, "listen"},
+		{"listen port with a sign", []string{"--listen", "127.0.0.1:+5"}, nil, "listen"},
+		{"pprof port out of range", []string{"--pprof-listen", "127.0.0.1:65536"}, nil,
+			"pprof_listen"},
+		{"pprof not on loopback", []string{"--pprof-listen", "0.0.0.0:6060"}, nil,
+			"loopback"},
 		{"keyword/value database URL", nil,
 			map[string]string{"KMS_DATABASE_URL": "host=db password=pw"}, "keyword/value"},
 		{"metrics port out of range", []string{"--metrics-listen", "127.0.0.1:-1"}, nil,
@@ -115,6 +120,7 @@ func TestConfigFileValueTypes(t *testing.T) {
 		{"number for a duration", `{"key_cache_ttl":2}`, `with a unit, such as "5s"`, nil},
 		{"string for a boolean", `{"audit":"yes"}`, "invalid boolean", nil},
 		{"number for a boolean", `{"audit":1}`, "expected true or false", nil},
+		{"null file", `null`, "is not a JSON object", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -16,12 +16,8 @@ import (
 // startPprof serves Go's profiles on addr, which must be a loopback address because a
 // heap profile holds memory contents. It returns a function that stops the listener.
 func startPprof(addr string, log *slog.Logger) (func(), error) {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, fmt.Errorf("pprof_listen: %w", err)
-	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return nil, fmt.Errorf("pprof_listen: %q is not a loopback address", addr)
+	if err := checkPprofListen(addr); err != nil {
+		return nil, err
 	}
 
 	mux := http.NewServeMux()
