@@ -154,6 +154,11 @@ func Ensure(dataDir, label string) (Setup, error) {
 	}
 	if slices.Contains(known, label) {
 		if entries, err := os.ReadDir(tokens); err == nil && len(entries) > 0 {
+			if damaged := damagedTokenFile(tokens); damaged != "" {
+				return Setup{}, fmt.Errorf("%w: SoftHSM2 finds no token %q in %s, and %s "+
+					"is empty, as SoftHSM2 leaves it when it is killed while writing it. "+
+					"%s", ErrTokenMissing, label, tokens, damaged, damagedAdvice)
+			}
 			return Setup{}, fmt.Errorf("%w: SoftHSM2 finds no token %q in %s, which is not "+
 				"empty. Check that this user can read the files there, or restore the "+
 				"directory from a backup", ErrTokenMissing, label, tokens)
@@ -177,6 +182,27 @@ func Ensure(dataDir, label string) (Setup, error) {
 	}
 
 	return setup, nil
+}
+
+// damagedAdvice is the advice for a token file that a killed SoftHSM2 left damaged.
+const damagedAdvice = "Restore the data directory from a backup. If no key was ever " +
+	"created in it, because its first start was interrupted, move it away and start again"
+
+// damagedTokenFile returns the path of an empty token.object file in a token folder
+// under tokens, or "" when there is none.
+//
+// NOTE: SoftHSM2 2.6.1 rewrites token.object and object files in place, so a kill while
+// it writes one, such as during a first start, can leave it empty or cut short. Only an
+// empty file is recognised here. A cut-short token file shows as a token whose SO PIN
+// no longer logs in, and a cut-short key object as a key that the token rejects.
+func damagedTokenFile(tokens string) string {
+	files, _ := filepath.Glob(filepath.Join(tokens, "*", "token.object"))
+	for _, f := range files {
+		if info, err := os.Stat(f); err == nil && info.Size() == 0 {
+			return f
+		}
+	}
+	return ""
 }
 
 // knownTokens returns the labels that dataDir/known-tokens.json lists, or none when the

@@ -108,7 +108,7 @@ func finishUserPIN(p11 *pkcs11.Ctx, label, soPIN, userPIN string) (bool, error) 
 
 	if err := initUserPIN(p11, slot, soPIN, userPIN); err != nil {
 		return false, fmt.Errorf("token %q has no user PIN, and setting it with the SO PIN "+
-			"failed: %w", label, err)
+			"failed, so its token file may be damaged: %w. %s", label, err, damagedAdvice)
 	}
 	return true, nil
 }

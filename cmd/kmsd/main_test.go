@@ -261,16 +261,8 @@ func TestKmsdRefusesLostToken(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(dataDir, "tokens")); err != nil {
 		t.Fatal(err)
 	}
-	bin := build(t, "github.com/hsmkms/kms/cmd/kmsd", "kmsd")
-	// A kmsd that started anyway serves until the context ends it.
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "--data-dir", dataDir, "--listen", freeAddr(t))
-	out, err := cmd.CombinedOutput()
-	if err == nil || ctx.Err() != nil {
-		t.Fatalf("kmsd started without its token; output:\n%s", out)
-	}
-	if !strings.Contains(string(out), "Restore that directory from a backup") {
+	out := runKmsdExpectingExit(t, dataDir)
+	if !strings.Contains(out, "Restore that directory from a backup") {
 		t.Errorf("kmsd output does not say to restore the token directory:\n%s", out)
 	}
 	if _, err := os.Stat(filepath.Join(dataDir, "tokens")); err == nil {
@@ -364,4 +356,42 @@ func TestKmsdStopDuringStartExitsZero(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+func TestKmsdNamesEmptyTokenFile(t *testing.T) {
+	dataDir := t.TempDir()
+	p := startKmsd(t, dataDir)
+	p.stop(t)
+
+	// What a kill while SoftHSM2 rewrites the token file leaves.
+	files, err := filepath.Glob(filepath.Join(dataDir, "tokens", "*", "token.object"))
+	if err != nil || len(files) != 1 {
+		t.Fatalf("token files = %v, %v; want one", files, err)
+	}
+	if err := os.Truncate(files[0], 0); err != nil {
+		t.Fatal(err)
+	}
+
+	out := runKmsdExpectingExit(t, dataDir)
+	for _, want := range []string{files[0], "killed while writing it", "first start"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("kmsd output does not contain %q:\n%s", want, out)
+		}
+	}
+}
+
+// runKmsdExpectingExit runs kmsd on dataDir, expects it to exit with an error within
+// 30 s, and returns its output.
+func runKmsdExpectingExit(t *testing.T, dataDir string) string {
+	t.Helper()
+	bin := build(t, "github.com/hsmkms/kms/cmd/kmsd", "kmsd")
+	// A kmsd that started anyway serves until the context ends it.
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "--data-dir", dataDir, "--listen", freeAddr(t))
+	out, err := cmd.CombinedOutput()
+	if err == nil || ctx.Err() != nil {
+		t.Fatalf("kmsd started, want an exit with an error; output:\n%s", out)
+	}
+	return string(out)
 }
