@@ -24,6 +24,24 @@ var ErrTokenAmbiguous = errors.New("token label is not unique")
 // wrapped by the token fault of a connection whose slot reports a new serial number.
 var ErrTokenReplaced = errors.New("token replaced")
 
+// KeyRejected reports whether err is the token's rejection of a key object for the
+// operation: CKR_MECHANISM_INVALID, CKR_KEY_TYPE_INCONSISTENT or
+// CKR_KEY_FUNCTION_NOT_PERMITTED. An AES key that this package generated draws them when
+// its object is damaged, as SoftHSM2 2.6.1 leaves an object file that it was killed while
+// writing, or when the token lacks AES-GCM.
+func KeyRejected(err error) bool {
+	var code pkcs11.Error
+	if !errors.As(err, &code) {
+		return false
+	}
+	switch code {
+	case pkcs11.CKR_MECHANISM_INVALID, pkcs11.CKR_KEY_TYPE_INCONSISTENT,
+		pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED:
+		return true
+	}
+	return false
+}
+
 // ckrAEADDecryptFailed is CKR_AEAD_DECRYPT_FAILED from PKCS#11 3.0, which miekg/pkcs11 v1.1.2
 // does not define.
 const ckrAEADDecryptFailed = pkcs11.Error(0x00000035)

@@ -62,3 +62,26 @@ func TestIsDecryptFailure(t *testing.T) {
 		})
 	}
 }
+
+func TestKeyRejected(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"mechanism invalid, wrapped", fmt.Errorf("seal: %w",
+			pkcs11.Error(pkcs11.CKR_MECHANISM_INVALID)), true},
+		{"key type inconsistent", pkcs11.Error(pkcs11.CKR_KEY_TYPE_INCONSISTENT), true},
+		{"key function not permitted", pkcs11.Error(pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED), true},
+		{"device error", pkcs11.Error(pkcs11.CKR_DEVICE_ERROR), false},
+		{"not a PKCS#11 error", errors.New("seal failed"), false},
+		{"nil", nil, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := KeyRejected(tc.err); got != tc.want {
+				t.Errorf("KeyRejected(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+		})
+	}
+}

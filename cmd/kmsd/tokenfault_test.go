@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
@@ -596,5 +597,50 @@ func TestKmsdRefusesOlderCopyOfItsToken(t *testing.T) {
 	p.stop(t)
 	if !strings.Contains(p.logs.String(), "accept_restored_token is set but") {
 		t.Errorf("a leftover accept_restored_token was not logged:\n%s", p.logs)
+	}
+}
+
+// TestKmsdReplacesTornSealingKey starts kmsd on testdata/torn-sealing-key: the token,
+// PINs and known-tokens.json of a data directory whose first start was killed while
+// SoftHSM2 2.6.1 wrote the object file of the credential sealing key. That file
+// (b10d70dd-....object) holds 739 of its 835 bytes, and the token rejects the key with
+// CKR_MECHANISM_INVALID. No credential was stored yet, so kmsd must generate the key
+// again and become ready, instead of retrying the admin credential for good.
+func TestKmsdReplacesTornSealingKey(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	copyTree(t, filepath.Join("testdata", "torn-sealing-key"), dataDir)
+
+	p := startKmsd(t, dataDir)
+	p.stop(t)
+
+	if !strings.Contains(p.logs.String(), "generating it again") {
+		t.Errorf("kmsd did not log the replaced sealing key:\n%s", p.logs)
+	}
+}
+
+// copyTree copies the files under src to dst with the modes kmsd gives its data
+// directory (0700 folders, 0600 files), which git does not keep.
+func copyTree(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(target, 0o700)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(target, data, 0o600)
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

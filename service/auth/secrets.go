@@ -29,6 +29,11 @@ func (c *Credentials) seal(ctx context.Context, accessKey string, secret []byte)
 	}
 
 	sealed, err := c.token.Seal(ctx, SealingKey, secret, secretAAD(accessKey))
+	if hsm.KeyRejected(err) {
+		sealed, err = c.replaceUnusedSealingKey(ctx, err, func() (hsm.Sealed, error) {
+			return c.token.Seal(ctx, SealingKey, secret, secretAAD(accessKey))
+		})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("seal secret key of %s: %w", accessKey, err)
 	}
@@ -85,6 +90,33 @@ func (c *Credentials) ensureSealingKey(ctx context.Context) error {
 
 	c.keyReady = true
 	return nil
+}
+
+// replaceUnusedSealingKey destroys and generates SealingKey again after the token
+// rejected it with sealErr, then runs seal once more. It does so only while the store
+// holds no credential, so that no sealed secret depends on the key. Otherwise, or when
+// the store cannot be read, it returns sealErr. A kill while SoftHSM2 writes the key's
+// object file during a first start leaves such a key.
+func (c *Credentials) replaceUnusedSealingKey(
+	ctx context.Context, sealErr error, seal func() (hsm.Sealed, error),
+) (hsm.Sealed, error) {
+	c.keyMu.Lock()
+	defer c.keyMu.Unlock()
+
+	rows, err := c.store.ListCredentials(ctx)
+	if err != nil || len(rows) > 0 {
+		return hsm.Sealed{}, sealErr
+	}
+
+	c.logger.Warn("the token rejects the credential sealing key, which seals no stored "+
+		"credential; generating it again", "key", SealingKey.String(), "error", sealErr)
+	if err := c.token.DestroyKey(ctx, SealingKey); err != nil {
+		return hsm.Sealed{}, fmt.Errorf("destroy rejected sealing key %s: %w", SealingKey, err)
+	}
+	if err := c.token.GenerateKey(ctx, SealingKey); err != nil {
+		return hsm.Sealed{}, fmt.Errorf("generate credential sealing key %s: %w", SealingKey, err)
+	}
+	return seal()
 }
 
 // randomString returns n characters drawn uniformly from alphabet with the token RNG.
