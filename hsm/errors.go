@@ -3,6 +3,7 @@ package hsm
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/miekg/pkcs11"
 )
@@ -30,16 +31,14 @@ var ErrTokenReplaced = errors.New("token replaced")
 // its object is damaged, as SoftHSM2 2.6.1 leaves an object file that it was killed while
 // writing, or when the token lacks AES-GCM.
 func KeyRejected(err error) bool {
-	var code pkcs11.Error
-	if !errors.As(err, &code) {
-		return false
-	}
-	switch code {
-	case pkcs11.CKR_MECHANISM_INVALID, pkcs11.CKR_KEY_TYPE_INCONSISTENT,
-		pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED:
-		return true
-	}
-	return false
+	return hasReturnValue(err, pkcs11.CKR_MECHANISM_INVALID, pkcs11.CKR_KEY_TYPE_INCONSISTENT,
+		pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED)
+}
+
+// hasReturnValue reports whether err wraps a PKCS#11 return value that is one of values.
+func hasReturnValue(err error, values ...pkcs11.Error) bool {
+	var rv pkcs11.Error
+	return errors.As(err, &rv) && slices.Contains(values, rv)
 }
 
 // ckrAEADDecryptFailed is CKR_AEAD_DECRYPT_FAILED from PKCS#11 3.0, which miekg/pkcs11 v1.1.2
@@ -128,16 +127,6 @@ func classify(err error) failure {
 // read as a failed authentication. A real internal failure of C_Decrypt is then reported as
 // ErrDecrypt too.
 func isDecryptFailure(err error) bool {
-	var rv pkcs11.Error
-	if !errors.As(err, &rv) {
-		return false
-	}
-
-	switch rv {
-	case pkcs11.CKR_ENCRYPTED_DATA_INVALID, pkcs11.CKR_ENCRYPTED_DATA_LEN_RANGE,
-		ckrAEADDecryptFailed, pkcs11.CKR_GENERAL_ERROR:
-		return true
-	}
-
-	return false
+	return hasReturnValue(err, pkcs11.CKR_ENCRYPTED_DATA_INVALID,
+		pkcs11.CKR_ENCRYPTED_DATA_LEN_RANGE, ckrAEADDecryptFailed, pkcs11.CKR_GENERAL_ERROR)
 }

@@ -194,7 +194,9 @@ const damagedAdvice = "Restore the data directory from a backup. If no key was e
 // NOTE: SoftHSM2 2.6.1 rewrites token.object and object files in place, so a kill while
 // it writes one, such as during a first start, can leave it empty or cut short. Only an
 // empty file is recognised here. A cut-short token file shows as a token whose SO PIN
-// no longer logs in, and a cut-short key object as a key that the token rejects.
+// no longer logs in, and a cut-short key object as a key that the token rejects. Only
+// the credential sealing key is then replaced, while no credential is stored
+// (auth.Credentials.seal).
 func damagedTokenFile(tokens string) string {
 	files, _ := filepath.Glob(filepath.Join(tokens, "*", "token.object"))
 	for _, f := range files {
