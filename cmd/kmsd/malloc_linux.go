@@ -106,8 +106,9 @@ func restoreProcessName() {
 	}
 
 	// The kernel keeps at most 15 bytes of a name.
-	b := make([]byte, 0, 16)
-	b = append(b, name[:min(len(name), 15)]...)
-	b = append(b, 0)
-	_ = unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&b[0])), 0, 0, 0)
+	namePtr, err := unix.BytePtrFromString(name[:min(len(name), 15)])
+	if err != nil {
+		return // a NUL in the first argument
+	}
+	_ = unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(namePtr)), 0, 0, 0)
 }
