@@ -92,9 +92,11 @@ func init() {
 	restoreProcessName()
 }
 
-// restoreProcessName names the process after its first argument, as the kernel named it
-// before execWithMallocTunables executed /proc/self/exe, which the kernel names "exe".
-// The Go runtime's threads started before init keep the name "exe" (top -H shows it).
+// restoreProcessName names the process and its threads after its first argument, as the
+// kernel named it before execWithMallocTunables executed /proc/self/exe, which the kernel
+// names "exe". The Go runtime starts threads before init, and each new thread takes the
+// name of the thread that starts it, so every thread still named "exe" is renamed too
+// (top -H and perf show thread names).
 func restoreProcessName() {
 	comm, err := os.ReadFile("/proc/self/comm")
 	if err != nil || string(bytes.TrimSpace(comm)) != "exe" {
@@ -106,9 +108,32 @@ func restoreProcessName() {
 	}
 
 	// The kernel keeps at most 15 bytes of a name.
-	namePtr, err := unix.BytePtrFromString(name[:min(len(name), 15)])
+	name = name[:min(len(name), 15)]
+	namePtr, err := unix.BytePtrFromString(name)
 	if err != nil {
 		return // a NUL in the first argument
 	}
 	_ = unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(namePtr)), 0, 0, 0)
+
+	// A second pass renames a thread started by one that the first pass had not reached.
+	for range 2 {
+		renameThreads("exe", name)
+	}
+}
+
+// renameThreads gives the name to every thread of the process named from. It ignores
+// threads that end while it runs.
+func renameThreads(from, name string) {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return
+	}
+	for _, task := range tasks {
+		path := filepath.Join("/proc/self/task", task.Name(), "comm")
+		comm, err := os.ReadFile(path)
+		if err != nil || string(bytes.TrimSpace(comm)) != from {
+			continue
+		}
+		_ = os.WriteFile(path, []byte(name), 0)
+	}
 }

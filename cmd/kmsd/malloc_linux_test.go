@@ -80,6 +80,12 @@ func TestKmsdMallocTunables(t *testing.T) {
 				t.Errorf("process name = %q, want %q (pgrep and ps -C match it)", got,
 					tc.wantName)
 			}
+			for tid, name := range threadNames(t, p.cmd.Process.Pid) {
+				if name != tc.wantName {
+					t.Errorf("thread %s name = %q, want %q (top -H and perf show it)", tid,
+						name, tc.wantName)
+				}
+			}
 
 			p.stop(t)
 			if !strings.Contains(p.logs.String(), tc.wantLog) {
@@ -90,6 +96,25 @@ func TestKmsdMallocTunables(t *testing.T) {
 			}
 		})
 	}
+}
+
+// threadNames returns the names of the threads of process pid by thread id.
+func threadNames(t *testing.T, pid int) map[string]string {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := make(map[string]string, len(tasks))
+	for _, task := range tasks {
+		comm, err := os.ReadFile(filepath.Join(dir, task.Name(), "comm"))
+		if err != nil {
+			continue // the thread ended
+		}
+		names[task.Name()] = strings.TrimSpace(string(comm))
+	}
+	return names
 }
 
 func TestSecureExecution(t *testing.T) {
