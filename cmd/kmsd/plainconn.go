@@ -1,8 +1,10 @@
 package main
 
 import (
+	"io"
 	"net"
 	"sync/atomic"
+	"time"
 
 	"github.com/hsmkms/kms/service/api"
 )
@@ -27,14 +29,36 @@ func (l plainListener) Accept() (net.Conn, error) {
 }
 
 // plainConn is a TCP connection of the plain-HTTP server. It sends the API's JSON errors
-// in response to requests that net/http cannot parse (Write), and it ends net/http's
-// hang-up read with no data while a handler serves a request on it (Read, hangups.go).
+// in response to requests that net/http cannot parse (Write), it ends net/http's hang-up
+// read with no data while a handler serves a request on it (Read, hangups.go), and it
+// sets the socket's deadlines lazily (deadlines.go).
 type plainConn struct {
 	*net.TCPConn
 
 	// serving is set by skipHangupRead's handler from its start to its end. It stays
 	// false where kmsd keeps the hang-up read.
 	serving atomic.Bool
+
+	readDeadline  lazyDeadline
+	writeDeadline lazyDeadline
+}
+
+// SetDeadline sets the read and write deadlines, as net.Conn's SetDeadline does.
+func (c *plainConn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
+}
+
+// SetReadDeadline sets the deadline of reads, lazily (lazyDeadline).
+func (c *plainConn) SetReadDeadline(t time.Time) error {
+	return c.readDeadline.set(t, c.TCPConn.SetReadDeadline)
+}
+
+// SetWriteDeadline sets the deadline of writes, lazily (lazyDeadline).
+func (c *plainConn) SetWriteDeadline(t time.Time) error {
+	return c.writeDeadline.set(t, c.TCPConn.SetWriteDeadline)
 }
 
 // Read reads from the connection, except that a one-byte read while a handler serves a
@@ -45,7 +69,13 @@ func (c *plainConn) Read(p []byte) (int, error) {
 	if len(p) == 1 && c.serving.Load() {
 		return 0, nil
 	}
-	return c.TCPConn.Read(p)
+
+	for {
+		n, err := c.TCPConn.Read(p)
+		if n > 0 || err == nil || !c.readDeadline.rearm(err, c.TCPConn.SetReadDeadline) {
+			return n, err
+		}
+	}
 }
 
 // Write writes p to the connection. When p is one of net/http's own plain-text error
@@ -56,11 +86,31 @@ func (c *plainConn) Write(p []byte) (int, error) {
 	const statusDigit = len("HTTP/1.1 ")
 	if len(p) > statusDigit && p[statusDigit] != '2' {
 		if resp, ok := api.ProtocolErrorResponse(p); ok {
-			if _, err := c.TCPConn.Write(resp); err != nil {
+			if _, err := c.write(resp); err != nil {
 				return 0, err
 			}
 			return len(p), nil
 		}
 	}
-	return c.TCPConn.Write(p)
+	return c.write(p)
+}
+
+// write writes p to the socket, and writes the rest of it again when the socket's write
+// deadline passed before the requested one.
+func (c *plainConn) write(p []byte) (int, error) {
+	written := 0
+	for {
+		n, err := c.TCPConn.Write(p[written:])
+		written += n
+		if err == nil || !c.writeDeadline.rearm(err, c.TCPConn.SetWriteDeadline) {
+			return written, err
+		}
+	}
+}
+
+// ReadFrom copies r to the connection through Write. Without it, *net.TCPConn's
+// ReadFrom, which net/http uses for bodies copied with io.Copy, would write to the
+// socket past the lazy write deadline.
+func (c *plainConn) ReadFrom(r io.Reader) (int64, error) {
+	return io.Copy(struct{ io.Writer }{c}, r)
 }
