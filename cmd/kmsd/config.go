@@ -523,7 +523,8 @@ func checkPprofListen(addr string) error {
 
 // validateDatabaseURL rejects a database URL that the store would take for the path of a
 // SQLite file although it was meant as a URL, which would put its password into file
-// names, errors and logs. The errors leave the URL out for the same reason.
+// names, errors and logs, and a PostgreSQL URL that pgx cannot parse, such as one with
+// port 70000 or sslmode=bogus. The errors leave the URL out.
 func validateDatabaseURL(databaseURL string) error {
 	switch {
 	case store.IsMistypedPostgresURL(databaseURL):
@@ -544,6 +545,10 @@ func validateDatabaseURL(databaseURL string) error {
 		return errors.New("database_url: contains user:password@ but is not a " +
 			"postgres:// or postgresql:// URL: correct its scheme, or rename a SQLite " +
 			"file whose path has \":\" before \"@\"")
+	case store.IsPostgresURL(databaseURL):
+		if err := store.CheckPostgresURL(databaseURL); err != nil {
+			return fmt.Errorf("database_url: %w", err)
+		}
 	}
 	return nil
 }
@@ -560,7 +565,13 @@ func (c config) logValues() []any {
 	for i := range t.NumField() {
 		name := t.Field(i).Tag.Get("json")
 		value := v.Field(i).Interface()
-		if name == "database_url" {
+		switch {
+		case name == "data_dir":
+			value = absolutePath(c.DataDir)
+		case name == "database_url" && !strings.ContainsAny(c.DatabaseURL, ":?"):
+			// A plain SQLite file path, without a scheme or parameters to mask.
+			value = absolutePath(c.DatabaseURL)
+		case name == "database_url":
 			value = maskURL(c.DatabaseURL)
 		}
 		if d, ok := value.(time.Duration); ok {
@@ -570,6 +581,16 @@ func (c config) logValues() []any {
 	}
 
 	return values
+}
+
+// absolutePath returns path made absolute, so that a log names the directory that a
+// relative path meant at start, or path itself when the working directory is unknown.
+func absolutePath(path string) string {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return path
+	}
+	return abs
 }
 
 // maskedValue replaces each secret of a database URL in logs and error messages.

@@ -331,6 +331,29 @@ func TestConfigLogValuesListEverySetting(t *testing.T) {
 	}
 }
 
+func TestConfigLogValuesAbsolutePaths(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := defaultConfig()
+	cfg.DataDir = "kms-data"
+	cfg.DatabaseURL = filepath.Join("kms-data", "kms.db")
+
+	values := cfg.logValues()
+	logged := map[string]any{}
+	for i := 0; i+1 < len(values); i += 2 {
+		logged[values[i].(string)] = values[i+1]
+	}
+
+	if got, want := logged["data_dir"], filepath.Join(wd, "kms-data"); got != want {
+		t.Errorf("data_dir logged as %v, want %s", got, want)
+	}
+	if got, want := logged["database_url"], filepath.Join(wd, "kms-data", "kms.db"); got != want {
+		t.Errorf("database_url logged as %v, want %s", got, want)
+	}
+}
+
 func TestTrustedProxiesValidation(t *testing.T) {
 	for _, tc := range []struct {
 		value    string
@@ -544,6 +567,24 @@ func TestConfigDatabaseURLValidation(t *testing.T) {
 			"database_url: contains user:password@"},
 		{"PostgreSQL scheme with one slash", "postgres:/kms:PWSECRET@127.0.0.1/db",
 			"database_url: starts like a PostgreSQL URL"},
+		{"PostgreSQL port out of range", "postgres://kms:PWSECRET@127.0.0.1:70000/db",
+			"database_url: invalid database URL: invalid port"},
+		{"PostgreSQL port not a number", "postgres://kms:PWSECRET@127.0.0.1:x/db",
+			"database_url: invalid database URL: check its syntax"},
+		{"connect_timeout not a number",
+			"postgres://kms:PWSECRET@127.0.0.1/db?connect_timeout=abc",
+			"database_url: invalid database URL: invalid connect_timeout"},
+		{"unknown sslmode", "postgres://kms:PWSECRET@127.0.0.1/db?sslmode=bogus",
+			"database_url: invalid database URL: failed to configure TLS (sslmode is invalid)"},
+		{"unknown target_session_attrs",
+			"postgres://kms:PWSECRET@127.0.0.1/db?target_session_attrs=sometimes",
+			"database_url: invalid database URL: unknown target_session_attrs value: sometimes"},
+		{"secret inside a TLS error",
+			"postgres://kms@127.0.0.1/db?sslmode=verify-full&sslrootcert=/nonexistent/PWSECRET.pem" +
+				"&sslpassword=PWSECRET",
+			"database_url: invalid database URL: failed to configure TLS (unable to read CA file"},
+		{"max_conns out of range", "postgres://kms:PWSECRET@127.0.0.1/db?max_conns=1",
+			"database_url: max_conns \"1\" in the database URL: expected 2 to 1000"},
 	}
 	for _, tt := range tests {
 		sources := map[string]struct {

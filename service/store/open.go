@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +21,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" database/sql driver
 )
@@ -326,18 +329,74 @@ func decodedForms(s string) []string {
 	return forms
 }
 
-func openPostgres(databaseURL string) (*SQLStore, error) {
-	databaseURL, maxConns, err := cutMaxConns(databaseURL)
+// CheckPostgresURL parses the postgres:// or postgresql:// URL databaseURL as Open does,
+// without connecting, and returns an error that names the invalid part, such as the
+// port or a parameter's value. The error quotes neither the URL nor any secret in it.
+func CheckPostgresURL(databaseURL string) error {
+	_, _, err := parsePostgresURL(databaseURL)
+	return err
+}
+
+// parsePostgresURL returns pgx's configuration of databaseURL and the max_conns that it
+// sets (cutMaxConns).
+func parsePostgresURL(databaseURL string) (*pgx.ConnConfig, int, error) {
+	stripped, maxConns, err := cutMaxConns(databaseURL)
 	if err != nil {
-		return nil, fmt.Errorf("open postgres store: %w", err)
+		return nil, 0, err
 	}
 
-	// pgx's parse error quotes the URL with only the password masked, so a secret in
-	// another parameter, such as options, would reach the log: it is replaced with one
-	// that quotes nothing. Connection errors go through redactingConnector.
-	cfg, err := pgx.ParseConfig(databaseURL)
+	cfg, err := pgx.ParseConfig(stripped)
 	if err != nil {
-		return nil, errors.New("open postgres store: invalid database URL: check its syntax")
+		return nil, 0, fmt.Errorf("invalid database URL: %s", parseErrorReason(err, stripped))
+	}
+	return cfg, maxConns, nil
+}
+
+// parseErrorReason returns the reason of pgx's parse error err without the URL that
+// pgx quotes in it with only the password masked, and with the value of each secret
+// parameter of databaseURL (IsSecretParam) replaced.
+func parseErrorReason(err error, databaseURL string) string {
+	var parseErr *pgconn.ParseConfigError
+	if !errors.As(err, &parseErr) {
+		return "check its syntax"
+	}
+	unquoted := *parseErr
+	unquoted.ConnString = ""
+	reason := strings.TrimPrefix(unquoted.Error(), "cannot parse ``: ")
+	if strings.HasPrefix(reason, "failed to parse as URL") {
+		// The cause is net/url's error, which quotes the whole URL.
+		return "failed to parse as URL: check its syntax"
+	}
+
+	u, urlErr := url.Parse(databaseURL)
+	if urlErr != nil {
+		return "check its syntax"
+	}
+	var secrets []string
+	if password, ok := u.User.Password(); ok && password != "" {
+		secrets = append(secrets, password)
+	}
+	for name, values := range u.Query() {
+		if IsSecretParam(name) {
+			secrets = append(secrets, values...)
+		}
+	}
+	slices.SortFunc(secrets, func(a, b string) int { return cmp.Compare(len(b), len(a)) })
+	for _, secret := range secrets {
+		if secret != "" {
+			reason = strings.ReplaceAll(reason, secret, redactedParam)
+		}
+	}
+	return reason
+}
+
+func openPostgres(databaseURL string) (*SQLStore, error) {
+	// pgx's parse error quotes the URL with only the password masked, so a secret in
+	// another parameter, such as options, would reach the log: parsePostgresURL leaves the
+	// URL out. Connection errors go through redactingConnector.
+	cfg, maxConns, err := parsePostgresURL(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres store: %w", err)
 	}
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = postgresConnectTimeout
