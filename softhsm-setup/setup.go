@@ -40,6 +40,9 @@ type Setup struct {
 	ConfPath   string // the softhsm2.conf that SOFTHSM2_CONF points at
 	TokenLabel string
 	PINFile    string // file holding the user PIN, mode 0600
+	// RestoredFiles are the token files that Ensure found cut short and put back from
+	// their copies (tokencopy.go).
+	RestoredFiles []string
 }
 
 // UserPIN reads the user PIN from s.PINFile.
@@ -85,7 +88,9 @@ const pinLength = 18
 //     before the token is initialised so that a crash cannot lose them,
 //   - the token itself, initialised in-process through PKCS#11 because softhsm2-util takes
 //     PINs only as arguments (visible in ps) or from a terminal,
-//   - dataDir/known-tokens.json, which lists label once the token exists.
+//   - dataDir/known-tokens.json, which lists label once the token exists,
+//   - dataDir/token-copies, with a copy of the token's token.object, which Ensure puts
+//     back when it finds the file cut short (tokencopy.go).
 //
 // A token that known-tokens.json lists but the token directory does not hold is not
 // initialised again: Ensure returns an error that wraps ErrTokenMissing. A token without
@@ -123,6 +128,16 @@ func Ensure(dataDir, label string) (Setup, error) {
 		return Setup{}, fmt.Errorf("set SOFTHSM2_CONF: %w", err)
 	}
 
+	// A staging token directory left by a first start that was killed holds no live
+	// token: it was never moved into place, or its token folder was moved already.
+	if err := removeStaging(dataDir); err != nil {
+		return Setup{}, err
+	}
+	setup.RestoredFiles, err = restoreTokenFiles(dataDir)
+	if err != nil {
+		return Setup{}, err
+	}
+
 	tokens := filepath.Join(dataDir, "tokens")
 	found, err := withLibrary(module, func(p11 *pkcs11.Ctx) (bool, error) {
 		_, ok, err := findToken(p11, label)
@@ -143,6 +158,9 @@ func Ensure(dataDir, label string) (Setup, error) {
 			return Setup{}, err
 		}
 		if err := recordKnownToken(dataDir, label); err != nil {
+			return Setup{}, err
+		}
+		if err := saveTokenFiles(dataDir); err != nil {
 			return Setup{}, err
 		}
 		return setup, nil
@@ -174,14 +192,117 @@ func Ensure(dataDir, label string) (Setup, error) {
 			ErrTokenMissing, label, tokens, dataDir)
 	}
 
-	if err := InitToken(conf, label, soPIN, userPIN); err != nil {
+	if libraryInUse(module) {
+		// Another user of the library in this process, such as a test, holds its state,
+		// which was read from SOFTHSM2_CONF at C_Initialize: the token is made in place.
+		err = InitToken(conf, label, soPIN, userPIN)
+	} else {
+		err = initTokenStaged(dataDir, conf, label, soPIN, userPIN)
+	}
+	if err != nil {
 		return Setup{}, err
 	}
 	if err := recordKnownToken(dataDir, label); err != nil {
 		return Setup{}, err
 	}
+	if err := saveTokenFiles(dataDir); err != nil {
+		return Setup{}, err
+	}
 
 	return setup, nil
+}
+
+// Names, in the data directory, of the staging token directory and its configuration,
+// where initTokenStaged makes a new token before it moves the token into place.
+const (
+	stagingTokensDir = "tokens.init"
+	stagingConfFile  = "softhsm2-init.conf"
+)
+
+// initTokenStaged initialises the token labelled label in a staging token directory and
+// then moves its folder into dataDir/tokens with one rename. SoftHSM2 2.6.1 writes
+// token.object in place at C_InitToken and again at C_InitPIN, so a process killed
+// meanwhile would otherwise leave a token file that is empty or cut short where the next
+// start looks for the token. It sets SOFTHSM2_CONF to conf again before it returns.
+func initTokenStaged(dataDir, conf, label, soPIN, userPIN string) error {
+	staging := filepath.Join(dataDir, stagingTokensDir)
+	stagingConf := filepath.Join(dataDir, stagingConfFile)
+	defer os.Setenv("SOFTHSM2_CONF", conf)
+	if err := removeStaging(dataDir); err != nil {
+		return err
+	}
+	if err := os.Mkdir(staging, 0o700); err != nil {
+		return fmt.Errorf("create the staging token directory: %w", err)
+	}
+	defer removeStaging(dataDir)
+	if err := writeFileAtomic(stagingConf, []byte(confText(staging))); err != nil {
+		return fmt.Errorf("write %s: %w", stagingConf, err)
+	}
+
+	if err := InitToken(stagingConf, label, soPIN, userPIN); err != nil {
+		return err
+	}
+
+	folders, err := os.ReadDir(staging)
+	if err != nil {
+		return fmt.Errorf("read the staging token directory: %w", err)
+	}
+	if len(folders) != 1 || !folders[0].IsDir() {
+		return fmt.Errorf("the staging token directory %s holds %d entries after "+
+			"C_InitToken, expected one token folder", staging, len(folders))
+	}
+	folder := folders[0].Name()
+	if err := syncFolder(filepath.Join(staging, folder)); err != nil {
+		return fmt.Errorf("flush the new token to disk: %w", err)
+	}
+
+	tokens := filepath.Join(dataDir, "tokens")
+	if err := os.Rename(filepath.Join(staging, folder), filepath.Join(tokens, folder)); err != nil {
+		return fmt.Errorf("move the new token into %s: %w", tokens, err)
+	}
+	if err := syncFolder(tokens); err != nil {
+		return fmt.Errorf("flush %s to disk: %w", tokens, err)
+	}
+	return nil
+}
+
+// removeStaging removes the staging token directory and its configuration.
+func removeStaging(dataDir string) error {
+	if err := os.RemoveAll(filepath.Join(dataDir, stagingTokensDir)); err != nil {
+		return fmt.Errorf("remove the staging token directory: %w", err)
+	}
+	err := os.Remove(filepath.Join(dataDir, stagingConfFile))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove the staging token configuration: %w", err)
+	}
+	return nil
+}
+
+// syncFolder flushes the files directly in dir, and dir itself, to disk.
+func syncFolder(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		if err := syncPath(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return syncPath(dir)
+}
+
+// syncPath flushes the file or directory at path to disk.
+func syncPath(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }
 
 // damagedAdvice is the advice for a token file that a killed SoftHSM2 left damaged.
@@ -192,11 +313,12 @@ const damagedAdvice = "Restore the data directory from a backup. If no key was e
 // under tokens, or "" when there is none.
 //
 // NOTE: SoftHSM2 2.6.1 rewrites token.object and object files in place, so a kill while
-// it writes one, such as during a first start, can leave it empty or cut short. Only an
-// empty file is recognised here. A cut-short token file shows as a token whose SO PIN
-// no longer logs in, and a cut-short key object as a key that the token rejects. Only
-// the credential sealing key is then replaced, while no credential is stored
-// (auth.Credentials.seal).
+// it writes one can leave it empty or cut short. Ensure restores a cut-short token.object
+// from its copy (tokencopy.go), so this check only matters in a data directory without
+// copies. There only an empty file is recognised, and a cut-short token file shows as a
+// token whose SO PIN no longer logs in. A key object cut short at its creation shows as
+// a key that the token rejects. Only the credential sealing key is then replaced, while
+// no credential is stored (auth.Credentials.seal).
 func damagedTokenFile(tokens string) string {
 	files, _ := filepath.Glob(filepath.Join(tokens, "*", "token.object"))
 	for _, f := range files {
@@ -260,14 +382,18 @@ func writeConf(dataDir string) (conf string, createdTokens bool, err error) {
 	}
 
 	conf = filepath.Join(dataDir, "softhsm2.conf")
-	text := "directories.tokendir = " + tokens + "\n" +
-		"objectstore.backend = file\n" +
-		"log.level = ERROR\n"
-	if err := writeFileAtomic(conf, []byte(text)); err != nil {
+	if err := writeFileAtomic(conf, []byte(confText(tokens))); err != nil {
 		return "", false, fmt.Errorf("write %s: %w", conf, err)
 	}
 
 	return conf, createdTokens, nil
+}
+
+// confText returns the SoftHSM2 configuration of a file-backed token directory tokens.
+func confText(tokens string) string {
+	return "directories.tokendir = " + tokens + "\n" +
+		"objectstore.backend = file\n" +
+		"log.level = ERROR\n"
 }
 
 // ensurePIN returns the PIN stored in path, generating and storing one when path is

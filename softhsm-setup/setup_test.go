@@ -5,10 +5,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/miekg/pkcs11"
 )
@@ -62,7 +64,7 @@ func TestEnsureFirstRun(t *testing.T) {
 	if err != nil {
 		t.Fatalf("second Ensure: %v", err)
 	}
-	if again != setup {
+	if !reflect.DeepEqual(again, setup) {
 		t.Errorf("second Ensure returned %+v, expected %+v", again, setup)
 	}
 	pinAgain, err := again.UserPIN()
@@ -318,5 +320,58 @@ func TestEnsureFinishesInterruptedInit(t *testing.T) {
 	}
 	if !slices.Contains(known, "kms") {
 		t.Errorf("known tokens = %q, expected kms", known)
+	}
+}
+
+// killedStartDir names the data directory of the child process that
+// TestEnsureAfterKilledFirstStart starts and kills.
+const killedStartDir = "SOFTHSM_SETUP_TEST_KILLED_DIR"
+
+// TestEnsureAfterKilledFirstStart kills first starts, which log in after Ensure, at 0 to
+// 50 ms in steps of 250 µs. SoftHSM2 rewrites the token file within that window. The next
+// start must find or make a token that logs in, and leave no staging directory.
+
+func TestEnsureAfterKilledFirstStart(t *testing.T) {
+	if _, err := FindModule(); err != nil {
+		t.Skip(err)
+	}
+	if dataDir := os.Getenv(killedStartDir); dataDir != "" {
+		setup, err := Ensure(dataDir, "kms")
+		if err != nil {
+			t.Fatalf("Ensure: %v", err)
+		}
+		pin, err := setup.UserPIN()
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkLogin(t, setup, pin)
+		return
+	}
+
+	child := func(dataDir string) *exec.Cmd {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestEnsureAfterKilledFirstStart$", "-test.v")
+		cmd.Env = append(os.Environ(), killedStartDir+"="+dataDir)
+		return cmd
+	}
+	for delay := time.Duration(0); delay <= 50*time.Millisecond; delay += 250 * time.Microsecond {
+		dataDir := filepath.Join(t.TempDir(), "data")
+
+		killed := child(dataDir)
+		if err := killed.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(delay)
+		_ = killed.Process.Kill()
+		_ = killed.Wait()
+
+		out, err := child(dataDir).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestEnsureAfterKilledFirstStart") {
+			t.Fatalf("start after a first start killed at %v failed: %v\n%s", delay, err, out)
+		}
+		for _, leftover := range []string{stagingTokensDir, stagingConfFile} {
+			if _, err := os.Stat(filepath.Join(dataDir, leftover)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("after a first start killed at %v, %s is left: %v", delay, leftover, err)
+			}
+		}
 	}
 }

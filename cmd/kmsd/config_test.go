@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -651,7 +652,7 @@ func TestTokenConfigPINSources(t *testing.T) {
 				return ""
 			}
 
-			hc, err := tokenConfig(cfg, getenv)
+			hc, err := tokenConfig(cfg, getenv, slog.New(slog.DiscardHandler))
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("tokenConfig error = %v, want one containing %q", err, tt.wantErr)

@@ -136,7 +136,7 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, log *slo
 		defer stopPprof()
 	}
 
-	hsmCfg, err := tokenConfig(cfg, getenv)
+	hsmCfg, err := tokenConfig(cfg, getenv, log)
 	if err != nil {
 		return err
 	}
@@ -245,7 +245,7 @@ func newRegistry(module *hsm.Module) (*prometheus.Registry, error) {
 // tokenConfig returns the token settings: the embedded SoftHSM2 token in the data
 // directory when no module is configured, else the configured module with its PIN from
 // KMS_PIN or the PIN file. Setting both KMS_PIN and a PIN file is an error.
-func tokenConfig(cfg config, getenv func(string) string) (hsm.Config, error) {
+func tokenConfig(cfg config, getenv func(string) string, log *slog.Logger) (hsm.Config, error) {
 	hc := hsm.Config{
 		ModulePath:         cfg.PKCS11Module,
 		TokenLabel:         cfg.TokenLabel,
@@ -260,6 +260,10 @@ func tokenConfig(cfg config, getenv func(string) string) (hsm.Config, error) {
 		setup, err := softhsmsetup.Ensure(cfg.DataDir, cfg.TokenLabel)
 		if err != nil {
 			return hsm.Config{}, fmt.Errorf("setting up the embedded SoftHSM2 token: %w", err)
+		}
+		for _, path := range setup.RestoredFiles {
+			log.Warn("token file was cut short, as a kill or power loss while SoftHSM2 "+
+				"rewrote it leaves it, and was restored from its copy", "path", path)
 		}
 		hc.ModulePath = setup.ModulePath
 		if hc.MaxConcurrentCalls == 0 {

@@ -363,12 +363,16 @@ func TestKmsdNamesEmptyTokenFile(t *testing.T) {
 	p := startKmsd(t, dataDir)
 	p.stop(t)
 
-	// What a kill while SoftHSM2 rewrites the token file leaves.
+	// What a kill while SoftHSM2 rewrites the token file leaves, in a data directory
+	// without the copy that kmsd restores the file from.
 	files, err := filepath.Glob(filepath.Join(dataDir, "tokens", "*", "token.object"))
 	if err != nil || len(files) != 1 {
 		t.Fatalf("token files = %v, %v; want one", files, err)
 	}
 	if err := os.Truncate(files[0], 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dataDir, "token-copies")); err != nil {
 		t.Fatal(err)
 	}
 
@@ -377,6 +381,52 @@ func TestKmsdNamesEmptyTokenFile(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("kmsd output does not contain %q:\n%s", want, out)
 		}
+	}
+}
+
+func TestKmsdRestoresCutShortTokenFile(t *testing.T) {
+	for _, keep := range []struct {
+		name  string
+		bytes func(size int64) int64
+	}{
+		{"empty", func(int64) int64 { return 0 }},
+		{"half", func(size int64) int64 { return size / 2 }},
+		{"one byte short", func(size int64) int64 { return size - 1 }},
+	} {
+		t.Run(keep.name, func(t *testing.T) {
+			dataDir := t.TempDir()
+			p := startKmsd(t, dataDir)
+			keyID := keyIDOf(t, kmsctl(t, p, dataDir, "create-key", "--alias", "torn"))
+			created := decodeJSON(t, kmsctl(t, p, dataDir, "create-datakey", keyID,
+				"--bits", "256"))
+			p.stop(t)
+
+			// What a kill between SoftHSM2's truncation and rewrite of the file at
+			// C_Login leaves.
+			files, err := filepath.Glob(filepath.Join(dataDir, "tokens", "*", "token.object"))
+			if err != nil || len(files) != 1 {
+				t.Fatalf("token files = %v, %v; want one", files, err)
+			}
+			info, err := os.Stat(files[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(files[0], keep.bytes(info.Size())); err != nil {
+				t.Fatal(err)
+			}
+
+			p = startKmsd(t, dataDir)
+			dec := decodeJSON(t, kmsctl(t, p, dataDir, "decrypt-datakey", keyID,
+				"--cipher", created["cipher_text"].(string), "--length", "32"))
+			if dec["data_key"] != created["plain_text"] {
+				t.Errorf("data_key after the restore differs from create-datakey's plain_text")
+			}
+			p.stop(t)
+			if logs := p.logs.String(); !strings.Contains(logs, "restored from its copy") ||
+				!strings.Contains(logs, files[0]) {
+				t.Errorf("kmsd did not log the restored file %s:\n%s", files[0], logs)
+			}
+		})
 	}
 }
 
