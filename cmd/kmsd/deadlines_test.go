@@ -176,3 +176,45 @@ func TestPlainConnWriteDeadlinePasses(t *testing.T) {
 		t.Errorf("Write timed out %v before the deadline", deadline.Sub(now))
 	}
 }
+
+func TestLazyDeadlineSetsSocket(t *testing.T) {
+	base := time.Now()
+	at := func(seconds int) time.Time { return base.Add(time.Duration(seconds) * time.Second) }
+	tests := []struct {
+		name        string
+		laterAtOnce bool
+		deadlines   []time.Time
+		wantArmed   []time.Time // the deadlines put on the socket, in order
+	}{
+		{"read: later deadlines stay lazy", false,
+			[]time.Time{at(10), at(20), {}, at(120), at(15)}, []time.Time{at(10)}},
+		{"read: earlier deadline set at once", false,
+			[]time.Time{at(120), at(10), time.Unix(1, 0), {}}, []time.Time{at(120), at(10), time.Unix(1, 0)}},
+		{"write: every deadline set at once", true,
+			[]time.Time{at(30), {}, at(31), {}, at(32)}, []time.Time{at(30), at(31), at(32)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := lazyDeadline{laterAtOnce: tt.laterAtOnce}
+			var armed []time.Time
+			arm := func(t time.Time) error {
+				armed = append(armed, t)
+				return nil
+			}
+			for _, deadline := range tt.deadlines {
+				if err := d.set(deadline, arm); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			if len(armed) != len(tt.wantArmed) {
+				t.Fatalf("socket deadlines = %v, want %v", armed, tt.wantArmed)
+			}
+			for i := range armed {
+				if !armed[i].Equal(tt.wantArmed[i]) {
+					t.Errorf("socket deadline %d = %v, want %v", i, armed[i], tt.wantArmed[i])
+				}
+			}
+		})
+	}
+}

@@ -23,7 +23,9 @@ func (l plainListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	if tc, ok := c.(*net.TCPConn); ok {
-		return &plainConn{TCPConn: tc}, nil
+		pc := &plainConn{TCPConn: tc}
+		pc.writeDeadline.laterAtOnce = true
+		return pc, nil
 	}
 	return c, nil
 }
