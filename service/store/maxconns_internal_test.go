@@ -20,6 +20,13 @@ func TestCutMaxConns(t *testing.T) {
 		{"two", "postgres://u@h/db?max_conns=2", "postgres://u@h/db", 2, false},
 		{"too many", "postgres://u@h/db?max_conns=5000", "", 0, true},
 		{"not a number", "postgres://u@h/db?max_conns=lots", "", 0, true},
+		{"given twice", "postgres://u@h/db?max_conns=2&max_conns=4", "", 0, true},
+		{"encoded space kept", "postgres://u@h/db?max_conns=4&options=-c%20statement_timeout%3D60000",
+			"postgres://u@h/db?options=-c%20statement_timeout%3D60000", 4, false},
+		{"encoded name", "postgres://u@h/db?max%5Fconns=8&sslmode=disable",
+			"postgres://u@h/db?sslmode=disable", 8, false},
+		{"userinfo encoding kept", "postgres://u:p%40ss@h/db?sslmode=disable&max_conns=3",
+			"postgres://u:p%40ss@h/db?sslmode=disable", 3, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -422,12 +422,14 @@ func openPostgres(databaseURL string) (*SQLStore, error) {
 func cutMaxConns(databaseURL string) (string, int, error) {
 	u, err := url.Parse(databaseURL)
 	if err != nil {
-		// The parse error is left out because its message can contain the password.
-		return "", 0, errors.New("invalid database URL: check its syntax")
+		return "", 0, urlParseError(err)
 	}
 	q := u.Query()
 	if !q.Has("max_conns") {
 		return databaseURL, postgresMaxConns, nil
+	}
+	if len(q["max_conns"]) > 1 {
+		return "", 0, errors.New("max_conns is given more than once in the database URL")
 	}
 
 	n, err := strconv.Atoi(q.Get("max_conns"))
@@ -435,9 +437,39 @@ func cutMaxConns(databaseURL string) (string, int, error) {
 		return "", 0, fmt.Errorf("max_conns %q in the database URL: expected 2 to 1000",
 			q.Get("max_conns"))
 	}
-	q.Del("max_conns")
-	u.RawQuery = q.Encode()
-	return u.String(), n, nil
+
+	// The other parameters keep their encoding: url.Values.Encode would write a space
+	// that the URL encodes as %20 as "+", which pgx does not decode, so an options value
+	// with a space would reach the server with "+" in it.
+	prefix, query, _ := strings.Cut(databaseURL, "?")
+	query, fragment, hasFragment := strings.Cut(query, "#")
+	var otherParams []string
+	for _, param := range strings.Split(query, "&") {
+		name, _, _ := strings.Cut(param, "=")
+		if decoded, err := url.QueryUnescape(name); err == nil && decoded == "max_conns" {
+			continue
+		}
+		otherParams = append(otherParams, param)
+	}
+	stripped := prefix
+	if len(otherParams) > 0 {
+		stripped += "?" + strings.Join(otherParams, "&")
+	}
+	if hasFragment {
+		stripped += "#" + fragment
+	}
+	return stripped, n, nil
+}
+
+// urlParseError returns the error for a database URL that net/url cannot parse. It names
+// an invalid port, and leaves out the rest of net/url's error, which quotes the URL with
+// its password.
+func urlParseError(err error) error {
+	var urlErr *url.Error
+	if errors.As(err, &urlErr) && strings.HasPrefix(urlErr.Err.Error(), "invalid port") {
+		return errors.New("invalid database URL: invalid port after the host name")
+	}
+	return errors.New("invalid database URL: check its syntax")
 }
 
 func openSQLite(databaseURL string, log *slog.Logger) (*SQLStore, error) {

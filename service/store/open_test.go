@@ -368,6 +368,20 @@ func TestOpenPostgresMaxConns(t *testing.T) {
 	}
 }
 
+func TestOpenPostgresMaxConnsKeepsOptions(t *testing.T) {
+	// The server rejects a connection whose options name "+statement_timeout", which is
+	// what a space encoded as %20 became when the query was encoded again.
+	url := storetest.PostgresURL(t) + "&max_conns=3&options=-c%20statement_timeout%3D60000"
+	s, err := store.Open(t.Context(), url, nil)
+	if err != nil {
+		t.Fatalf("Open with max_conns and options: %v", err)
+	}
+	defer s.Close()
+	if err := s.Ping(t.Context()); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+}
+
 func TestOpenRejectsKeywordValueString(t *testing.T) {
 	// Not parallel: t.Chdir changes the working directory of the process, where a
 	// keyword/value string taken for a relative SQLite path would be created.
