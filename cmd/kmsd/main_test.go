@@ -104,10 +104,17 @@ func startKmsd(t *testing.T, dataDir string, extraEnv ...string) *kmsdProcess {
 // startKmsdBinary starts the kmsd binary at path bin and waits until it is ready.
 func startKmsdBinary(t *testing.T, bin, dataDir string, extraEnv ...string) *kmsdProcess {
 	t.Helper()
+	return startKmsdAs(t, bin, bin, dataDir, extraEnv...)
+}
+
+// startKmsdAs is startKmsdBinary with argv0 as the process's first argument.
+func startKmsdAs(t *testing.T, bin, argv0, dataDir string, extraEnv ...string) *kmsdProcess {
+	t.Helper()
 	addr := freeAddr(t)
 
 	p := &kmsdProcess{addr: addr, logs: &syncBuffer{}}
 	p.cmd = exec.Command(bin, "--data-dir", dataDir, "--listen", addr)
+	p.cmd.Args[0] = argv0
 	p.cmd.Env = append(os.Environ(), extraEnv...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {

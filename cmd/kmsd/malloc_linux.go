@@ -51,6 +51,9 @@ func execWithMallocTunables(environ []string, lookupEnv func(string) (string, bo
 	}
 
 	env := append(environ[:len(environ):len(environ)], "GLIBC_TUNABLES="+mallocTunables)
+	if comm, err := os.ReadFile("/proc/self/comm"); err == nil {
+		env = append(env, execNameVar+"="+string(bytes.TrimSpace(comm)))
+	}
 	if err := syscall.Exec("/proc/self/exe", os.Args, env); err != nil {
 		return fmt.Errorf("re-executing kmsd with GLIBC_TUNABLES=%s: %w", mallocTunables, err)
 	}
@@ -92,18 +95,29 @@ func init() {
 	restoreProcessName()
 }
 
-// restoreProcessName names the process and its threads after its first argument, as the
-// kernel named it before execWithMallocTunables executed /proc/self/exe, which the kernel
-// names "exe". The Go runtime starts threads before init, and each new thread takes the
-// name of the thread that starts it, so every thread still named "exe" is renamed too
-// (top -H and perf show thread names).
+// execNameVar carries the process name that the kernel gave kmsd, after the file it
+// executed, to the image that execWithMallocTunables starts from /proc/self/exe.
+const execNameVar = "KMSD_EXEC_NAME"
+
+// restoreProcessName names the process and its threads as the kernel named them before
+// execWithMallocTunables executed /proc/self/exe, which the kernel names "exe": after the
+// file first executed (execNameVar), or else after the first argument. The Go runtime
+// starts threads before init, and each new thread takes the name of the thread that
+// starts it, so every thread still named "exe" is renamed too (top -H and perf show
+// thread names).
 func restoreProcessName() {
+	name, passed := os.LookupEnv(execNameVar)
+	if passed {
+		_ = os.Unsetenv(execNameVar)
+	}
 	comm, err := os.ReadFile("/proc/self/comm")
 	if err != nil || string(bytes.TrimSpace(comm)) != "exe" {
 		return
 	}
-	name := filepath.Base(os.Args[0])
-	if name == "exe" || name == "." || name == "/" {
+	if !passed {
+		name = filepath.Base(os.Args[0])
+	}
+	if name == "" || name == "exe" || name == "." || name == "/" {
 		return
 	}
 

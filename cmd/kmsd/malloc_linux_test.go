@@ -27,6 +27,7 @@ func TestKmsdMallocTunables(t *testing.T) {
 	cases := []struct {
 		name     string
 		bin      string
+		argv0    string // the first argument, bin when empty
 		env      []string
 		want     string
 		wantName string
@@ -39,6 +40,10 @@ func TestKmsdMallocTunables(t *testing.T) {
 		{
 			name: "symlink keeps its name", bin: link, want: mallocTunables,
 			wantName: "kms-link", wantLog: "glibc malloc tunables set",
+		},
+		{
+			name: "first argument other than the file", bin: bin, argv0: "custom-argv0",
+			want: mallocTunables, wantName: "kmsd", wantLog: "glibc malloc tunables set",
 		},
 		{
 			name: "operator value kept", bin: bin,
@@ -60,7 +65,11 @@ func TestKmsdMallocTunables(t *testing.T) {
 
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p := startKmsdBinary(t, tc.bin, t.TempDir(), tc.env...)
+			argv0 := tc.argv0
+			if argv0 == "" {
+				argv0 = tc.bin
+			}
+			p := startKmsdAs(t, tc.bin, argv0, t.TempDir(), tc.env...)
 
 			// The PID is the one the test started, so the values are those of the
 			// process image that serves, after any exec.
