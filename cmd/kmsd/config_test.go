@@ -178,6 +178,8 @@ func TestConfigMaskDatabaseURL(t *testing.T) {
 		{"SQLite path", "kms-data/kms.db", "kms-data/kms.db", nil},
 		{"SQLite parameters", "file:kms.db?mode=rwc&_auth_pass=AP",
 			"file:kms.db?mode=rwc&_auth_pass=xxxxx", []string{"AP"}},
+		{"SQLCipher key parameter", "file:kms.db?_pragma_key=PK&_foreign_keys=1",
+			"file:kms.db?_pragma_key=xxxxx&_foreign_keys=1", []string{"PK"}},
 		{"keyword/value string", "host=db user=kms password=KV dbname=kms",
 			"host=db user=kms password=xxxxx dbname=kms", []string{"KV"}},
 		{"keyword/value quoted", "host=db password = 'a b\\' c' sslpassword=SP",

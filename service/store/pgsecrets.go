@@ -20,13 +20,14 @@ const redactedParam = "(redacted)"
 
 // IsSecretParam reports whether a database connection parameter named name can carry a
 // secret: names that contain "pass" (password, sslpassword, passwd, and go-sqlite3's
-// _auth_pass) or "secret", in any case, and libpq's "options", whose command-line
-// options can set any run-time parameter, a password among them. passfile, a path, is
-// taken too, which hides nothing secret.
+// _auth_pass) or "secret", in any case, names "key" or ending in "_key" (SQLCipher's
+// _pragma_key), and libpq's "options", whose command-line options can set any run-time
+// parameter, a password among them. passfile, a path, is taken too, which hides nothing
+// secret.
 func IsSecretParam(name string) bool {
 	name = strings.ToLower(name)
 	return strings.Contains(name, "pass") || strings.Contains(name, "secret") ||
-		name == "options"
+		name == "key" || strings.HasSuffix(name, "_key") || name == "options"
 }
 
 // redactingConnector opens connections through pgx and takes the secret values of the
