@@ -327,10 +327,10 @@ func TestEnsureFinishesInterruptedInit(t *testing.T) {
 // TestEnsureAfterKilledFirstStart starts and kills.
 const killedStartDir = "SOFTHSM_SETUP_TEST_KILLED_DIR"
 
-// TestEnsureAfterKilledFirstStart kills first starts, which log in after Ensure, at 0 to
-// 50 ms in steps of 250 µs. SoftHSM2 rewrites the token file within that window. The next
-// start must find or make a token that logs in, and leave no staging directory.
-
+// TestEnsureAfterKilledFirstStart kills first starts, which log in after Ensure, at 300
+// moments spread over the time that one first start takes, within which SoftHSM2 writes
+// and rewrites the token file. The next start must find or make a token that logs in,
+// and leave no staging directory.
 func TestEnsureAfterKilledFirstStart(t *testing.T) {
 	if _, err := FindModule(); err != nil {
 		t.Skip(err)
@@ -353,7 +353,17 @@ func TestEnsureAfterKilledFirstStart(t *testing.T) {
 		cmd.Env = append(os.Environ(), killedStartDir+"="+dataDir)
 		return cmd
 	}
-	for delay := time.Duration(0); delay <= 50*time.Millisecond; delay += 250 * time.Microsecond {
+
+	// How long a whole first start takes in a child process on this machine.
+	started := time.Now()
+	if out, err := child(filepath.Join(t.TempDir(), "data")).CombinedOutput(); err != nil {
+		t.Fatalf("first start: %v\n%s", err, out)
+	}
+	span := time.Since(started)
+
+	const kills = 300
+	for i := range kills {
+		delay := span * time.Duration(i) / kills
 		dataDir := filepath.Join(t.TempDir(), "data")
 
 		killed := child(dataDir)
@@ -364,10 +374,15 @@ func TestEnsureAfterKilledFirstStart(t *testing.T) {
 		_ = killed.Process.Kill()
 		_ = killed.Wait()
 
-		out, err := child(dataDir).CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "--- PASS: TestEnsureAfterKilledFirstStart") {
-			t.Fatalf("start after a first start killed at %v failed: %v\n%s", delay, err, out)
+		setup, err := Ensure(dataDir, "kms")
+		if err != nil {
+			t.Fatalf("start after a first start killed at %v of %v failed: %v", delay, span, err)
 		}
+		pin, err := setup.UserPIN()
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkLogin(t, setup, pin)
 		for _, leftover := range []string{stagingTokensDir, stagingConfFile} {
 			if _, err := os.Stat(filepath.Join(dataDir, leftover)); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("after a first start killed at %v, %s is left: %v", delay, leftover, err)
