@@ -89,8 +89,9 @@ const pinLength = 18
 //   - the token itself, initialised in-process through PKCS#11 because softhsm2-util takes
 //     PINs only as arguments (visible in ps) or from a terminal,
 //   - dataDir/known-tokens.json, which lists label once the token exists,
-//   - dataDir/token-copies, with a copy of the token's token.object, which Ensure puts
-//     back when it finds the file cut short (tokencopy.go).
+//   - dataDir/token-copies, with a copy of the token's token.object, written when Ensure
+//     creates the token and refreshed by SaveTokenFiles, which Ensure puts back when it
+//     finds the file cut short (tokencopy.go).
 //
 // A token that known-tokens.json lists but the token directory does not hold is not
 // initialised again: Ensure returns an error that wraps ErrTokenMissing. A token without
@@ -160,9 +161,6 @@ func Ensure(dataDir, label string) (Setup, error) {
 		if err := recordKnownToken(dataDir, label); err != nil {
 			return Setup{}, err
 		}
-		if err := saveTokenFiles(dataDir); err != nil {
-			return Setup{}, err
-		}
 		return setup, nil
 	}
 
@@ -205,7 +203,7 @@ func Ensure(dataDir, label string) (Setup, error) {
 	if err := recordKnownToken(dataDir, label); err != nil {
 		return Setup{}, err
 	}
-	if err := saveTokenFiles(dataDir); err != nil {
+	if err := SaveTokenFiles(dataDir); err != nil {
 		return Setup{}, err
 	}
 

@@ -15,11 +15,13 @@ import (
 // the token's PINs and the key that encrypts every key object, so such a token loses all
 // its keys.
 //
-// Ensure therefore keeps a copy of each token's token.object, written atomically, in
-// dataDir/token-copies, and puts the copy back when it finds the token file shorter than
-// the copy. Logins rewrite the file with the same length once the user PIN is set, so a
-// shorter file is a cut-short one. Restoring the copy loses only flag changes since it
-// was taken, such as the count of failed logins.
+// Ensure therefore puts back a copy of each token's token.object, kept in
+// dataDir/token-copies, when it finds the token file shorter than the copy. Ensure
+// writes the copy of a token it creates, and SaveTokenFiles refreshes it, atomically,
+// after kmsd logs in with the user PIN at each start (cmd/kmsd). Logins rewrite the
+// file with the same length once the user PIN is set, so a shorter file is a cut-short
+// one. Restoring the copy loses only flag changes since it was taken, such as the count
+// of failed logins.
 //
 // NOTE: a PIN changed with SoftHSM2's own tools is assumed to keep the file's length;
 // kmsd itself never changes a PIN.
@@ -63,10 +65,12 @@ func restoreTokenFiles(dataDir string) ([]string, error) {
 	return restored, nil
 }
 
-// saveTokenFiles copies each token.object under dataDir/tokens to dataDir/token-copies,
-// unless the file is shorter than the copy there, which restoreTokenFiles would have put
-// back, or the copy is the same already.
-func saveTokenFiles(dataDir string) error {
+// SaveTokenFiles copies each token.object under dataDir/tokens to dataDir/token-copies,
+// unless the file is shorter than the copy there, which Ensure would have put back, or
+// the copy is the same already. Call it once the token has logged in with the user PIN,
+// so that the file it copies is known to be sound: a file that lets SoftHSM2 find the
+// token may still be damaged past its label.
+func SaveTokenFiles(dataDir string) error {
 	folders, err := tokenFolders(dataDir)
 	if err != nil {
 		return err

@@ -437,6 +437,37 @@ func TestKmsdRestoresCutShortTokenFile(t *testing.T) {
 	}
 }
 
+func TestKmsdWritesMissingTokenCopy(t *testing.T) {
+	dataDir := t.TempDir()
+	p := startKmsd(t, dataDir)
+	p.stop(t)
+
+	// A data directory made before kmsd kept copies of its token file.
+	copies := filepath.Join(dataDir, "token-copies")
+	if err := os.RemoveAll(copies); err != nil {
+		t.Fatal(err)
+	}
+
+	p = startKmsd(t, dataDir)
+	p.stop(t)
+	files, err := filepath.Glob(filepath.Join(dataDir, "tokens", "*", "token.object"))
+	if err != nil || len(files) != 1 {
+		t.Fatalf("token files = %v, %v; want one", files, err)
+	}
+	want, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(copies, filepath.Base(filepath.Dir(files[0]))))
+	if err != nil {
+		t.Fatalf("no copy of the token file after a start: %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("copy of the token file has %d bytes that differ from the file's %d",
+			len(got), len(want))
+	}
+}
+
 // runKmsdExpectingExit runs kmsd on dataDir, expects it to exit with an error within
 // 30 s, and returns its output.
 func runKmsdExpectingExit(t *testing.T, dataDir string) string {

@@ -19,6 +19,7 @@ import (
 	"github.com/hsmkms/kms/service/audit"
 	"github.com/hsmkms/kms/service/auth"
 	"github.com/hsmkms/kms/service/store"
+	softhsmsetup "github.com/hsmkms/kms/softhsm-setup"
 )
 
 // Retry delays of the start-up steps that need the token. The delay doubles after each
@@ -164,6 +165,13 @@ func startServices(ctx context.Context, c components, sw *handlerSwitch, svcs *s
 
 	if err := waitForToken(ctx, c.token, c.log); err != nil {
 		return err
+	}
+	if c.cfg.PKCS11Module == "" {
+		// The token has just logged in with the user PIN, so its token file is sound.
+		if err := softhsmsetup.SaveTokenFiles(c.cfg.DataDir); err != nil {
+			c.log.Warn("keeping a copy of the token file failed; a token file cut short "+
+				"by a kill can then not be restored", "error", err)
+		}
 	}
 	if err := waitForTokenForStore(ctx, c.token, c.pin, c.store, c.cfg.AcceptRestoredToken,
 		&c.state.tokenMismatch, c.log); err != nil {
