@@ -98,7 +98,17 @@ const pinLength = 18
 // a user PIN, left by a process killed during its initialisation, gets its user PIN.
 //
 // Ensure sets SOFTHSM2_CONF in the process environment. Call it before hsm.Open.
-func Ensure(dataDir, label string) (Setup, error) {
+func Ensure(dataDir, label string) (_ Setup, err error) {
+	// A failure after a restore still reports the restore, which changed the data
+	// directory.
+	var restored []string
+	defer func() {
+		if err != nil && len(restored) > 0 {
+			err = fmt.Errorf("%w (this start first restored %s from its copy in %s)", err,
+				strings.Join(restored, ", "), tokenCopiesDir)
+		}
+	}()
+
 	module, err := FindModule()
 	if err != nil {
 		return Setup{}, err
@@ -135,6 +145,7 @@ func Ensure(dataDir, label string) (Setup, error) {
 		return Setup{}, err
 	}
 	setup.RestoredFiles, err = restoreTokenFiles(dataDir)
+	restored = setup.RestoredFiles
 	if err != nil {
 		return Setup{}, err
 	}
@@ -177,7 +188,8 @@ func Ensure(dataDir, label string) (Setup, error) {
 			}
 			return Setup{}, fmt.Errorf("%w: SoftHSM2 finds no token %q in %s, which is not "+
 				"empty. Check that this user can read the files there, or restore the "+
-				"directory from a backup", ErrTokenMissing, label, tokens)
+				"directory from a backup%s", ErrTokenMissing, label, tokens,
+				copyAdvice(dataDir))
 		}
 		if createdTokens {
 			// Left in place, the empty directory would take in a backup moved back to

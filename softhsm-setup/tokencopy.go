@@ -2,10 +2,13 @@ package softhsmsetup
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // SoftHSM2 2.6.1 rewrites a token's token.object in place at every C_Login: it truncates
@@ -30,8 +33,49 @@ import (
 // named after the token's folder under the token directory.
 const tokenCopiesDir = "token-copies"
 
+// copyHeader starts each copy file, followed by the SHA-256 of the token file in hex, a
+// newline and the token file itself. A copy whose content does not match the digest was
+// damaged or replaced, and is never put back.
+const copyHeader = "kmsd token file copy sha256="
+
+// encodeCopy returns the copy file of the token file content.
+func encodeCopy(content []byte) []byte {
+	sum := sha256.Sum256(content)
+	out := append([]byte(copyHeader), hex.EncodeToString(sum[:])...)
+	out = append(out, '\n')
+	return append(out, content...)
+}
+
+// readCopy returns the token file that the copy file at path holds. ok is false when
+// path is not a regular file or its content does not match its digest.
+func readCopy(path string) (content []byte, ok bool, err error) {
+	info, err := os.Lstat(path)
+	if err != nil {
+		return nil, false, err
+	}
+	if !info.Mode().IsRegular() {
+		return nil, false, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, false, err
+	}
+
+	header, content, found := bytes.Cut(b, []byte{'\n'})
+	digest, hasHeader := bytes.CutPrefix(header, []byte(copyHeader))
+	if !found || !hasHeader {
+		return nil, false, nil
+	}
+	sum := sha256.Sum256(content)
+	if !bytes.Equal(digest, []byte(hex.EncodeToString(sum[:]))) {
+		return nil, false, nil
+	}
+	return content, true, nil
+}
+
 // restoreTokenFiles puts back the copy of each token.object under dataDir/tokens that is
-// shorter than its copy, and returns the paths of the files it restored.
+// shorter than its copy, and returns the paths of the files it restored. A copy that does
+// not match its digest is not used.
 func restoreTokenFiles(dataDir string) ([]string, error) {
 	folders, err := tokenFolders(dataDir)
 	if err != nil {
@@ -40,8 +84,8 @@ func restoreTokenFiles(dataDir string) ([]string, error) {
 
 	var restored []string
 	for _, folder := range folders {
-		saved, err := os.ReadFile(filepath.Join(dataDir, tokenCopiesDir, folder))
-		if errors.Is(err, os.ErrNotExist) {
+		saved, ok, err := readCopy(filepath.Join(dataDir, tokenCopiesDir, folder))
+		if errors.Is(err, os.ErrNotExist) || (err == nil && !ok) {
 			continue
 		}
 		if err != nil {
@@ -66,8 +110,8 @@ func restoreTokenFiles(dataDir string) ([]string, error) {
 }
 
 // SaveTokenFiles copies each token.object under dataDir/tokens to dataDir/token-copies,
-// unless the file is shorter than the copy there, which Ensure would have put back, or
-// the copy is the same already. Call it once the token has logged in with the user PIN,
+// unless the copy there is the same already, or is sound and longer, as when the file was
+// read while SoftHSM2 rewrote it. Call it once the token has logged in with the user PIN,
 // so that the file it copies is known to be sound: a file that lets SoftHSM2 find the
 // token may still be damaged past its label.
 func SaveTokenFiles(dataDir string) error {
@@ -91,15 +135,42 @@ func SaveTokenFiles(dataDir string) error {
 		}
 
 		copyPath := filepath.Join(copies, folder)
-		saved, err := os.ReadFile(copyPath)
-		if err == nil && (len(current) < len(saved) || bytes.Equal(current, saved)) {
+		saved, ok, err := readCopy(copyPath)
+		if err == nil && ok && (len(current) < len(saved) || bytes.Equal(current, saved)) {
 			continue
 		}
-		if err := writeFileAtomic(copyPath, current); err != nil {
+		if err := writeFileAtomic(copyPath, encodeCopy(current)); err != nil {
 			return fmt.Errorf("write the copy of %s: %w", path, err)
 		}
 	}
 	return nil
+}
+
+// copyAdvice returns advice for each token file under dataDir/tokens that differs from
+// its sound copy, which a damaged file of the right length or longer does, or "".
+func copyAdvice(dataDir string) string {
+	folders, err := tokenFolders(dataDir)
+	if err != nil {
+		return ""
+	}
+
+	var advice strings.Builder
+	for _, folder := range folders {
+		copyPath := filepath.Join(dataDir, tokenCopiesDir, folder)
+		saved, ok, err := readCopy(copyPath)
+		if err != nil || !ok {
+			continue
+		}
+		path := filepath.Join(dataDir, "tokens", folder, "token.object")
+		if current, err := os.ReadFile(path); err == nil && bytes.Equal(current, saved) {
+			continue
+		}
+		fmt.Fprintf(&advice, ". %s differs from the copy that kmsd kept at the last start "+
+			"that logged in. If the file is damaged, stop kmsd, move the file away and put "+
+			"the copy in its place without its first line: tail -n +2 %s > %s", path,
+			copyPath, path)
+	}
+	return advice.String()
 }
 
 // tokenFolders returns the names of the token folders under dataDir/tokens.

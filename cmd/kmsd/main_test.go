@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -372,11 +374,8 @@ func TestKmsdNamesEmptyTokenFile(t *testing.T) {
 
 	// What a kill while SoftHSM2 rewrites the token file leaves, in a data directory
 	// without the copy that kmsd restores the file from.
-	files, err := filepath.Glob(filepath.Join(dataDir, "tokens", "*", "token.object"))
-	if err != nil || len(files) != 1 {
-		t.Fatalf("token files = %v, %v; want one", files, err)
-	}
-	if err := os.Truncate(files[0], 0); err != nil {
+	tokenFile := tokenFileOf(t, dataDir)
+	if err := os.Truncate(tokenFile, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.RemoveAll(filepath.Join(dataDir, "token-copies")); err != nil {
@@ -384,7 +383,7 @@ func TestKmsdNamesEmptyTokenFile(t *testing.T) {
 	}
 
 	out := runKmsdExpectingExit(t, dataDir)
-	for _, want := range []string{files[0], "killed while writing it", "first start"} {
+	for _, want := range []string{tokenFile, "killed while writing it", "first start"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("kmsd output does not contain %q:\n%s", want, out)
 		}
@@ -410,15 +409,12 @@ func TestKmsdRestoresCutShortTokenFile(t *testing.T) {
 
 			// What a kill between SoftHSM2's truncation and rewrite of the file at
 			// C_Login leaves.
-			files, err := filepath.Glob(filepath.Join(dataDir, "tokens", "*", "token.object"))
-			if err != nil || len(files) != 1 {
-				t.Fatalf("token files = %v, %v; want one", files, err)
-			}
-			info, err := os.Stat(files[0])
+			tokenFile := tokenFileOf(t, dataDir)
+			info, err := os.Stat(tokenFile)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := os.Truncate(files[0], keep.bytes(info.Size())); err != nil {
+			if err := os.Truncate(tokenFile, keep.bytes(info.Size())); err != nil {
 				t.Fatal(err)
 			}
 
@@ -430,8 +426,8 @@ func TestKmsdRestoresCutShortTokenFile(t *testing.T) {
 			}
 			p.stop(t)
 			if logs := p.logs.String(); !strings.Contains(logs, "restored from its copy") ||
-				!strings.Contains(logs, files[0]) {
-				t.Errorf("kmsd did not log the restored file %s:\n%s", files[0], logs)
+				!strings.Contains(logs, tokenFile) {
+				t.Errorf("kmsd did not log the restored file %s:\n%s", tokenFile, logs)
 			}
 		})
 	}
@@ -450,22 +446,95 @@ func TestKmsdWritesMissingTokenCopy(t *testing.T) {
 
 	p = startKmsd(t, dataDir)
 	p.stop(t)
+	tokenFile := tokenFileOf(t, dataDir)
+	want, err := os.ReadFile(tokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyFile, err := os.ReadFile(filepath.Join(copies, filepath.Base(filepath.Dir(tokenFile))))
+	if err != nil {
+		t.Fatalf("no copy of the token file after a start: %v", err)
+	}
+	if want := tokenFileCopy(want); !bytes.Equal(copyFile, want) {
+		t.Errorf("copy file has %d bytes that differ from the expected %d", len(copyFile),
+			len(want))
+	}
+}
+
+// tokenFileCopy returns the copy file that kmsd keeps in token-copies/ of a token file:
+// a header line with the file's SHA-256, then the file.
+func tokenFileCopy(tokenFile []byte) []byte {
+	sum := sha256.Sum256(tokenFile)
+	header := "kmsd token file copy sha256=" + hex.EncodeToString(sum[:]) + "\n"
+	return append([]byte(header), tokenFile...)
+}
+
+func TestKmsdReportsRestoreBeforeFailure(t *testing.T) {
+	dataDir := t.TempDir()
+	p := startKmsd(t, dataDir)
+	p.stop(t)
+
+	tokenFile := tokenFileOf(t, dataDir)
+	if err := os.Truncate(tokenFile, 10); err != nil {
+		t.Fatal(err)
+	}
+	// A copy whose digest matches but which holds no token: after the restore, SoftHSM2
+	// finds no token, and the error must still name the replaced file.
+	copyPath := filepath.Join(dataDir, "token-copies", filepath.Base(filepath.Dir(tokenFile)))
+	garbage := bytes.Repeat([]byte{0x5a}, 400)
+	if err := os.WriteFile(copyPath, tokenFileCopy(garbage), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	out := runKmsdExpectingExit(t, dataDir)
+	for _, want := range []string{"first restored " + tokenFile, "token-copies"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("kmsd output does not contain %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestKmsdNamesCopyOfDamagedTokenFile(t *testing.T) {
+	dataDir := t.TempDir()
+	p := startKmsd(t, dataDir)
+	p.stop(t)
+
+	// Damage that keeps the file's length, which kmsd does not restore by itself.
+	tokenFile := tokenFileOf(t, dataDir)
+	good, err := os.ReadFile(tokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tokenFile, bytes.Repeat([]byte{0x5a}, len(good)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	out := runKmsdExpectingExit(t, dataDir)
+	copyPath := filepath.Join(dataDir, "token-copies", filepath.Base(filepath.Dir(tokenFile)))
+	want := "tail -n +2 " + copyPath + " > " + tokenFile
+	if !strings.Contains(out, want) {
+		t.Fatalf("kmsd output does not contain %q:\n%s", want, out)
+	}
+
+	// The advice works: the file it writes is the token file before the damage.
+	copyFile, err := os.ReadFile(copyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, tail, _ := bytes.Cut(copyFile, []byte("\n")); !bytes.Equal(tail, good) {
+		t.Errorf("the copy after its first line has %d bytes that differ from the token "+
+			"file's %d", len(tail), len(good))
+	}
+}
+
+// tokenFileOf returns the path of the one SoftHSM2 token file in dataDir.
+func tokenFileOf(t *testing.T, dataDir string) string {
+	t.Helper()
 	files, err := filepath.Glob(filepath.Join(dataDir, "tokens", "*", "token.object"))
 	if err != nil || len(files) != 1 {
 		t.Fatalf("token files = %v, %v; want one", files, err)
 	}
-	want, err := os.ReadFile(files[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := os.ReadFile(filepath.Join(copies, filepath.Base(filepath.Dir(files[0]))))
-	if err != nil {
-		t.Fatalf("no copy of the token file after a start: %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("copy of the token file has %d bytes that differ from the file's %d",
-			len(got), len(want))
-	}
+	return files[0]
 }
 
 // runKmsdExpectingExit runs kmsd on dataDir, expects it to exit with an error within
