@@ -144,11 +144,11 @@ func Ensure(dataDir, label string) (_ Setup, err error) {
 	if err := removeStaging(dataDir); err != nil {
 		return Setup{}, err
 	}
-	setup.RestoredFiles, err = restoreTokenFiles(dataDir)
-	restored = setup.RestoredFiles
+	restored, err = restoreTokenFiles(dataDir)
 	if err != nil {
 		return Setup{}, err
 	}
+	setup.RestoredFiles = restored
 
 	tokens := filepath.Join(dataDir, "tokens")
 	found, err := withLibrary(module, func(p11 *pkcs11.Ctx) (bool, error) {
@@ -203,8 +203,8 @@ func Ensure(dataDir, label string) (_ Setup, err error) {
 	}
 
 	if libraryInUse(module) {
-		// Another user of the library in this process, such as a test, holds its state,
-		// which was read from SOFTHSM2_CONF at C_Initialize: the token is made in place.
+		// Another user of the library in this process, such as a test, keeps its state,
+		// which was read from SOFTHSM2_CONF at C_Initialize, so the token is made in place.
 		err = InitToken(conf, label, soPIN, userPIN)
 	} else {
 		err = initTokenStaged(dataDir, conf, label, soPIN, userPIN)
@@ -258,7 +258,7 @@ func initTokenStaged(dataDir, conf, label, soPIN, userPIN string) error {
 		return fmt.Errorf("read the staging token directory: %w", err)
 	}
 	if len(folders) != 1 || !folders[0].IsDir() {
-		return fmt.Errorf("the staging token directory %s holds %d entries after "+
+		return fmt.Errorf("the staging token directory %s contains %d entries after "+
 			"C_InitToken, expected one token folder", staging, len(folders))
 	}
 	folder := folders[0].Name()

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -13,7 +12,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -381,13 +379,8 @@ func parseErrorReason(err error, databaseURL string) string {
 			secrets = append(secrets, values...)
 		}
 	}
-	slices.SortFunc(secrets, func(a, b string) int { return cmp.Compare(len(b), len(a)) })
-	for _, secret := range secrets {
-		if secret != "" {
-			reason = strings.ReplaceAll(reason, secret, redactedParam)
-		}
-	}
-	return reason
+	sortLongestFirst(secrets)
+	return redactValues(reason, secrets)
 }
 
 func openPostgres(databaseURL string) (*SQLStore, error) {

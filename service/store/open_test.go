@@ -357,28 +357,26 @@ func TestOpenSQLiteURLForms(t *testing.T) {
 }
 
 func TestOpenPostgresMaxConns(t *testing.T) {
-	url := storetest.PostgresURL(t) + "&max_conns=3"
-	s, err := store.Open(t.Context(), url, nil)
-	if err != nil {
-		t.Fatalf("Open with max_conns: %v", err)
+	tests := []struct {
+		name  string
+		query string
+	}{
+		{"max_conns alone", "&max_conns=3"},
+		// The server rejects a connection whose options name "+statement_timeout", which
+		// is what a space encoded as %20 became when the query was encoded again.
+		{"max_conns keeps options", "&max_conns=3&options=-c%20statement_timeout%3D60000"},
 	}
-	defer s.Close()
-	if err := s.Ping(t.Context()); err != nil {
-		t.Fatalf("Ping: %v", err)
-	}
-}
-
-func TestOpenPostgresMaxConnsKeepsOptions(t *testing.T) {
-	// The server rejects a connection whose options name "+statement_timeout", which is
-	// what a space encoded as %20 became when the query was encoded again.
-	url := storetest.PostgresURL(t) + "&max_conns=3&options=-c%20statement_timeout%3D60000"
-	s, err := store.Open(t.Context(), url, nil)
-	if err != nil {
-		t.Fatalf("Open with max_conns and options: %v", err)
-	}
-	defer s.Close()
-	if err := s.Ping(t.Context()); err != nil {
-		t.Fatalf("Ping: %v", err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := store.Open(t.Context(), storetest.PostgresURL(t)+tt.query, nil)
+			if err != nil {
+				t.Fatalf("Open with %s: %v", tt.query, err)
+			}
+			defer s.Close()
+			if err := s.Ping(t.Context()); err != nil {
+				t.Fatalf("Ping: %v", err)
+			}
+		})
 	}
 }
 

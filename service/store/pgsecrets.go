@@ -55,12 +55,23 @@ type redactedConnectError struct {
 	secrets []string
 }
 
-func (e *redactedConnectError) Error() string {
-	msg := e.err.Error()
-	for _, s := range e.secrets {
-		msg = strings.ReplaceAll(msg, s, redactedParam)
+func (e *redactedConnectError) Error() string { return redactValues(e.err.Error(), e.secrets) }
+
+// redactValues returns msg with redactedParam in place of each of secrets. Longer values
+// must come first (sortLongestFirst), so that a value is replaced before any shorter
+// value inside it.
+func redactValues(msg string, secrets []string) string {
+	for _, s := range secrets {
+		if s != "" {
+			msg = strings.ReplaceAll(msg, s, redactedParam)
+		}
 	}
 	return msg
+}
+
+// sortLongestFirst sorts values by length, longest first.
+func sortLongestFirst(values []string) {
+	slices.SortFunc(values, func(a, b string) int { return cmp.Compare(len(b), len(a)) })
 }
 
 func (e *redactedConnectError) Unwrap() error { return e.err }
@@ -90,7 +101,7 @@ func secretValues(cfg *pgx.ConnConfig) []string {
 		}
 	}
 
-	slices.SortFunc(values, func(a, b string) int { return cmp.Compare(len(b), len(a)) })
+	sortLongestFirst(values)
 	return values
 }
 
