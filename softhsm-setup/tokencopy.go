@@ -139,6 +139,12 @@ func SaveTokenFiles(dataDir string) error {
 		if err == nil && ok && (len(current) < len(saved) || bytes.Equal(current, saved)) {
 			continue
 		}
+		if err == nil && !ok {
+			// writeFileAtomic would keep a symbolic link whose target has the same content.
+			if err := os.Remove(copyPath); err != nil {
+				return fmt.Errorf("remove the damaged copy of %s: %w", path, err)
+			}
+		}
 		if err := writeFileAtomic(copyPath, encodeCopy(current)); err != nil {
 			return fmt.Errorf("write the copy of %s: %w", path, err)
 		}

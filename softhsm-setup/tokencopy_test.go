@@ -122,3 +122,32 @@ func writeFile(t *testing.T, path string, b []byte) {
 		t.Fatal(err)
 	}
 }
+
+func TestSaveTokenFilesReplacesLinkedCopy(t *testing.T) {
+	dataDir := t.TempDir()
+	folder := filepath.Join(dataDir, "tokens", "2d9f1668-2a04-ea46-3fa8-b2ca1153b906")
+	if err := os.MkdirAll(filepath.Join(dataDir, tokenCopiesDir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(folder, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	sound := bytes.Repeat([]byte("token file "), 29)
+	writeFile(t, filepath.Join(folder, "token.object"), sound)
+	// A symbolic link, which restoreTokenFiles never follows, to a sound copy.
+	target := filepath.Join(t.TempDir(), "elsewhere")
+	writeFile(t, target, encodeCopy(sound))
+	copyPath := filepath.Join(dataDir, tokenCopiesDir, filepath.Base(folder))
+	if err := os.Symlink(target, copyPath); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := SaveTokenFiles(dataDir); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, ok, err := readCopy(copyPath); err != nil || !ok {
+		t.Errorf("copy after SaveTokenFiles: ok %v, error %v; want a regular sound copy", ok,
+			err)
+	}
+}
