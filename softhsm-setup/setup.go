@@ -97,8 +97,18 @@ const pinLength = 18
 // initialised again: Ensure returns an error that wraps ErrTokenMissing. A token without
 // a user PIN, left by a process killed during its initialisation, gets its user PIN.
 //
+// Ensure holds an exclusive flock on dataDir/setup.lock (mode 0600) while it runs, so
+// that Ensure calls of several processes on one data directory, such as replicas started
+// at one moment, run one after the other. It waits for that lock without a time limit.
+//
 // Ensure sets SOFTHSM2_CONF in the process environment. Call it before hsm.Open.
 func Ensure(dataDir, label string) (_ Setup, err error) {
+	unlock, err := lockSetup(dataDir)
+	if err != nil {
+		return Setup{}, err
+	}
+	defer unlock()
+
 	// A failure after a restore still reports the restore, which changed the data
 	// directory.
 	var restored []string

@@ -1,13 +1,17 @@
 package softhsmsetup
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -389,4 +393,118 @@ func TestEnsureAfterKilledFirstStart(t *testing.T) {
 			}
 		}
 	}
+}
+
+// concurrentStartDir names the data directory of the child processes that
+// TestEnsureConcurrentFirstStarts starts.
+const concurrentStartDir = "SOFTHSM_SETUP_TEST_CONCURRENT_DIR"
+
+// TestEnsureConcurrentFirstStarts runs two first starts, each Ensure in a process of its
+// own, on one fresh data directory at one moment, as two replicas that share it do. Both
+// must succeed with a token that logs in with the PIN in the data directory, and leave
+// one token, no staging directory and a set-up lock file with mode 0600.
+func TestEnsureConcurrentFirstStarts(t *testing.T) {
+	if _, err := FindModule(); err != nil {
+		t.Skip(err)
+	}
+	if dataDir := os.Getenv(concurrentStartDir); dataDir != "" {
+		// The parent writes a line to both children once both run, or none at all.
+		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+		setup, err := Ensure(dataDir, "kms")
+		if err != nil {
+			t.Fatalf("Ensure: %v", err)
+		}
+		pin, err := setup.UserPIN()
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkLogin(t, setup, pin)
+		if n := countTokens(t, setup.ModulePath, "kms"); n != 1 {
+			t.Errorf("%d tokens labelled kms, want 1", n)
+		}
+		return
+	}
+
+	const rounds = 5
+	for round := range rounds {
+		dataDir := filepath.Join(t.TempDir(), "data")
+		outputs := make([]syncedOutput, 2)
+		var starts []io.WriteCloser
+		var children []*exec.Cmd
+		for i := range outputs {
+			cmd := concurrentStartChild(dataDir, &outputs[i])
+			stdin, err := cmd.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			starts, children = append(starts, stdin), append(children, cmd)
+		}
+		for _, start := range starts {
+			_, _ = start.Write([]byte("start\n"))
+			start.Close()
+		}
+		for i, cmd := range children {
+			if err := cmd.Wait(); err != nil {
+				t.Errorf("round %d: first start %d failed: %v\n%s", round, i+1, err,
+					outputs[i].String())
+			}
+		}
+
+		// A later start, alone, must find the same one token.
+		var later syncedOutput
+		if err := concurrentStartChild(dataDir, &later).Run(); err != nil {
+			t.Errorf("round %d: the start after both first starts failed: %v\n%s", round,
+				err, later.String())
+		}
+		checkOneSoundToken(t, dataDir)
+		if t.Failed() {
+			return
+		}
+	}
+}
+
+// concurrentStartChild returns the command of a child process of
+// TestEnsureConcurrentFirstStarts on dataDir, which writes its output to out.
+func concurrentStartChild(dataDir string, out io.Writer) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestEnsureConcurrentFirstStarts$", "-test.v")
+	cmd.Env = append(os.Environ(), concurrentStartDir+"="+dataDir)
+	cmd.Stdout, cmd.Stderr = out, out
+	return cmd
+}
+
+// checkOneSoundToken checks that dataDir holds one token folder with a token file, no
+// staging directory, and the set-up lock file with mode 0600.
+func checkOneSoundToken(t *testing.T, dataDir string) {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dataDir, "tokens", "*", "token.object"))
+	if err != nil || len(files) != 1 {
+		t.Errorf("token files = %v, %v; want one", files, err)
+	}
+	for _, leftover := range []string{stagingTokensDir, stagingConfFile} {
+		if _, err := os.Stat(filepath.Join(dataDir, leftover)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s is left: %v", leftover, err)
+		}
+	}
+	checkMode(t, filepath.Join(dataDir, setupLockFile), 0o600)
+}
+
+// syncedOutput collects the output of a child process, which it writes from two pipes.
+type syncedOutput struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (o *syncedOutput) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.Write(p)
+}
+
+func (o *syncedOutput) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.String()
 }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/hsmkms/kms/hsm"
 	"github.com/hsmkms/kms/service/api"
+	"github.com/hsmkms/kms/service/store"
 	softhsmsetup "github.com/hsmkms/kms/softhsm-setup"
 )
 
@@ -116,6 +117,8 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 // and KMS calls answer 503, and the admin credential is created in the background once
 // the token is back. A wrong PIN, a module path that is not a PKCS#11 library, or an
 // embedded token that the data directory held before and lost (softhsmsetup.Ensure) does.
+// So does a SQLite store that another process holds open for writing (an error wrapping
+// store.ErrStoreInUse), before serve touches the token or listens.
 func serve(ctx context.Context, cfg config, getenv func(string) string, log *slog.Logger) error {
 	log.Info("kmsd starting", cfg.logValues()...)
 	for _, msg := range cfg.warnings() {
@@ -127,6 +130,19 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, log *slo
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating the data directory: %w", err)
 	}
+
+	// Two kmsd processes on one SQLite file would both append to its audit chain files
+	// and run its jobs, and the second would log in to the first one's embedded token.
+	// So the store's lock is taken before the token is set up, and released last.
+	storeLock, err := store.LockSQLite(cfg.DatabaseURL)
+	if errors.Is(err, store.ErrStoreInUse) {
+		return fmt.Errorf("locking the metadata store: %w; stop that process first, or give "+
+			"this kmsd another --data-dir or --database", err)
+	}
+	if err != nil {
+		return fmt.Errorf("locking the metadata store: %w", err)
+	}
+	defer closeLogged(log, "store lock", storeLock.Release)
 
 	if cfg.PprofListen != "" {
 		stopPprof, err := startPprof(cfg.PprofListen, log)
@@ -188,7 +204,7 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, log *slo
 	go func() {
 		startErr <- startServices(startCtx, components{
 			cfg: cfg, getenv: getenv, log: log, registry: registry, token: token,
-			pin: module, clients: clients, state: state,
+			pin: module, clients: clients, state: state, storeLock: storeLock,
 		}, sw, svcs)
 	}()
 

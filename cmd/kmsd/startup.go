@@ -141,6 +141,9 @@ type components struct {
 	pin tokenPinner
 	// store is opened by startServices.
 	store *store.SQLStore
+	// storeLock is the lock of a SQLite file store, which serve holds (store.LockSQLite),
+	// or nil.
+	storeLock *store.FileLock
 	// clients counts the open client connections of the API listener.
 	clients *connCounter
 	// state reports what start-up waits for, for /readyz.
@@ -156,7 +159,7 @@ type components struct {
 // NOTE: a token that goes away between the wait and opening the audit trail ends kmsd
 // instead of being waited for again.
 func startServices(ctx context.Context, c components, sw *handlerSwitch, svcs *services) error {
-	st, err := openStore(ctx, c.cfg.DatabaseURL, &c.state.storeDown, c.log)
+	st, err := openStore(ctx, c.cfg.DatabaseURL, c.storeLock, &c.state.storeDown, c.log)
 	if err != nil {
 		return err
 	}
@@ -278,16 +281,20 @@ func checkAuditReady(recorder audit.Recorder) error {
 	return nil
 }
 
-// openStore opens the metadata store at url. While the store is unavailable (a database
-// that is down or unreachable), it sets down and tries again, so that a replica started
-// during a database outage reports not ready and starts once the database is back.
-// Other errors, such as an invalid URL, a rejected login, a database that does not exist
-// or a failed migration, return at once, as does ctx's error.
-func openStore(ctx context.Context, url string, down *atomic.Bool, log *slog.Logger) (*store.SQLStore, error) {
+// openStore opens the metadata store at url with lock, the lock of a SQLite file store
+// that the caller holds, or nil (store.OpenLocked). While the store is unavailable (a
+// database that is down or unreachable), it sets down and tries again, so that a replica
+// started during a database outage reports not ready and starts once the database is
+// back. Other errors, such as an invalid URL, a rejected login, a database that does not
+// exist, a failed migration or a SQLite store in use by another process
+// (store.ErrStoreInUse), return at once, as does ctx's error.
+func openStore(
+	ctx context.Context, url string, lock *store.FileLock, down *atomic.Bool, log *slog.Logger,
+) (*store.SQLStore, error) {
 	var st *store.SQLStore
 	var openErr error
 	err := retry(ctx, func(attempt int) error {
-		s, err := store.Open(ctx, url, log)
+		s, err := store.OpenLocked(ctx, url, lock, log)
 		if err == nil || !errors.Is(err, store.ErrUnavailable) || store.LoginRejected(err) {
 			st, openErr = s, err
 			if err == nil && attempt > 1 {

@@ -42,13 +42,18 @@ func (e *testEnv) newPrincipal(t *testing.T, role, project, domain string) princ
 	}
 }
 
-// replica serves a second server on the same token and a second connection pool to the
-// same SQLite file, as another replica sharing the store would. It stops with t.
+// replica serves a second server on the same token and a second store on the same
+// database, as another replica sharing the store would. It stops with t. A SQLite file
+// admits one writing process, so a replica's store opens it read-only.
 func (e *testEnv) replica(t *testing.T) *httptest.Server {
 	t.Helper()
 
 	log := testLogger()
-	st, err := store.Open(context.Background(), e.dbPath, log)
+	databaseURL := e.dbPath
+	if !store.IsPostgresURL(databaseURL) {
+		databaseURL = "file:" + databaseURL + "?mode=ro"
+	}
+	st, err := store.Open(context.Background(), databaseURL, log)
 	if err != nil {
 		t.Fatalf("open the store of the replica: %v", err)
 	}

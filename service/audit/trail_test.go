@@ -311,8 +311,10 @@ func TestTrailAcknowledgedRecordIsDurable(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A second process opening the file sees the record while the trail still runs.
-	other := openSQLite(t, path)
+	// A second process opening the file sees the record while the trail still runs. It
+	// opens the file read-only, as kmsctl does, because the trail's store holds the
+	// file's writer lock.
+	other := openSQLite(t, "file:"+path+"?mode=ro")
 	last, err := other.LastAuditRecord(t.Context(), trail.ChainID())
 	if err != nil {
 		t.Fatalf("acknowledged record not in the database: %v", err)

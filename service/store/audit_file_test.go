@@ -296,9 +296,14 @@ func TestChainFileOneWriterProcess(t *testing.T) {
 	}
 
 	// A second store on the same file plays a second process, because flock locks are
-	// held per open file description.
-	second := openFileStore(t, path)
-	err := second.AppendAudit(ctx, fileRecords("c", 1, 1), nil)
+	// held per open file description. It shares the first store's lock of the SQLite
+	// file, which would otherwise stop it before the chain file's lock can.
+	second, err := OpenLocked(ctx, path, first.ownLock, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { second.Close() })
+	err = second.AppendAudit(ctx, fileRecords("c", 1, 1), nil)
 	if !errors.Is(err, ErrConflict) {
 		t.Errorf("AppendAudit to a chain another store writes = %v, want ErrConflict", err)
 	}

@@ -40,6 +40,30 @@ func openStore(t *testing.T, b storetest.Backend) *store.SQLStore {
 	return s
 }
 
+// openStorePair opens two stores on the backend's database, as two replicas sharing it,
+// and closes them when t ends. A SQLite file admits one writing process, so the two
+// SQLite stores share one lock taken with LockSQLite, as no program outside tests does.
+func openStorePair(t *testing.T, b storetest.Backend) []store.Store {
+	t.Helper()
+
+	lock, err := store.LockSQLite(b.URL)
+	if err != nil {
+		t.Fatalf("LockSQLite(%s) failed: %v", b.Name, err)
+	}
+	t.Cleanup(func() { lock.Release() })
+
+	pair := make([]store.Store, 2)
+	for i := range pair {
+		s, err := store.OpenLocked(t.Context(), b.URL, lock, testLogger(t))
+		if err != nil {
+			t.Fatalf("OpenLocked(%s) failed: %v", b.Name, err)
+		}
+		t.Cleanup(func() { s.Close() })
+		pair[i] = s
+	}
+	return pair
+}
+
 // openRaw opens the backend's database without the store, to inspect tables directly.
 func openRaw(t *testing.T, b storetest.Backend) *sql.DB {
 	t.Helper()

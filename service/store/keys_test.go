@@ -858,7 +858,7 @@ func TestCreateKeyQuotaConcurrent(t *testing.T) {
 	t.Parallel()
 	storetest.Run(t, func(t *testing.T, b storetest.Backend) {
 		t.Parallel()
-		stores := []store.Store{openStore(t, b), openStore(t, b)}
+		stores := openStorePair(t, b)
 
 		const limit, writers = 5, 16
 		errs := make([]error, writers)

@@ -91,6 +91,11 @@ type SQLStore struct {
 	readOnly bool // opened with mode=ro: no chain file is created or written
 	files    *auditFiles
 
+	// ownLock is the lock that Open took on a SQLite file opened for writing, which
+	// Close releases. It is nil when the store takes no lock (see takesLock) and when
+	// the caller of OpenLocked holds it.
+	ownLock *FileLock
+
 	writeCheck writeCheck
 	// writeIdleConns is the idle connection limit of the write pool, restored after
 	// renewWriteConns. It is 0 for an in-memory SQLite database, whose connection is
@@ -132,40 +137,33 @@ var _ Store = (*SQLStore)(nil)
 // for a file name, and so is a URL of another scheme (IsUnsupportedURL) and a string with
 // user:password@ (HasUserinfo) that is not a PostgreSQL URL.
 //
+// A SQLite file opened for writing, which is every SQLite store except ":memory:",
+// mode=memory and mode=ro, is locked against other writers until Close: Open takes an
+// exclusive flock on the lock file beside it, named after the database file with
+// "-kmsd.lock" appended (created with mode 0600), and writes this process's PID into it.
+// When another process, or another SQLStore of this process, holds that lock, Open fails
+// with an error that wraps ErrStoreInUse (a *StoreInUseError). PostgreSQL stores take no
+// lock, because replicas share them.
+//
 // A nil log discards log records. Open fails with ErrUnavailable when the database cannot
 // be reached.
 func Open(ctx context.Context, databaseURL string, log *slog.Logger) (*SQLStore, error) {
+	return OpenLocked(ctx, databaseURL, nil, log)
+}
+
+// OpenLocked is Open for a caller that took the store's lock with LockSQLite: the store
+// uses lock instead of taking its own, and the caller releases lock after Close. With a
+// nil lock it is Open. It fails when lock is not the lock of databaseURL or is released.
+// Stores opened with one lock are not locked against each other.
+func OpenLocked(
+	ctx context.Context, databaseURL string, lock *FileLock, log *slog.Logger,
+) (*SQLStore, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 
-	if IsMistypedPostgresURL(databaseURL) {
-		// The string is left out of the error because it can contain a password.
-		return nil, errors.New("open store: the database URL starts like a PostgreSQL URL " +
-			"but not with postgres:// or postgresql://")
-	}
-	if IsKeywordValueString(databaseURL) {
-		// The string is left out of the error because it can contain a password.
-		return nil, errors.New("open store: the database URL is a keyword/value connection " +
-			"string, which is not supported: write it as a postgres:// URL, or start a " +
-			"SQLite path that contains \"=\" with ./ or sqlite:")
-	}
-	if HasUnencodedAt(databaseURL) {
-		// The string is left out of the error because it contains a password.
-		return nil, errors.New("open store: the PostgreSQL URL has more than one \"@\" " +
-			"before its path: write an \"@\" in the user name or password as %40")
-	}
-	if IsUnsupportedURL(databaseURL) {
-		// The string is left out of the error because it can contain a password.
-		return nil, errors.New("open store: the database URL has an unsupported scheme, " +
-			"plainly or percent-encoded: use postgres:// or postgresql:// for PostgreSQL, " +
-			"and a file path for SQLite, starting it with ./ if it begins like a URL")
-	}
-	if HasUserinfo(databaseURL) {
-		// The string is left out of the error because it contains a password.
-		return nil, errors.New("open store: the database URL contains user:password@ " +
-			"but is not a postgres:// or postgresql:// URL: correct its scheme, or " +
-			"rename a SQLite file whose path has \":\" before \"@\"")
+	if err := checkDatabaseURL(databaseURL); err != nil {
+		return nil, err
 	}
 
 	var s *SQLStore
@@ -173,7 +171,7 @@ func Open(ctx context.Context, databaseURL string, log *slog.Logger) (*SQLStore,
 	if IsPostgresURL(databaseURL) {
 		s, err = openPostgres(databaseURL)
 	} else {
-		s, err = openSQLite(databaseURL, log)
+		s, err = openSQLite(databaseURL, lock, log)
 	}
 	if err != nil {
 		return nil, err
@@ -203,6 +201,41 @@ func Open(ctx context.Context, databaseURL string, log *slog.Logger) (*SQLStore,
 
 	log.Info("store opened", "backend", s.d.name)
 	return s, nil
+}
+
+// checkDatabaseURL returns an error for a databaseURL that Open rejects before it picks a
+// backend: a string that looks like a URL or connection string other than a PostgreSQL
+// URL, which Open would otherwise take for the path of a SQLite file.
+func checkDatabaseURL(databaseURL string) error {
+	if IsMistypedPostgresURL(databaseURL) {
+		// The string is left out of the error because it can contain a password.
+		return errors.New("open store: the database URL starts like a PostgreSQL URL " +
+			"but not with postgres:// or postgresql://")
+	}
+	if IsKeywordValueString(databaseURL) {
+		// The string is left out of the error because it can contain a password.
+		return errors.New("open store: the database URL is a keyword/value connection " +
+			"string, which is not supported: write it as a postgres:// URL, or start a " +
+			"SQLite path that contains \"=\" with ./ or sqlite:")
+	}
+	if HasUnencodedAt(databaseURL) {
+		// The string is left out of the error because it contains a password.
+		return errors.New("open store: the PostgreSQL URL has more than one \"@\" " +
+			"before its path: write an \"@\" in the user name or password as %40")
+	}
+	if IsUnsupportedURL(databaseURL) {
+		// The string is left out of the error because it can contain a password.
+		return errors.New("open store: the database URL has an unsupported scheme, " +
+			"plainly or percent-encoded: use postgres:// or postgresql:// for PostgreSQL, " +
+			"and a file path for SQLite, starting it with ./ if it begins like a URL")
+	}
+	if HasUserinfo(databaseURL) {
+		// The string is left out of the error because it contains a password.
+		return errors.New("open store: the database URL contains user:password@ " +
+			"but is not a postgres:// or postgresql:// URL: correct its scheme, or " +
+			"rename a SQLite file whose path has \":\" before \"@\"")
+	}
+	return nil
 }
 
 // keywordValueString matches the start of a libpq keyword/value connection string.
@@ -465,7 +498,9 @@ func urlParseError(err error) error {
 	return errors.New("invalid database URL: check its syntax")
 }
 
-func openSQLite(databaseURL string, log *slog.Logger) (*SQLStore, error) {
+// openSQLite opens the SQLite store of databaseURL. A store that takesLock uses
+// callerLock when it is not nil, and otherwise takes a lock of its own.
+func openSQLite(databaseURL string, callerLock *FileLock, log *slog.Logger) (*SQLStore, error) {
 	path, params, err := parseSQLiteURL(databaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite store: %w", err)
@@ -477,6 +512,47 @@ func openSQLite(databaseURL string, log *slog.Logger) (*SQLStore, error) {
 			return nil, fmt.Errorf("open sqlite store: %w", err)
 		}
 	}
+
+	var ownLock *FileLock
+	if takesLock(path, params) {
+		ownLock, err = useOrTakeLock(path, callerLock)
+		if err != nil {
+			return nil, fmt.Errorf("open sqlite store: %w", err)
+		}
+	}
+	s, err := openSQLiteFile(path, params, inMemory)
+	if err != nil {
+		// A failed ownLock.Release leaves nothing to undo: the descriptor is gone.
+		_ = ownLock.Release()
+		return nil, err
+	}
+	s.ownLock = ownLock
+	return s, nil
+}
+
+// useOrTakeLock returns nil when callerLock is the lock of the database file at path, and
+// otherwise takes the lock and returns it. It fails when callerLock is another file's.
+func useOrTakeLock(path string, callerLock *FileLock) (*FileLock, error) {
+	if callerLock == nil {
+		return lockSQLiteFile(path)
+	}
+	_, lockFile, err := lockPath(path)
+	if err != nil {
+		return nil, err
+	}
+	if callerLock.Path() != lockFile {
+		return nil, fmt.Errorf("the lock passed to OpenLocked is %s, not the lock file %s "+
+			"of this database", callerLock.Path(), lockFile)
+	}
+	if !callerLock.held() {
+		return nil, fmt.Errorf("the lock %s passed to OpenLocked is released", lockFile)
+	}
+	return nil, nil
+}
+
+// openSQLiteFile opens the connection pools of the SQLite database at path.
+func openSQLiteFile(path string, params url.Values, inMemory bool) (*SQLStore, error) {
+	var err error
 
 	writeParams := cloneValues(params)
 	if !inMemory {
@@ -647,7 +723,8 @@ func (s *SQLStore) pingAtStart(ctx context.Context) error {
 }
 
 // Close flushes and closes the chain files, then closes both connection pools. On
-// SQLite the last connection to close checkpoints the WAL into the database file.
+// SQLite the last connection to close checkpoints the WAL into the database file, and
+// then the lock that Open took is released.
 func (s *SQLStore) Close() error {
 	var readErr, auditErr, filesErr error
 	if s.files != nil {
@@ -667,7 +744,10 @@ func (s *SQLStore) Close() error {
 		s.auditStmts = nil
 	}
 	s.auditStmtsMu.Unlock()
-	return errors.Join(filesErr, readErr, auditErr, s.write.Close())
+	writeErr := s.write.Close()
+
+	// The lock goes last, so that the next writer starts after this one has finished.
+	return errors.Join(filesErr, readErr, auditErr, writeErr, s.ownLock.Release())
 }
 
 // querier is the query interface that *sql.DB and *sql.Tx share.

@@ -108,10 +108,20 @@ func TestMigrationsConcurrentOpen(t *testing.T) {
 		close(start)
 		wg.Wait()
 
+		// A SQLite file has one writer at a time, so the Opens that run while another
+		// holds the file fail with ErrStoreInUse. At least one must succeed.
+		opened := 0
 		for i, err := range errs {
-			if err != nil {
+			switch {
+			case err == nil:
+				opened++
+			case b.Name == storetest.SQLite && errors.Is(err, store.ErrStoreInUse):
+			default:
 				t.Errorf("concurrent Open #%d failed: %v", i+1, err)
 			}
+		}
+		if opened == 0 {
+			t.Error("no concurrent Open succeeded")
 		}
 		checkMigrationsApplied(t, b)
 	})
