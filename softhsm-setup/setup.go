@@ -43,6 +43,9 @@ type Setup struct {
 	// RestoredFiles are the token files that Ensure found cut short and put back from
 	// their copies (tokencopy.go).
 	RestoredFiles []string
+	// RemovedStaging is the staging token directory that a first start killed before it
+	// finished left behind, which Ensure removed, or "". It held no live token.
+	RemovedStaging string
 }
 
 // UserPIN reads the user PIN from s.PINFile.
@@ -151,6 +154,10 @@ func Ensure(dataDir, label string) (_ Setup, err error) {
 
 	// A staging token directory left by a first start that was killed holds no live
 	// token: it was never moved into place, or its token folder was moved already.
+	staging := filepath.Join(dataDir, stagingTokensDir)
+	if _, err := os.Lstat(staging); err == nil {
+		setup.RemovedStaging = staging
+	}
 	if err := removeStaging(dataDir); err != nil {
 		return Setup{}, err
 	}
@@ -220,7 +227,7 @@ func Ensure(dataDir, label string) (_ Setup, err error) {
 		err = initTokenStaged(dataDir, conf, label, soPIN, userPIN)
 	}
 	if err != nil {
-		return Setup{}, err
+		return Setup{}, withSpaceHint(err, dataDir)
 	}
 	if err := recordKnownToken(dataDir, label); err != nil {
 		return Setup{}, err

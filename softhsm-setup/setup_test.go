@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -507,4 +508,92 @@ func (o *syncedOutput) String() string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.buf.String()
+}
+
+func TestEnsureReportsRemovedStaging(t *testing.T) {
+	if _, err := FindModule(); err != nil {
+		t.Skip(err)
+	}
+	dataDir := filepath.Join(t.TempDir(), "data")
+	first, err := Ensure(dataDir, "kms")
+	if err != nil {
+		t.Fatalf("Ensure: %v", err)
+	}
+	if first.RemovedStaging != "" {
+		t.Errorf("first Ensure reports a removed staging directory %q", first.RemovedStaging)
+	}
+
+	staging := filepath.Join(dataDir, stagingTokensDir)
+	if err := os.MkdirAll(filepath.Join(staging, "unfinished"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	again, err := Ensure(dataDir, "kms")
+	if err != nil {
+		t.Fatalf("second Ensure: %v", err)
+	}
+	if again.RemovedStaging != staging {
+		t.Errorf("RemovedStaging = %q, expected %q", again.RemovedStaging, staging)
+	}
+	if _, err := os.Stat(staging); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s is left: %v", staging, err)
+	}
+}
+
+// lowSpaceDir names the data directory of the child process of TestEnsureNamesFreeSpace.
+const lowSpaceDir = "SOFTHSM_SETUP_TEST_LOW_SPACE_DIR"
+
+// TestEnsureNamesFreeSpace starts Ensure in child processes on a small tmpfs filled to
+// leave 0 to 8 pages free. SoftHSM2 reports the token file that it cannot write as
+// CKR_DEVICE_ERROR, and each such error must name the free space.
+func TestEnsureNamesFreeSpace(t *testing.T) {
+	if _, err := FindModule(); err != nil {
+		t.Skip(err)
+	}
+	if dataDir := os.Getenv(lowSpaceDir); dataDir != "" {
+		_, err := Ensure(dataDir, "kms")
+		fmt.Printf("ensure error: %v\n", err)
+		return
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+
+	const size = 256 << 10
+	pageSize := os.Getpagesize()
+	deviceErrors := 0
+	for free := 0; free <= 8; free++ {
+		dir := t.TempDir()
+		out, err := exec.Command("mount", "-t", "tmpfs", "-o",
+			fmt.Sprintf("size=%d", size), "tmpfs", dir).CombinedOutput()
+		if err != nil {
+			t.Skipf("mounting a tmpfs failed: %v: %s", err, out)
+		}
+		fill := make([]byte, size-free*pageSize)
+		writeErr := os.WriteFile(filepath.Join(dir, "fill"), fill, 0o600)
+
+		cmd := exec.Command(os.Args[0], "-test.run=^TestEnsureNamesFreeSpace$", "-test.v")
+		cmd.Env = append(os.Environ(), lowSpaceDir+"="+filepath.Join(dir, "data"))
+		child, runErr := cmd.CombinedOutput()
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Fatalf("umount %s: %v: %s", dir, err, out)
+		}
+		if writeErr != nil {
+			t.Fatalf("filling the tmpfs: %v", writeErr)
+		}
+		if runErr != nil {
+			t.Fatalf("child with %d pages free: %v\n%s", free, runErr, child)
+		}
+
+		if !strings.Contains(string(child), "CKR_DEVICE_ERROR") {
+			continue
+		}
+		deviceErrors++
+		if !strings.Contains(string(child), "KiB free") {
+			t.Errorf("with %d pages free, the error does not name the free space:\n%s",
+				free, child)
+		}
+	}
+	if deviceErrors == 0 {
+		t.Error("no amount of free space made SoftHSM2 fail with CKR_DEVICE_ERROR")
+	}
 }

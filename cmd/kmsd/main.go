@@ -277,6 +277,10 @@ func tokenConfig(cfg config, getenv func(string) string, log *slog.Logger) (hsm.
 		if err != nil {
 			return hsm.Config{}, fmt.Errorf("setting up the embedded SoftHSM2 token: %w", err)
 		}
+		if setup.RemovedStaging != "" {
+			log.Info("removed the staging token directory of a first start that did not "+
+				"finish; it held no live token", "path", setup.RemovedStaging)
+		}
 		for _, path := range setup.RestoredFiles {
 			log.Warn("token file was cut short, as a kill or power loss while SoftHSM2 "+
 				"rewrote it leaves it, and was restored from its copy", "path", path)

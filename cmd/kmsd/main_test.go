@@ -552,3 +552,26 @@ func runKmsdExpectingExit(t *testing.T, dataDir string) string {
 	}
 	return string(out)
 }
+
+func TestKmsdLogsRemovedStagingDirectory(t *testing.T) {
+	dataDir := t.TempDir()
+	p := startKmsd(t, dataDir)
+	p.stop(t)
+
+	// What a first start killed between C_InitToken and the move of the token leaves.
+	staging := filepath.Join(dataDir, "tokens.init")
+	if err := os.MkdirAll(filepath.Join(staging, "unfinished"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	p = startKmsd(t, dataDir)
+	p.stop(t)
+	if _, err := os.Stat(staging); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s is left: %v", staging, err)
+	}
+	logs := p.logs.String()
+	if !strings.Contains(logs, "removed the staging token directory") ||
+		!strings.Contains(logs, staging) {
+		t.Errorf("kmsd did not log the removed directory %s:\n%s", staging, logs)
+	}
+}
