@@ -35,10 +35,21 @@ type replica struct {
 // database dbURL, and waits until it is ready.
 func startReplica(t *testing.T, dataDir, dbURL string, extra ...string) *replica {
 	t.Helper()
+	return waitForReplica(t, launchReplica(t, dataDir, dbURL, extra...), dataDir)
+}
+
+// launchReplica starts kmsd as startReplica does, without waiting.
+func launchReplica(t *testing.T, dataDir, dbURL string, extra ...string) *kmsdProcess {
+	t.Helper()
 	args := append([]string{"--data-dir", dataDir, "--database", dbURL, "--keys-per-project", "100000",
 		"--log-level", "warn"}, extra...)
-	p := launchKmsd(t, args)
+	return launchKmsd(t, args)
+}
 
+// waitForReplica waits until p is ready, and returns it with the admin credential that
+// dataDir holds then.
+func waitForReplica(t *testing.T, p *kmsdProcess, dataDir string) *replica {
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		if status, _ := p.get("/readyz"); status == http.StatusOK {
@@ -115,6 +126,61 @@ func TestReplicasShareStoreAndToken(t *testing.T) {
 	}
 
 	loadReplicas(t, []*replica{a, b}, keyID, replicaLoadDuration(t))
+}
+
+// TestReplicasFirstStartTogether starts three replicas at one moment on a new PostgreSQL
+// schema and a new shared data directory. They must share one credential sealing key
+// and one admin credential, which the admin credentials file holds and every replica
+// accepts.
+func TestReplicasFirstStartTogether(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "kms-data")
+	dbURL := storetest.PostgresURL(t)
+
+	// The first start that sets up the embedded token runs alone (setup.lock), so the
+	// replicas meet at the store's first-start steps.
+	var launched []*kmsdProcess
+	for range 3 {
+		launched = append(launched, launchReplica(t, dataDir, dbURL))
+	}
+	var replicas []*replica
+	for _, p := range launched {
+		replicas = append(replicas, waitForReplica(t, p, dataDir))
+	}
+
+	// Each replica read the file when it became ready, so read it again now that all are.
+	ak, sk, projectID := readAdmin(t, dataDir)
+	for i, r := range replicas {
+		r.ak, r.sk, r.projectID = ak, sk, projectID
+		if status, body := r.post(t, "list-keys", map[string]any{}); status != http.StatusOK {
+			t.Errorf("replica %d rejects the admin credential of the file: %d %v", i, status,
+				body)
+		}
+	}
+	keyID := replicas[0].createKey(t, "together")
+	for i, r := range replicas {
+		status, body := r.post(t, "encrypt-datakey", map[string]any{"key_id": keyID,
+			"plain_text": zeroDataKeyHex, "datakey_plain_length": "32"})
+		if status != http.StatusOK {
+			t.Errorf("replica %d: encrypt-datakey: %d %v", i, status, body)
+		}
+	}
+
+	sealingKeys := 0
+	for _, ref := range tokenKeyObjects(t, dataDir) {
+		if ref == auth.SealingKey {
+			sealingKeys++
+		}
+	}
+	if sealingKeys != 1 {
+		t.Errorf("the token holds %d credential sealing keys, want 1", sealingKeys)
+	}
+	replaced, err := filepath.Glob(filepath.Join(dataDir, auth.AdminCredentialsFile+".replaced-*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(replaced) != 0 {
+		t.Errorf("replicas replaced each other's admin credentials file: %v", replaced)
+	}
 }
 
 // zeroDataKeyHex is a 32-byte zero data key followed by its SHA-256 digest.

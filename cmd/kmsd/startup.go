@@ -181,8 +181,16 @@ func startServices(ctx context.Context, c components, sw *handlerSwitch, svcs *s
 		return err
 	}
 
+	// Replicas started at one moment on a new store would otherwise each generate the
+	// audit signing key and the credential sealing key under one label, and each create
+	// its own first admin credential.
+	unlockBootstrap, err := lockBootstrap(ctx, c.store, c.log)
+	if err != nil {
+		return err
+	}
 	recorder, stopAudit, err := openAudit(ctx, c.cfg, c.token, c.store, c.registry, c.clients.count, c.log)
 	if err != nil {
+		unlockBootstrap()
 		return fmt.Errorf("opening the audit trail: %w", err)
 	}
 	svcs.stopAudit = stopAudit
@@ -190,6 +198,7 @@ func startServices(ctx context.Context, c components, sw *handlerSwitch, svcs *s
 	creds := auth.NewCredentials(c.store, c.token,
 		auth.CredentialsConfig{CacheTTL: c.cfg.CredCacheTTL, Logger: c.log})
 	admin, err := ensureAdmin(ctx, creds, c.cfg.DataDir, auth.AdminEnvFromGetenv(c.getenv), c.log)
+	unlockBootstrap()
 	if err != nil {
 		return err
 	}
@@ -496,6 +505,29 @@ func waitForTokenForStore(
 		}
 		return err
 	})
+}
+
+// lockBootstrap takes the store's first-start lock (store.SQLStore.LockBootstrap),
+// trying again after each failure, such as an unavailable store, until ctx is done.
+func lockBootstrap(ctx context.Context, st *store.SQLStore, log *slog.Logger) (func(), error) {
+	var unlock func()
+	lastMessage := ""
+	err := retry(ctx, func(attempt int) error {
+		var err error
+		unlock, err = st.LockBootstrap(ctx)
+		if err != nil {
+			if msg := err.Error(); msg != lastMessage {
+				lastMessage = msg
+				log.Warn("taking the first-start lock of the store failed, retrying",
+					"error", err, "attempt", attempt)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("taking the first-start lock of the store: %w", err)
+	}
+	return unlock, nil
 }
 
 // ensureAdmin creates the first admin credential, retrying failures, and returns the

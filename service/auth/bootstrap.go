@@ -74,10 +74,9 @@ type adminFile struct {
 // admin-credentials.json.replaced-<UTC time> first, and renamed back when storing the
 // new credential fails. It logs the file paths, never the secret.
 //
-// NOTE: two replicas starting at once on an empty shared store can each create an
-// admin credential with generated keys. Both agree on the operator project, the first
-// one recorded, but the other replica's admin may then belong to another project.
-// Start one replica first.
+// Two replicas that call EnsureAdmin at once on an empty shared store can each create an
+// admin credential with generated keys, and each generate a sealing key under one label,
+// so callers that run replicas hold store.SQLStore.LockBootstrap around it, as kmsd does.
 func (c *Credentials) EnsureAdmin(
 	ctx context.Context, dataDir string, env AdminEnv,
 ) (Credential, error) {
