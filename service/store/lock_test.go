@@ -169,6 +169,22 @@ func TestOpenSQLiteStoreInUse(t *testing.T) {
 			wantInUse: true,
 		},
 		{
+			name: "writer through a file://localhost URL",
+			hold: holdInThisProcess,
+			second: func(t *testing.T, path string) string {
+				return "file://localhost" + path
+			},
+			wantInUse: true,
+		},
+		{
+			name: "writer through a file:/// URL",
+			hold: holdInThisProcess,
+			second: func(t *testing.T, path string) string {
+				return "file://" + path
+			},
+			wantInUse: true,
+		},
+		{
 			name: "lock file without a PID",
 			hold: func(t *testing.T, path string) int {
 				holdFlock(t, path+"-kmsd.lock", "not a PID: secret-looking text\n")

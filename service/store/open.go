@@ -663,6 +663,19 @@ func prepareSQLiteFile(path, mode string, log *slog.Logger) error {
 // that can contain a password.
 func parseSQLiteURL(databaseURL string) (string, url.Values, error) {
 	path, query, _ := strings.Cut(trimSQLitePrefix(databaseURL), "?")
+	if after, ok := strings.CutPrefix(path, "//"); ok {
+		// SQLite reads file://HOST/PATH as /PATH when HOST is empty or localhost, and
+		// rejects other hosts. The lock file must sit beside the file that SQLite opens.
+		authority, rest, _ := strings.Cut(after, "/")
+		if authority != "" && !strings.EqualFold(authority, "localhost") {
+			return "", nil, fmt.Errorf("the SQLite database URL names the host %q: only "+
+				"localhost, or no host, is supported", authority)
+		}
+		if rest == "" {
+			return "", nil, errors.New("database URL has no file path")
+		}
+		path = "/" + rest
+	}
 	if path == "" {
 		return "", nil, errors.New("database URL has no file path")
 	}

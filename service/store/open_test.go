@@ -345,6 +345,10 @@ func TestOpenSQLiteURLForms(t *testing.T) {
 			file: filepath.Join(dir, "d.db")},
 		{name: "path needing escapes", url: filepath.Join(odd, "e.db"),
 			file: filepath.Join(odd, "e.db")},
+		{name: "file URL with localhost", url: "file://localhost" + filepath.Join(dir, "f.db"),
+			file: filepath.Join(dir, "f.db")},
+		{name: "file URL without host", url: "file://" + filepath.Join(dir, "g.db"),
+			file: filepath.Join(dir, "g.db")},
 		{name: "in memory", url: ":memory:"},
 	}
 	for _, tc := range tests {
@@ -357,12 +361,18 @@ func TestOpenSQLiteURLForms(t *testing.T) {
 			if _, err := os.Stat(tc.file); err != nil {
 				t.Errorf("database file: %v", err)
 			}
+			if _, err := os.Stat(tc.file + "-kmsd.lock"); err != nil {
+				t.Errorf("lock file beside the database file: %v", err)
+			}
 		})
 	}
 
-	_, err := store.Open(t.Context(), "sqlite:", nil)
-	if err == nil || errors.Is(err, store.ErrUnavailable) {
-		t.Errorf("Open(\"sqlite:\") error = %v, want an invalid URL error", err)
+	for _, invalid := range []string{"sqlite:", "file://db.example/" + filepath.Join(dir, "h.db"),
+		"file://localhost"} {
+		_, err := store.Open(t.Context(), invalid, nil)
+		if err == nil || errors.Is(err, store.ErrUnavailable) {
+			t.Errorf("Open(%q) error = %v, want an invalid URL error", invalid, err)
+		}
 	}
 }
 
