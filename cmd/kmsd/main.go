@@ -131,6 +131,14 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, log *slo
 		return fmt.Errorf("creating the data directory: %w", err)
 	}
 
+	// Two stores must not share the embedded token and the admin credentials file of one
+	// data directory, so this comes before anything else in it.
+	releaseDataDir, err := lockDataDir(cfg.DataDir, store.IsPostgresURL(cfg.DatabaseURL))
+	if err != nil {
+		return err
+	}
+	defer closeLogged(log, "data directory lock", releaseDataDir)
+
 	// Two kmsd processes on one SQLite file would both append to its audit chain files
 	// and run its jobs, and the second would log in to the first one's embedded token.
 	// So the store's lock is taken before the token is set up, and released last.

@@ -170,7 +170,7 @@ func lockSQLiteFile(path string) (*FileLock, error) {
 	}
 
 	if err := flockNonBlocking(f); errors.Is(err, unix.EWOULDBLOCK) {
-		pid := readLockPID(f)
+		pid := ReadLockPID(f)
 		f.Close()
 		return nil, &StoreInUseError{DatabasePath: dbPath, LockPath: lockFile, PID: pid}
 	} else if err != nil {
@@ -205,10 +205,10 @@ func writeLockPID(f *os.File) error {
 	return err
 }
 
-// readLockPID returns the PID in the lock file f, or 0 when its content is not a
-// positive integer. Nothing else of the file reaches an error message, because another
+// ReadLockPID returns the PID in the lock file f, or 0 when its content is not a
+// positive integer. Nothing else of the file should reach a message, because another
 // program may have written anything there.
-func readLockPID(f *os.File) int {
+func ReadLockPID(f *os.File) int {
 	buf := make([]byte, maxPIDBytes)
 	n, err := f.ReadAt(buf, 0)
 	if err != nil && !errors.Is(err, io.EOF) {
