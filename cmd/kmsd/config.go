@@ -422,6 +422,16 @@ func (c config) warnings() []string {
 		msgs = append(msgs, fmt.Sprintf("max_body_bytes is %d: each request may hold that "+
 			"much memory, while API requests need at most a few KiB", c.MaxBodyBytes))
 	}
+	inMemory, readOnly := store.SQLiteModes(c.DatabaseURL)
+	if inMemory {
+		msgs = append(msgs, "database_url is an in-memory SQLite database: key metadata, "+
+			"credentials and the audit trail are lost when kmsd stops, while the keys stay "+
+			"in the token")
+	}
+	if readOnly {
+		msgs = append(msgs, "database_url opens SQLite with mode=ro: calls that write to "+
+			"the store fail, and this kmsd takes no lock against a writer of the same file")
+	}
 	return msgs
 }
 

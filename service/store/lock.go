@@ -220,3 +220,18 @@ func ReadLockPID(f *os.File) int {
 	}
 	return pid
 }
+
+// SQLiteModes reports whether databaseURL names a SQLite database that lives only in
+// memory (":memory:" or mode=memory), and whether it opens the file read-only (mode=ro).
+// Both are false for a PostgreSQL URL and for a URL that Open rejects.
+func SQLiteModes(databaseURL string) (inMemory, readOnly bool) {
+	if IsPostgresURL(databaseURL) || checkDatabaseURL(databaseURL) != nil {
+		return false, false
+	}
+	path, params, err := parseSQLiteURL(databaseURL)
+	if err != nil {
+		return false, false
+	}
+	mode := params.Get("mode")
+	return path == ":memory:" || mode == "memory", mode == "ro"
+}
