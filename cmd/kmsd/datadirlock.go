@@ -32,11 +32,9 @@ func lockDataDir(dataDir string, shared bool) (release func() error, err error) 
 	if err != nil {
 		return nil, fmt.Errorf("resolve the data directory's lock file: %w", err)
 	}
-	// O_NOFOLLOW keeps the PID write from following a symbolic link planted in place of
-	// the lock file to another file.
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o600)
+	f, err := store.OpenLockFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("open the data directory's lock file: %w", err)
+		return nil, err
 	}
 
 	mode := unix.LOCK_EX

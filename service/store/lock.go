@@ -162,11 +162,9 @@ func lockSQLiteFile(path string) (*FileLock, error) {
 		return nil, err
 	}
 
-	// O_NOFOLLOW keeps the PID write from following a symbolic link planted in place of
-	// the lock file to another file.
-	f, err := os.OpenFile(lockFile, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, lockFileMode)
+	f, err := OpenLockFile(lockFile)
 	if err != nil {
-		return nil, fmt.Errorf("open the lock file: %w", err)
+		return nil, err
 	}
 
 	if err := flockNonBlocking(f); errors.Is(err, unix.EWOULDBLOCK) {
@@ -234,4 +232,25 @@ func SQLiteModes(databaseURL string) (inMemory, readOnly bool) {
 	}
 	mode := params.Get("mode")
 	return path == ":memory:" || mode == "memory", mode == "ro"
+}
+
+// OpenLockFile opens the lock file at path for reading and writing, creating it with
+// lockFileMode, without following a symbolic link in its place: the PID written into it
+// must not reach another file. Its errors name the fix for a symbolic link, a
+// directory or a file that this user may not write.
+func OpenLockFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, lockFileMode)
+	switch {
+	case err == nil:
+		return f, nil
+	case errors.Is(err, unix.ELOOP):
+		return nil, fmt.Errorf("the lock file %s is a symbolic link, which kmsd does not "+
+			"follow: remove it", path)
+	case errors.Is(err, unix.EISDIR):
+		return nil, fmt.Errorf("the lock file %s is a directory: remove it", path)
+	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+		return nil, fmt.Errorf("open the lock file %s: %w; check its owner, mode and "+
+			"attributes (lsattr)", path, err)
+	}
+	return nil, fmt.Errorf("open the lock file %s: %w", path, err)
 }

@@ -456,3 +456,62 @@ func TestLockSQLiteWithoutLock(t *testing.T) {
 		t.Errorf("LockSQLite created a lock file: %v", err)
 	}
 }
+
+func TestOpenLockFileErrors(t *testing.T) {
+	tests := []struct {
+		name  string
+		plant func(t *testing.T, path string)
+		want  string
+	}{
+		{
+			name: "symbolic link",
+			plant: func(t *testing.T, path string) {
+				target := filepath.Join(t.TempDir(), "target")
+				if err := os.WriteFile(target, nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink(target, path); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want: "is a symbolic link, which kmsd does not follow: remove it",
+		},
+		{
+			name: "directory",
+			plant: func(t *testing.T, path string) {
+				if err := os.Mkdir(path, 0o700); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want: "is a directory: remove it",
+		},
+		{
+			name: "immutable file",
+			plant: func(t *testing.T, path string) {
+				if err := os.WriteFile(path, nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				if out, err := exec.Command("chattr", "+i", path).CombinedOutput(); err != nil {
+					t.Skipf("chattr +i: %v: %s", err, out)
+				}
+				t.Cleanup(func() { _ = exec.Command("chattr", "-i", path).Run() })
+			},
+			want: "check its owner, mode and attributes (lsattr)",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "kms.db-kmsd.lock")
+			tc.plant(t, path)
+
+			f, err := store.OpenLockFile(path)
+			if err == nil {
+				f.Close()
+				t.Fatal("OpenLockFile succeeded, want an error")
+			}
+			if !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), path) {
+				t.Errorf("error %q, want one naming %s and containing %q", err, path, tc.want)
+			}
+		})
+	}
+}
