@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/miekg/pkcs11"
 )
@@ -168,10 +169,7 @@ func Ensure(dataDir, label string) (_ Setup, err error) {
 	setup.RestoredFiles = restored
 
 	tokens := filepath.Join(dataDir, "tokens")
-	found, err := withLibrary(module, func(p11 *pkcs11.Ctx) (bool, error) {
-		_, ok, err := findToken(p11, label)
-		return ok, err
-	})
+	found, err := findTokenSettled(module, label, tokens)
 	if err != nil {
 		// SoftHSM2 reports a token directory that it cannot read as CKR_GENERAL_ERROR.
 		return Setup{}, fmt.Errorf("%w (check that this user can read and write %s)", err,
@@ -488,4 +486,22 @@ func writeFileAtomic(path string, data []byte) error {
 	}
 
 	return os.Rename(f.Name(), path)
+}
+
+// findTokenSettled reports whether SoftHSM2 finds the token labelled label. While it does
+// not and the token directory holds an empty token file, it looks again every rewritePoll
+// for up to rewriteWait, because another process's login may be rewriting that file
+// (see readSettled).
+func findTokenSettled(module, label, tokens string) (bool, error) {
+	deadline := time.Now().Add(rewriteWait)
+	for {
+		found, err := withLibrary(module, func(p11 *pkcs11.Ctx) (bool, error) {
+			_, ok, err := findToken(p11, label)
+			return ok, err
+		})
+		if err != nil || found || damagedTokenFile(tokens) == "" || time.Now().After(deadline) {
+			return found, err
+		}
+		time.Sleep(rewritePoll)
+	}
 }

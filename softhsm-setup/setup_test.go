@@ -597,3 +597,57 @@ func TestEnsureNamesFreeSpace(t *testing.T) {
 		t.Error("no amount of free space made SoftHSM2 fail with CKR_DEVICE_ERROR")
 	}
 }
+
+// TestEnsureWaitsForTokenRewrite empties the token file as SoftHSM2 does in the middle of
+// another process's login, and writes it back 200 ms into Ensure. Ensure must wait for it
+// instead of restoring the file from its copy or reporting the token missing.
+func TestEnsureWaitsForTokenRewrite(t *testing.T) {
+	if _, err := FindModule(); err != nil {
+		t.Skip(err)
+	}
+	for _, keepCopy := range []bool{true, false} {
+		t.Run(fmt.Sprintf("copy kept %t", keepCopy), func(t *testing.T) {
+			dataDir := filepath.Join(t.TempDir(), "data")
+			if _, err := Ensure(dataDir, "kms"); err != nil {
+				t.Fatalf("first Ensure: %v", err)
+			}
+			if !keepCopy {
+				if err := os.RemoveAll(filepath.Join(dataDir, tokenCopiesDir)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			files, err := filepath.Glob(filepath.Join(dataDir, "tokens", "*", "token.object"))
+			if err != nil || len(files) != 1 {
+				t.Fatalf("token files = %v, %v; want one", files, err)
+			}
+			tokenFile := files[0]
+			content, err := os.ReadFile(tokenFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			if err := os.Truncate(tokenFile, 0); err != nil {
+				t.Fatal(err)
+			}
+			rewritten := make(chan error, 1)
+			go func() {
+				time.Sleep(200 * time.Millisecond)
+				rewritten <- os.WriteFile(tokenFile, content, 0o600)
+			}()
+			setup, err := Ensure(dataDir, "kms")
+			if werr := <-rewritten; werr != nil {
+				t.Fatal(werr)
+			}
+			if err != nil {
+				t.Fatalf("Ensure during the rewrite: %v", err)
+			}
+			if len(setup.RestoredFiles) != 0 {
+				t.Errorf("Ensure restored %v while the file was being rewritten",
+					setup.RestoredFiles)
+			}
+			if after, err := os.ReadFile(tokenFile); err != nil || !bytes.Equal(after, content) {
+				t.Errorf("token file after Ensure differs from the rewritten one (%v)", err)
+			}
+		})
+	}
+}

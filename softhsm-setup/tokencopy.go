@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // SoftHSM2 2.6.1 rewrites a token's token.object in place at every C_Login: it truncates
@@ -93,8 +94,8 @@ func restoreTokenFiles(dataDir string) ([]string, error) {
 		}
 
 		path := filepath.Join(dataDir, "tokens", folder, "token.object")
-		current, err := os.ReadFile(path)
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
+		current, err := readSettled(path, len(saved))
+		if err != nil {
 			return restored, fmt.Errorf("read %s: %w", path, err)
 		}
 		if len(current) >= len(saved) {
@@ -194,4 +195,30 @@ func tokenFolders(dataDir string) ([]string, error) {
 		}
 	}
 	return folders, nil
+}
+
+// Bounds of readSettled. SoftHSM2 2.6.1 rewrites token.object at every login: it
+// truncates the file, releases its lock on it and then writes it again. So another
+// process that shares the token directory, such as a replica that starts or reconnects
+// at the same moment, can find the file empty or short for a moment.
+const (
+	rewriteWait = time.Second
+	rewritePoll = 20 * time.Millisecond
+)
+
+// readSettled reads the file at path, and reads it again every rewritePoll for up to
+// rewriteWait while it is shorter than minLen, so that a file in the middle of SoftHSM2's
+// rewrite is not taken for a damaged one. A missing file reads as empty.
+func readSettled(path string, minLen int) ([]byte, error) {
+	deadline := time.Now().Add(rewriteWait)
+	for {
+		b, err := os.ReadFile(path)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		if len(b) >= minLen || time.Now().After(deadline) {
+			return b, nil
+		}
+		time.Sleep(rewritePoll)
+	}
 }
