@@ -422,15 +422,10 @@ func (c config) warnings() []string {
 		msgs = append(msgs, fmt.Sprintf("max_body_bytes is %d: each request may hold that "+
 			"much memory, while API requests need at most a few KiB", c.MaxBodyBytes))
 	}
-	inMemory, readOnly := store.SQLiteModes(c.DatabaseURL)
-	if inMemory {
+	if inMemory, _ := store.SQLiteModes(c.DatabaseURL); inMemory {
 		msgs = append(msgs, "database_url is an in-memory SQLite database: key metadata, "+
 			"credentials and the audit trail are lost when kmsd stops, while the keys stay "+
 			"in the token")
-	}
-	if readOnly {
-		msgs = append(msgs, "database_url opens SQLite with mode=ro: calls that write to "+
-			"the store fail, and this kmsd takes no lock against a writer of the same file")
 	}
 	return msgs
 }
@@ -454,6 +449,9 @@ func (c config) validate() error {
 	if err := validateDatabaseURL(c.DatabaseURL); err != nil {
 		errs = append(errs, err)
 	}
+	_, readOnly := store.SQLiteModes(c.DatabaseURL)
+	check(!readOnly, "database_url: mode=ro opens the SQLite store read-only, and kmsd "+
+		"writes to its store; kmsctl's audit commands take such a URL")
 	check(c.TokenLabel != "", "token_label: must not be empty")
 	check(len(c.TokenLabel) <= maxTokenLabelBytes,
 		"token_label: %q is %d bytes, longer than the %d bytes of a PKCS#11 token label",
@@ -557,6 +555,10 @@ func validateDatabaseURL(databaseURL string) error {
 			"file whose path has \":\" before \"@\"")
 	case store.IsPostgresURL(databaseURL):
 		if err := store.CheckPostgresURL(databaseURL); err != nil {
+			return fmt.Errorf("database_url: %w", err)
+		}
+	default:
+		if err := store.CheckSQLiteURL(databaseURL); err != nil {
 			return fmt.Errorf("database_url: %w", err)
 		}
 	}

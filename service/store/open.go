@@ -360,6 +360,14 @@ func decodedForms(s string) []string {
 	return forms
 }
 
+// CheckSQLiteURL parses the SQLite path or URL databaseURL as Open does, without
+// opening it, and returns an error that names what is invalid, such as a host other
+// than localhost in a file: URL or a parameter set twice.
+func CheckSQLiteURL(databaseURL string) error {
+	_, _, err := parseSQLiteURL(databaseURL)
+	return err
+}
+
 // CheckPostgresURL parses the postgres:// or postgresql:// URL databaseURL as Open does,
 // without connecting, and returns an error that names the invalid part, such as the
 // port or a parameter's value. The error quotes neither the URL nor any secret in it.
@@ -683,6 +691,13 @@ func parseSQLiteURL(databaseURL string) (string, url.Values, error) {
 	params, err := url.ParseQuery(query)
 	if err != nil {
 		return "", nil, fmt.Errorf("parse the parameters of the SQLite database URL: %w", err)
+	}
+	for name, values := range params {
+		// SQLite takes the last of a repeated parameter and kmsd the first, so
+		// mode=memory&mode=rwc would open a file without the lock of a file store.
+		if len(values) > 1 {
+			return "", nil, fmt.Errorf("the SQLite database URL sets %s more than once", name)
+		}
 	}
 	return path, params, nil
 }
