@@ -169,6 +169,24 @@ func TestOpenSQLiteStoreInUse(t *testing.T) {
 			wantInUse: true,
 		},
 		{
+			name: "writer through a symbolic link followed by ..",
+			hold: holdInThisProcess,
+			second: func(t *testing.T, path string) string {
+				// link/.. is the parent of the link's target, inner/.., for the kernel,
+				// and the link's own directory for filepath.Clean.
+				inner := filepath.Join(filepath.Dir(path), "inner")
+				if err := os.Mkdir(inner, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				link := filepath.Join(t.TempDir(), "link")
+				if err := os.Symlink(inner, link); err != nil {
+					t.Fatal(err)
+				}
+				return link + "/../" + filepath.Base(path)
+			},
+			wantInUse: true,
+		},
+		{
 			name: "writer through a file://localhost URL",
 			hold: holdInThisProcess,
 			second: func(t *testing.T, path string) string {

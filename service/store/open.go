@@ -699,7 +699,33 @@ func parseSQLiteURL(databaseURL string) (string, url.Values, error) {
 			return "", nil, fmt.Errorf("the SQLite database URL sets %s more than once", name)
 		}
 	}
+	if path != ":memory:" && params.Get("mode") != "memory" {
+		path = resolveSQLitePath(path)
+	}
 	return path, params, nil
+}
+
+// resolveSQLitePath returns path as an absolute path without symbolic links, "." or
+// "..", resolved as the kernel resolves it when SQLite opens the file: a ".." after a
+// symbolic link leaves the link's target, where filepath.Clean would drop the link. The
+// lock file and the chain directory, named after the database file, then sit beside the
+// file that SQLite opens. A path whose directory does not exist yet is only made absolute.
+func resolveSQLitePath(path string) string {
+	if !filepath.IsAbs(path) {
+		if wd, err := os.Getwd(); err == nil {
+			path = wd + string(filepath.Separator) + path
+		}
+	}
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		return real
+	}
+	// The file itself does not exist yet.
+	if i := strings.LastIndexByte(path, filepath.Separator); i > 0 {
+		if dir, err := filepath.EvalSymlinks(path[:i]); err == nil {
+			return filepath.Join(dir, path[i+1:])
+		}
+	}
+	return filepath.Clean(path)
 }
 
 // sqliteDSN builds the file: URI that go-sqlite3 passes to sqlite3_open_v2. The
