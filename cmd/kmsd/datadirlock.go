@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -41,12 +42,7 @@ func lockDataDir(dataDir string, shared bool) (release func() error, err error) 
 	if shared {
 		mode = unix.LOCK_SH
 	}
-	for {
-		err = unix.Flock(int(f.Fd()), mode|unix.LOCK_NB)
-		if err != unix.EINTR {
-			break
-		}
-	}
+	err = flockRetry(f, mode|unix.LOCK_NB)
 	if errors.Is(err, unix.EWOULDBLOCK) {
 		holder := ""
 		if pid := store.ReadLockPID(f); pid > 0 {
@@ -75,4 +71,99 @@ func lockDataDir(dataDir string, shared bool) (release func() error, err error) 
 		return nil, fmt.Errorf("write %s: %w", path, err)
 	}
 	return f.Close, nil
+}
+
+// replicasDir, in the data directory, holds one mark file per running replica on
+// PostgreSQL, named after its PID and containing its store's id (store.SQLStore.StoreID).
+const replicasDir = "replicas"
+
+// errOtherStoreReplica means that a replica of another store uses the data directory.
+var errOtherStoreReplica = errors.New("the data directory is in use by a replica of " +
+	"another store")
+
+// markReplica records that this replica of the store storeID uses dataDir, after
+// checking that no running replica of another store does, and returns the function that
+// removes the mark. Replicas on PostgreSQL share the data directory's lock, which cannot
+// tell their stores apart. So each one holds an exclusive flock on its own mark file, and
+// a mark that another process can lock belongs to a replica that ended and is removed.
+// The check and the new mark run under replicas/.lock, so that two replicas of different
+// stores that start at one moment cannot both miss each other.
+func markReplica(dataDir, storeID string) (remove func(), err error) {
+	dir := filepath.Join(dataDir, replicasDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create %s: %w", dir, err)
+	}
+	scan, err := store.OpenLockFile(filepath.Join(dir, ".lock"))
+	if err != nil {
+		return nil, err
+	}
+	defer scan.Close()
+	if err := flockRetry(scan, unix.LOCK_EX); err != nil {
+		return nil, fmt.Errorf("lock %s: %w", scan.Name(), err)
+	}
+
+	marks, err := filepath.Glob(filepath.Join(dir, "*.mark"))
+	if err != nil {
+		return nil, err
+	}
+	for _, path := range marks {
+		other, alive := readLiveMark(path)
+		if alive && other != storeID {
+			return nil, fmt.Errorf("%w (mark file %s). Replicas of one PostgreSQL store may "+
+				"share a data directory, replicas of two stores may not: give this kmsd "+
+				"another --data-dir", errOtherStoreReplica, path)
+		}
+		if !alive {
+			_ = os.Remove(path)
+		}
+	}
+
+	path := filepath.Join(dir, strconv.Itoa(os.Getpid())+".mark")
+	mark, err := store.OpenLockFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := flockRetry(mark, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		mark.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if err := mark.Truncate(0); err == nil {
+		_, err = mark.WriteAt([]byte(storeID+"\n"), 0)
+	}
+	if err != nil {
+		mark.Close()
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	return func() {
+		_ = os.Remove(path)
+		mark.Close()
+	}, nil
+}
+
+// readLiveMark returns the store id in the mark file at path and whether its replica
+// still runs, which it does while it holds its flock on the file.
+func readLiveMark(path string) (storeID string, alive bool) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+
+	if err := flockRetry(f, unix.LOCK_SH|unix.LOCK_NB); err == nil {
+		return "", false
+	}
+	buf := make([]byte, 64)
+	n, _ := f.ReadAt(buf, 0)
+	return strings.TrimSpace(string(buf[:n])), true
+}
+
+// flockRetry applies the flock operation op to f, trying again when a signal interrupts
+// it.
+func flockRetry(f *os.File, op int) error {
+	for {
+		err := unix.Flock(int(f.Fd()), op)
+		if err != unix.EINTR {
+			return err
+		}
+	}
 }

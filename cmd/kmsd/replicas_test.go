@@ -183,6 +183,50 @@ func TestReplicasFirstStartTogether(t *testing.T) {
 	}
 }
 
+// TestReplicaOfOtherStoreExits starts a replica on one PostgreSQL schema, then another
+// on a second schema with the same data directory. The second must exit at once, before
+// it replaces the first one's admin credentials file, and a later replica of the first
+// store must still start there.
+func TestReplicaOfOtherStoreExits(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "kms-data")
+	first := startReplica(t, dataDir, storetest.PostgresURL(t))
+	adminFile := mustRead(t, filepath.Join(dataDir, auth.AdminCredentialsFile))
+
+	other := launchReplica(t, dataDir, storetest.PostgresURL(t))
+	done := make(chan error, 1)
+	go func() { done <- other.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Errorf("the replica of the other store exited with status 0")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the replica of the other store did not exit within 30 s; logs:\n%s",
+			other.logs)
+	}
+	if logs := other.logs.String(); !strings.Contains(logs,
+		"the data directory is in use by a replica of another store") {
+		t.Errorf("the replica of the other store did not name the reason:\n%s", logs)
+	}
+	if got := mustRead(t, filepath.Join(dataDir, auth.AdminCredentialsFile)); !bytes.Equal(got, adminFile) {
+		t.Error("the replica of the other store changed the admin credentials file")
+	}
+	if status, body := first.post(t, "list-keys", map[string]any{}); status != http.StatusOK {
+		t.Errorf("the first replica after the other one exited: %d %v", status, body)
+	}
+
+	// The mark of a killed replica stays behind, and does not count.
+	if err := first.p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.p.cmd.Wait()
+	marks, _ := filepath.Glob(filepath.Join(dataDir, "replicas", "*.mark"))
+	if len(marks) == 0 {
+		t.Fatal("the killed replica left no mark, so the case tests nothing")
+	}
+	startReplica(t, dataDir, storetest.PostgresURL(t))
+}
+
 // zeroDataKeyHex is a 32-byte zero data key followed by its SHA-256 digest.
 const zeroDataKeyHex = "0000000000000000000000000000000000000000000000000000000000000000" +
 	"66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925"

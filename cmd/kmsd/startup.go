@@ -114,6 +114,8 @@ type services struct {
 	stopAudit  func()
 	stopJobs   func()
 	closeStore func()
+	// removeMark removes this replica's mark in the data directory (markReplica).
+	removeMark func()
 }
 
 // stop stops the jobs, flushes and stops the audit trail, then closes the store. It is
@@ -127,6 +129,9 @@ func (s *services) stop() {
 	}
 	if s.closeStore != nil {
 		s.closeStore()
+	}
+	if s.removeMark != nil {
+		s.removeMark()
 	}
 }
 
@@ -165,6 +170,14 @@ func startServices(ctx context.Context, c components, sw *handlerSwitch, svcs *s
 	}
 	svcs.closeStore = func() { closeLogged(c.log, "store", st.Close) }
 	c.store = st
+
+	if store.IsPostgresURL(c.cfg.DatabaseURL) {
+		removeMark, err := markReplicaOfStore(ctx, st, c.cfg.DataDir, c.log)
+		if err != nil {
+			return err
+		}
+		svcs.removeMark = removeMark
+	}
 
 	if err := waitForToken(ctx, c.token, c.log); err != nil {
 		return err
@@ -505,6 +518,25 @@ func waitForTokenForStore(
 		}
 		return err
 	})
+}
+
+// markReplicaOfStore reads the store's id, trying again while the store is unavailable,
+// and marks the data directory as used by a replica of that store (markReplica).
+func markReplicaOfStore(
+	ctx context.Context, st *store.SQLStore, dataDir string, log *slog.Logger,
+) (func(), error) {
+	var id string
+	err := retry(ctx, func(attempt int) error {
+		var err error
+		if id, err = st.StoreID(ctx); err != nil {
+			log.Warn("reading the store id failed, retrying", "error", err, "attempt", attempt)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the store id: %w", err)
+	}
+	return markReplica(dataDir, id)
 }
 
 // lockBootstrap takes the store's first-start lock (store.SQLStore.LockBootstrap),

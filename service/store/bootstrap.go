@@ -2,7 +2,10 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql/driver"
+	"encoding/hex"
+	"fmt"
 )
 
 // bootstrapLockClass is the first key of the PostgreSQL advisory lock of LockBootstrap
@@ -49,4 +52,33 @@ func (s *SQLStore) LockBootstrap(ctx context.Context) (unlock func(), err error)
 		}
 		conn.Close()
 	}, nil
+}
+
+// storeIDSetting is the settings row of StoreID.
+const storeIDSetting = "store_id"
+
+// StoreID returns the random id that tells this store from others: 32 lower-case hex
+// digits, recorded in the settings table by the first call on the store and the same for
+// every replica after. A copy of the database keeps it.
+func (s *SQLStore) StoreID(ctx context.Context) (string, error) {
+	const op = "get store id"
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("%s: %w", op, err)
+	}
+
+	_, err := s.write.ExecContext(ctx, s.d.rebind(
+		"INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"),
+		storeIDSetting, hex.EncodeToString(b[:]))
+	if err != nil {
+		return "", s.wrap(op, err)
+	}
+
+	var id string
+	err = s.write.QueryRowContext(ctx, s.d.rebind("SELECT value FROM settings WHERE name = ?"),
+		storeIDSetting).Scan(&id)
+	if err != nil {
+		return "", s.wrap(op, err)
+	}
+	return id, nil
 }
