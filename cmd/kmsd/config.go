@@ -450,8 +450,8 @@ func (c config) validate() error {
 		errs = append(errs, err)
 	}
 	_, readOnly := store.SQLiteModes(c.DatabaseURL)
-	check(!readOnly, "database_url: mode=ro opens the SQLite store read-only, and kmsd "+
-		"writes to its store; kmsctl's audit commands take such a URL")
+	check(!readOnly, "database_url: mode=ro and immutable=1 open the SQLite store "+
+		"read-only, and kmsd writes to its store; kmsctl's audit commands take such a URL")
 	check(c.TokenLabel != "", "token_label: must not be empty")
 	check(len(c.TokenLabel) <= maxTokenLabelBytes,
 		"token_label: %q is %d bytes, longer than the %d bytes of a PKCS#11 token label",

@@ -220,8 +220,9 @@ func ReadLockPID(f *os.File) int {
 }
 
 // SQLiteModes reports whether databaseURL names a SQLite database that lives only in
-// memory (":memory:" or mode=memory), and whether it opens the file read-only (mode=ro).
-// Both are false for a PostgreSQL URL and for a URL that Open rejects.
+// memory (":memory:" or mode=memory), and whether it opens the file read-only (mode=ro,
+// or immutable set to a true value, which SQLite takes as a file no one writes). Both
+// are false for a PostgreSQL URL and for a URL that Open rejects.
 func SQLiteModes(databaseURL string) (inMemory, readOnly bool) {
 	if IsPostgresURL(databaseURL) || checkDatabaseURL(databaseURL) != nil {
 		return false, false
@@ -231,7 +232,12 @@ func SQLiteModes(databaseURL string) (inMemory, readOnly bool) {
 		return false, false
 	}
 	mode := params.Get("mode")
-	return path == ":memory:" || mode == "memory", mode == "ro"
+	immutable := false
+	switch strings.ToLower(params.Get("immutable")) {
+	case "1", "true", "yes", "on":
+		immutable = true
+	}
+	return path == ":memory:" || mode == "memory", mode == "ro" || immutable
 }
 
 // OpenLockFile opens the lock file at path for reading and writing, creating it with
