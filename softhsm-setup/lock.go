@@ -17,7 +17,7 @@ const setupLockFile = "setup.lock"
 // lockSetup creates dataDir with mode 0700 when it is missing, then waits for an
 // exclusive flock on dataDir/setup.lock (created with mode 0600), and returns the
 // function that releases it. The kernel also releases the lock when the process ends,
-// so a lock file left by a killed process blocks nobody.
+// so a lock file left by a killed process blocks no other process.
 //
 // NOTE: the wait has no time limit, because Ensure takes no context: a process that
 // hangs inside Ensure holding the lock makes every other Ensure on dataDir wait until

@@ -42,7 +42,7 @@ func lockDataDir(dataDir string, shared bool) (release func() error, err error) 
 	if shared {
 		mode = unix.LOCK_SH
 	}
-	err = flockRetry(f, mode|unix.LOCK_NB)
+	err = store.Flock(f, mode|unix.LOCK_NB)
 	if errors.Is(err, unix.EWOULDBLOCK) {
 		holder := ""
 		if pid := store.ReadLockPID(f); pid > 0 {
@@ -98,7 +98,7 @@ func markReplica(dataDir, storeID string) (remove func(), err error) {
 		return nil, err
 	}
 	defer scan.Close()
-	if err := flockRetry(scan, unix.LOCK_EX); err != nil {
+	if err := store.Flock(scan, unix.LOCK_EX); err != nil {
 		return nil, fmt.Errorf("lock %s: %w", scan.Name(), err)
 	}
 
@@ -123,7 +123,7 @@ func markReplica(dataDir, storeID string) (remove func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := flockRetry(mark, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	if err := store.Flock(mark, unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		mark.Close()
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
@@ -149,21 +149,10 @@ func readLiveMark(path string) (storeID string, alive bool) {
 	}
 	defer f.Close()
 
-	if err := flockRetry(f, unix.LOCK_SH|unix.LOCK_NB); err == nil {
+	if err := store.Flock(f, unix.LOCK_SH|unix.LOCK_NB); err == nil {
 		return "", false
 	}
 	buf := make([]byte, 64)
 	n, _ := f.ReadAt(buf, 0)
 	return strings.TrimSpace(string(buf[:n])), true
-}
-
-// flockRetry applies the flock operation op to f, trying again when a signal interrupts
-// it.
-func flockRetry(f *os.File, op int) error {
-	for {
-		err := unix.Flock(int(f.Fd()), op)
-		if err != unix.EINTR {
-			return err
-		}
-	}
 }

@@ -311,7 +311,7 @@ func TestTrailAcknowledgedRecordIsDurable(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A second process opening the file sees the record while the trail still runs. It
+	// A second process that opens the file reads the record while the trail still runs. It
 	// opens the file read-only, as kmsctl does, because the trail's store holds the
 	// file's writer lock.
 	other := openSQLite(t, "file:"+path+"?mode=ro")

@@ -75,8 +75,8 @@ type adminFile struct {
 // new credential fails. It logs the file paths, never the secret.
 //
 // Two replicas that call EnsureAdmin at once on an empty shared store can each create an
-// admin credential with generated keys, and each generate a sealing key under one label,
-// so callers that run replicas hold store.SQLStore.LockBootstrap around it, as kmsd does.
+// admin credential with generated keys and each generate a sealing key under one label.
+// So callers that run replicas hold store.SQLStore.LockBootstrap around it, as kmsd does.
 func (c *Credentials) EnsureAdmin(
 	ctx context.Context, dataDir string, env AdminEnv,
 ) (Credential, error) {

@@ -20,8 +20,8 @@ const bootstrapLockClass = 0x6b6d7362
 // their own key under one label and their own admin credential.
 //
 // On PostgreSQL it waits, until ctx is done, for a session advisory lock on one
-// connection of the pool, which unlock releases; the lock also ends with the session,
-// so a replica that dies holding it blocks no one. A SQLite file store has one writer
+// connection of the pool, which unlock releases. The lock also ends with the session, so
+// a replica that dies holding it blocks no other. A SQLite file store has one writer
 // process (its lock file), so LockBootstrap returns at once. unlock is safe to call once.
 func (s *SQLStore) LockBootstrap(ctx context.Context) (unlock func(), err error) {
 	const op = "lock the first-start steps"
@@ -57,9 +57,9 @@ func (s *SQLStore) LockBootstrap(ctx context.Context) (unlock func(), err error)
 // storeIDSetting is the settings row of StoreID.
 const storeIDSetting = "store_id"
 
-// StoreID returns the random id that tells this store from others: 32 lower-case hex
-// digits, recorded in the settings table by the first call on the store and the same for
-// every replica after. A copy of the database keeps it.
+// StoreID returns the random id that distinguishes this store from others: 32 lower-case
+// hex digits. The first call on the store records it in the settings table, and every
+// replica reads the same id after. A copy of the database keeps it.
 func (s *SQLStore) StoreID(ctx context.Context) (string, error) {
 	const op = "get store id"
 	var b [16]byte

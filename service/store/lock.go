@@ -167,7 +167,7 @@ func lockSQLiteFile(path string) (*FileLock, error) {
 		return nil, err
 	}
 
-	if err := flockNonBlocking(f); errors.Is(err, unix.EWOULDBLOCK) {
+	if err := Flock(f, unix.LOCK_EX|unix.LOCK_NB); errors.Is(err, unix.EWOULDBLOCK) {
 		pid := ReadLockPID(f)
 		f.Close()
 		return nil, &StoreInUseError{DatabasePath: dbPath, LockPath: lockFile, PID: pid}
@@ -183,11 +183,13 @@ func lockSQLiteFile(path string) (*FileLock, error) {
 	return &FileLock{path: lockFile, f: f}, nil
 }
 
-// flockNonBlocking takes an exclusive flock on f, or fails with EWOULDBLOCK when another
-// open file description holds one. It tries again when a signal interrupts it.
-func flockNonBlocking(f *os.File) error {
+// Flock applies the flock(2) operation op (unix.LOCK_EX, unix.LOCK_SH, with or without
+// unix.LOCK_NB) to f, trying again when a signal interrupts it. With unix.LOCK_NB it
+// fails with unix.EWOULDBLOCK while another open file description holds a conflicting
+// lock.
+func Flock(f *os.File, op int) error {
 	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		err := unix.Flock(int(f.Fd()), op)
 		if err != unix.EINTR {
 			return err
 		}
