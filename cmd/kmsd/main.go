@@ -360,12 +360,13 @@ func listenAndServe(
 	if cfg.TLSCert == "" {
 		ln = plainListener{ln}
 	}
+	hs.Handler = rejectHTTP2Preface(h)
 
 	// See hangups.go: the per-request read that notices a client hanging up is skipped
 	// where no wait in a request depends on the network.
 	skipHangups := skipsHangupRead(cfg)
 	if skipHangups {
-		hs.Handler = skipHangupRead(h)
+		hs.Handler = skipHangupRead(hs.Handler)
 		hs.ConnContext = plainConnContext
 	}
 

@@ -3,9 +3,11 @@ package main
 import (
 	"io"
 	"net"
+	"net/http"
 	"sync/atomic"
 	"time"
 
+	"github.com/hsmkms/kms/service"
 	"github.com/hsmkms/kms/service/api"
 )
 
@@ -115,4 +117,29 @@ func (c *plainConn) write(p []byte) (int, error) {
 // socket past the lazy write deadline.
 func (c *plainConn) ReadFrom(r io.Reader) (int64, error) {
 	return io.Copy(struct{ io.Writer }{c}, r)
+}
+
+// http2PrefaceMessage is the error message for the HTTP/2 connection preface.
+const http2PrefaceMessage = "the request is not valid HTTP/1.1: " +
+	"HTTP/2 without TLS is not supported, so send HTTP/1.1"
+
+// rejectHTTP2Preface rejects the HTTP/2 connection preface ("PRI * HTTP/2.0") with 400
+// KMS.0201 and closes the connection, as net/http does for every other HTTP/2.0 request
+// line. net/http passes the preface to the handler, so that a handler can take the
+// connection over for HTTP/2 without TLS, which kmsd does not serve. With TLS, clients
+// choose HTTP/2 through ALPN, and net/http serves it without sending the preface here.
+func rejectHTTP2Preface(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != "PRI" || r.ProtoMajor != 2 {
+			h.ServeHTTP(w, r)
+			return
+		}
+
+		w.Header().Set("Connection", "close")
+		w.Header().Set("X-Request-Id", api.NewRequestID())
+		writeJSON(w, http.StatusBadRequest, map[string]any{"error": map[string]string{
+			"error_code": service.CodeInvalidURL,
+			"error_msg":  http2PrefaceMessage,
+		}})
+	})
 }

@@ -138,14 +138,35 @@ func TestPlainConnLeavesHandlerResponses(t *testing.T) {
 
 func TestKmsdUnparsedRequestGetsKMSCode(t *testing.T) {
 	p := startKmsd(t, t.TempDir())
-
-	res, body := roundTrip(t, p.addr, "POST /v1.0/p/kms/decrypt-datakey HTTP/1.1\r\n"+
-		"Host: kms\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}")
-	if res.StatusCode != http.StatusBadRequest {
-		t.Errorf("status %d, want 400", res.StatusCode)
+	tests := []struct {
+		name        string
+		request     string
+		wantMessage string
+	}{
+		{"two different Content-Lengths",
+			"POST /v1.0/p/kms/decrypt-datakey HTTP/1.1\r\n" +
+				"Host: kms\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+			"the request is not valid HTTP/1.1"},
+		{"HTTP/2 connection preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", http2PrefaceMessage},
+		{"HTTP/2 connection preface with a header", "PRI * HTTP/2.0\r\nHost: kms\r\n\r\n",
+			http2PrefaceMessage},
 	}
-	if !strings.Contains(body, `"error_code":"KMS.0201"`) {
-		t.Errorf("body %q has no KMS.0201", body)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, body := roundTrip(t, p.addr, tt.request)
+			if res.StatusCode != http.StatusBadRequest {
+				t.Errorf("status %d, want 400", res.StatusCode)
+			}
+			if !strings.Contains(body, `"error_code":"KMS.0201"`) {
+				t.Errorf("body %q has no KMS.0201", body)
+			}
+			if !strings.Contains(body, tt.wantMessage) {
+				t.Errorf("body %q does not contain %q", body, tt.wantMessage)
+			}
+			if !res.Close {
+				t.Error("the response does not close the connection")
+			}
+		})
 	}
 	p.stop(t)
 }
