@@ -201,7 +201,8 @@ func (s *Service) createKeyObjects(ctx context.Context, k store.Key) error {
 // Reconcile at the object, so it stays in the token unused. A later rotation skips its
 // version number (generateVersion).
 func (s *Service) destroyUncommitted(ctx context.Context, ref hsm.KeyRef) (committed bool) {
-	ctx = context.WithoutCancel(ctx)
+	ctx, cancel := detach(ctx)
+	defer cancel()
 	err := s.store.AbortKeyVersion(ctx, ref.KeyID, ref.Version)
 	switch {
 	case errors.Is(err, store.ErrConflict):
@@ -222,7 +223,9 @@ func (s *Service) destroyUncommitted(ctx context.Context, ref hsm.KeyRef) (commi
 }
 
 func (s *Service) abortVersion(ctx context.Context, ref hsm.KeyRef) {
-	err := s.store.AbortKeyVersion(context.WithoutCancel(ctx), ref.KeyID, ref.Version)
+	ctx, cancel := detach(ctx)
+	defer cancel()
+	err := s.store.AbortKeyVersion(ctx, ref.KeyID, ref.Version)
 	if err != nil {
 		s.log.Warn("removing a creating key version row failed; reconciliation will retry",
 			"key_id", ref.KeyID, "key_version", ref.Version, "error", err)

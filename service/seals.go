@@ -56,7 +56,9 @@ func (s *Service) sealCounter(ctx context.Context, ref hsm.KeyRef) *sealCounter 
 	c := v.(*sealCounter)
 
 	c.load.Do(func() {
-		n, err := s.store.SealCount(context.WithoutCancel(ctx), ref.KeyID, ref.Version)
+		ctx, cancel := detach(ctx)
+		defer cancel()
+		n, err := s.store.SealCount(ctx, ref.KeyID, ref.Version)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			s.log.Warn("reading the seal count failed; counting from 0 until it is read again",
 				"key_id", ref.KeyID, "key_version", ref.Version, "error", err)
@@ -74,7 +76,9 @@ func (s *Service) refreshSealCount(ctx context.Context, ref hsm.KeyRef, c *sealC
 	if now.UnixNano()-c.readAt.Load() < int64(sealCountRefresh) {
 		return
 	}
-	n, err := s.store.SealCount(context.WithoutCancel(ctx), ref.KeyID, ref.Version)
+	ctx, cancel := detach(ctx)
+	defer cancel()
+	n, err := s.store.SealCount(ctx, ref.KeyID, ref.Version)
 	if err == nil {
 		c.storeRead(n, now)
 	}
@@ -112,7 +116,8 @@ func (s *Service) countSeal(ctx context.Context, k store.Key, ref hsm.KeyRef) {
 		return
 	}
 
-	ctx = context.WithoutCancel(ctx)
+	ctx, cancel := detach(ctx)
+	defer cancel()
 	s.log.Info("key version reached its seal limit; rotating", "key_id", k.ID,
 		"key_version", ref.Version, "seals", total, "seal_limit", s.cfg.SealLimit)
 

@@ -186,6 +186,18 @@ func newKeyID() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
+// detachedTimeout bounds the store and token calls that a call makes on a context
+// detached from its request: the clean-up after a failed key creation, seal count reads
+// and a seal-limit rotation. They must go on when the client hangs up or the request
+// times out, but must not wait without end for a database that hangs.
+const detachedTimeout = 10 * time.Second
+
+// detach returns a context with the values of ctx that its cancellation and deadline do
+// not end, bounded by detachedTimeout instead. The caller must call the CancelFunc.
+func detach(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), detachedTimeout)
+}
+
 // storeError turns a store failure into an *Error.
 func storeError(op string, err error) error {
 	if errors.Is(err, store.ErrUnavailable) {

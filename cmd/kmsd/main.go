@@ -343,11 +343,14 @@ func listenAndServe(
 
 	// ReadTimeout ends before WriteTimeout, so that a request whose body is still
 	// arriving when it passes gets a 408 response instead of a closed connection.
+	// WriteTimeout, counted from the end of the headers, leaves room for the longest call
+	// that still gets a response: its body and work within maxRequestTimeout (the
+	// body's ReadTimeout is shorter), then up to 20 s for its audit record.
 	hs := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       20 * time.Second,
-		WriteTimeout:      30 * time.Second,
+		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          api.NewServerErrorLog(log),

@@ -242,6 +242,7 @@ func startServices(ctx context.Context, c components, sw *handlerSwitch, svcs *s
 	}
 	srv := api.New(svc, verifier, c.log, api.Config{
 		MaxBodyBytes:   c.cfg.MaxBodyBytes,
+		RequestTimeout: requestTimeout(c.cfg),
 		TrustedProxies: proxies,
 		Audit:          recorder,
 		Credentials:    creds,
@@ -623,4 +624,14 @@ func retry(ctx context.Context, try func(attempt int) error) error {
 		}
 		delay = min(2*delay, startMaxDelay)
 	}
+}
+
+// requestTimeout returns the bound on each call's context (api.Config.RequestTimeout):
+// cfg.RequestTimeout with PostgreSQL, and none with SQLite, where no wait of a call
+// depends on the network and the timer would only add to every call's cost.
+func requestTimeout(cfg config) time.Duration {
+	if store.IsPostgresURL(cfg.DatabaseURL) {
+		return cfg.RequestTimeout
+	}
+	return 0
 }

@@ -3,13 +3,13 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -235,16 +235,53 @@ func TestKmsdWaitsForPostgresAtStart(t *testing.T) {
 	p.stop(t)
 }
 
+// tcpProxy copies connections between a listener and a target address. While stalled,
+// it still accepts connections but passes no byte in either direction, as a database
+// server that stopped (SIGSTOP) or a network that drops packets would.
+type tcpProxy struct {
+	stalled atomic.Bool
+	closed  atomic.Bool
+}
+
+// stall holds every byte from now on until resume.
+func (p *tcpProxy) stall() { p.stalled.Store(true) }
+
+// resume passes the held bytes and those that follow.
+func (p *tcpProxy) resume() { p.stalled.Store(false) }
+
+// copy copies src to dst, holding each read while the proxy is stalled, until either
+// side fails or the proxy is closed.
+func (p *tcpProxy) copy(dst, src net.Conn) {
+	defer dst.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		for p.stalled.Load() && !p.closed.Load() {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil || p.closed.Load() {
+			return
+		}
+	}
+}
+
 // proxyTCP accepts connections on listen and copies each to and from a new connection to
 // target, until the test ends.
-func proxyTCP(t *testing.T, listen, target string) {
+func proxyTCP(t *testing.T, listen, target string) *tcpProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		t.Fatal(err)
 	}
+	p := &tcpProxy{}
 	var wg sync.WaitGroup
 	t.Cleanup(func() {
+		p.closed.Store(true)
 		ln.Close()
 		wg.Wait()
 	})
@@ -265,16 +302,78 @@ func proxyTCP(t *testing.T, listen, target string) {
 			wg.Add(2)
 			go func() {
 				defer wg.Done()
-				_, _ = io.Copy(server, client)
-				server.Close()
+				p.copy(server, client)
 			}()
 			go func() {
 				defer wg.Done()
-				_, _ = io.Copy(client, server)
-				client.Close()
+				p.copy(client, server)
 			}()
 		}
 	}()
+	return p
+}
+
+// postWithin is replica.post with a client that gives up after timeout, for calls that
+// could hang. A call that got no response has status 0.
+func postWithin(t *testing.T, r *replica, timeout time.Duration, op string, body any) (
+	int, map[string]any,
+) {
+	t.Helper()
+	saved := http.DefaultClient.Timeout
+	http.DefaultClient.Timeout = timeout
+	defer func() { http.DefaultClient.Timeout = saved }()
+	return r.post(t, op, body)
+}
+
+// TestKmsdPostgresStallGets503 stops every byte between kmsd and PostgreSQL while the
+// connections stay open, as a database host that hangs does. A call must then get 503
+// KMS.0102 once --request-timeout passes, instead of a wait as long as the stall and no
+// response. That holds with the audit trail off, and on, where the audit record waits
+// up to 20 s for the database too. kmsd must serve again once the database answers.
+func TestKmsdPostgresStallGets503(t *testing.T) {
+	tests := []struct {
+		name  string
+		audit string
+		ops   []string
+	}{
+		{"audit off", "--audit=false", []string{"list-keys", "describe-key", "create-datakey"}},
+		{"audit on", "--audit=true", []string{"create-datakey"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			schemaURL := storetest.PostgresURL(t)
+			u, err := url.Parse(schemaURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			database := u.Host
+			u.Host = freeAddr(t)
+			proxy := proxyTCP(t, u.Host, database)
+
+			dataDir := filepath.Join(t.TempDir(), "kms-data")
+			r := startReplica(t, dataDir, u.String(), tt.audit, "--request-timeout", "2s",
+				"--key-cache-ttl", "0s")
+			keyID := r.createKey(t, "before-stall")
+
+			proxy.stall()
+			for _, op := range tt.ops {
+				status, body := postWithin(t, r, 50*time.Second, op, map[string]any{"key_id": keyID})
+				if status != http.StatusServiceUnavailable || errorCode(body) != "KMS.0102" {
+					t.Errorf("%s while PostgreSQL stalls: status %d %v, want 503 KMS.0102",
+						op, status, body)
+				}
+			}
+
+			proxy.resume()
+			r.p.waitFor(t, "/readyz", http.StatusOK, 60*time.Second)
+			status, body := postWithin(t, r, 30*time.Second, "create-datakey",
+				map[string]any{"key_id": keyID})
+			if status != http.StatusOK {
+				t.Errorf("create-datakey after the stall: status %d %v, want 200; logs:\n%s",
+					status, body, r.p.logs)
+			}
+		})
+	}
 }
 
 // TestKmsdExitsWhenPostgresRejectsLogin starts kmsd with PostgreSQL URLs that the server

@@ -102,6 +102,12 @@ func (s *Server) handleError(err error, c echo.Context) {
 		status, detail = http.StatusInternalServerError,
 			errorDetail{service.CodeInternal, "internal error"}
 	}
+	if status >= http.StatusInternalServerError && timedOut(c) {
+		// A transaction that the deadline rolled back fails its commit with
+		// sql.ErrTxDone alone, so only the context shows why the call failed.
+		status, detail = http.StatusServiceUnavailable, errorDetail{service.CodeUnavailable,
+			"the call did not finish within the request timeout; retry later"}
+	}
 
 	if st.op == "" {
 		st.op = s.operationOf(c) // rejected before its handler ran
@@ -221,4 +227,10 @@ func (s *Server) answerAuthFailure(c echo.Context, st *requestState, a *authFail
 	if err := c.JSON(http.StatusUnauthorized, body); err != nil {
 		s.log.Warn("writing an error response failed", "request_id", st.id, "error", err)
 	}
+}
+
+// timedOut reports whether the request's context passed its deadline
+// (Config.RequestTimeout).
+func timedOut(c echo.Context) bool {
+	return errors.Is(c.Request().Context().Err(), context.DeadlineExceeded)
 }

@@ -36,6 +36,11 @@ import (
 type Config struct {
 	// MaxBodyBytes bounds a request body. Default 64 KiB; larger bodies get 413.
 	MaxBodyBytes int64
+	// RequestTimeout, when positive, is the deadline of each request's context. Store and
+	// token calls that honour their context give up after it, so a database that hangs
+	// costs the caller 503 KMS.0102 instead of an unbounded wait. The audit record of the
+	// call is written after it all the same. Zero: no deadline.
+	RequestTimeout time.Duration
 	// Audit records every call; default audit.Discard.
 	Audit audit.Recorder
 	// Credentials serves the credential management routes; nil disables them.
@@ -135,7 +140,14 @@ func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 // that a client that only shut down its sending side reads no success that did not
 // happen. net/http would otherwise send 200 with an empty body.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	st := newRequestState(r.Context())
+	ctx := r.Context()
+	if s.cfg.RequestTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
+		defer cancel()
+	}
+
+	st := newRequestState(ctx)
 	w.Header().Set("X-Request-Id", st.id)
 	s.echo.ServeHTTP(w, r.WithContext(&st.ctx))
 	if st.clientClosed {

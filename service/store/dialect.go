@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"database/sql"
 	"database/sql/driver"
 	"errors"
@@ -230,10 +231,11 @@ func classifyPostgres(err error) error {
 	}
 
 	// Errors without an SQLSTATE come from the connection: reset or timed out before the
-	// server's response.
+	// server's response, or waiting for it past the caller's deadline.
 	var netErr net.Error
 	switch {
 	case errors.As(err, &netErr),
+		errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, driver.ErrBadConn),
 		errors.Is(err, io.EOF),
 		errors.Is(err, io.ErrUnexpectedEOF),
