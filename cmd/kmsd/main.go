@@ -130,6 +130,7 @@ func serve(ctx context.Context, cfg config, getenv func(string) string, log *slo
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating the data directory: %w", err)
 	}
+	warnOpenFileModes(cfg, log)
 
 	// Two stores must not share the embedded token and the admin credentials file of one
 	// data directory, so this comes before anything else in it.
