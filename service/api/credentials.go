@@ -21,9 +21,14 @@ import (
 // An admin manages the credentials of its own project only. Admins of the operator
 // project (Config.OperatorProjectID, the project of kmsd's bootstrap admin credential)
 // manage the credentials of every project. For any other admin, list returns only its
-// project's credentials, create with another project or domain is 403 KMS.0307, and
-// disable, enable and delete of another project's access key fail as for an unknown
-// access key, so the response does not reveal whether that key exists.
+// project's credentials, and create with another project or domain is 403 KMS.0307.
+// Create with a chosen access key or secret key is 400 KMS.0308 whether or not that
+// access key exists. Disable, enable and delete of another project's access key fail as
+// for an unknown access key. So no response reveals whether another project's access
+// key exists.
+//
+// NOTE: a chosen user id that a credential of another domain has is rejected with 400
+// KMS.0308 (auth.Credentials.Create), so any admin can learn that such a user id exists.
 
 type createCredentialRequest struct {
 	UserID    string `json:"user_id"`
@@ -92,6 +97,16 @@ func (s *Server) createCredential(c echo.Context, st *requestState) (any, error)
 	if (!own || !ownDomain) && !s.isOperator(st) {
 		return nil, service.Errorf(service.CodeRoleForbidden,
 			"an admin creates credentials of its own project and domain only")
+	}
+
+	// Access keys are unique across projects, so Create would reject another project's
+	// access key as existing. This check runs before Create and does not look at the
+	// access key, so it does not tell a project admin which access keys exist. A secret
+	// key can be chosen only together with an access key, so it is rejected the same way.
+	if (req.AccessKey != "" || req.SecretKey != "") && !s.isOperator(st) {
+		return nil, service.Errorf(service.CodeInvalidParameter,
+			"only admins of the operator project may choose access_key and secret_key. "+
+				"Leave both out, and kmsd generates them")
 	}
 
 	cred, secret, err := s.cfg.Credentials.Create(c.Request().Context(), auth.CreateRequest{
