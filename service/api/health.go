@@ -135,10 +135,14 @@ type version struct {
 	MinVersion string        `json:"min_version"`
 }
 
-func (s *Server) currentVersion(c echo.Context) version {
+// currentVersion returns the one API version. Its link is a relative reference, which
+// clients resolve against the URL they called: an absolute link would have to repeat
+// the request's Host header, which any client sets, into an unauthenticated response
+// that a shared cache could then serve to others.
+func (s *Server) currentVersion() version {
 	return version{
 		ID:      "v1.0",
-		Links:   []versionLink{{Href: c.Scheme() + "://" + c.Request().Host + "/v1.0/", Rel: "self"}},
+		Links:   []versionLink{{Href: "/v1.0/", Rel: "self"}},
 		Status:  "CURRENT",
 		Updated: "2018-09-30T00:00:00Z",
 	}
@@ -146,10 +150,10 @@ func (s *Server) currentVersion(c echo.Context) version {
 
 // listVersions serves GET / with every API version.
 func (s *Server) listVersions(c echo.Context) error {
-	return c.JSON(http.StatusOK, map[string][]version{"versions": {s.currentVersion(c)}})
+	return c.JSON(http.StatusOK, map[string][]version{"versions": {s.currentVersion()}})
 }
 
 // showVersion serves GET /v1.0 with that version.
 func (s *Server) showVersion(c echo.Context) error {
-	return c.JSON(http.StatusOK, map[string]version{"version": s.currentVersion(c)})
+	return c.JSON(http.StatusOK, map[string]version{"version": s.currentVersion()})
 }

@@ -1,7 +1,9 @@
 package api
 
 import (
+	"io"
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -34,6 +36,41 @@ func TestHealthHead(t *testing.T) {
 			r := send(t, req)
 			if len(r.Raw) != 0 {
 				t.Errorf("HEAD %s answered a body: %q", path, r.Raw)
+			}
+		})
+	}
+}
+
+// TestVersionLinksIgnoreHost sends version discovery requests with a foreign Host
+// header, which the unauthenticated response must not repeat.
+func TestVersionLinksIgnoreHost(t *testing.T) {
+	e := newTestEnv(t)
+
+	for _, path := range []string{"/", "/v1.0"} {
+		t.Run(path, func(t *testing.T) {
+			req, err := http.NewRequest(http.MethodGet, e.http.URL+path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Host = "attacker.example"
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			body, err := io.ReadAll(res.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			if res.StatusCode != http.StatusOK {
+				t.Fatalf("status %d: %s", res.StatusCode, body)
+			}
+			if strings.Contains(string(body), "attacker.example") {
+				t.Errorf("the response repeats the Host header: %s", body)
+			}
+			if !strings.Contains(string(body), `"href":"/v1.0/"`) {
+				t.Errorf("the response has no link to /v1.0/: %s", body)
 			}
 		})
 	}
