@@ -136,9 +136,9 @@ type version struct {
 }
 
 // currentVersion returns the one API version. Its link is a relative reference, which
-// clients resolve against the URL they called: an absolute link would have to repeat
-// the request's Host header, which any client sets, into an unauthenticated response
-// that a shared cache could then serve to others.
+// clients resolve against the URL they called. An absolute link would repeat the
+// request's Host header, which any client sets, in an unauthenticated response that a
+// shared cache could then serve to others.
 func (s *Server) currentVersion() version {
 	return version{
 		ID:      "v1.0",
