@@ -33,6 +33,16 @@ type encryptDataRequest struct {
 	Sequence            string          `json:"sequence"`
 }
 
+// knownMember lists the members of encrypt-data.
+func (r *encryptDataRequest) knownMember(name string) bool {
+	switch name {
+	case "key_id", "plain_text", "encryption_algorithm", "encryption_context",
+		"additional_authenticated_data", "sequence":
+		return true
+	}
+	return false
+}
+
 type encryptDataResponse struct {
 	KeyID      string `json:"key_id"`
 	CipherText string `json:"cipher_text"`
@@ -79,6 +89,16 @@ type decryptDataRequest struct {
 	EncryptionContext   json.RawMessage `json:"encryption_context"`
 	AAD                 string          `json:"additional_authenticated_data"`
 	Sequence            string          `json:"sequence"`
+}
+
+// knownMember lists the members of decrypt-data.
+func (r *decryptDataRequest) knownMember(name string) bool {
+	switch name {
+	case "cipher_text", "encryption_algorithm", "key_id", "encryption_context",
+		"additional_authenticated_data", "sequence":
+		return true
+	}
+	return false
 }
 
 type decryptDataResponse struct {
@@ -186,6 +206,19 @@ type reEncryptRequest struct {
 	DestinationEncryptionAlgorithm string          `json:"destination_encryption_algorithm"`
 	DataKeyCipherLength            flexString      `json:"datakey_cipher_length"`
 	Sequence                       string          `json:"sequence"`
+}
+
+// knownMember lists the members of re-encrypt.
+func (r *reEncryptRequest) knownMember(name string) bool {
+	switch name {
+	case "cipher_text", "destination_key_id", "source_key_id",
+		"source_additional_authenticated_data", "destination_additional_authenticated_data",
+		"source_encryption_context", "destination_encryption_context",
+		"source_encryption_algorithm", "destination_encryption_algorithm",
+		"datakey_cipher_length", "sequence":
+		return true
+	}
+	return false
 }
 
 type reEncryptResponse struct {

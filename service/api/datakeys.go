@@ -18,8 +18,18 @@ type dataKeyFields struct {
 	Sequence          string          `json:"sequence"`
 }
 
-// decodeField decodes one of the shared members; other names are ignored, as unknown
-// members of every request are.
+// isDataKeyMember reports whether name is one of the members that every data-key request
+// takes (memberChecker).
+func isDataKeyMember(name string) bool {
+	switch name {
+	case "key_id", "encryption_context", "additional_authenticated_data", "sequence":
+		return true
+	}
+	return false
+}
+
+// decodeField decodes one of the shared members. The request's knownMember rejects
+// other names before they get here, apart from those it ignores.
 func (f *dataKeyFields) decodeField(name string, raw []byte) error {
 	switch name {
 	case "key_id":
@@ -58,6 +68,16 @@ type createDataKeyRequest struct {
 	dataKeyFields
 	KeySpec       string     `json:"key_spec"`
 	DataKeyLength flexString `json:"datakey_length"`
+}
+
+// knownMember lists the members of create-datakey. pin and pin_type, for Huawei's
+// dedicated HSM instances, are accepted and ignored.
+func (r *createDataKeyRequest) knownMember(name string) bool {
+	switch name {
+	case "key_spec", "datakey_length", "pin", "pin_type":
+		return true
+	}
+	return isDataKeyMember(name)
 }
 
 func (r *createDataKeyRequest) decodeField(name string, raw []byte) error {
@@ -130,6 +150,16 @@ type encryptDataKeyRequest struct {
 	DataKeyPlainLength flexString `json:"datakey_plain_length"`
 }
 
+// knownMember lists the members of encrypt-datakey. pin, pin_type and key_spec, for
+// Huawei's dedicated HSM instances, are accepted and ignored.
+func (r *encryptDataKeyRequest) knownMember(name string) bool {
+	switch name {
+	case "plain_text", "datakey_plain_length", "pin", "pin_type", "key_spec":
+		return true
+	}
+	return isDataKeyMember(name)
+}
+
 func (r *encryptDataKeyRequest) decodeField(name string, raw []byte) error {
 	switch name {
 	case "plain_text":
@@ -193,6 +223,11 @@ type decryptDataKeyRequest struct {
 	dataKeyFields
 	CipherText          string     `json:"cipher_text"`
 	DataKeyCipherLength flexString `json:"datakey_cipher_length"`
+}
+
+// knownMember lists the members of decrypt-datakey.
+func (r *decryptDataKeyRequest) knownMember(name string) bool {
+	return name == "cipher_text" || name == "datakey_cipher_length" || isDataKeyMember(name)
 }
 
 func (r *decryptDataKeyRequest) decodeField(name string, raw []byte) error {

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"net/http"
 	"reflect"
 	"strings"
@@ -239,5 +241,157 @@ func TestJSONTypeName(t *testing.T) {
 		if got := jsonTypeName(reflect.TypeOf(tt.value)); got != tt.want {
 			t.Errorf("jsonTypeName(%T) = %q, want %q", tt.value, got, tt.want)
 		}
+	}
+}
+
+// TestBindRejectsUnknownMembers sends members that the operations which bind a
+// ciphertext do not take, such as a misspelled encryption_context, and expects 400
+// KMS.0202 naming the member instead of a data key bound to nothing.
+func TestBindRejectsUnknownMembers(t *testing.T) {
+	e := newTestEnv(t)
+	keyID := e.admin.createKey(t, "unknown-members")
+	sealed := e.admin.mustPost(t, "create-datakey", map[string]any{"key_id": keyID})
+	cipher, _ := sealed.Body["cipher_text"].(string)
+	encrypted := e.admin.mustPost(t, "encrypt-data", map[string]any{
+		"key_id": keyID, "plain_text": "secret"})
+	dataCipher, _ := encrypted.Body["cipher_text"].(string)
+
+	tests := []struct {
+		name   string
+		op     string
+		body   string
+		member string
+	}{
+		{"create-datakey misspelled context", "create-datakey",
+			`{"key_id":"` + keyID + `","encryption_contxt":{"tenant":"alice"}}`,
+			"encryption_contxt"},
+		{"create-datakey context in other case", "create-datakey",
+			`{"key_id":"` + keyID + `","Encryption_Context":{"tenant":"alice"}}`,
+			"Encryption_Context"},
+		{"create-datakey-without-plaintext misspelled AAD",
+			"create-datakey-without-plaintext",
+			`{"key_id":"` + keyID + `","additional_authenticated_dat":"x"}`,
+			"additional_authenticated_dat"},
+		{"encrypt-datakey unknown member", "encrypt-datakey",
+			`{"key_id":"` + keyID + `","plain_text":"00","datakey_plain_length":"1","x":1}`, "x"},
+		{"decrypt-datakey misspelled context", "decrypt-datakey",
+			`{"key_id":"` + keyID + `","cipher_text":"` + cipher + `",` +
+				`"datakey_cipher_length":"32","encryption_contxt":{"a":"b"}}`,
+			"encryption_contxt"},
+		{"encrypt-data misspelled AAD", "encrypt-data",
+			`{"key_id":"` + keyID + `","plain_text":"p","aad":"x"}`, "aad"},
+		{"encrypt-data key id in upper case", "encrypt-data",
+			`{"KEY_ID":"` + keyID + `","plain_text":"p"}`, "KEY_ID"},
+		{"decrypt-data misspelled context", "decrypt-data",
+			`{"cipher_text":"` + dataCipher + `","encryption_contxt":{"a":"b"}}`,
+			"encryption_contxt"},
+		{"re-encrypt misspelled destination context", "re-encrypt",
+			`{"cipher_text":"` + dataCipher + `","destination_key_id":"` + keyID + `",` +
+				`"destination_encryption_contxt":{"a":"b"}}`,
+			"destination_encryption_contxt"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := e.admin.post(t, tt.op, tt.body)
+			checkError(t, tt.op, r, http.StatusBadRequest, service.CodeInvalidJSON)
+			if msg := r.errorMessage(); !strings.Contains(msg, `"`+tt.member+`"`) {
+				t.Errorf("message %q does not name the member %q", msg, tt.member)
+			}
+		})
+	}
+}
+
+// TestBindAcceptsHuaweiMembers sends every member that the Huawei Cloud Go SDK
+// (huaweicloud-sdk-go-v3, services/kms/v2/model) has for the operations that check their
+// members, including those that kmsd ignores, and expects 200.
+func TestBindAcceptsHuaweiMembers(t *testing.T) {
+	e := newTestEnv(t)
+	keyID := e.admin.createKey(t, "huawei-members")
+	const sequence = "919c82d4-8046-4722-9094-35c3c6524cff"
+
+	sealed := e.admin.mustPost(t, "create-datakey", map[string]any{
+		"key_id": keyID, "key_spec": "AES_256", "additional_authenticated_data": "aad",
+		"sequence": sequence, "pin": "", "pin_type": "CipherText"})
+	cipher, _ := sealed.Body["cipher_text"].(string)
+	plain, _ := sealed.Body["plain_text"].(string)
+	dek, err := hex.DecodeString(plain)
+	if err != nil || len(dek) != 32 {
+		t.Fatalf("create-datakey plain_text %q is not 32 bytes of hex: %v", plain, err)
+	}
+	digest := sha256.Sum256(dek)
+
+	e.admin.mustPost(t, "create-datakey", map[string]any{
+		"key_id": keyID, "datakey_length": "256", "encryption_context": map[string]string{"a": "b"}})
+	e.admin.mustPost(t, "create-datakey-without-plaintext", map[string]any{
+		"key_id": keyID, "key_spec": "AES_256", "sequence": sequence, "pin_type": "CipherText"})
+	e.admin.mustPost(t, "encrypt-datakey", map[string]any{
+		"key_id": keyID, "plain_text": plain + hex.EncodeToString(digest[:]),
+		"datakey_plain_length": "32", "additional_authenticated_data": "aad",
+		"sequence": sequence, "pin": "", "pin_type": "CipherText", "key_spec": "AES_256"})
+	e.admin.mustPost(t, "decrypt-datakey", map[string]any{
+		"key_id": keyID, "cipher_text": cipher, "datakey_cipher_length": "32",
+		"additional_authenticated_data": "aad", "sequence": sequence})
+
+	encrypted := e.admin.mustPost(t, "encrypt-data", map[string]any{
+		"key_id": keyID, "plain_text": "secret", "encryption_algorithm": "SYMMETRIC_DEFAULT",
+		"additional_authenticated_data": "aad", "sequence": sequence})
+	dataCipher, _ := encrypted.Body["cipher_text"].(string)
+	e.admin.mustPost(t, "decrypt-data", map[string]any{
+		"cipher_text": dataCipher, "encryption_algorithm": "SYMMETRIC_DEFAULT", "key_id": keyID,
+		"additional_authenticated_data": "aad", "sequence": sequence})
+	e.admin.mustPost(t, "re-encrypt", map[string]any{
+		"cipher_text": dataCipher, "source_key_id": keyID,
+		"source_additional_authenticated_data":      "aad",
+		"source_encryption_algorithm":               "SYMMETRIC_DEFAULT",
+		"destination_key_id":                        keyID,
+		"destination_additional_authenticated_data": "aad2",
+		"destination_encryption_algorithm":          "SYMMETRIC_DEFAULT"})
+}
+
+// TestMemberCheckersListTheirFields checks that each request type that lists its members
+// lists every member it decodes, so that adding a field without listing it fails here.
+func TestMemberCheckersListTheirFields(t *testing.T) {
+	checkers := []memberChecker{
+		&createDataKeyRequest{}, &encryptDataKeyRequest{}, &decryptDataKeyRequest{},
+		&encryptDataRequest{}, &decryptDataRequest{}, &reEncryptRequest{},
+	}
+	for _, checker := range checkers {
+		typ := reflect.TypeOf(checker).Elem()
+		t.Run(typ.Name(), func(t *testing.T) {
+			for _, name := range jsonMemberNames(typ) {
+				if !checker.knownMember(name) {
+					t.Errorf("%s decodes the member %q but does not list it", typ.Name(), name)
+				}
+			}
+		})
+	}
+}
+
+// jsonMemberNames returns the json tag names of struct type typ, with those of its
+// embedded structs.
+func jsonMemberNames(typ reflect.Type) []string {
+	var names []string
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		if f.Anonymous && f.Type.Kind() == reflect.Struct {
+			names = append(names, jsonMemberNames(f.Type)...)
+			continue
+		}
+		if name, _, _ := strings.Cut(f.Tag.Get("json"), ","); name != "" && name != "-" {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// TestBindIgnoresUnknownMembersElsewhere checks that operations which bind no ciphertext
+// ignore members they do not take.
+func TestBindIgnoresUnknownMembersElsewhere(t *testing.T) {
+	e := newTestEnv(t)
+	keyID := e.admin.createKey(t, "ignored-members")
+
+	r := e.admin.post(t, "describe-key", `{"key_id":"`+keyID+`","future_member":1}`)
+	if r.Status != http.StatusOK {
+		t.Errorf("describe-key with an unknown member: status %d: %s", r.Status, r.Raw)
 	}
 }

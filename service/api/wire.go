@@ -111,6 +111,16 @@ type fieldDecoder interface {
 	decodeField(name string, raw []byte) error
 }
 
+// memberChecker is a request type that lists the members its body may hold, and bind
+// rejects any other member with KMS.0202. The operations that bind a ciphertext to an
+// encryption context or AAD implement it, because a misspelled encryption_context would
+// otherwise seal a data key bound to nothing. Other operations ignore unknown members.
+type memberChecker interface {
+	// knownMember reports whether name, compared exactly, is a member of the request:
+	// one that it decodes, or one of Huawei's API that it accepts and ignores.
+	knownMember(name string) bool
+}
+
 // bind decodes the JSON body into v. An empty body decodes as {}. Query parameters are
 // never read, so they cannot fill or override body fields.
 //
@@ -292,6 +302,13 @@ func nullable(t reflect.Type) bool {
 // flexString.UnmarshalJSON does not know.
 type flexMembers struct{ v any }
 
+// knownMember reports whether the request that m decodes lists name, or true when it
+// lists no members (memberChecker).
+func (m flexMembers) knownMember(name string) bool {
+	checker, ok := m.v.(memberChecker)
+	return !ok || checker.knownMember(name)
+}
+
 func (m flexMembers) decodeField(name string, raw []byte) error {
 	if len(raw) == 0 || raw[0] == '"' || raw[0] == '-' || (raw[0] >= '0' && raw[0] <= '9') ||
 		bytes.Equal(raw, []byte("null")) {
@@ -375,9 +392,10 @@ func millis(t time.Time) string {
 	return strconv.FormatInt(t.UnixMilli(), 10)
 }
 
-// bindFields decodes body with fd in one jsonscan pass and rejects a repeated top-level
-// member name with KMS.0202.
+// bindFields decodes body with fd in one jsonscan pass. It rejects with KMS.0202 a
+// repeated top-level member name, and a member that fd does not list (memberChecker).
 func bindFields(body []byte, fd fieldDecoder) error {
+	checker, _ := fd.(memberChecker)
 	var names memberNames
 	// The first member that fails to decode does not stop the scan, so that a body that
 	// is not valid JSON after it gets the syntax error, which names the real cause.
@@ -386,9 +404,12 @@ func bindFields(body []byte, fd fieldDecoder) error {
 		if memberErr != nil {
 			return nil
 		}
-		if !names.add(name) {
+		switch {
+		case !names.add(name):
 			memberErr = &duplicateMemberError{name: name}
-		} else {
+		case checker != nil && !checker.knownMember(name):
+			memberErr = &unknownMemberError{name: name}
+		default:
 			memberErr = fd.decodeField(name, raw)
 		}
 		return nil
@@ -404,9 +425,12 @@ func bindFields(body []byte, fd fieldDecoder) error {
 
 	var typeErr *fieldTypeError
 	var dupErr *duplicateMemberError
+	var unknownErr *unknownMemberError
 	switch {
 	case errors.As(err, &dupErr):
 		return service.Errorf(service.CodeInvalidJSON, "%s", dupErr.Error())
+	case errors.As(err, &unknownErr):
+		return service.Errorf(service.CodeInvalidJSON, "%s", unknownErr.Error())
 	case errors.As(err, &typeErr):
 		return wrongType(typeErr.field, typeErr.want)
 	case errors.Is(err, jsonscan.ErrTooDeep):
@@ -541,12 +565,25 @@ func foldRune(r rune) rune {
 type duplicateMemberError struct{ name string }
 
 func (e *duplicateMemberError) Error() string {
-	name := e.name
-	if len(name) > 64 {
-		name = name[:64] + "..."
-	}
 	return fmt.Sprintf("the request body has the member %q more than once "+
-		"(names are compared ignoring case)", name)
+		"(names are compared ignoring case)", shortMemberName(e.name))
+}
+
+// shortMemberName returns name cut to 64 bytes, for error messages.
+func shortMemberName(name string) string {
+	if len(name) > 64 {
+		return name[:64] + "..."
+	}
+	return name
+}
+
+// unknownMemberError names a top-level member that the request does not list
+// (memberChecker).
+type unknownMemberError struct{ name string }
+
+func (e *unknownMemberError) Error() string {
+	return fmt.Sprintf("the request body has the member %q, which this operation does not "+
+		"take; check its spelling", shortMemberName(e.name))
 }
 
 // fieldTypeError names a member whose JSON type is wrong.
