@@ -239,10 +239,12 @@ func validateRequest(req CreateRequest) error {
 	// A chosen access key must be plausible (plausibleAccessKey): shorter than any secret
 	// key, so that a secret key pasted into the wrong field is rejected instead of being
 	// sent in every Authorization header and logged. The value is not repeated, for the
-	// same reason.
-	if req.AccessKey != "" && !plausibleAccessKey(req.AccessKey) {
-		return fmt.Errorf("%w: access key is not 1 to %d characters of A-Z a-z 0-9 _ - .",
-			ErrInvalidCredential, minSecretLength-1)
+	// same reason. It needs a letter or digit, because the admin routes take it as a path
+	// segment, where "." and ".." are dot-segments that clients and proxies remove.
+	if req.AccessKey != "" &&
+		(!plausibleAccessKey(req.AccessKey) || !hasLetterOrDigit(req.AccessKey)) {
+		return fmt.Errorf("%w: access key is not 1 to %d characters of A-Z a-z 0-9 _ - . "+
+			"with at least one letter or digit", ErrInvalidCredential, minSecretLength-1)
 	}
 	if len(req.SecretKey) > maxSecretLength {
 		return fmt.Errorf("%w: secret key is longer than %d bytes", ErrInvalidCredential,
@@ -439,4 +441,15 @@ func credentialFromRow(row store.Credential) Credential {
 		CreatedAt: row.CreatedAt,
 		UpdatedAt: row.UpdatedAt,
 	}
+}
+
+// hasLetterOrDigit reports whether s contains an ASCII letter or digit.
+func hasLetterOrDigit(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
+			return true
+		}
+	}
+	return false
 }

@@ -188,6 +188,44 @@ func TestCredentialsCreateRejectsWeakSecret(t *testing.T) {
 	}
 }
 
+func TestCredentialsCreateChosenAccessKeyForms(t *testing.T) {
+	tests := []struct {
+		name      string
+		accessKey string
+		wantErr   bool
+	}{
+		{"one dot", ".", true},
+		{"two dots", "..", true},
+		{"three dots", "...", true},
+		{"punctuation only", "-_.", true},
+		{"dot and letter", "a.", false},
+		{"one digit", "7", false},
+		{"letters, digits and punctuation", "Team-1_key.v2", false},
+	}
+	creds, _ := newTestCredentials(t, nil)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := creds.Create(context.Background(), CreateRequest{
+				ProjectID: "pid", DomainID: "did", Role: RoleReadOnly,
+				AccessKey: tt.accessKey, SecretKey: chosenSecret(tt.name),
+			})
+			if !tt.wantErr {
+				if err != nil {
+					t.Fatalf("Create with access key %q: %v", tt.accessKey, err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalidCredential) {
+				t.Fatalf("Create with access key %q: error %v, expected %v", tt.accessKey, err,
+					ErrInvalidCredential)
+			}
+			if !strings.Contains(err.Error(), "at least one letter or digit") {
+				t.Errorf("Create error %q does not name the rule", err)
+			}
+		})
+	}
+}
+
 // TestGeneratedSecretsPassChosenSecretRules checks that the rules for chosen secret keys
 // would accept the generated ones, which skip them.
 func TestGeneratedSecretsPassChosenSecretRules(t *testing.T) {
