@@ -73,7 +73,7 @@ type config struct {
 	TrustedProxies  string        `json:"trusted_proxies" env:"KMS_TRUSTED_PROXIES" flag:"trusted-proxies" help:"comma-separated addresses or CIDR networks of the reverse proxies in front of kmsd; for calls from them the audit trail records the client address from X-Forwarded-For (empty: the connection's address, and forwarding headers are ignored)"`
 	MetricsListen   string        `json:"metrics_listen" env:"KMS_METRICS_LISTEN" flag:"metrics-listen" help:"where GET /metrics is served: empty for the API listener, host:port for a listener of its own, off for nowhere (metrics are unauthenticated)"`
 	PprofListen     string        `json:"pprof_listen" env:"KMS_PPROF_LISTEN" flag:"pprof-listen" help:"loopback address serving Go profiles under /debug/pprof/ (empty: off); never expose it, profiles show memory"`
-	ShutdownTimeout time.Duration `json:"shutdown_timeout" env:"KMS_SHUTDOWN_TIMEOUT" flag:"shutdown-timeout" help:"how long SIGTERM waits for in-flight requests"`
+	ShutdownTimeout time.Duration `json:"shutdown_timeout" env:"KMS_SHUTDOWN_TIMEOUT" flag:"shutdown-timeout" help:"how long SIGTERM waits for in-flight requests; with PostgreSQL at least request_timeout plus 20s"`
 	RequestTimeout  time.Duration `json:"request_timeout" env:"KMS_REQUEST_TIMEOUT" flag:"request-timeout" help:"with PostgreSQL, how long a call may wait for the database before it gets 503 KMS.0102, 1s to 25s"`
 	LogLevel        string        `json:"log_level" env:"KMS_LOG_LEVEL" flag:"log-level" help:"debug, info, warn or error"`
 	LogFormat       string        `json:"log_format" env:"KMS_LOG_FORMAT" flag:"log-format" help:"text or json"`
@@ -95,7 +95,7 @@ func defaultConfig() config {
 		AuthFailures:       5,
 		AuthLockout:        5 * time.Minute,
 		MaxBodyBytes:       64 << 10,
-		ShutdownTimeout:    15 * time.Second,
+		ShutdownTimeout:    35 * time.Second,
 		RequestTimeout:     defaultRequestTimeout,
 		JobInterval:        time.Minute,
 		SealLimit:          int64(service.DefaultSealLimit),
@@ -403,6 +403,12 @@ const (
 	maxRequestTimeout     = 25 * time.Second
 )
 
+// auditRecordWait is how long the audit record of a finished call may wait for the
+// database: twice the trail's write timeout (audit.Trail.Record). So a call on
+// PostgreSQL can take request_timeout plus auditRecordWait, and a shutdown that waits
+// less may close it without its response.
+const auditRecordWait = 2 * audit.DefaultWriteTimeout
+
 // Thresholds above or below which a setting is accepted with a warning at start
 // (warnings): Huawei's values for the date window and the lockout, and a body limit well
 // above the largest API request, an encrypt-data call of 4096 bytes.
@@ -414,8 +420,8 @@ const (
 )
 
 // warnings returns one message for each setting that is valid but weakens kmsd: a longer
-// date window, a shorter lockout or more failures before it than Huawei's, and a body
-// limit above 1 MiB.
+// date window, a shorter lockout or more failures before it than Huawei's, a body limit
+// above 1 MiB, and a PostgreSQL store whose shutdown waits less than its longest call.
 func (c config) warnings() []string {
 	var msgs []string
 	if c.AuthWindow > warnAuthWindow {
@@ -433,6 +439,12 @@ func (c config) warnings() []string {
 	if c.MaxBodyBytes > warnMaxBodyBytes {
 		msgs = append(msgs, fmt.Sprintf("max_body_bytes is %d: each request may hold that "+
 			"much memory, while API requests need at most a few KiB", c.MaxBodyBytes))
+	}
+	if store.IsPostgresURL(c.DatabaseURL) && c.ShutdownTimeout < c.RequestTimeout+auditRecordWait {
+		msgs = append(msgs, fmt.Sprintf("shutdown_timeout is %s: while the database hangs, a "+
+			"call can take request_timeout (%s) plus %s for its audit record, so a shutdown "+
+			"may close calls in flight without their responses", c.ShutdownTimeout,
+			c.RequestTimeout, auditRecordWait))
 	}
 	if inMemory, _ := store.SQLiteModes(c.DatabaseURL); inMemory {
 		msgs = append(msgs, "database_url is an in-memory SQLite database: key metadata, "+

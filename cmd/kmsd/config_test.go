@@ -333,8 +333,8 @@ func TestConfigLogValuesListEverySetting(t *testing.T) {
 	if got := logged["database_url"].(string); strings.Contains(got, "s3cret") {
 		t.Errorf("database_url logged with a password: %s", got)
 	}
-	if got := logged["shutdown_timeout"]; got != "15s" {
-		t.Errorf("shutdown_timeout logged as %v, want 15s", got)
+	if got := logged["shutdown_timeout"]; got != "35s" {
+		t.Errorf("shutdown_timeout logged as %v, want 35s", got)
 	}
 }
 
@@ -500,6 +500,15 @@ func TestConfigRiskySettings(t *testing.T) {
 			wantWarning: "max_body_bytes is 2097152"},
 		{name: "bodies over the limit", args: []string{"--max-body-bytes", "1000000000"},
 			wantError: "max_body_bytes: must be 1024 to 67108864"},
+		{name: "PostgreSQL with the default timeouts",
+			args: []string{"--database", "postgres://kms@127.0.0.1/kms"}},
+		{name: "PostgreSQL with a short shutdown",
+			args:        []string{"--database", "postgres://kms@127.0.0.1/kms", "--shutdown-timeout", "15s"},
+			wantWarning: "shutdown_timeout is 15s"},
+		{name: "PostgreSQL with a long request timeout",
+			args:        []string{"--database", "postgres://kms@127.0.0.1/kms", "--request-timeout", "20s"},
+			wantWarning: "request_timeout (20s)"},
+		{name: "SQLite with a short shutdown", args: []string{"--shutdown-timeout", "1s"}},
 		{name: "in-memory SQLite", args: []string{"--database", ":memory:"},
 			wantWarning: "in-memory SQLite database"},
 		{name: "in-memory SQLite file", args: []string{"--database", "file:kms.db?mode=memory"},
