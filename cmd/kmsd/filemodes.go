@@ -50,8 +50,9 @@ func secretFiles(cfg config) []secretFile {
 }
 
 // warnOpenFileModes logs one warning for each file of secretFiles(cfg) that group or
-// others may read or write, and one for a data directory that group or others may write,
-// because another user could then replace the files in it. Each warning names the path,
+// others may read or write. It logs one for the data directory and each of
+// guardedPaths(cfg) that group or others may write, because another user could then
+// replace what is in it. Each warning names the path,
 // the mode and the chmod command that fixes it. A file that does not exist is skipped,
 // because kmsd creates the files of the data directory with mode 0600 and reports a
 // missing PIN file or TLS key when it reads them. It only logs, because container
@@ -65,6 +66,15 @@ func warnOpenFileModes(cfg config, log *slog.Logger) {
 			"fix", "chmod go-w "+shellQuote(dir))
 	}
 
+	for _, path := range guardedPaths(cfg) {
+		path = absolutePath(path)
+		if perm, ok := statPerm(path, log); ok && perm&0o022 != 0 {
+			log.Warn("a file or directory of kmsd's is writable by group or others, so "+
+				"another user can change or replace what kmsd reads from it", "path", path,
+				"mode", fmt.Sprintf("%#o", perm), "fix", "chmod go-w "+shellQuote(path))
+		}
+	}
+
 	for _, f := range secretFiles(cfg) {
 		path := absolutePath(f.path)
 		perm, ok := statPerm(path, log)
@@ -75,6 +85,27 @@ func warnOpenFileModes(cfg config, log *slog.Logger) {
 			"file", f.kind, "path", path, "mode", fmt.Sprintf("%#o", perm),
 			"fix", "chmod 600 "+shellQuote(path))
 	}
+}
+
+// guardedPaths returns the files and directories in the data directory that hold no
+// secret but that no other user may write. They are the embedded token's folder and its
+// copies, SoftHSM2's configuration (which names the token folder), the replica marks,
+// and the audit chain files of the default SQLite store. Another user who can write them can
+// replace the token, point SoftHSM2 at another one, or cut the audit trail.
+//
+// NOTE: the chain files of a SQLite store given as a URL (file:, sqlite:) or outside the
+// data directory are not checked here.
+func guardedPaths(cfg config) []string {
+	paths := []string{
+		filepath.Join(cfg.DataDir, "tokens"),
+		filepath.Join(cfg.DataDir, "token-copies"),
+		filepath.Join(cfg.DataDir, "softhsm2.conf"),
+		filepath.Join(cfg.DataDir, "replicas"),
+	}
+	if filepath.Clean(cfg.DatabaseURL) == filepath.Join(cfg.DataDir, "kms.db") {
+		paths = append(paths, filepath.Join(cfg.DataDir, "kms.db-audit"))
+	}
+	return paths
 }
 
 // statPerm returns the permission bits of the file at path, following symbolic links as

@@ -234,6 +234,78 @@ func TestWarnOpenFileModesPINFileInDataDir(t *testing.T) {
 	checkFileKind(t, logs.String(), "user PIN of the embedded token")
 }
 
+// msgWritableGuardedPath is the message of warnOpenFileModes for guardedPaths.
+const msgWritableGuardedPath = "a file or directory of kmsd's is writable by group or " +
+	"others, so another user can change or replace what kmsd reads from it"
+
+func TestWarnWritableGuardedPaths(t *testing.T) {
+	tests := []struct {
+		name     string
+		path     string // relative to the data directory
+		dir      bool
+		perm     fs.FileMode
+		wantWarn bool
+	}{
+		{"token folder 0700", "tokens", true, 0o700, false},
+		{"token folder 0755", "tokens", true, 0o755, false},
+		{"token folder 0777", "tokens", true, 0o777, true},
+		{"token copies 0775", "token-copies", true, 0o775, true},
+		{"replica marks 0757", "replicas", true, 0o757, true},
+		{"audit chain files 0777", "kms.db-audit", true, 0o777, true},
+		{"SoftHSM2 configuration 0644", "softhsm2.conf", false, 0o644, false},
+		{"SoftHSM2 configuration 0666", "softhsm2.conf", false, 0o666, true},
+		{"SoftHSM2 configuration 0620", "softhsm2.conf", false, 0o620, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dataDir := t.TempDir()
+			if err := os.Chmod(dataDir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(dataDir, tt.path)
+			if tt.dir {
+				if err := os.Mkdir(path, 0o700); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := os.WriteFile(path, []byte("directories.tokendir = x\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(path, tt.perm); err != nil {
+				t.Fatal(err)
+			}
+			cfg := config{DataDir: dataDir, DatabaseURL: filepath.Join(dataDir, "kms.db")}
+
+			var logs bytes.Buffer
+			warnOpenFileModes(cfg, slog.New(slog.NewJSONHandler(&logs, nil)))
+
+			got := modeWarnings(t, logs.String(), msgWritableGuardedPath)
+			if !tt.wantWarn {
+				if len(got) != 0 {
+					t.Errorf("warnings %v, expected none", got)
+				}
+				return
+			}
+			checkModeWarning(t, logs.String(), msgWritableGuardedPath, path, tt.perm,
+				"chmod go-w "+shellQuote(path))
+		})
+	}
+}
+
+func TestWarnWritableGuardedPathsMissing(t *testing.T) {
+	dataDir := t.TempDir()
+	if err := os.Chmod(dataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config{DataDir: dataDir, DatabaseURL: filepath.Join(dataDir, "kms.db")}
+
+	var logs bytes.Buffer
+	warnOpenFileModes(cfg, slog.New(slog.NewJSONHandler(&logs, nil)))
+
+	if got := warnings(t, logs.String()); len(got) != 0 {
+		t.Errorf("warnings %v for a data directory without files, expected none", got)
+	}
+}
+
 func TestShellQuote(t *testing.T) {
 	tests := []struct {
 		name string
