@@ -120,14 +120,16 @@ func (c *plainConn) ReadFrom(r io.Reader) (int64, error) {
 }
 
 // http2PrefaceMessage is the error message for the HTTP/2 connection preface.
-const http2PrefaceMessage = "the request is not valid HTTP/1.1: " +
-	"HTTP/2 without TLS is not supported, so send HTTP/1.1"
+const http2PrefaceMessage = "the request is not valid HTTP/1.1: it is the HTTP/2 " +
+	"connection preface, and kmsd serves HTTP/2 only over TLS once ALPN chose h2, " +
+	"so send HTTP/1.1"
 
 // rejectHTTP2Preface rejects the HTTP/2 connection preface ("PRI * HTTP/2.0") with 400
 // KMS.0201 and closes the connection, as net/http does for every other HTTP/2.0 request
 // line. net/http passes the preface to the handler, so that a handler can take the
 // connection over for HTTP/2 without TLS, which kmsd does not serve. With TLS, clients
-// choose HTTP/2 through ALPN, and net/http serves it without sending the preface here.
+// choose HTTP/2 through ALPN, and net/http serves it without passing the preface here.
+// A TLS client that chose HTTP/1.1 and then sends the preface gets the same 400.
 func rejectHTTP2Preface(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != "PRI" || r.ProtoMajor != 2 {

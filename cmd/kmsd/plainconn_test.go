@@ -92,6 +92,9 @@ func TestPlainConnUnparsedRequestKMSCodes(t *testing.T) {
 			if got := res.Header.Get("Content-Type"); got != "application/json" {
 				t.Errorf("Content-Type %q, want application/json", got)
 			}
+			if res.Header.Get("X-Request-Id") == "" {
+				t.Error("the response has no X-Request-Id")
+			}
 
 			var parsed struct {
 				Error struct {

@@ -37,7 +37,8 @@ const (
 //
 // A response written by a handler never matches: net/http writes its headers in sorted
 // order and adds a Date header, while these responses have Content-Type before
-// Connection and no Date.
+// Connection and no Date. The replacement carries a new X-Request-Id, as every other
+// response does, although no log line or audit record has that id.
 func ProtocolErrorResponse(raw []byte) ([]byte, bool) {
 	if !bytes.HasPrefix(raw, []byte(netHTTPStatusPrefix)) {
 		return nil, false
@@ -74,7 +75,9 @@ func ProtocolErrorResponse(raw []byte) ([]byte, bool) {
 	out = strconv.AppendInt(out, int64(status), 10)
 	out = append(out, ' ')
 	out = append(out, http.StatusText(status)...)
-	out = append(out, "\r\nContent-Type: application/json\r\nContent-Length: "...)
+	out = append(out, "\r\nContent-Type: application/json\r\nX-Request-Id: "...)
+	out = append(out, NewRequestID()...)
+	out = append(out, "\r\nContent-Length: "...)
 	out = strconv.AppendInt(out, int64(len(body)), 10)
 	out = append(out, "\r\nConnection: close\r\n\r\n"...)
 	return append(out, body...), true
