@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -485,6 +486,14 @@ func (c config) validate() error {
 		"max_token_calls: must be 0 to max_sessions (%d)", c.MaxSessions)
 	check(c.SessionIdleTimeout >= 0, "session_idle_timeout: must not be negative")
 	check((c.TLSCert == "") == (c.TLSKey == ""), "tls_cert and tls_key: give both or neither")
+	if c.TLSCert != "" && c.TLSKey != "" {
+		// Loaded here as well as by the listener, so that a wrong file stops kmsd before
+		// it creates the data directory and the token. The errors name the files and the
+		// mismatch, never key material.
+		if _, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey); err != nil {
+			errs = append(errs, fmt.Errorf("tls_cert and tls_key: %w", err))
+		}
+	}
 	check(c.KeysPerProject >= 1, "keys_per_project: must be at least 1")
 	check(c.MaxOnDemandVersion >= 2 && c.MaxOnDemandVersion <= 100000,
 		"max_on_demand_version: must be 2 to 100000")

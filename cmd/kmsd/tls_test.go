@@ -9,12 +9,15 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
+	"io/fs"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -170,4 +173,48 @@ func TestServeTLS(t *testing.T) {
 	}
 
 	p.stop(t)
+}
+
+// TestKmsdRejectsBadTLSFilesFirst starts kmsd with a missing certificate, and with a key
+// of another certificate. kmsd must exit with an error that names the problem before it
+// creates its data directory.
+func TestKmsdRejectsBadTLSFilesFirst(t *testing.T) {
+	certPath, _ := writeSelfSigned(t, t.TempDir())
+	_, otherKey := writeSelfSigned(t, t.TempDir())
+	tests := []struct {
+		name      string
+		cert, key string
+		wantCause string
+	}{
+		{"missing certificate", filepath.Join(t.TempDir(), "missing.pem"), otherKey,
+			"no such file or directory"},
+		{"key of another certificate", certPath, otherKey,
+			"private key does not match public key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dataDir := filepath.Join(t.TempDir(), "kms-data")
+			p := launchKmsd(t, []string{"--data-dir", dataDir,
+				"--tls-cert", tt.cert, "--tls-key", tt.key})
+			exited := make(chan error, 1)
+			go func() { exited <- p.cmd.Wait() }()
+			select {
+			case err := <-exited:
+				if err == nil {
+					t.Errorf("kmsd exited with status 0, want an error; logs:\n%s", p.logs)
+				}
+			case <-time.After(30 * time.Second):
+				_ = p.cmd.Process.Kill()
+				<-exited
+				t.Fatalf("kmsd still runs 30 s after its start; logs:\n%s", p.logs)
+			}
+
+			if logs := p.logs.String(); !strings.Contains(logs, tt.wantCause) {
+				t.Errorf("the log does not name the cause %q; logs:\n%s", tt.wantCause, logs)
+			}
+			if _, err := os.Stat(dataDir); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("the data directory exists after the rejected start (%v)", err)
+			}
+		})
+	}
 }
