@@ -18,9 +18,12 @@ var errAuditUnavailable = &service.Error{Code: service.CodeUnavailable,
 	Message: "the audit trail is unavailable; retry later"}
 
 // errAuditStoreUnavailable is errAuditUnavailable when the store that holds the trail is
-// unavailable, which /readyz reports as "store unavailable" too.
+// unavailable, which /readyz reports as "store unavailable" too. That store is the
+// database or, on the embedded default, the chain files beside it, so the message names
+// both.
 var errAuditStoreUnavailable = &service.Error{Code: service.CodeUnavailable,
-	Message: "the metadata store is unavailable, so the call could not be audited; retry later"}
+	Message: "the audit record could not be written to the database or the audit chain " +
+		"files, so the result of the call is withheld; retry later"}
 
 // auditFailure returns the error of a call whose audit record failed with err.
 func auditFailure(err error) *service.Error {
