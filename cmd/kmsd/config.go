@@ -60,7 +60,7 @@ type config struct {
 	MaxBodyBytes       int64         `json:"max_body_bytes" env:"KMS_MAX_BODY_BYTES" flag:"max-body-bytes" help:"largest request body accepted, in bytes"`
 
 	Audit                   bool          `json:"audit" env:"KMS_AUDIT" flag:"audit" help:"record every API call in the tamper-evident audit trail; false turns the trail off"`
-	AuditBatchSize          int           `json:"audit_batch_size" env:"KMS_AUDIT_BATCH_SIZE" flag:"audit-batch-size" help:"maximum audit records per database transaction (group commit)"`
+	AuditBatchSize          int           `json:"audit_batch_size" env:"KMS_AUDIT_BATCH_SIZE" flag:"audit-batch-size" help:"maximum audit records per commit (database transaction or chain file write)"`
 	AuditMaxDelay           time.Duration `json:"audit_max_delay" env:"KMS_AUDIT_MAX_DELAY" flag:"audit-max-delay" help:"how long every audit record waits for others to share its transaction, whatever the load (0: use audit_batch_wait)"`
 	AuditBatchWait          time.Duration `json:"audit_batch_wait" env:"KMS_AUDIT_BATCH_WAIT" flag:"audit-batch-wait" help:"with audit_max_delay 0: under heavy load (32 or more client connections, 4 or more records waiting), the longest an audit transaction waits for more records; a lone caller or a few never wait (0: no wait)"`
 	AuditFsync              bool          `json:"audit_fsync" env:"KMS_AUDIT_FSYNC" flag:"audit-fsync" help:"on SQLite, fsync every audit commit (survives power loss; about one disk flush per batch); false survives a process crash"`
