@@ -145,3 +145,18 @@ func rejectHTTP2Preface(h http.Handler) http.Handler {
 		}})
 	})
 }
+
+// closeAfterChunkedBody closes the connection after the response to every request with a
+// chunked body. RFC 9112, section 6.1, requires that for a request that has both
+// Transfer-Encoding and Content-Length, which net/http serves by the Transfer-Encoding
+// and keeps the connection of. net/http removes the Content-Length header of such a
+// request before any handler runs, so every chunked request is treated alike. SDKs send
+// their bodies with Content-Length and keep their connections.
+func closeAfterChunkedBody(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(r.TransferEncoding) > 0 {
+			w.Header().Set("Connection", "close")
+		}
+		h.ServeHTTP(w, r)
+	})
+}

@@ -173,3 +173,42 @@ func TestKmsdUnparsedRequestGetsKMSCode(t *testing.T) {
 	}
 	p.stop(t)
 }
+
+// TestKmsdClosesAfterChunkedRequest sends requests with a chunked body, one of them with a
+// Content-Length too, which a proxy in front could read differently. kmsd must answer
+// each and then close the connection.
+func TestKmsdClosesAfterChunkedRequest(t *testing.T) {
+	p := startKmsd(t, t.TempDir())
+	tests := []struct {
+		name    string
+		request string
+	}{
+		{"chunked with Content-Length",
+			"GET /healthz HTTP/1.1\r\nHost: kms\r\nTransfer-Encoding: chunked\r\n" +
+				"Content-Length: 3\r\n\r\n0\r\n\r\n"},
+		{"chunked alone",
+			"GET /healthz HTTP/1.1\r\nHost: kms\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, body := roundTrip(t, p.addr, tt.request)
+			if res.StatusCode != http.StatusOK {
+				t.Errorf("status %d, want 200: %s", res.StatusCode, body)
+			}
+			if !res.Close {
+				t.Error("the response keeps the connection open")
+			}
+		})
+	}
+
+	t.Run("Content-Length alone keeps the connection", func(t *testing.T) {
+		res, body := roundTrip(t, p.addr, "GET /healthz HTTP/1.1\r\nHost: kms\r\n\r\n")
+		if res.StatusCode != http.StatusOK {
+			t.Errorf("status %d, want 200: %s", res.StatusCode, body)
+		}
+		if res.Close {
+			t.Error("the response closes the connection")
+		}
+	})
+	p.stop(t)
+}
