@@ -87,11 +87,12 @@ func warnOpenFileModes(cfg config, log *slog.Logger) {
 	}
 }
 
-// guardedPaths returns the files and directories in the data directory that hold no
-// secret but that no other user may write. They are the embedded token's folder and its
-// copies, SoftHSM2's configuration (which names the token folder), the replica marks,
-// and the audit chain files of the default SQLite store. Another user who can write them can
-// replace the token, point SoftHSM2 at another one, or cut the audit trail.
+// guardedPaths returns the files and directories that hold no secret but that no other
+// user may write. They are the embedded token's folder and its copies, SoftHSM2's
+// configuration (which names the token folder), the replica marks, the audit chain files
+// of the default SQLite store, and the PKCS#11 library of --pkcs11-module. Another user
+// who can write them can replace the token, point SoftHSM2 at another one, cut the audit
+// trail, or run code inside kmsd.
 //
 // NOTE: the chain files of a SQLite store given as a URL (file:, sqlite:) or outside the
 // data directory are not checked here.
@@ -104,6 +105,9 @@ func guardedPaths(cfg config) []string {
 	}
 	if filepath.Clean(cfg.DatabaseURL) == filepath.Join(cfg.DataDir, "kms.db") {
 		paths = append(paths, filepath.Join(cfg.DataDir, "kms.db-audit"))
+	}
+	if cfg.PKCS11Module != "" {
+		paths = append(paths, cfg.PKCS11Module)
 	}
 	return paths
 }

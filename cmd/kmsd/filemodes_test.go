@@ -291,6 +291,47 @@ func TestWarnWritableGuardedPaths(t *testing.T) {
 	}
 }
 
+func TestWarnWritablePKCS11Module(t *testing.T) {
+	tests := []struct {
+		name     string
+		perm     fs.FileMode
+		wantWarn bool
+	}{
+		{"owner only", 0o755, false},
+		{"group writable", 0o775, true},
+		{"world writable", 0o757, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dataDir := t.TempDir()
+			if err := os.Chmod(dataDir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			module := filepath.Join(t.TempDir(), "libvendor-pkcs11.so")
+			if err := os.WriteFile(module, []byte("not a library"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(module, tt.perm); err != nil {
+				t.Fatal(err)
+			}
+			cfg := config{DataDir: dataDir, DatabaseURL: filepath.Join(dataDir, "kms.db"),
+				PKCS11Module: module}
+
+			var logs bytes.Buffer
+			warnOpenFileModes(cfg, slog.New(slog.NewJSONHandler(&logs, nil)))
+
+			if !tt.wantWarn {
+				if got := modeWarnings(t, logs.String(), msgWritableGuardedPath); len(got) != 0 {
+					t.Errorf("warnings %v, expected none", got)
+				}
+				return
+			}
+			checkModeWarning(t, logs.String(), msgWritableGuardedPath, module, tt.perm,
+				"chmod go-w "+shellQuote(module))
+		})
+	}
+}
+
 func TestWarnWritableGuardedPathsMissing(t *testing.T) {
 	dataDir := t.TempDir()
 	if err := os.Chmod(dataDir, 0o700); err != nil {
