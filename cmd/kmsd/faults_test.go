@@ -48,6 +48,24 @@ func launchKmsd(t *testing.T, args []string, env ...string) *kmsdProcess {
 	return p
 }
 
+// waitForFailedExit waits up to 30 s for p to exit, and fails the test unless it exits
+// with an error. after names what should have ended kmsd, for the failure message.
+func waitForFailedExit(t *testing.T, p *kmsdProcess, after string) {
+	t.Helper()
+	exited := make(chan error, 1)
+	go func() { exited <- p.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err == nil {
+			t.Errorf("kmsd exited with status 0, want an error; logs:\n%s", p.logs)
+		}
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-exited
+		t.Fatalf("kmsd still runs 30 s after %s; logs:\n%s", after, p.logs)
+	}
+}
+
 // get sends an unsigned GET to kmsd and returns the status and body, or status 0 when
 // kmsd does not respond.
 func (p *kmsdProcess) get(path string) (int, string) {

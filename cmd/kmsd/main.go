@@ -364,7 +364,7 @@ func listenAndServe(
 	if cfg.TLSCert == "" {
 		ln = plainListener{ln}
 	}
-	hs.Handler = closeAfterChunkedBody(rejectHTTP2Preface(h))
+	hs.Handler = checkFraming(h)
 
 	// See hangups.go: the per-request read that notices a client hanging up is skipped
 	// where no wait in a request depends on the network.

@@ -124,36 +124,34 @@ const http2PrefaceMessage = "the request is not valid HTTP/1.1: it is the HTTP/2
 	"connection preface, and kmsd serves HTTP/2 only over TLS once ALPN chose h2, " +
 	"so send HTTP/1.1"
 
-// rejectHTTP2Preface rejects the HTTP/2 connection preface ("PRI * HTTP/2.0") with 400
-// KMS.0201 and closes the connection, as net/http does for every other HTTP/2.0 request
-// line. net/http passes the preface to the handler, so that a handler can take the
-// connection over for HTTP/2 without TLS, which kmsd does not serve. With TLS, clients
-// choose HTTP/2 through ALPN, and net/http serves it without passing the preface here.
-// A TLS client that chose HTTP/1.1 and then sends the preface gets the same 400.
-func rejectHTTP2Preface(h http.Handler) http.Handler {
+// checkFraming wraps h with the two checks of a request's framing that net/http leaves
+// to handlers, in one wrapper because it runs on every request.
+//
+// It rejects the HTTP/2 connection preface ("PRI * HTTP/2.0") with 400 KMS.0201 and
+// closes the connection, as net/http does for every other HTTP/2.0 request line.
+// net/http passes the preface to the handler, so that a handler can take the connection
+// over for HTTP/2 without TLS, which kmsd does not serve. With TLS, clients choose
+// HTTP/2 through ALPN, and net/http serves it without passing the preface here. A TLS
+// client that chose HTTP/1.1 and then sends the preface gets the same 400.
+//
+// It closes the connection after the response to every request with a chunked body.
+// RFC 9112, section 6.1, requires that for a request that has both Transfer-Encoding and
+// Content-Length, which net/http serves by the Transfer-Encoding while keeping the
+// connection. net/http removes the Content-Length header of such a request before any
+// handler runs, so every chunked request is treated alike. SDKs send their bodies with
+// Content-Length and keep their connections.
+func checkFraming(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != "PRI" || r.ProtoMajor != 2 {
-			h.ServeHTTP(w, r)
+		if r.Method == "PRI" && r.ProtoMajor == 2 {
+			w.Header().Set("Connection", "close")
+			w.Header().Set("X-Request-Id", api.NewRequestID())
+			writeJSON(w, http.StatusBadRequest, map[string]any{"error": map[string]string{
+				"error_code": service.CodeInvalidURL,
+				"error_msg":  http2PrefaceMessage,
+			}})
 			return
 		}
 
-		w.Header().Set("Connection", "close")
-		w.Header().Set("X-Request-Id", api.NewRequestID())
-		writeJSON(w, http.StatusBadRequest, map[string]any{"error": map[string]string{
-			"error_code": service.CodeInvalidURL,
-			"error_msg":  http2PrefaceMessage,
-		}})
-	})
-}
-
-// closeAfterChunkedBody closes the connection after the response to every request with a
-// chunked body. RFC 9112, section 6.1, requires that for a request that has both
-// Transfer-Encoding and Content-Length, which net/http serves by the Transfer-Encoding
-// and keeps the connection of. net/http removes the Content-Length header of such a
-// request before any handler runs, so every chunked request is treated alike. SDKs send
-// their bodies with Content-Length and keep their connections.
-func closeAfterChunkedBody(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if len(r.TransferEncoding) > 0 {
 			w.Header().Set("Connection", "close")
 		}

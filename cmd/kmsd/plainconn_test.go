@@ -175,8 +175,8 @@ func TestKmsdUnparsedRequestGetsKMSCode(t *testing.T) {
 }
 
 // TestKmsdClosesAfterChunkedRequest sends requests with a chunked body, one of them with a
-// Content-Length too, which a proxy in front could read differently. kmsd must answer
-// each and then close the connection.
+// Content-Length too, which a proxy in front could read differently. kmsd must respond
+// to each and then close the connection.
 func TestKmsdClosesAfterChunkedRequest(t *testing.T) {
 	p := startKmsd(t, t.TempDir())
 	tests := []struct {

@@ -329,7 +329,7 @@ func postWithin(t *testing.T, r *replica, timeout time.Duration, op string, body
 // connections stay open, as a database host that hangs does. A call must then get 503
 // KMS.0102 once --request-timeout passes, instead of a wait as long as the stall and no
 // response. That holds with the audit trail off, and on, where the audit record waits
-// up to 20 s for the database too. kmsd must serve again once the database answers.
+// up to 20 s for the database too. kmsd must serve again once the database responds.
 func TestKmsdPostgresStallGets503(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -401,18 +401,7 @@ func TestKmsdExitsWhenPostgresRejectsLogin(t *testing.T) {
 			dataDir := filepath.Join(t.TempDir(), "kms-data")
 
 			p := launchKmsd(t, []string{"--data-dir", dataDir, "--database", u.String()})
-			exited := make(chan error, 1)
-			go func() { exited <- p.cmd.Wait() }()
-			select {
-			case err := <-exited:
-				if err == nil {
-					t.Errorf("kmsd exited with status 0, want an error; logs:\n%s", p.logs)
-				}
-			case <-time.After(30 * time.Second):
-				_ = p.cmd.Process.Kill()
-				<-exited
-				t.Fatalf("kmsd still runs 30 s after its login was rejected; logs:\n%s", p.logs)
-			}
+			waitForFailedExit(t, p, "its login was rejected")
 			logs := p.logs.String()
 			if !strings.Contains(logs, "opening the metadata store") ||
 				!strings.Contains(logs, tt.wantCause) {

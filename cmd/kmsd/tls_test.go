@@ -196,18 +196,7 @@ func TestKmsdRejectsBadTLSFilesFirst(t *testing.T) {
 			dataDir := filepath.Join(t.TempDir(), "kms-data")
 			p := launchKmsd(t, []string{"--data-dir", dataDir,
 				"--tls-cert", tt.cert, "--tls-key", tt.key})
-			exited := make(chan error, 1)
-			go func() { exited <- p.cmd.Wait() }()
-			select {
-			case err := <-exited:
-				if err == nil {
-					t.Errorf("kmsd exited with status 0, want an error; logs:\n%s", p.logs)
-				}
-			case <-time.After(30 * time.Second):
-				_ = p.cmd.Process.Kill()
-				<-exited
-				t.Fatalf("kmsd still runs 30 s after its start; logs:\n%s", p.logs)
-			}
+			waitForFailedExit(t, p, "its start")
 
 			if logs := p.logs.String(); !strings.Contains(logs, tt.wantCause) {
 				t.Errorf("the log does not name the cause %q; logs:\n%s", tt.wantCause, logs)
