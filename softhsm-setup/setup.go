@@ -334,6 +334,12 @@ func syncPath(path string) error {
 const damagedAdvice = "Restore the data directory from a backup. If no key was ever " +
 	"created in it, because its first start was interrupted, move it away and start again"
 
+// hasTokenFile reports whether a token folder in tokens holds a token file.
+func hasTokenFile(tokens string) bool {
+	files, _ := filepath.Glob(filepath.Join(tokens, "*", "token.object"))
+	return len(files) > 0
+}
+
 // damagedTokenFile returns the path of an empty token.object file in a token folder
 // under tokens, or "" when there is none.
 //
@@ -489,9 +495,10 @@ func writeFileAtomic(path string, data []byte) error {
 }
 
 // findTokenSettled reports whether SoftHSM2 finds the token labelled label. While it does
-// not and the token directory holds an empty token file, it looks again every rewritePoll
-// for up to rewriteWait, because another process's login may be rewriting that file
-// (see readSettled).
+// not and the token directory holds a token file, it looks again every rewritePoll for
+// up to rewriteWait, because another process's login may be rewriting that file (see
+// readSettled). A scan that met the file empty or cut short misses the token, and the
+// file may be whole again by the time it is checked here.
 func findTokenSettled(module, label, tokens string) (bool, error) {
 	deadline := time.Now().Add(rewriteWait)
 	for {
@@ -499,7 +506,7 @@ func findTokenSettled(module, label, tokens string) (bool, error) {
 			_, ok, err := findToken(p11, label)
 			return ok, err
 		})
-		if err != nil || found || damagedTokenFile(tokens) == "" || time.Now().After(deadline) {
+		if err != nil || found || !hasTokenFile(tokens) || time.Now().After(deadline) {
 			return found, err
 		}
 		time.Sleep(rewritePoll)

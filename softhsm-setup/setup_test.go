@@ -605,8 +605,19 @@ func TestEnsureWaitsForTokenRewrite(t *testing.T) {
 	if _, err := FindModule(); err != nil {
 		t.Skip(err)
 	}
-	for _, keepCopy := range []bool{true, false} {
-		t.Run(fmt.Sprintf("copy kept %t", keepCopy), func(t *testing.T) {
+	tests := []struct {
+		name     string
+		keepCopy bool
+		cutTo    func(size int64) int64 // the size of the token file during the rewrite
+	}{
+		{"empty, copy kept", true, func(int64) int64 { return 0 }},
+		{"empty, no copy", false, func(int64) int64 { return 0 }},
+		{"cut short, copy kept", true, func(size int64) int64 { return size / 2 }},
+		{"cut short, no copy", false, func(size int64) int64 { return size / 2 }},
+	}
+	for _, tt := range tests {
+		keepCopy := tt.keepCopy
+		t.Run(tt.name, func(t *testing.T) {
 			dataDir := filepath.Join(t.TempDir(), "data")
 			if _, err := Ensure(dataDir, "kms"); err != nil {
 				t.Fatalf("first Ensure: %v", err)
@@ -626,7 +637,7 @@ func TestEnsureWaitsForTokenRewrite(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			if err := os.Truncate(tokenFile, 0); err != nil {
+			if err := os.Truncate(tokenFile, tt.cutTo(int64(len(content)))); err != nil {
 				t.Fatal(err)
 			}
 			rewritten := make(chan error, 1)

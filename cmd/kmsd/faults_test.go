@@ -295,14 +295,14 @@ func TestKmsdSIGTERMDuringRequests(t *testing.T) {
 
 	const inFlight = 100
 	body := []byte(fmt.Sprintf(`{"key_id":%q,"datakey_length":"256"}`, keyID))
-	writers := make([]*io.PipeWriter, inFlight)
+	release := make(chan struct{})
 	statuses := make(chan int, inFlight)
 	var wg sync.WaitGroup
-	for i := range inFlight {
-		r, w := io.Pipe()
-		writers[i] = w
+	for range inFlight {
 		req := signedRequest(t, p, "create-datakey", body, ak, sk, projectID)
-		req.Body, req.ContentLength = r, int64(len(body))
+		req.Body = io.NopCloser(&gatedBody{first: body[:len(body)/2],
+			rest: body[len(body)/2:], release: release})
+		req.ContentLength = int64(len(body))
 		wg.Go(func() {
 			res, err := http.DefaultClient.Do(req)
 			if err != nil {
@@ -313,7 +313,6 @@ func TestKmsdSIGTERMDuringRequests(t *testing.T) {
 			res.Body.Close()
 			statuses <- res.StatusCode
 		})
-		go func() { _, _ = w.Write(body[:len(body)/2]) }()
 	}
 
 	deadline := time.Now().Add(30 * time.Second)
@@ -327,12 +326,7 @@ func TestKmsdSIGTERMDuringRequests(t *testing.T) {
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range writers {
-		go func() {
-			_, _ = w.Write(body[len(body)/2:])
-			_ = w.Close()
-		}()
-	}
+	close(release)
 	wg.Wait()
 	close(statuses)
 
@@ -658,4 +652,31 @@ func TestKmsdSIGKILLLosesNoRecord(t *testing.T) {
 	}
 	t.Logf("%d calls succeeded before SIGKILL, %d records in the chain", len(succeeded),
 		len(recorded))
+}
+
+// gatedBody is a request body that returns first at once, then blocks until release is
+// closed and returns rest together with io.EOF. With the end of the body in the same read
+// as its last bytes, the client finishes writing the request before the server can
+// respond. With a pipe closed after its last write, the client's transport once reported
+// a write to the connection that it had closed on the response, instead of the response.
+type gatedBody struct {
+	first, rest []byte
+	release     <-chan struct{}
+}
+
+// Read implements io.Reader.
+func (b *gatedBody) Read(p []byte) (int, error) {
+	if len(b.first) > 0 {
+		n := copy(p, b.first)
+		b.first = b.first[n:]
+		return n, nil
+	}
+
+	<-b.release
+	n := copy(p, b.rest)
+	b.rest = b.rest[n:]
+	if len(b.rest) == 0 {
+		return n, io.EOF
+	}
+	return n, nil
 }
